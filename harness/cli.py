@@ -1,0 +1,247 @@
+"""The ``harness`` command line. Heavy libraries are imported inside the commands that need them,
+so ``harness --help`` and ``harness list`` answer quickly."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from harness.errors import HarnessError, RunFailed
+
+LIST_KINDS = ("methods", "benchmarks", "heads", "backbones", "datasets")
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("HARNESS_RUNS", "runs"))
+
+
+# ------------------------------------------------------------------------------------------ list
+
+
+def cmd_list(args) -> int:
+    from tabulate import tabulate
+
+    kinds = [args.kind] if args.kind else ["methods", "benchmarks", "heads"]
+    for kind in kinds:
+        rows = list_rows(kind)
+        print(f"{kind}:")
+        print(tabulate(rows, headers=["name", "description", "defaults"], tablefmt="simple", maxcolwidths=[None, 60, 60]))
+        print()
+    return 0
+
+
+def list_rows(kind: str) -> list[list[str]]:
+    if kind == "methods":
+        from harness.methods import METHODS
+        from harness.resolve import preset_layers
+
+        rows = []
+        for entry in METHODS:
+            layers = preset_layers(entry.preset, "default")
+            defaults = {f"{g}.{k}": v for _, tree in layers for g, kv in tree.items() for k, v in kv.items()}
+            defaults.update({f"{g}.{k}": v for g, kv in entry.fixed.items() for k, v in kv.items()})
+            rows.append([entry.name, entry.description, _short(defaults)])
+        return rows
+    if kind == "benchmarks":
+        from harness.benchmarks import BENCHMARKS
+
+        return [[b.name, b.description, _short(b.summary())] for b in BENCHMARKS]
+    if kind in ("heads", "backbones"):
+        from harness import catalog
+
+        registry = catalog.HEADS if kind == "heads" else catalog.BACKBONES
+        return [[e.name, e.description, _short(e.defaults)] for e in registry]
+    from harness.data import DATASETS
+
+    return [[e.name, e.description, ""] for e in DATASETS]
+
+
+def _short(mapping: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in mapping.items())
+
+
+# ------------------------------------------------------------------------------------------ run
+
+
+def cmd_run(args) -> int:
+    from harness.resolve import resolve
+    from harness.results import find_finished, iter_records, new_run_id
+    from harness.runner import execute
+
+    resolved = resolve(args.method, args.bench, args.config, args.set or [])
+    cfg = resolved.config
+    runs_dir = Path(args.runs_dir)
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    if args.resume and run_dir is None:
+        done = find_finished(runs_dir, cfg.hash(), args.seed)
+        if done:
+            print(f"already finished: {done['run_dir']}")
+            print(summary_line(done))
+            return 0
+        pending = [r for r in iter_records(runs_dir) if r.get("config_hash") == cfg.hash() and r.get("seed") == args.seed]
+        run_dir = Path(pending[-1]["run_dir"]) if pending else None
+    if run_dir is None:
+        run_dir = runs_dir / new_run_id(cfg.method_name, cfg.benchmark, args.seed, cfg.hash())
+    try:
+        record = execute(resolved, args.seed, run_dir, device=args.device, resume=args.resume,
+                         progress=not args.no_progress)
+    except HarnessError as exc:
+        raise RunFailed(f"{exc}\n  record: {run_dir / 'result.json'}") from None
+    except Exception as exc:
+        raise RunFailed(f"run failed ({type(exc).__name__}: {exc})\n  record: {run_dir / 'result.json'}, "
+                        f"traceback: {run_dir / 'error.log'}") from None
+    print(summary_line(record))
+    return 0
+
+
+def summary_line(record: dict) -> str:
+    acc, ci = 100 * record["accuracy"], 100 * record["ci95"]
+    return (
+        f"{record['method']} on {record['benchmark']} (seed {record['seed']}): accuracy {acc:.2f}% ± {ci:.2f} "
+        f"(error {100 - acc:.2f}%; 95% CI over {record['episodes']} episodes, head {record['head']}) | "
+        f"train {record.get('train_seconds', 0):.1f} s, {record.get('steps', 0)} steps, eval {record['eval_seconds']:.1f} s | "
+        f"{record['run_dir']}"
+    )
+
+
+# ------------------------------------------------------------------------------------------ eval
+
+
+def cmd_eval(args) -> int:
+    from harness.crosseval import evaluate_run
+
+    record = evaluate_run(Path(args.run), args.bench, args.head, Path(args.runs_dir), args.device)
+    print(summary_line(record))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def cmd_data(args) -> int:
+    from tabulate import tabulate
+
+    from harness.data import DATASETS, get_dataset
+    from harness.data.base import data_root
+
+    root = data_root(args.root or "")
+    if args.action == "status":
+        rows = []
+        for entry in DATASETS:
+            status = get_dataset(entry.name).status(root)
+            files = ", ".join(f"{n} {'✓' if ok else '✗'}" for n, ok in status["files"].items()) or "(generated)"
+            rows.append([entry.name, "ready" if status["ready"] else "missing", files, ", ".join(status["cached"])])
+        print(f"data root: {root}" + (f"   mirror: {os.environ['HARNESS_DATA_MIRROR']}" if os.environ.get("HARNESS_DATA_MIRROR") else ""))
+        print(tabulate(rows, headers=["dataset", "state", "raw files", "decoded caches"]))
+        return 0
+    if not args.name:
+        raise HarnessError(f"harness data {args.action} needs a dataset name: one of {', '.join(DATASETS.names())}")
+    dataset = get_dataset(args.name)
+    if args.action == "download":
+        fetched = dataset.download(root)
+        print(f"{args.name}: " + (f"fetched {', '.join(p.name for p in fetched)}" if fetched else "all files present"))
+        for split in dataset.splits:
+            dataset.load(root, split)
+        print(f"{args.name}: decoded {', '.join(dataset.splits)} into {root / dataset.folder / 'cache'}")
+        return 0
+    if not args.source:
+        raise HarnessError("harness data prepare NAME --from PATH: PATH (your local copy) is required")
+    dataset.prepare_from(root, Path(args.source))
+    print(f"{args.name}: prepared from {args.source} into {root / dataset.folder}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+def cmd_results(args) -> int:
+    from tabulate import tabulate
+
+    from harness.results import iter_records, records_frame
+
+    records = [r for r in iter_records(Path(args.runs_dir))
+               if (not args.bench or r.get("benchmark") == args.bench) and (not args.method or r.get("method") == args.method)]
+    if not records:
+        print(f"no runs under {args.runs_dir}" + (" matching the filters" if args.bench or args.method else ""))
+        return 0
+    frame = records_frame(records)
+    if args.format == "csv":
+        print(frame.to_csv(index=False), end="")
+    else:
+        print(tabulate(frame, headers="keys", tablefmt="github" if args.format == "md" else "simple",
+                       showindex=False, floatfmt=".4f", missingval=""))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Few-shot / self-supervised benchmark harness: run methods on fixed test episodes, "
+                    "sweep on SLURM, build leaderboards and paper tables.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("list", help="list methods, benchmarks, heads (and backbones, datasets)")
+    p.add_argument("kind", nargs="?", choices=LIST_KINDS, help="what to list (default: methods, benchmarks, heads)")
+    p.set_defaults(handler=cmd_list)
+
+    p = sub.add_parser("run", help="train (if the method trains) and score one method on one benchmark")
+    add_run_options(p)
+    p.add_argument("--run-dir", help="exact run directory (default: a new one under --runs-dir)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the newest unfinished run of this config and seed from its last checkpoint "
+                        "(or --run-dir); a finished one is reported, not rerun")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("eval", help="score a trained run's checkpoint on another benchmark or with another head")
+    p.add_argument("--run", required=True, help="the trained run's directory")
+    p.add_argument("--bench", required=True, help="benchmark to score on")
+    p.add_argument("--head", help="evaluation head (default: the run's head)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--runs-dir", default=str(default_runs_dir()), help="where the new record goes (default ./runs or $HARNESS_RUNS)")
+    p.set_defaults(handler=cmd_eval)
+
+    p = sub.add_parser("data", help="dataset status, download (URL or $HARNESS_DATA_MIRROR), prepare from a local copy")
+    p.add_argument("action", choices=["status", "download", "prepare"])
+    p.add_argument("name", nargs="?", help="dataset name (see `harness list datasets`)")
+    p.add_argument("--from", dest="source", help="prepare: folder holding your local copy")
+    p.add_argument("--root", help="data root (default $HARNESS_DATA or ~/.cache/fewshot-harness)")
+    p.set_defaults(handler=cmd_data)
+
+    p = sub.add_parser("results", help="the stored runs as a table")
+    p.add_argument("--bench", help="only this benchmark")
+    p.add_argument("--method", help="only this method")
+    p.add_argument("--format", choices=["text", "md", "csv"], default="text")
+    p.add_argument("--runs-dir", default=str(default_runs_dir()), help="result store (default ./runs or $HARNESS_RUNS)")
+    p.set_defaults(handler=cmd_results)
+    return parser
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", required=True, help="method name (see `harness list methods`)")
+    p.add_argument("--bench", required=True, help="benchmark name (see `harness list benchmarks`)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0); test episodes come from bench.episode_seed")
+    p.add_argument("--config", help="YAML file of overrides: {bench|data|train|eval|method: {key: value}}")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set train.steps=500 --set method.backbone=resnet12 (repeatable)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto: cuda when available)")
+    p.add_argument("--runs-dir", default=str(default_runs_dir()), help="result store (default ./runs or $HARNESS_RUNS)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except HarnessError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

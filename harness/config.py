@@ -1,0 +1,254 @@
+"""Typed run configuration: groups of dataclasses, YAML / ``--set`` overrides, validation, hashing.
+
+A run's configuration has five groups: ``bench`` (the test protocol), ``data``, ``train``, ``eval``
+and ``method`` (the method's own dataclass). Values are resolved in this order, later wins:
+dataclass defaults → benchmark definition → method preset (``default`` then the benchmark's family)
+→ the method entry's fixed settings → ``--config FILE.yaml`` → ``--set key=value``.
+Every value is type-checked; a field's ``metadata`` may bound it (``min``, ``max``, ``gt``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from harness.errors import ConfigError, UnknownNameError
+
+
+def at_least(low: float) -> dict:
+    """Field metadata: the value must be >= low."""
+    return {"min": low}
+
+
+def positive() -> dict:
+    """Field metadata: the value must be > 0."""
+    return {"gt": 0}
+
+
+@dataclass
+class BenchConfig:
+    """The test protocol: N-way K-shot episodes with Q queries per class, drawn from a seed."""
+
+    ways: int = field(default=5, metadata=at_least(2))
+    shots: int = field(default=1, metadata=at_least(1))
+    queries: int = field(default=15, metadata=at_least(1))
+    episodes: int = field(default=2000, metadata=at_least(1))
+    episode_seed: int = field(default=0, metadata=at_least(0))
+
+
+@dataclass
+class DataConfig:
+    """Where data lives and how much of the training split a run may use."""
+
+    root: str = ""  # "" → $HARNESS_DATA or ~/.cache/fewshot-harness
+    train_fraction: float = field(default=1.0, metadata={"gt": 0, "max": 1})
+    image_size: int = field(default=0, metadata=at_least(0))  # 0 → the benchmark's size
+    class_rotations: bool = False  # training classes ×4 by 90° rotations (Omniglot practice)
+    holdout: str = ""  # a group (e.g. an Omniglot alphabet) held out of training as validation
+
+
+@dataclass
+class TrainConfig:
+    """The shared training loop's budget and optimiser settings."""
+
+    steps: int = field(default=1000, metadata=at_least(0))
+    budget_minutes: float = field(default=0.0, metadata=at_least(0))  # 0 → no time limit
+    lr: float = field(default=1e-3, metadata=positive())
+    weight_decay: float = field(default=0.0, metadata=at_least(0))
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    schedule: Literal["constant", "cosine"] = "constant"
+    batch_size: int = field(default=64, metadata=at_least(1))
+    checkpoint_every: int = field(default=500, metadata=at_least(1))
+    val_every: int = field(default=0, metadata=at_least(0))  # 0 → validate only at the end
+    val_episodes: int = field(default=200, metadata=at_least(1))
+    log_every: int = field(default=10, metadata=at_least(1))
+
+
+@dataclass
+class EvalConfig:
+    """How the test episodes are scored."""
+
+    head: str = ""  # "" → the method's preferred head, else the benchmark's
+    distance: Literal["euclidean", "cosine"] = "euclidean"
+    batch_size: int = field(default=512, metadata=at_least(1))
+
+
+GROUPS = ("bench", "data", "train", "eval", "method")
+# Keys that say where things are, not what is computed: excluded from the config hash.
+UNHASHED = {("data", "root")}
+
+
+@dataclass
+class RunConfig:
+    """A fully resolved run configuration (without the seed: hash + seed identify a run)."""
+
+    method_name: str
+    benchmark: str
+    bench: BenchConfig
+    data: DataConfig
+    train: TrainConfig
+    eval: EvalConfig
+    method: Any
+
+    def group(self, name: str) -> Any:
+        if name not in GROUPS:
+            raise UnknownNameError("config group", name, GROUPS)
+        return getattr(self, name)
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"method_name": self.method_name, "benchmark": self.benchmark}
+        for name in GROUPS:
+            out[name] = dataclasses.asdict(self.group(name))
+        return out
+
+    def hash(self) -> str:
+        """A stable digest of everything that affects the computed result."""
+        tree = self.to_dict()
+        for group, key in UNHASHED:
+            tree[group].pop(key, None)
+        blob = json.dumps(tree, sort_keys=True, separators=(",", ":"), default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------- reading overrides
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping, with a clear error for a missing file or bad syntax."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path} must hold a mapping of config groups (bench, data, train, eval, method)")
+    return tree
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``["train.lr=0.1", "method.backbone=conv4"]`` → ``{"train": {"lr": 0.1}, ...}``."""
+    tree: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or "." not in key or not key.split(".", 1)[1]:
+            raise ConfigError(f"--set expects group.key=value (e.g. train.steps=500), got '{item}'")
+        group, name = key.split(".", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        tree.setdefault(group, {})[name] = value
+    return tree
+
+
+def flatten(tree: dict) -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` → ``{"train.lr": 1}`` (one level of groups)."""
+    flat = {}
+    for group, values in tree.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"config group '{group}' must be a mapping of keys to values, got {values!r}")
+        for key, value in values.items():
+            flat[f"{group}.{key}"] = value
+    return flat
+
+
+# ---------------------------------------------------------------- applying overrides
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(c) for c in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return it in that type."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{key} must have {len(args)} items, got {value!r}")
+            return tuple(coerce(v, a, key) for v, a in zip(value, args))
+        item = args[0] if args else Any
+        return origin(coerce(v, item, key) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            if option is type(None) and value is None:
+                return None
+            try:
+                return coerce(value, option, key)
+            except ConfigError:
+                continue
+        raise bad
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise bad
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise bad
+        return str(value)
+    return value
+
+
+def _fields(obj: Any) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(obj)}
+
+
+def set_value(cfg: RunConfig, dotted: str, value: Any) -> None:
+    """Set ``group.key`` on ``cfg`` after checking the key exists and the type fits."""
+    group_name, _, key = dotted.partition(".")
+    group = cfg.group(group_name)
+    fields = _fields(group)
+    if key not in fields:
+        raise UnknownNameError("config key", dotted, [f"{group_name}.{k}" for k in fields])
+    hints = typing.get_type_hints(type(group))
+    setattr(group, key, coerce(value, hints[key], dotted))
+
+
+def check_bounds(cfg: RunConfig) -> None:
+    """Reject values outside the bounds declared in field metadata."""
+    for group_name in GROUPS:
+        group = cfg.group(group_name)
+        for f in dataclasses.fields(group):
+            value = getattr(group, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            meta, key = f.metadata, f"{group_name}.{f.name}"
+            if "min" in meta and value < meta["min"]:
+                raise ConfigError(f"{key} must be >= {meta['min']}, got {value}")
+            if "gt" in meta and value <= meta["gt"]:
+                raise ConfigError(f"{key} must be > {meta['gt']}, got {value}")
+            if "max" in meta and value > meta["max"]:
+                raise ConfigError(f"{key} must be <= {meta['max']}, got {value}")
+
+
+def describe_fields(obj: Any) -> dict[str, Any]:
+    """Field name → default value, for listings."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}

@@ -1,0 +1,73 @@
+"""``harness eval``: score a trained run's checkpoint on another benchmark or with another head.
+
+The encoder keeps its input contract: the source run's image size and normalisation (target images
+are resized to it; grey ↔ RGB is converted when the channel counts differ). The new record has
+``kind: eval``, ``trained_on`` (the source benchmark) and ``source_run``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+
+import torch
+
+from harness.catalog import HEADS
+from harness.errors import HarnessError
+from harness.protocol import get_benchmark, load_benchmark
+from harness.resolve import resolve
+from harness.results import (
+    CHECKPOINT, new_run_id, read_config, read_record, write_config, write_record, write_scores,
+)
+from harness.runner import base_record, build_method, now, resolve_device, result_fields, score
+
+
+def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 N×C×H×W → ``channels`` channels (grey repeated to RGB, RGB averaged to grey)."""
+    if images.shape[1] == channels:
+        return images
+    if images.shape[1] == 1:
+        return images.expand(-1, channels, -1, -1).contiguous()
+    return images.float().mean(1, keepdim=True).round().to(torch.uint8)
+
+
+def evaluate_run(run_dir: Path, bench: str, head: str | None, runs_dir: Path, device: str = "auto") -> dict:
+    """Score ``run_dir``'s final checkpoint on ``bench`` with ``head``; returns the new record."""
+    source = read_record(run_dir)
+    if source is None:
+        raise HarnessError(f"{run_dir} holds no run record (result.json); pass a run directory made by `harness run`")
+    if source.get("status") != "ok":
+        raise HarnessError(f"{run_dir} did not finish (status {source.get('status')}); resume it first with `harness run --resume`")
+    tree = read_config(run_dir)
+    groups = {g: tree[g] for g in ("bench", "data", "train", "eval", "method")}
+    resolved = resolve(tree["method_name"], tree["benchmark"], overrides=groups)
+    target = get_benchmark(bench)
+    head = head or source["head"]
+    HEADS.get(head)
+
+    cfg = copy.deepcopy(resolved.config)
+    cfg.benchmark, cfg.bench = bench, target.bench_config()
+    cfg.eval.head = head
+    cfg.data.holdout, cfg.data.train_fraction = "", 1.0
+    torch_device = resolve_device(device)
+    method = build_method(resolved, source["seed"], torch_device)
+    if method.trains:
+        state = torch.load(Path(run_dir) / CHECKPOINT, map_location=torch_device, weights_only=False)
+        method.load_state_dict(state["model"])
+    method.env.run = cfg
+    data = load_benchmark(target, cfg, with_train=False)
+    data.test.images = match_channels(data.test.images, method.env.channels)
+
+    config_hash = hashlib.sha256(f"{source['config_hash']}|{cfg.hash()}".encode()).hexdigest()[:12]
+    out_dir = Path(runs_dir) / new_run_id(cfg.method_name, bench, source["seed"], config_hash)
+    record = base_record(resolved, source["seed"], out_dir, torch_device)
+    record.update(kind="eval", benchmark=bench, trained_on=source["benchmark"], source_run=source["run_id"],
+                  config_hash=config_hash, head=head, steps=source.get("steps"), train_seconds=source.get("train_seconds"))
+    write_config(out_dir, {**cfg.to_dict(), "source_run": source["run_id"]})
+    result = score(method, data, head)
+    write_scores(out_dir, result.accuracies, result.correct)
+    record.update(result_fields(result, data.test_episodes.digest), status="ok", finished=now())
+    write_record(out_dir, record)
+    record["run_dir"] = str(out_dir)
+    return record

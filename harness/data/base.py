@@ -1,0 +1,322 @@
+"""Datasets: fetching raw files (URL or local mirror, checksum-verified), decoding them once into
+compact uint8 tensors cached on disk, and loading splits from that cache.
+
+Layout under the data root (``data.root``, else ``$HARNESS_DATA``, else ``~/.cache/fewshot-harness``)::
+
+    <root>/<folder>/raw/<file>                      downloaded or user-provided files
+    <root>/<folder>/cache/<dataset>/<split>-<size>px.pt   decoded images (uint8 N×C×H×W) + labels
+
+``HARNESS_DATA_MIRROR=<dir>`` replaces every remote URL by ``<dir>/<folder>/<file>`` (offline use).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.errors import DataError
+from harness.files import atomic_path, torch_save
+
+
+def data_root(configured: str = "") -> Path:
+    """The data root: the configured path, else $HARNESS_DATA, else the user's cache dir."""
+    if configured:
+        return Path(configured).expanduser()
+    if os.environ.get("HARNESS_DATA"):
+        return Path(os.environ["HARNESS_DATA"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "fewshot-harness"
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file a dataset needs, where to fetch it and how to verify it."""
+
+    name: str
+    url: str
+    sha256: str | None = None
+    md5: str | None = None  # used where only an MD5 is published (torchvision's Omniglot sums)
+
+    def verify(self, path: Path) -> None:
+        """Raise DataError if ``path`` does not match the published checksum."""
+        for algo, expected in (("sha256", self.sha256), ("md5", self.md5)):
+            if expected:
+                digest = hashlib.new(algo)
+                with open(path, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(block)
+                if digest.hexdigest() != expected:
+                    raise DataError(
+                        f"{self.name}: {algo} mismatch (expected {expected}, got {digest.hexdigest()}); "
+                        "the file is corrupt or truncated and was not kept. Fetch it again."
+                    )
+                return
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    """What a split holds, known before loading it (used to validate configs up front)."""
+
+    classes: int | None  # None where only loading the files tells
+    per_class: int | None  # images in the smallest class
+
+
+@dataclass
+class RawSplit:
+    """A decoded split before resizing: images as uint8 arrays (H×W or H×W×C) or PIL images."""
+
+    images: list[Any]
+    labels: np.ndarray
+    class_names: list[str]
+    class_groups: np.ndarray | None = None
+    group_names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ImageSet:
+    """A split in memory: ``images`` uint8 N×C×H×W, ``labels`` int64 N (0..classes-1)."""
+
+    images: Any  # torch.Tensor
+    labels: Any  # torch.Tensor
+    class_names: list[str]
+    class_groups: Any = None  # torch.Tensor [classes] of group ids, or None
+    group_names: list[str] = field(default_factory=list)
+    identity: str = ""  # dataset/split@size, part of the episode digest
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+class Dataset:
+    """Base class. Subclasses declare files and splits and implement :meth:`read_split`."""
+
+    name: str = ""
+    description: str = ""
+    folder: str = ""  # raw-file folder (shared by datasets built from the same files)
+    files: tuple[RemoteFile, ...] = ()
+    splits: dict[str, SplitInfo] = {}
+    channels: int = 1
+    native_size: int = 0
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+    group_kind: str = ""  # what a class group is, e.g. "alphabet"
+    cached: bool = True  # False for datasets generated in-process
+    prepare_hint: str = ""  # how to turn a user's local copy into the expected files
+
+    # ------------------------------------------------------------------ paths and status
+    def raw_dir(self, root: Path) -> Path:
+        return root / self.folder / "raw"
+
+    def cache_path(self, root: Path, split: str, size: int) -> Path:
+        return root / self.folder / "cache" / self.name / f"{split}-{size}px.pt"
+
+    def missing_files(self, root: Path) -> list[RemoteFile]:
+        raw = self.raw_dir(root)
+        return [f for f in self.files if not (raw / f.name).is_file()]
+
+    def status(self, root: Path) -> dict:
+        """Which raw files and caches are present."""
+        raw = self.raw_dir(root)
+        caches = sorted(p.name for p in (root / self.folder / "cache" / self.name).glob("*.pt"))
+        return {
+            "dataset": self.name,
+            "files": {f.name: (raw / f.name).is_file() for f in self.files},
+            "cached": caches,
+            "ready": not self.cached or not self.missing_files(root) or bool(caches),
+        }
+
+    # ------------------------------------------------------------------ fetching
+    def download(self, root: Path, progress: bool = True) -> list[Path]:
+        """Fetch missing files from the mirror or their URLs, verify, and move them into place."""
+        fetched = []
+        for remote in self.missing_files(root):
+            fetched.append(fetch(remote, self.raw_dir(root), self.folder, progress=progress))
+        return fetched
+
+    def prepare_from(self, root: Path, source: Path) -> None:
+        """Take a user's local copy: a folder holding the expected files (copied and verified), or
+        a layout :meth:`read_local_copy` understands (decoded straight into the cache)."""
+        source = Path(source).expanduser()
+        if not source.is_dir():
+            raise DataError(f"--from {source}: not a folder. {self.prepare_hint}")
+        found = {f.name: sorted(source.rglob(f.name)) for f in self.files}
+        if all(found.values()):
+            raw = self.raw_dir(root)
+            raw.mkdir(parents=True, exist_ok=True)
+            for remote in self.files:
+                _copy_verified(found[remote.name][0], raw / remote.name, remote)
+            for split in self.splits:
+                self.load(root, split)
+            return
+        for split in self.splits:
+            local = self.read_local_copy(source, split)
+            if local is None:
+                missing = ", ".join(name for name, paths in found.items() if not paths)
+                raise DataError(f"--from {source}: {missing} not found in it. {self.prepare_hint}")
+            identity = f"{self.name}/{split}@{self.native_size}"
+            imageset = _to_imageset(local, self.native_size, self.channels, identity)
+            torch_save(_imageset_state(imageset), self.cache_path(root, split, self.native_size))
+
+    def read_local_copy(self, source: Path, split: str) -> RawSplit | None:
+        """Decode ``split`` from another layout researchers keep (None: not understood)."""
+        return None
+
+    def ensure_available(self, root: Path) -> None:
+        """Raise the missing-dataset error now, before any run directory is made."""
+        if self.cached and self.missing_files(root):
+            native = [self.cache_path(root, split, self.native_size) for split in self.splits]
+            if not all(p.is_file() for p in native):
+                raise self.missing_error(root)
+
+    def missing_error(self, root: Path) -> DataError:
+        names = ", ".join(f.name for f in self.missing_files(root))
+        return DataError(
+            f"dataset {self.name} is not present under {root}: expected {names} in {self.raw_dir(root)}. "
+            f"Fetch it with `harness data download {self.name}` (set HARNESS_DATA_MIRROR=<dir> to use a "
+            f"local mirror laid out as <dir>/{self.folder}/<file>) or convert your own copy with "
+            f"`harness data prepare {self.name} --from PATH`. {self.prepare_hint}".rstrip()
+        )
+
+    # ------------------------------------------------------------------ decoding and loading
+    def read_split(self, raw: Path, split: str) -> RawSplit:
+        """Decode ``split`` from the raw files in ``raw``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement read_split")
+
+    def fixed_episodes(self, split: str, imageset: ImageSet):
+        """Official test episodes shipped with the dataset (e.g. Lake's runs), else None."""
+        return None
+
+    def load(self, root: Path, split: str, size: int = 0) -> ImageSet:
+        """The split as an ImageSet at ``size`` px, decoding into the cache on first use."""
+        import torch
+
+        if split not in self.splits:
+            raise DataError(f"{self.name} has no split '{split}' (it has {', '.join(self.splits)})")
+        size = size or self.native_size
+        identity = f"{self.name}/{split}@{size}"
+        if not self.cached:
+            return _to_imageset(self.read_split(Path(), split), size, self.channels, identity)
+        path = self.cache_path(root, split, size)
+        if path.is_file():
+            state = torch.load(path, mmap=True, weights_only=True)
+            return ImageSet(identity=identity, **state)
+        imageset = _to_imageset(self._read_source(root, split), size, self.channels, identity)
+        torch_save(_imageset_state(imageset), path)
+        return imageset
+
+    def _read_source(self, root: Path, split: str) -> RawSplit:
+        """Decoded images from the raw files, else from the native-size cache."""
+        if self.missing_files(root):
+            native = self.cache_path(root, split, self.native_size)
+            if not native.is_file():
+                raise self.missing_error(root)
+            cached = self.load(root, split, self.native_size)
+            images = cached.images.permute(0, 2, 3, 1).numpy()
+            groups = None if cached.class_groups is None else cached.class_groups.numpy()
+            return RawSplit(list(images), cached.labels.numpy(), cached.class_names, groups, cached.group_names)
+        try:
+            return self.read_split(self.raw_dir(root), split)
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            raise DataError(
+                f"could not decode {self.name} from {self.raw_dir(root)} ({type(exc).__name__}: {exc}); "
+                f"a raw file may be corrupt: delete it and run `harness data download {self.name}`"
+            ) from None
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def fetch(remote: RemoteFile, dest_dir: Path, folder: str, progress: bool = True) -> Path:
+    """Copy ``remote`` from ``$HARNESS_DATA_MIRROR/<folder>/`` or download its URL, then verify.
+
+    Nothing partial is left behind: the file is written under a temporary name and only renamed
+    into place once its checksum matches.
+    """
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    target = dest_dir / remote.name
+    mirror = os.environ.get("HARNESS_DATA_MIRROR")
+    if mirror:
+        source = Path(mirror).expanduser() / folder / remote.name
+        if not source.is_file():
+            raise DataError(
+                f"HARNESS_DATA_MIRROR={mirror} has no {folder}/{remote.name} (looked for {source}). "
+                "Put the file there, or unset HARNESS_DATA_MIRROR to download from " + remote.url
+            )
+        _copy_verified(source, target, remote)
+        return target
+    try:
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as out:
+                _download(remote.url, out, remote.name, progress)
+            remote.verify(tmp)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"downloading {remote.url} failed: {exc}") from None
+    return target
+
+
+def _download(url: str, out: io.BufferedWriter, label: str, progress: bool) -> None:
+    import requests
+    from tqdm import tqdm
+
+    with requests.get(url, stream=True, timeout=60) as response:
+        response.raise_for_status()
+        total = int(response.headers.get("content-length", 0)) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=not progress) as bar:
+            received = 0
+            for chunk in response.iter_content(1 << 20):
+                out.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+        if total is not None and received != total:
+            raise DataError(f"{label}: download truncated ({received} of {total} bytes); nothing was kept")
+
+
+def _copy_verified(source: Path, target: Path, remote: RemoteFile) -> None:
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+        remote.verify(tmp)
+
+
+def _to_imageset(raw: RawSplit, size: int, channels: int, identity: str) -> ImageSet:
+    import torch
+    from PIL import Image
+
+    mode = "L" if channels == 1 else "RGB"
+    out = np.empty((len(raw.images), size, size, channels), dtype=np.uint8)
+    for i, image in enumerate(raw.images):
+        if not isinstance(image, Image.Image):
+            image = Image.fromarray(np.asarray(image))
+        if image.mode != mode:
+            image = image.convert(mode)
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.BILINEAR)
+        out[i] = np.asarray(image, dtype=np.uint8).reshape(size, size, channels)
+    groups = None if raw.class_groups is None else torch.as_tensor(np.asarray(raw.class_groups), dtype=torch.long)
+    return ImageSet(
+        images=torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(),
+        labels=torch.as_tensor(np.asarray(raw.labels), dtype=torch.long),
+        class_names=list(raw.class_names),
+        class_groups=groups,
+        group_names=list(raw.group_names),
+        identity=identity,
+    )
+
+
+def _imageset_state(imageset: ImageSet) -> dict:
+    return {
+        "images": imageset.images,
+        "labels": imageset.labels,
+        "class_names": imageset.class_names,
+        "class_groups": imageset.class_groups,
+        "group_names": imageset.group_names,
+    }

@@ -1,0 +1,196 @@
+"""Benchmark protocols: a dataset + split + image size + N-way K-shot Q-query test episodes from a
+seed (or the dataset's official episodes) + a default evaluation head, and the loading of a
+benchmark's data as a run's configuration asks for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.config import BenchConfig, RunConfig
+from harness.data import get_dataset
+from harness.data.base import Dataset, ImageSet, data_root
+from harness.episodes import Episodes, sample_episodes
+from harness.errors import ConfigError, UnknownNameError
+
+FRACTION_KEY = 0x5EED  # fixed Philox key of the train_fraction subsample (same subset for every run)
+VAL_SEED_OFFSET = 1_000_003  # validation episodes never coincide with test episodes' seed
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """One registered benchmark (see the YAML files in ``benchmarks/``)."""
+
+    name: str
+    description: str
+    family: str
+    dataset: str
+    image_size: int
+    splits: dict = field(default_factory=dict)
+    ways: int = 5
+    shots: int = 1
+    queries: int = 15
+    episodes: int = 2000
+    episode_seed: int = 0
+    head: str = "prototype"
+    class_rotations: bool = False  # default of data.class_rotations (training classes ×4)
+    test_rotations: bool = False  # test classes ×4 by rotation (part of the protocol)
+    official_episodes: bool = False  # test episodes ship with the dataset; bench.* is fixed
+    val_within_group: bool = False  # validation episodes draw all classes from one group
+
+    def bench_config(self) -> BenchConfig:
+        return BenchConfig(self.ways, self.shots, self.queries, self.episodes, self.episode_seed)
+
+    def summary(self) -> dict:
+        protocol = "official episodes" if self.official_episodes else f"{self.episodes} episodes, seed {self.episode_seed}"
+        return {
+            "protocol": f"{self.ways}-way {self.shots}-shot, {self.queries} queries/class, {protocol}",
+            "dataset": self.dataset,
+            "image_size": self.image_size,
+            "head": self.head,
+        }
+
+    def check(self, bench: BenchConfig, dataset: Dataset) -> None:
+        """Reject protocol values the benchmark cannot honour, before any data is loaded."""
+        if self.official_episodes:
+            for key, fixed in vars(self.bench_config()).items():
+                if getattr(bench, key) != fixed:
+                    raise ConfigError(
+                        f"bench.{key} is fixed at {fixed} on {self.name}: its test episodes are the dataset's "
+                        f"official ones. Remove the override, or pick a benchmark with sampled episodes."
+                    )
+            return
+        info = dataset.splits[self.splits["test"]]
+        classes = info.classes * (4 if self.test_rotations else 1) if info.classes else None
+        if classes is not None and bench.ways > classes:
+            raise ConfigError(
+                f"bench.ways={bench.ways} exceeds the {classes} test classes of {self.name}; use at most {classes}"
+            )
+        if info.per_class is not None and bench.shots + bench.queries > info.per_class:
+            raise ConfigError(
+                f"bench.shots + bench.queries = {bench.shots + bench.queries} exceeds the {info.per_class} images per "
+                f"test class of {self.name}; lower bench.shots or bench.queries"
+            )
+
+
+@dataclass
+class BenchmarkData:
+    """A benchmark's splits as loaded for one run."""
+
+    spec: BenchmarkSpec
+    dataset: Dataset
+    test: ImageSet
+    test_episodes: Episodes
+    train: ImageSet | None = None
+    val: ImageSet | None = None
+    val_episodes: Episodes | None = None
+
+
+def get_benchmark(name: str) -> BenchmarkSpec:
+    from harness.benchmarks import BENCHMARKS
+
+    return BENCHMARKS.get(name)
+
+
+def load_benchmark(spec: BenchmarkSpec, cfg: RunConfig, with_train: bool = True) -> BenchmarkData:
+    """Load the test split and its episodes, and (``with_train``) the training and validation data
+    shaped by ``data.*``: holdout group → validation, train_fraction subsample, class rotations."""
+    dataset = get_dataset(spec.dataset)
+    root = data_root(cfg.data.root)
+    size = cfg.data.image_size or spec.image_size
+    bench = cfg.bench
+
+    test = dataset.load(root, spec.splits["test"], size)
+    if spec.test_rotations:
+        test = rotate_classes(test)
+    episodes = dataset.fixed_episodes(spec.splits["test"], test) if spec.official_episodes else None
+    if episodes is None:
+        episodes = sample_episodes(
+            test.labels.numpy(), bench.ways, bench.shots, bench.queries, bench.episodes, bench.episode_seed, test.identity
+        )
+    data = BenchmarkData(spec, dataset, test, episodes)
+    if not with_train:
+        return data
+
+    train = dataset.load(root, spec.splits["train"], size)
+    if cfg.data.holdout:
+        train, data.val = split_off_group(train, cfg.data.holdout, dataset)
+    elif spec.splits.get("val"):
+        data.val = dataset.load(root, spec.splits["val"], size)
+    if cfg.data.train_fraction < 1.0:
+        train = subsample(train, cfg.data.train_fraction)
+    if cfg.data.class_rotations:
+        train = rotate_classes(train)
+    data.train = train
+    if data.val is not None:
+        if spec.test_rotations:
+            data.val = rotate_classes(data.val)
+        groups = data.val.class_groups if spec.val_within_group else None
+        data.val_episodes = sample_episodes(
+            data.val.labels.numpy(), bench.ways, bench.shots, bench.queries, cfg.train.val_episodes,
+            bench.episode_seed + VAL_SEED_OFFSET, data.val.identity, class_groups=groups,
+        )
+    return data
+
+
+def rotate_classes(imageset: ImageSet) -> ImageSet:
+    """Add each class rotated by 90°, 180° and 270° as three new classes."""
+    import torch
+
+    c = imageset.num_classes
+    images = torch.cat([torch.rot90(imageset.images, k, dims=(2, 3)) for k in range(4)])
+    labels = torch.cat([imageset.labels + k * c for k in range(4)])
+    names = [f"{n}@{90 * k}" if k else n for k in range(4) for n in imageset.class_names]
+    groups = None if imageset.class_groups is None else imageset.class_groups.repeat(4)
+    return ImageSet(images, labels, names, groups, imageset.group_names, imageset.identity + "+rot")
+
+
+def subsample(imageset: ImageSet, fraction: float) -> ImageSet:
+    """Keep round(fraction · n) images (at least one) of every class, chosen by fixed random keys,
+    so smaller fractions are subsets of larger ones and every run sees the same images."""
+    import torch
+
+    labels = imageset.labels.numpy()
+    keys = np.random.Philox(key=FRACTION_KEY).random_raw(len(labels))
+    order = np.lexsort((keys, labels))  # by class, then key
+    counts = np.bincount(labels, minlength=imageset.num_classes)
+    rank = np.arange(len(labels)) - np.repeat(np.cumsum(counts) - counts, counts)
+    keep_sorted = rank < np.maximum(1, np.round(fraction * counts[labels[order]]))
+    keep = np.sort(order[keep_sorted])
+    index = torch.as_tensor(keep)
+    return ImageSet(
+        imageset.images[index], imageset.labels[index], imageset.class_names, imageset.class_groups,
+        imageset.group_names, f"{imageset.identity}~{fraction:g}",
+    )
+
+
+def split_off_group(imageset: ImageSet, group: str, dataset: Dataset) -> tuple[ImageSet, ImageSet]:
+    """(rest, held-out group) with classes renumbered within each part."""
+    if imageset.class_groups is None or not imageset.group_names:
+        raise ConfigError(f"data.holdout needs class groups, and {dataset.name} has none; leave data.holdout empty")
+    if group not in imageset.group_names:
+        raise UnknownNameError(dataset.group_kind or "group", group, imageset.group_names, "(data.holdout)")
+    held = imageset.class_groups == imageset.group_names.index(group)
+    return _select_classes(imageset, ~held, "-" + group), _select_classes(imageset, held, "=" + group)
+
+
+def _select_classes(imageset: ImageSet, class_mask, tag: str) -> ImageSet:
+    import torch
+
+    classes = torch.nonzero(class_mask).flatten()
+    remap = torch.full((imageset.num_classes,), -1, dtype=torch.long)
+    remap[classes] = torch.arange(len(classes))
+    keep = remap[imageset.labels] >= 0
+    groups = imageset.class_groups[classes]
+    used = torch.unique(groups)
+    group_remap = torch.full((len(imageset.group_names),), -1, dtype=torch.long)
+    group_remap[used] = torch.arange(len(used))
+    return ImageSet(
+        imageset.images[keep],
+        remap[imageset.labels[keep]],
+        [imageset.class_names[i] for i in classes.tolist()],
+        group_remap[groups],
+        [imageset.group_names[i] for i in used.tolist()],
+        imageset.identity + tag,
+    )

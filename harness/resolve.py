@@ -1,0 +1,85 @@
+"""Resolving a run's configuration from its method, benchmark, presets and the user's overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from harness.catalog import HEADS
+from harness.config import (
+    ConfigError, DataConfig, EvalConfig, RunConfig, TrainConfig, check_bounds, flatten, load_yaml, parse_sets, set_value,
+)
+from harness.data import get_dataset
+from harness.data.base import data_root
+from harness.protocol import BenchmarkSpec, get_benchmark
+
+
+@dataclass
+class Resolved:
+    """A resolved configuration with the registry objects it came from."""
+
+    config: RunConfig
+    entry: Any  # MethodEntry
+    spec: BenchmarkSpec
+    method_class: type
+
+
+def preset_layers(preset: str, family: str) -> list[tuple[str, dict]]:
+    """The preset's ``default`` tree and its tree for the benchmark family, as (source, tree)."""
+    path = resources.files("harness.methods").joinpath("presets", f"{preset}.yaml")
+    if not path.is_file():
+        return []
+    tree = yaml.safe_load(path.read_text()) or {}
+    return [(f"preset {preset}.yaml [{key}]", tree[key]) for key in ("default", family) if tree.get(key)]
+
+
+def method_class(name: str):
+    from harness.methods import METHODS
+
+    entry = METHODS.get(name)
+    return entry, entry.load()
+
+
+def resolve(method: str, benchmark: str, config_file: str | None = None, sets: list[str] | tuple = (),
+            overrides: dict | None = None) -> Resolved:
+    """Defaults → benchmark → preset → fixed → ``config_file`` → ``overrides`` → ``sets``; then validate."""
+    entry, cls = method_class(method)
+    spec = get_benchmark(benchmark)
+    cfg = RunConfig(
+        method_name=method, benchmark=benchmark, bench=spec.bench_config(),
+        data=DataConfig(class_rotations=spec.class_rotations), train=TrainConfig(), eval=EvalConfig(),
+        method=cls.Config(),
+    )
+    layers = preset_layers(entry.preset, spec.family)
+    layers.append((f"method {method} (fixed)", entry.fixed))
+    user = []
+    if config_file:
+        user.append((str(config_file), load_yaml(config_file)))
+    if overrides:
+        user.append(("sweep", overrides))
+    if sets:
+        user.append(("--set", parse_sets(list(sets))))
+    fixed = flatten(entry.fixed)
+    for index, (source, tree) in enumerate(layers + user):
+        for key, value in flatten(tree).items():
+            if index >= len(layers) and key in fixed and value != fixed[key]:
+                raise ConfigError(
+                    f"{source}: {key} is fixed at {fixed[key]!r} by {method} (that is what the ablation is); "
+                    f"run the full method to change it"
+                )
+            try:
+                set_value(cfg, key, value)
+            except ConfigError as exc:
+                raise type(exc)(f"{source}: {exc}") from None
+    cfg.data.image_size = cfg.data.image_size or spec.image_size
+    cfg.eval.head = cfg.eval.head or cls.default_head or spec.head
+    HEADS.get(cfg.eval.head)
+    check_bounds(cfg)
+    dataset = get_dataset(spec.dataset)
+    spec.check(cfg.bench, dataset)
+    cls.check_config(cfg)
+    dataset.ensure_available(data_root(cfg.data.root))
+    return Resolved(cfg, entry, spec, cls)

@@ -1,0 +1,28 @@
+"""Method registry. Each method is one module in this package; entries are lazy, so listing the
+methods imports none of them. A method's defaults per benchmark family are in ``presets/<preset>.yaml``;
+``fixed`` settings define an ablation and cannot be overridden."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harness.registry import Entry, Registry
+
+
+@dataclass(frozen=True)
+class MethodEntry(Entry):
+    """A registered method: its class, its preset file and the settings it fixes."""
+
+    preset: str = ""
+    fixed: dict = field(default_factory=dict)
+
+
+METHODS: Registry[MethodEntry] = Registry("method")
+
+
+def _add(name: str, target: str, description: str, preset: str = "", fixed: dict | None = None) -> None:
+    METHODS.add(name, MethodEntry(name, f"harness.methods.{target}", description, preset=preset or name, fixed=fixed or {}))
+
+
+_add("pixels", "pixels:Pixels", "reference: raw pixels + a head, no training")
+_add("mhd", "mhd:ModifiedHausdorff", "reference: Lake et al.'s Modified Hausdorff Distance on ink points, no training")
