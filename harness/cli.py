@@ -4,6 +4,7 @@ so ``harness --help`` and ``harness list`` answer quickly."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from harness.errors import HarnessError, RunFailed
 
 LIST_KINDS = ("methods", "benchmarks", "heads", "backbones", "datasets")
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def default_runs_dir() -> Path:
@@ -220,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["text", "md", "csv"], default="text")
     p.add_argument("--runs-dir", default=str(default_runs_dir()), help="result store (default ./runs or $HARNESS_RUNS)")
     p.set_defaults(handler=cmd_results)
+
+    for module in COMMAND_MODULES:  # further command groups, each with add_commands(sub)
+        importlib.import_module(module).add_commands(sub)
     return parser
 
 
