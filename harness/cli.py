@@ -12,7 +12,7 @@ from pathlib import Path
 from harness.errors import HarnessError, RunFailed
 
 LIST_KINDS = ("methods", "benchmarks", "heads", "backbones", "datasets")
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("harness.report",)
 
 
 def default_runs_dir() -> Path:
@@ -41,7 +41,7 @@ def list_rows(kind: str) -> list[list[str]]:
 
         rows = []
         for entry in METHODS:
-            layers = preset_layers(entry.preset, "default")
+            layers = preset_layers(entry.preset)
             defaults = {f"{g}.{k}": v for _, tree in layers for g, kv in tree.items() for k, v in kv.items()}
             defaults.update({f"{g}.{k}": v for g, kv in entry.fixed.items() for k, v in kv.items()})
             rows.append([entry.name, entry.description, _short(defaults)])

@@ -27,13 +27,14 @@ class Resolved:
     method_class: type
 
 
-def preset_layers(preset: str, family: str) -> list[tuple[str, dict]]:
-    """The preset's ``default`` tree and its tree for the benchmark family, as (source, tree)."""
+def preset_layers(preset: str, *keys: str) -> list[tuple[str, dict]]:
+    """The preset's ``default`` tree, then its trees for ``keys`` (the benchmark's family, then the
+    benchmark's own name), as (source, tree)."""
     path = resources.files("harness.methods").joinpath("presets", f"{preset}.yaml")
     if not path.is_file():
         return []
     tree = yaml.safe_load(path.read_text()) or {}
-    return [(f"preset {preset}.yaml [{key}]", tree[key]) for key in ("default", family) if tree.get(key)]
+    return [(f"preset {preset}.yaml [{key}]", tree[key]) for key in ("default", *keys) if tree.get(key)]
 
 
 def method_class(name: str):
@@ -53,7 +54,7 @@ def resolve(method: str, benchmark: str, config_file: str | None = None, sets: l
         data=DataConfig(class_rotations=spec.class_rotations), train=TrainConfig(), eval=EvalConfig(),
         method=cls.Config(),
     )
-    layers = preset_layers(entry.preset, spec.family)
+    layers = preset_layers(entry.preset, spec.family, spec.name)
     layers.append((f"method {method} (fixed)", entry.fixed))
     user = []
     if config_file:

@@ -26,3 +26,7 @@ def _add(name: str, target: str, description: str, preset: str = "", fixed: dict
 
 _add("pixels", "pixels:Pixels", "reference: raw pixels + a head, no training")
 _add("mhd", "mhd:ModifiedHausdorff", "reference: Lake et al.'s Modified Hausdorff Distance on ink points, no training")
+_add("protonet", "protonet:ProtoNet", "Prototypical Networks (Snell et al. 2017) on learn2learn, episodic training")
+_add("maml", "maml:MAML", "MAML (Finn et al. 2017), second order, on learn2learn")
+_add("maml-fo", "maml:MAML", "first-order MAML (Finn et al. 2017)", preset="maml", fixed={"method": {"first_order": True}})
+_add("anil", "maml:MAML", "ANIL (Raghu et al. 2020): MAML adapting only the head", preset="maml", fixed={"method": {"adapt": "head"}})

@@ -1,0 +1,138 @@
+"""MAML (Finn et al. 2017), first-order MAML and ANIL (Raghu et al. 2020) on learn2learn.
+
+The network is a backbone plus a linear N-way head (N = the benchmark's ways), with batch norm in
+the transductive form of the original MAML (batch statistics, no running averages). Each training
+step samples a meta-batch of tasks (``train.batch_size``); each task's fast weights take
+``inner_steps`` gradient steps of size ``inner_lr`` on its support set, and the query loss of the
+adapted weights, averaged over the tasks, updates the initialisation (second order unless
+``first_order``). ``adapt=head`` adapts only the head (ANIL). At test time every fixed episode's
+support set is adapted to with ``test_inner_steps`` / ``test_inner_lr`` (the ``adapt`` head).
+
+Two engines compute the same thing: ``loop`` (learn2learn's ``MAML.clone()/adapt()`` task by
+task) and ``vmap`` (``torch.func.grad`` inside ``vmap`` over the tasks of a meta-batch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from harness.backbones import build_backbone
+from harness.catalog import BACKBONES
+from harness.config import at_least, positive
+from harness.errors import ConfigError
+from harness.libs import learn2learn
+from harness.method import Method, make_optimizer
+from harness.samplers import EpisodeSampler
+
+
+@dataclass
+class MAMLConfig:
+    """``train_shots`` = 0 takes the benchmark's shots; the meta-batch size is ``train.batch_size``."""
+
+    backbone: str = "conv4"
+    inner_lr: float = field(default=0.4, metadata=positive())
+    inner_steps: int = field(default=1, metadata=at_least(0))
+    test_inner_lr: float = field(default=0.4, metadata=positive())
+    test_inner_steps: int = field(default=3, metadata=at_least(0))
+    train_shots: int = field(default=0, metadata=at_least(0))
+    train_queries: int = field(default=1, metadata=at_least(1))
+    first_order: bool = False
+    adapt: Literal["all", "head"] = "all"
+    engine: Literal["loop", "vmap"] = "loop"
+
+
+class MAML(Method):
+    Config = MAMLConfig
+    default_head = "adapt"
+
+    @classmethod
+    def check_config(cls, run) -> None:
+        BACKBONES.get(run.method.backbone)
+
+    def __init__(self, cfg: MAMLConfig, env):
+        super().__init__(cfg, env)
+        body, dim = build_backbone(cfg.backbone, env.channels, env.image_size)
+        torch.func.replace_all_batch_norm_modules_(body)
+        self.ways = env.run.bench.ways
+        self.net = nn.Sequential(body, nn.Flatten(), nn.Linear(dim, self.ways))
+        self.head_names = {f"2.{n}" for n, _ in self.net[2].named_parameters()}
+
+    def setup(self, data) -> None:
+        shots = self.cfg.train_shots or self.env.run.bench.shots
+        self.sampler = EpisodeSampler(data.labels.cpu(), self.ways, shots, self.cfg.train_queries)
+        self.optimizer = make_optimizer(self.net.parameters(), self.env.train)
+
+    def optimizers(self):
+        return {"meta": self.optimizer}
+
+    # ------------------------------------------------------------------ the two engines
+    def adapted_query_logits(self, xs, ys, xq, steps: int, lr: float, first_order: bool) -> torch.Tensor:
+        """Adapt to each task's support set ([B, S, ...], [B, S]); logits of its queries [B, M, N]."""
+        if self.cfg.engine == "vmap":
+            return self._vmap_logits(xs, ys, xq, steps, lr, first_order)
+        return torch.stack([self._loop_logits(xs[b], ys[b], xq[b], steps, lr, first_order) for b in range(len(xs))])
+
+    def _loop_logits(self, xs, ys, xq, steps, lr, first_order):
+        l2l = learn2learn()
+        if self.cfg.adapt == "head":
+            body = self.net[:2]
+            support, query = body(xs), body(xq)
+            learner = l2l.algorithms.MAML(self.net[2], lr=lr, first_order=first_order).clone()
+            for _ in range(steps):
+                learner.adapt(F.cross_entropy(learner(support), ys))
+            return learner(query)
+        learner = l2l.algorithms.MAML(self.net, lr=lr, first_order=first_order).clone()
+        for _ in range(steps):
+            learner.adapt(F.cross_entropy(learner(xs), ys))
+        return learner(xq)
+
+    def _vmap_logits(self, xs, ys, xq, steps, lr, first_order):
+        params = dict(self.net.named_parameters())
+        adapted = set(params) if self.cfg.adapt == "all" else self.head_names
+
+        def task_logits(params, xs, ys, xq):
+            fast = dict(params)
+            for _ in range(steps):
+                def support_loss(sub):
+                    return F.cross_entropy(functional_call(self.net, {**fast, **sub}, (xs,)), ys)
+
+                sub = {k: fast[k] for k in adapted}
+                grads = grad(support_loss)(sub)
+                fast.update({k: sub[k] - lr * (grads[k].detach() if first_order else grads[k]) for k in sub})
+            return functional_call(self.net, fast, (xq,))
+
+        return vmap(task_logits, in_dims=(None, 0, 0, 0), randomness="same")(params, xs, ys, xq)
+
+    # ------------------------------------------------------------------ training and evaluation
+    def training_step(self, data, step, generator):
+        support, support_labels, query, query_labels = self.sampler.sample(generator, self.env.train.batch_size)
+        device = data.images.device
+        xs = self._normalize_tasks(data.images[support.to(device)])
+        xq = self._normalize_tasks(data.images[query.to(device)])
+        ys, yq = support_labels.to(device), query_labels.to(device)
+        logits = self.adapted_query_logits(xs, ys, xq, self.cfg.inner_steps, self.cfg.inner_lr, self.cfg.first_order)
+        loss = F.cross_entropy(logits.flatten(0, 1), yq.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.detach(), "accuracy": (logits.argmax(-1) == yq).float().mean()}
+
+    def _normalize_tasks(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, n, C, H, W] → normalised float, same shape."""
+        return self.normalize(images.flatten(0, 1)).unflatten(0, images.shape[:2])
+
+    def solve_episodes(self, support, support_labels, query, ways):
+        if ways != self.ways:
+            raise ConfigError(f"this MAML network has a {self.ways}-way head; the episodes are {ways}-way. "
+                              f"Score it on a {self.ways}-way benchmark.")
+        with torch.enable_grad():
+            logits = self.adapted_query_logits(
+                self._normalize_tasks(support), support_labels.to(self._mean.device), self._normalize_tasks(query),
+                self.cfg.test_inner_steps, self.cfg.test_inner_lr, first_order=True)
+        return logits.detach()
