@@ -68,11 +68,12 @@ def _short(mapping: dict) -> str:
 
 
 def cmd_run(args) -> int:
-    from harness.resolve import resolve
+    from harness.resolve import check_data, resolve
     from harness.results import find_finished, iter_records, new_run_id
     from harness.runner import execute
 
     resolved = resolve(args.method, args.bench, args.config, args.set or [])
+    check_data(resolved)
     cfg = resolved.config
     runs_dir = Path(args.runs_dir)
     run_dir = Path(args.run_dir) if args.run_dir else None

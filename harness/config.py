@@ -202,6 +202,11 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, bool):
             raise bad
         return value
+    if tp in (int, float) and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-3" as text
+            value = float(value)
+        except ValueError:
+            raise bad from None
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
             raise bad

@@ -93,10 +93,11 @@ def paired_test(a, b, kind: str = "wilcoxon") -> PairedTest:
     """Two-sided paired test of A against B on the same test episodes.
 
     ``wilcoxon``: ``a``, ``b`` are per-episode accuracies; scipy's Wilcoxon signed-rank test with
-    Pratt's zero handling (``method='auto'``); differences below 1e-12 count as zero; all-zero
-    differences give p = 1. ``mcnemar``: ``a``, ``b`` are per-query outcomes of the same trials
-    (bool arrays of one shape, e.g. ``trials.npy``); the exact McNemar test, i.e. a two-sided
-    binomial test (p = ½) on the discordant trials; none discordant gives p = 1.
+    Pratt's zero handling (``method='auto'``) on the differences rounded to 10 decimals (so equal
+    differences tie exactly); all-zero differences give p = 1. ``mcnemar``: ``a``, ``b`` are
+    per-query outcomes of the same trials (bool arrays of one shape, e.g. ``trials.npy``); the exact
+    McNemar test, i.e. a two-sided binomial test (p = ½) on the discordant trials; none discordant
+    gives p = 1.
     """
     import numpy as np
     from scipy import stats
@@ -111,8 +112,9 @@ def paired_test(a, b, kind: str = "wilcoxon") -> PairedTest:
         a_only, b_only = int(np.sum(a & ~b)), int(np.sum(~a & b))
         p = stats.binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
         return PairedTest(kind, float(min(a_only, b_only)), float(p), int(a.size), a_only, b_only)
-    diff = a.astype(float).ravel() - b.astype(float).ravel()
-    diff[np.abs(diff) < 1e-12] = 0.0
+    # Rounded so that equal differences are equal numbers (0.7 - 0.8 != 0.6 - 0.7 in floating point),
+    # which the signed-rank test's ties and zeros depend on.
+    diff = np.round(a.astype(float).ravel() - b.astype(float).ravel(), 10)
     a_better, b_better = int(np.sum(diff > 0)), int(np.sum(diff < 0))
     if a_better + b_better == 0:
         return PairedTest(kind, 0.0, 1.0, int(diff.size), 0, 0)
@@ -346,7 +348,8 @@ def check_same_episodes(groups: list[RunGroup], context: str) -> None:
             first.setdefault(str(record.get("episode_digest")), (run_id(record), group.settings))
     if len(first) > 1:
         (digest_a, (run_a, settings_a)), (digest_b, (run_b, settings_b)) = list(first.items())[:2]
-        protocol = [k for k in differing_settings([settings_a, settings_b]) if k.startswith("bench.") or k == "data.image_size"]
+        protocol = [k for k in differing_settings([settings_a, settings_b])
+                    if k.startswith("bench.") or k == "data.image_size"]
         hint = (f" They differ in {', '.join(f'{k} ({settings_a.get(k)} vs {settings_b.get(k)})' for k in protocol)}, "
                 "which the episode digest covers." if protocol else "")
         raise HarnessError(
@@ -372,6 +375,8 @@ def rank_groups(groups: list[RunGroup], test: str = "wilcoxon", alpha: float = A
         scores = groups[leader].scores(test)
         return dict(zip(others, holm([paired_test(scores, groups[i].scores(test), test).p_value for i in others])))
 
+    if not groups:
+        return []
     order = sorted(range(len(groups)), key=lambda i: (-groups[i].accuracy, groups[i].label))
     best = order[0]
     p_vs_best = holm_against(best, order[1:])
@@ -392,6 +397,7 @@ def rank_groups(groups: list[RunGroup], test: str = "wilcoxon", alpha: float = A
 
 
 def percent(value: float, metric: str = "accuracy") -> float:
+    """An accuracy (0..1) as percent of ``metric`` (accuracy or error)."""
     return 100 * (1 - value) if metric == "error" else 100 * value
 
 
@@ -400,6 +406,7 @@ def plus_minus(value: float, ci: float, decimals: int) -> str:
 
 
 def format_p(p: float | None) -> str:
+    """A p-value for a table: three decimals, ``<0.001`` below that, blank for none."""
     if p is None:
         return ""
     return "<0.001" if p < 0.001 else f"{p:.3f}"
@@ -430,6 +437,7 @@ def run_id(record: dict) -> str:
 
 
 def short_reason(record: dict) -> str:
+    """The first line of a failed run's reason, at most 100 characters."""
     reason = str(record.get("reason") or f"status {record.get('status')}").strip().splitlines()
     text = reason[0] if reason else ""
     return text if len(text) <= 100 else text[:99] + "…"
@@ -457,12 +465,14 @@ def latex_escape(text: str) -> str:
 
 
 def markdown_table(headers: list[str], rows: list[list[str]], align: list[str]) -> str:
+    """A pipe table via tabulate; cells are used as they are (no number parsing)."""
     from tabulate import tabulate
 
     return tabulate(rows, headers=headers, tablefmt="pipe", colalign=align, disable_numparse=True)
 
 
-def latex_tabular(headers: list[str], rows: list[list[str]], align: str, blocks: list[tuple[str, list[list[str]]]] = ()) -> list[str]:
+def latex_tabular(headers: list[str], rows: list[list[str]], align: str,
+                  blocks: list[tuple[str, list[list[str]]]] = ()) -> list[str]:
     """A booktabs tabular; ``rows`` are LaTeX already; each block adds a rule, a caption row and its rows."""
     lines = [rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(headers) + r" \\", r"\midrule"]
     lines += [" & ".join(row) + r" \\" for row in rows]
@@ -474,6 +484,7 @@ def latex_tabular(headers: list[str], rows: list[list[str]], align: str, blocks:
 
 
 def csv_text(frame) -> str:
+    """A DataFrame as CSV text with ``\\n`` line ends and no index."""
     return frame.to_csv(index=False, lineterminator="\n")
 
 
@@ -504,6 +515,7 @@ def duplicates_note(superseded: list[dict]) -> str:
 
 
 def write_output(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically; returns ``path``."""
     files.write_text(path, text)
     return path
 
@@ -549,13 +561,15 @@ LEADERBOARD_HEADERS = ["Rank", "Method", "Accuracy (%)", "Episodes", "Seeds", "p
                        "Peak memory", "Device"]
 
 
-def board_cells(board: Board, mark, decimals: int = 2) -> list[list[str]]:
+def board_cells(board: Board, fmt: str, decimals: int = 2) -> list[list[str]]:
+    """The leaderboard's cells as Markdown or LaTeX (escaped, best bold, ties underlined)."""
+    escape, mark = (latex_escape, mark_latex) if fmt == "latex" else (str, mark_markdown)
     rows = []
     for group, standing in zip(board.groups, board.standings):
-        rows.append([str(standing.rank), group.label,
-                     mark(plus_minus(100 * group.accuracy, 100 * group.ci95, decimals), standing.mark),
-                     str(group.episodes), str(len(group.runs)), format_p(standing.p_vs_best),
-                     format_seconds(group.train_seconds), format_memory(group.peak_memory_mb), group.devices])
+        accuracy = mark(escape(plus_minus(100 * group.accuracy, 100 * group.ci95, decimals)), standing.mark)
+        rows.append([str(standing.rank), escape(group.label), accuracy, str(group.episodes), str(len(group.runs)),
+                     escape(format_p(standing.p_vs_best)), escape(format_seconds(group.train_seconds)),
+                     escape(format_memory(group.peak_memory_mb)), escape(group.devices)])
     return rows
 
 
@@ -570,31 +584,15 @@ def board_notes(board: Board, test: str, alpha: float) -> list[str]:
 
 
 def render_leaderboard(boards: list[Board], fmt: str, made_by: str, test: str, alpha: float) -> str:
-    """The boards as one Markdown, LaTeX or CSV document."""
+    """The boards as one Markdown, LaTeX (booktabs) or CSV document."""
     if fmt == "csv":
-        import pandas as pd
-
-        rows = []
-        for board in boards:
-            for group, standing in zip(board.groups, board.standings):
-                rows.append({
-                    "benchmark": board.selection.benchmark, "rank": standing.rank, "label": group.label,
-                    "method": group.method, "config_hash": group.config_hash, "mark": standing.mark,
-                    "accuracy_pct": round(100 * group.accuracy, 4), "ci95_pct": round(100 * group.ci95, 4),
-                    "episodes": group.episodes, "seeds": " ".join(map(str, group.seeds)),
-                    "p_vs_best_holm": None if standing.p_vs_best is None else round(standing.p_vs_best, 6),
-                    "train_seconds": group.train_seconds, "peak_memory_mb": group.peak_memory_mb,
-                    "device": group.devices, "episode_digest": group.runs[0].get("episode_digest"),
-                    "runs": " ".join(run_id(r) for r in group.runs),
-                    "commits": " ".join(commit_of(r) for r in group.runs),
-                })
-        return csv_text(pd.DataFrame(rows))
+        return leaderboard_csv(boards)
     if fmt == "md":
         out = [f"<!-- Made by {made_by}; the source runs are listed under each table. Regenerate, do not edit. -->",
                "", "# Leaderboard", ""]
         for board in boards:
             out += [f"## {board.selection.benchmark}", "",
-                    markdown_table(LEADERBOARD_HEADERS, board_cells(board, mark_markdown),
+                    markdown_table(LEADERBOARD_HEADERS, board_cells(board, "md"),
                                    ["right", "left", "right", "right", "right", "right", "right", "right", "left"]), ""]
             out += [f"- {note}" for note in board_notes(board, test, alpha)]
             out += ["- Source runs (run id, harness commit): "
@@ -604,13 +602,31 @@ def render_leaderboard(boards: list[Board], fmt: str, made_by: str, test: str, a
     for board in boards:
         out += [f"% Source runs of {board.selection.benchmark} (run id, harness commit):"]
         out += [f"%   {rid} {commit}" for rid, commit in source_lines(board.records)]
-        rows = [[latex_escape(cell) if i != 2 else cell for i, cell in enumerate(row)]
-                for row in board_cells(board, lambda text, mark: mark_latex(latex_escape(text), mark))]
         out += [r"\begin{table}[t]", r"\centering", rf"\caption{{Leaderboard: {latex_escape(board.selection.benchmark)}}}"]
-        out += latex_tabular([latex_escape(h) for h in LEADERBOARD_HEADERS], rows, "rlrrrrrrl")
+        out += latex_tabular([latex_escape(h) for h in LEADERBOARD_HEADERS], board_cells(board, "latex"), "rlrrrrrrl")
         out += [r"\par\smallskip\footnotesize", " ".join(latex_escape(n) for n in board_notes(board, test, alpha)),
                 r"\end{table}", ""]
     return "\n".join(out)
+
+
+def leaderboard_csv(boards: list[Board]) -> str:
+    """One line per group and benchmark; numbers in percent, with the runs and commits."""
+    import pandas as pd
+
+    rows = []
+    for board in boards:
+        for group, standing in zip(board.groups, board.standings):
+            rows.append({
+                "benchmark": board.selection.benchmark, "rank": standing.rank, "label": group.label,
+                "method": group.method, "config_hash": group.config_hash, "mark": standing.mark,
+                "accuracy_pct": round(100 * group.accuracy, 4), "ci95_pct": round(100 * group.ci95, 4),
+                "episodes": group.episodes, "seeds": " ".join(map(str, group.seeds)),
+                "p_vs_best_holm": None if standing.p_vs_best is None else round(standing.p_vs_best, 6),
+                "train_seconds": group.train_seconds, "peak_memory_mb": group.peak_memory_mb,
+                "device": group.devices, "episode_digest": group.runs[0].get("episode_digest"),
+                "runs": " ".join(run_id(r) for r in group.runs), "commits": " ".join(commit_of(r) for r in group.runs),
+            })
+    return csv_text(pd.DataFrame(rows))
 
 
 # ------------------------------------------------------------------------------------ table specs
@@ -636,6 +652,7 @@ def check_list(value: Any, context: str) -> list:
 
 
 def check_outputs(value: Any, context: str, base: Path) -> dict[str, Path]:
+    """``{format: path}`` with paths relative to ``base`` (the spec's folder), normalised."""
     outputs = check_keys(value, set(FORMATS), set(), context)
     return {fmt: Path(os.path.normpath(base / str(path))) for fmt, path in outputs.items()}
 
@@ -768,7 +785,8 @@ def load_spec(path: Path) -> TableSpec:
     for i, item in enumerate(check_list(tree["rows"], f"{path}: rows")):
         context = f"{path}: rows[{i}]"
         item = check_keys(item, {"label", "method", "where"}, {"method"}, context)
-        rows.append(Row(str(item.get("label", item["method"])), str(item["method"]), check_where(item.get("where"), context)))
+        rows.append(Row(str(item.get("label", item["method"])), str(item["method"]),
+                        check_where(item.get("where"), context)))
     column_labels = [c.label for c in columns]
     references = []
     for i, item in enumerate(tree.get("references") or []):
@@ -812,6 +830,7 @@ def load_spec(path: Path) -> TableSpec:
 
 
 def check_test(test: Any, alpha: Any, context: str) -> tuple[str, float]:
+    """A valid (paired test name, significance level) or a ConfigError."""
     if test not in TESTS:
         raise ConfigError(f"{context}: test must be one of {', '.join(TESTS)}, got {test!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
@@ -842,6 +861,7 @@ class PaperTable:
 
 
 def merge_where(row: Row, column: Column, spec_path: Path) -> dict:
+    """The filters of a row and a column together; contradicting ones are an error."""
     for key in set(row.where) & set(column.where):
         if row.where[key] != column.where[key]:
             raise ConfigError(f"{spec_path}: row '{row.label}' and column '{column.label}' filter {key} to different "
@@ -859,10 +879,11 @@ def build_table(spec: TableSpec, store: Store) -> PaperTable:
             if len(selection.groups) > 1:
                 keys = differing_settings([g.settings for g in selection.groups])
                 options = "; ".join(f"{describe(g.settings, keys)} (config {g.config_hash[:8]})" for g in selection.groups)
+                example = f", e.g. where: {{{keys[0]}: {selection.groups[0].settings.get(keys[0])!r}}}" if keys else ""
                 raise HarnessError(
                     f"{spec.path}: row '{row.label}' matches {len(selection.groups)} configurations of {row.method} "
-                    f"in column '{column.label}' ({column.benchmark}): {options}. Add a where filter to the row, "
-                    f"e.g. where: {{{keys[0]}: {selection.groups[0].settings.get(keys[0])!r}}}")
+                    f"in column '{column.label}' ({column.benchmark}): {options}. Add a where filter to the row"
+                    f"{example}")
             if selection.groups:
                 cells[i][j] = Cell(selection.groups[0])
             excluded += [(row, column, r) for r in selection.excluded]
@@ -923,47 +944,57 @@ QUOTED_HEADING = "Published results (quoted, not measured)"
 
 def render_table(table: PaperTable, fmt: str, made_by: str) -> str:
     """A paper table as Markdown, LaTeX (booktabs) or CSV (one line per cell)."""
-    spec = table.spec
     if fmt == "csv":
         return table_csv(table)
-    marks = [[cell.standing.mark if cell.standing else "" for cell in row] for row in table.cells]
-    texts = [[table_cell_text(cell, spec) for cell in row] for row in table.cells]
-    notes = table_notes(table, fmt)
-    sources = source_lines(table.records)
-    if fmt == "md":
-        rows = [[row.label, *(mark_markdown(t, m) for t, m in zip(row_texts, row_marks))]
-                for row, row_texts, row_marks in zip(spec.rows, texts, marks)]
-        out = [f"<!-- Made by {made_by}; regenerate, do not edit. -->", "", f"## {spec.title}", "",
-               markdown_table(["Method", *(c.label for c in spec.columns)], rows, ["left"] + ["right"] * len(spec.columns)), ""]
-        if spec.references:
-            ref_rows = [[ref.label, ref.citation, *(quoted(ref.values.get(c.label), spec.decimals) for c in spec.columns)]
-                        for ref in spec.references]
-            out += [f"**{QUOTED_HEADING}**", "",
-                    markdown_table(["Reference", "Source", *(c.label for c in spec.columns)], ref_rows,
-                                   ["left", "left"] + ["right"] * len(spec.columns)), ""]
-        out += ["Notes:", ""] + [f"- {note}" for note in notes]
-        out += ["", "Source runs (run id, harness commit): "
-                + (", ".join(f"`{rid}` ({commit})" for rid, commit in sources) or "none") + ".", ""]
-        return "\n".join(out)
+    return table_markdown(table, made_by) if fmt == "md" else table_latex(table, made_by)
+
+
+def measured_rows(table: PaperTable, fmt: str) -> list[list[str]]:
+    """The measured rows' cells as Markdown or LaTeX (escaped, best bold, ties underlined)."""
+    escape, mark = (latex_escape, mark_latex) if fmt == "latex" else (str, mark_markdown)
+    return [[escape(row.label), *(mark(escape(table_cell_text(cell, table.spec)),
+                                       cell.standing.mark if cell.standing else "") for cell in cells)]
+            for row, cells in zip(table.spec.rows, table.cells)]
+
+
+def table_markdown(table: PaperTable, made_by: str) -> str:
+    spec = table.spec
+    labels, align = [c.label for c in spec.columns], ["right"] * len(spec.columns)
+    out = [f"<!-- Made by {made_by}; regenerate, do not edit. -->", "", f"## {spec.title}", "",
+           markdown_table(["Method", *labels], measured_rows(table, "md"), ["left", *align]), ""]
+    if spec.references:
+        ref_rows = [[ref.label, ref.citation, *(quoted(ref.values.get(c.label), spec.decimals) for c in spec.columns)]
+                    for ref in spec.references]
+        out += [f"**{QUOTED_HEADING}**", "",
+                markdown_table(["Reference", "Source", *labels], ref_rows, ["left", "left", *align]), ""]
+    out += ["Notes:", ""] + [f"- {note}" for note in table_notes(table, "md")]
+    out += ["", "Source runs (run id, harness commit): "
+            + (", ".join(f"`{rid}` ({commit})" for rid, commit in source_lines(table.records)) or "none") + ".", ""]
+    return "\n".join(out)
+
+
+def table_latex(table: PaperTable, made_by: str) -> str:
+    spec = table.spec
     out = [f"% Made by {made_by}; regenerate, do not edit. Needs \\usepackage{{booktabs}}.",
            "% Source runs (run id, harness commit):"]
-    out += [f"%   {rid} {commit}" for rid, commit in sources] or ["%   none"]
+    out += [f"%   {rid} {commit}" for rid, commit in source_lines(table.records)] or ["%   none"]
     if table.excluded:
         out += ["% Excluded failed or unfinished runs (row, column, run id, reason):"]
         out += [f"%   {row.label} | {column.label} | {run_id(r)} | {short_reason(r)}" for row, column, r in table.excluded]
     if table.superseded:
         out += ["% " + duplicates_note(table.superseded)]
-    rows = [[latex_escape(row.label), *(mark_latex(latex_escape(t), m) for t, m in zip(row_texts, row_marks))]
-            for row, row_texts, row_marks in zip(spec.rows, texts, marks)]
     blocks = []
     if spec.references:
         blocks.append((latex_escape(QUOTED_HEADING), [
             [latex_escape(ref.label) + (rf"~\cite{{{ref.bibkey}}}" if ref.bibkey else f" ({latex_escape(ref.citation)})"),
-             *(latex_escape(quoted(ref.values.get(c.label), spec.decimals)) for c in spec.columns)] for ref in spec.references]))
+             *(latex_escape(quoted(ref.values.get(c.label), spec.decimals)) for c in spec.columns)]
+            for ref in spec.references]))
     out += [r"\begin{table}[t]", r"\centering", rf"\caption{{{spec.caption or latex_escape(spec.title)}}}",
             rf"\label{{tab:{spec.path.stem}}}"]
-    out += latex_tabular(["Method", *(latex_escape(c.label) for c in spec.columns)], rows, "l" + "c" * len(spec.columns), blocks)
-    out += [r"\par\smallskip\footnotesize", " ".join(latex_escape(n) for n in notes), r"\end{table}", ""]
+    out += latex_tabular(["Method", *(latex_escape(c.label) for c in spec.columns)], measured_rows(table, "latex"),
+                         "l" + "c" * len(spec.columns), blocks)
+    out += [r"\par\smallskip\footnotesize", " ".join(latex_escape(n) for n in table_notes(table, "latex")),
+            r"\end{table}", ""]
     return "\n".join(out)
 
 
@@ -1089,8 +1120,8 @@ def accuracy_series(store: Store, request: PlotRequest) -> tuple[list[Series], s
             if not isinstance(x, (int, float)):
                 raise HarnessError(f"run {group.runs[0]['run_id']} has no {x_key} in its config.yaml; cannot place it "
                                    f"on a {request.kind} plot")
-            line_settings = {k: v for k, v in group.settings.items()
-                             if k != x_key and not (request.kind == "shots" and (k.startswith("bench.") or k in ("benchmark", "kind")))}
+            line_settings = {k: v for k, v in group.settings.items() if k != x_key and not (
+                request.kind == "shots" and (k.startswith("bench.") or k in ("benchmark", "kind")))}
             if request.kind == "shots" and line_settings.get("trained_on") == benchmark:
                 line_settings["trained_on"] = "(the benchmark)"
             key = (group.method, repr(sorted(line_settings.items(), key=lambda kv: kv[0])))
@@ -1125,6 +1156,7 @@ def save_figure(fig, prefix: Path, title: str, provenance: str) -> list[Path]:
 
 
 def new_figure():
+    """(pyplot, figure, axes) on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1163,7 +1195,8 @@ def make_plot(store: Store, request: PlotRequest, made_by: str) -> list[Path]:
     if request.kind == "scarcity" and xs[0] > 0 and xs[-1] / xs[0] >= 10:
         ax.set_xscale("log")
     ax.set_xticks(xs, [f"{x:g}" for x in xs])
-    ax.set_xlabel("shots per class (bench.shots)" if request.kind == "shots" else "training data fraction (data.train_fraction)")
+    ax.set_xlabel("shots per class (bench.shots)" if request.kind == "shots"
+                  else "training data fraction (data.train_fraction)")
     ax.set_ylabel("test accuracy (%) ± 95% CI")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -1236,7 +1269,8 @@ def cmd_leaderboard(args) -> int:
     fmt = args.format or next((f for f, s in SUFFIXES.items() if args.out and args.out.endswith(s)), "md")
     benchmarks = split_names(args.bench)
     command = ["harness leaderboard", *(f"--bench {b}" for b in benchmarks or []),
-               *([f"--head {args.head}"] if args.head else []), *([f"--test {args.test}"] if args.test != "wilcoxon" else []),
+               *([f"--head {args.head}"] if args.head else []),
+               *([f"--test {args.test}"] if args.test != "wilcoxon" else []),
                *([f"--alpha {args.alpha:g}"] if args.alpha != ALPHA else []), f"--format {fmt}"]
     check_test(args.test, args.alpha, "harness leaderboard")
     boards = build_boards(Store(runs_dir_of(args)), benchmarks, args.head, args.test, args.alpha)
@@ -1306,7 +1340,8 @@ def add_commands(sub) -> None:
     runs_help = "result store (default: the spec's runs_dir, else ./runs or $HARNESS_RUNS)"
 
     p = sub.add_parser("leaderboard", help="one ranked table per benchmark from the stored runs (paired tests, ties)")
-    p.add_argument("--bench", action="append", metavar="B", help="benchmark (repeatable or comma-separated; default: all with runs)")
+    p.add_argument("--bench", action="append", metavar="B",
+                   help="benchmark (repeatable or comma-separated; default: all with runs)")
     p.add_argument("--head", help="only runs scored with this head")
     p.add_argument("--format", choices=FORMATS, help="md | latex | csv (default: from --out's suffix, else md)")
     p.add_argument("--out", metavar="FILE", help="write here (atomically) instead of printing")

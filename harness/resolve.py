@@ -74,13 +74,17 @@ def resolve(method: str, benchmark: str, config_file: str | None = None, sets: l
             try:
                 set_value(cfg, key, value)
             except ConfigError as exc:
-                raise type(exc)(f"{source}: {exc}") from None
+                exc.args = (f"{source}: {exc}",)
+                raise
     cfg.data.image_size = cfg.data.image_size or spec.image_size
     cfg.eval.head = cfg.eval.head or cls.default_head or spec.head
     HEADS.get(cfg.eval.head)
     check_bounds(cfg)
-    dataset = get_dataset(spec.dataset)
-    spec.check(cfg.bench, dataset)
+    spec.check(cfg.bench, get_dataset(spec.dataset))
     cls.check_config(cfg)
-    dataset.ensure_available(data_root(cfg.data.root))
     return Resolved(cfg, entry, spec, cls)
+
+
+def check_data(resolved: Resolved) -> None:
+    """Raise the missing-dataset error (with the command that fixes it) before any work starts."""
+    get_dataset(resolved.spec.dataset).ensure_available(data_root(resolved.config.data.root))

@@ -88,7 +88,7 @@ class ImageSet:
     class_names: list[str]
     class_groups: Any = None  # torch.Tensor [classes] of group ids, or None
     group_names: list[str] = field(default_factory=list)
-    identity: str = ""  # dataset/split@size, part of the episode digest
+    identity: str = ""  # "dataset/split" plus transforms; part of the episode digest (not the image size)
 
     @property
     def num_classes(self) -> int:
@@ -161,7 +161,7 @@ class Dataset:
             if local is None:
                 missing = ", ".join(name for name, paths in found.items() if not paths)
                 raise DataError(f"--from {source}: {missing} not found in it. {self.prepare_hint}")
-            identity = f"{self.name}/{split}@{self.native_size}"
+            identity = f"{self.name}/{split}"
             imageset = _to_imageset(local, self.native_size, self.channels, identity)
             torch_save(_imageset_state(imageset), self.cache_path(root, split, self.native_size))
 
@@ -201,7 +201,7 @@ class Dataset:
         if split not in self.splits:
             raise DataError(f"{self.name} has no split '{split}' (it has {', '.join(self.splits)})")
         size = size or self.native_size
-        identity = f"{self.name}/{split}@{size}"
+        identity = f"{self.name}/{split}"
         if not self.cached:
             return _to_imageset(self.read_split(Path(), split), size, self.channels, identity)
         path = self.cache_path(root, split, size)

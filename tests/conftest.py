@@ -1,0 +1,50 @@
+"""Shared fixtures: a private data root per test session, the real Omniglot mirror, CLI helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+MIRROR = os.environ.get("HARNESS_DATA_MIRROR", "")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_root(tmp_path_factory) -> Path:
+    """Every test session gets an empty data root: datasets arrive only through the harness's own
+    download path (the mirror), exactly as a user's would."""
+    root = tmp_path_factory.mktemp("harness-data")
+    os.environ["HARNESS_DATA"] = str(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def omniglot_small1(data_root) -> Path:
+    """Lake's minimal set 1 + official runs, fetched through HARNESS_DATA_MIRROR (skips without it)."""
+    if not (MIRROR and (Path(MIRROR) / "omniglot" / "images_background_small1.zip").is_file()):
+        pytest.skip("real Omniglot needs HARNESS_DATA_MIRROR pointing at a folder with omniglot/images_background_small1.zip "
+                    "and omniglot/all_runs.zip (CI: ../shared/data)")
+    from harness.data import get_dataset
+
+    get_dataset("omniglot-small1").download(data_root, progress=False)
+    return data_root
+
+
+@pytest.fixture
+def runs_dir(tmp_path) -> Path:
+    return tmp_path / "runs"
+
+
+def run_cli(*args: str) -> int:
+    """Run the harness CLI in-process; returns its exit code."""
+    from harness.cli import main
+
+    return main([str(a) for a in args])
+
+
+def only_run(runs_dir: Path) -> Path:
+    """The single run directory under ``runs_dir``."""
+    runs = sorted(p for p in Path(runs_dir).iterdir() if p.is_dir())
+    assert len(runs) == 1, runs
+    return runs[0]

@@ -1,0 +1,453 @@
+"""Leaderboards, paper tables and plots (harness.report) on run records the tests write themselves.
+
+The store: benchmark toy-5w1s (30 episodes × 10 queries) with six single-seed methods whose
+per-episode results were chosen so that Holm's correction decides one tie, a failed run and an
+older duplicate that would be best if it counted; toy-5w5s with a three-seed method and a missing
+cell; toy-scarce with one method at three training fractions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from harness import report
+from harness.cli import main
+from harness.errors import ConfigError, HarnessError
+from harness.results import TRAIN_LOG, write_config, write_record, write_scores
+
+QUERIES = 10
+# Correct answers (of 10) per episode. A is best; B is clearly tied; C is significantly worse than
+# A before Holm's correction but not after; D and E tie with each other well below A; F is last.
+COUNTS = {
+    "meth-a": [7, 8, 6, 9, 7, 8, 7, 6, 8, 9, 7, 8, 6, 7, 8, 9, 7, 6, 8, 7, 8, 7, 9, 6, 8, 7, 8, 7, 6, 8],
+    "meth-b": [7, 8, 7, 9, 6, 7, 7, 6, 8, 9, 6, 8, 5, 7, 8, 9, 7, 6, 8, 6, 7, 7, 9, 5, 8, 8, 9, 7, 6, 9],
+    "meth-c": [7, 7, 5, 9, 8, 9, 5, 6, 8, 8, 6, 7, 5, 8, 7, 8, 5, 4, 8, 6, 9, 7, 10, 6, 8, 8, 6, 7, 6, 7],
+    "meth-d": [4, 4, 2, 7, 3, 6, 4, 3, 6, 7, 4, 5, 4, 4, 5, 7, 5, 2, 5, 5, 4, 4, 6, 2, 6, 5, 5, 5, 2, 5],
+    "meth-e": [3, 4, 1, 8, 4, 5, 5, 3, 6, 8, 5, 6, 4, 4, 5, 8, 5, 1, 5, 5, 4, 4, 6, 2, 6, 4, 6, 5, 1, 4],
+    "meth-f": [1, 3, 0, 4, 0, 1, 1, 1, 1, 4, 0, 3, 0, 2, 1, 3, 0, 1, 2, 2, 2, 1, 3, 1, 2, 2, 1, 1, 0, 3],
+}
+SHIFTS_5W5S = {0: 1, 1: 2, 2: 0}  # meth-a's three seeds on toy-5w5s: COUNTS + shift (capped at 10)
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+_made = {"n": 0}
+
+
+def make_run(runs_dir: Path, method: str, bench: str, seed: int, counts, *, finished: str, status: str = "ok",
+             digest: str | None = None, shots: int = 1, settings: dict | None = None, reason: str | None = None,
+             train_log: list[dict] | None = None, dirty: bool = False) -> dict:
+    """Write one run like `harness run` does: config.yaml, result.json, episodes.csv, trials.npy."""
+    _made["n"] += 1
+    tree = {
+        "method_name": method, "benchmark": bench,
+        "bench": {"ways": 5, "shots": shots, "queries": 2, "episodes": 30, "episode_seed": 0},
+        "data": {"root": "/somewhere/else", "train_fraction": 1.0, "image_size": 28, "class_rotations": False,
+                 "holdout": ""},
+        "train": {"steps": 100, "lr": 0.001},
+        "eval": {"head": "prototype", "distance": "euclidean", "batch_size": 512},
+        "method": {},
+    }
+    for key, value in (settings or {}).items():
+        group, _, name = key.partition(".")
+        tree[group][name] = value
+    config_hash = hashlib.sha256(json.dumps([method, bench, settings or {}], sort_keys=True).encode()).hexdigest()[:12]
+    stamp = finished[:19].replace("-", "").replace(":", "").replace("T", "-")
+    run_id = f"{stamp}-{method}-{bench}-s{seed}-{config_hash[:8]}-{_made['n']:04d}"
+    run_dir = runs_dir / run_id
+    write_config(run_dir, tree)
+    record = {
+        "run_id": run_id, "kind": "train", "method": method, "benchmark": bench, "trained_on": bench, "seed": seed,
+        "config_hash": config_hash, "head": "prototype", "distance": "euclidean", "status": status, "reason": reason,
+        "started": finished, "finished": finished, "device": "cpu: test", "host": "test",
+        "command": "harness run", "versions": {}, "git": {"commit": COMMIT, "dirty": dirty},
+        "train_seconds": 12.5, "steps": 100, "val_accuracy": None, "peak_memory_mb": 300.0,
+    }
+    if status == "ok":
+        counts = np.asarray(counts)
+        correct = np.arange(QUERIES)[None, :] < counts[:, None]
+        accuracies = correct.mean(axis=1)
+        write_scores(run_dir, accuracies, correct)
+        record.update(accuracy=float(accuracies.mean()), error=float(1 - accuracies.mean()),
+                      ci95=float(1.96 * accuracies.std(ddof=1) / math.sqrt(len(accuracies))),
+                      episodes=len(accuracies), queries_per_episode=QUERIES,
+                      episode_digest=digest or f"digest-{bench}", eval_seconds=0.1)
+    if train_log:
+        pd.DataFrame(train_log).to_csv(run_dir / TRAIN_LOG, index=False)
+    write_record(run_dir, record)
+    return {**record, "run_dir": str(run_dir)}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> dict:
+    """The shared runs directory; returns the records made, by name."""
+    runs = tmp_path_factory.mktemp("store") / "runs"
+    made = {"runs_dir": runs}
+    # The older duplicate of meth-b seed 0 scores 100%: it must be ignored, the newer run counts.
+    made["b-old"] = make_run(runs, "meth-b", "toy-5w1s", 0, [10] * 30, finished="2026-01-01T09:00:00+00:00")
+    log = [{"step": s, "seconds": s / 10, "lr": 0.001, "loss": 2.0 / s, "val_accuracy": None if s < 30 else 0.5}
+           for s in (10, 20, 30)]
+    for i, (method, counts) in enumerate(COUNTS.items()):
+        made[method] = make_run(runs, method, "toy-5w1s", 0, counts, finished=f"2026-01-02T10:00:0{i}+00:00",
+                                train_log=log if method == "meth-a" else None, dirty=method == "meth-f")
+    made["g-failed"] = make_run(runs, "meth-g", "toy-5w1s", 0, None, status="failed", finished="2026-01-02T11:00:00+00:00",
+                                reason="RunFailed: training diverged at step 7: loss=nan; lower train.lr")
+    for seed, shift in SHIFTS_5W5S.items():
+        made[f"a5-s{seed}"] = make_run(runs, "meth-a", "toy-5w5s", seed, np.minimum(np.add(COUNTS["meth-a"], shift), 10),
+                                       shots=5, finished=f"2026-01-03T10:00:0{seed}+00:00")
+    made["b5"] = make_run(runs, "meth-b", "toy-5w5s", 0, np.minimum(np.add(COUNTS["meth-b"], 1), 10), shots=5,
+                          finished="2026-01-03T10:00:05+00:00")
+    for i, fraction in enumerate((0.25, 0.5, 1.0)):
+        made[f"scarce-{fraction}"] = make_run(runs, "meth-a", "toy-scarce", 0, np.subtract(COUNTS["meth-a"], 2 - i),
+                                              settings={"data.train_fraction": fraction},
+                                              finished=f"2026-01-04T10:00:0{i}+00:00")
+    made["scarce-b"] = make_run(runs, "meth-b", "toy-scarce", 0, COUNTS["meth-b"], finished="2026-01-04T10:00:09+00:00")
+    return made
+
+
+def hand_wilcoxon(a_counts, b_counts) -> float:
+    """The two-sided Wilcoxon signed-rank p-value of per-episode accuracies, scipy directly (Pratt's
+    zero handling), differences formed from the integer counts so that equal differences tie."""
+    diff = (np.asarray(a_counts) - np.asarray(b_counts)) / QUERIES
+    return float(stats.wilcoxon(diff, zero_method="pratt").pvalue)
+
+
+def hand_holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm by its definition: the i-th smallest p times (m - i + 1), made monotone, capped at 1."""
+    names = sorted(p_values, key=p_values.get)
+    m, adjusted, running = len(names), {}, 0.0
+    for i, name in enumerate(names):
+        running = max(running, min(1.0, (m - i) * p_values[name]))
+        adjusted[name] = running
+    return adjusted
+
+
+def cli_error(capsys, *args) -> str:
+    """Run the CLI expecting a user error: exit code 2 and the message on stderr."""
+    capsys.readouterr()
+    assert main([str(a) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("harness: error: ") or "\nharness: error: " in err
+    return err
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def leaderboard_csv(store, tmp_path, bench: str, *extra: str) -> pd.DataFrame:
+    out = tmp_path / f"{bench}.csv"
+    assert main(["leaderboard", "--bench", bench, "--runs-dir", str(store["runs_dir"]), "--out", str(out), *extra]) == 0
+    return read_csv(out).set_index("label")
+
+
+# ------------------------------------------------------------------------------------ statistics
+
+
+def test_mcnemar_is_the_exact_binomial_test_on_discordant_trials():
+    a = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 1]], bool)
+    b = np.array([[1, 0, 0, 1, 1], [0, 0, 1, 0, 1], [1, 0, 0, 0, 1]], bool)
+    a_only, b_only = 5, 1  # trials only A got right / only B got right
+    n = a_only + b_only
+    p_by_hand = min(1.0, 2 * sum(math.comb(n, k) for k in range(min(a_only, b_only) + 1)) / 2**n)
+    result = report.paired_test(a, b, "mcnemar")
+    assert (result.a_better, result.b_better, result.pairs) == (a_only, b_only, 15)
+    assert result.p_value == pytest.approx(p_by_hand)
+    assert "McNemar" in result.summary() and "15 paired trials" in result.summary()
+    assert report.paired_test(a, a, "mcnemar").p_value == 1.0
+    assert report.paired_test(np.full(8, 0.5), np.full(8, 0.5)).p_value == 1.0
+
+
+def test_paired_test_refuses_results_on_different_episodes():
+    with pytest.raises(HarnessError, match="same episodes"):
+        report.paired_test(np.zeros(5), np.zeros(6))
+
+
+def test_holm_matches_its_definition():
+    assert report.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert report.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+# ------------------------------------------------------------------------------------ leaderboards
+
+
+def test_leaderboard_ties_follow_a_hand_computed_paired_test_with_holm(store, tmp_path):
+    board = leaderboard_csv(store, tmp_path, "toy-5w1s")
+    accuracy = {m: 100 * np.mean(c) / QUERIES for m, c in COUNTS.items()}
+    raw = {m: hand_wilcoxon(COUNTS["meth-a"], c) for m, c in COUNTS.items() if m != "meth-a"}
+    adjusted = hand_holm(raw)
+    # The data exercise Holm: C is significant alone (raw p < 0.05) but not after the correction.
+    assert raw["meth-c"] < 0.05 <= adjusted["meth-c"]
+    assert adjusted["meth-b"] >= 0.05 and all(adjusted[m] < 0.05 for m in ("meth-d", "meth-e", "meth-f"))
+    tied = {m for m, p in adjusted.items() if p >= 0.05}
+    assert tied == {"meth-b", "meth-c"}
+    # Round two among D, E, F: the better of D and E leads; the other is tied with it; F is not.
+    leader = max(("meth-d", "meth-e"), key=accuracy.get)
+    other = ({"meth-d", "meth-e"} - {leader}).pop()
+    second = hand_holm({m: hand_wilcoxon(COUNTS[leader], COUNTS[m]) for m in (other, "meth-f")})
+    assert second[other] >= 0.05 > second["meth-f"]
+
+    assert list(board.index) == ["meth-a", "meth-b", "meth-c", leader, other, "meth-f"]
+    assert board["rank"].to_dict() == {"meth-a": 1, "meth-b": 1, "meth-c": 1, leader: 4, other: 4, "meth-f": 6}
+    assert board["mark"].fillna("").to_dict() == {"meth-a": "best", "meth-b": "tie", "meth-c": "tie", leader: "",
+                                                  other: "", "meth-f": ""}
+    for method, p in adjusted.items():
+        assert board.loc[method, "p_vs_best_holm"] == pytest.approx(p, abs=1e-6)
+    for method in COUNTS:
+        assert board.loc[method, "accuracy_pct"] == pytest.approx(accuracy[method], abs=1e-4)
+
+
+def test_duplicates_newest_ok_counts_and_failed_runs_are_noted(store, tmp_path):
+    board = leaderboard_csv(store, tmp_path, "toy-5w1s")
+    assert board.loc["meth-b", "runs"] == store["meth-b"]["run_id"]
+    assert board.loc["meth-b", "accuracy_pct"] == pytest.approx(100 * np.mean(COUNTS["meth-b"]) / QUERIES, abs=1e-4)
+    assert "meth-g" not in board.index
+    md = tmp_path / "board.md"
+    main(["leaderboard", "--bench", "toy-5w1s", "--runs-dir", str(store["runs_dir"]), "--out", str(md)])
+    text = md.read_text()
+    excluded = next(line for line in text.splitlines() if line.startswith("- Excluded"))
+    assert store["g-failed"]["run_id"] in excluded and "training diverged at step 7" in excluded
+    ignored = next(line for line in text.splitlines() if "newest counts" in line)
+    assert store["b-old"]["run_id"] in ignored
+    sources = next(line for line in text.splitlines() if line.startswith("- Source runs"))
+    assert store["b-old"]["run_id"] not in sources and store["meth-b"]["run_id"] in sources
+    assert f"{COMMIT[:12]}+dirty" in sources and "**74.00 ± " in text  # meth-f was made from a dirty tree
+
+
+def test_several_seeds_mean_and_ci_across_seeds_paired_on_seed_averaged_episodes(store, tmp_path, capsys):
+    board = leaderboard_csv(store, tmp_path, "toy-5w5s")
+    seeds = [np.minimum(np.add(COUNTS["meth-a"], s), 10) for s in SHIFTS_5W5S.values()]
+    per_seed = [100 * np.mean(c) / QUERIES for c in seeds]
+    assert board.loc["meth-a", "seeds"] == "0 1 2"
+    assert board.loc["meth-a", "accuracy_pct"] == pytest.approx(np.mean(per_seed), abs=1e-4)
+    assert board.loc["meth-a", "ci95_pct"] == pytest.approx(1.96 * np.std(per_seed, ddof=1) / math.sqrt(3), abs=1e-4)
+    b = np.minimum(np.add(COUNTS["meth-b"], 1), 10)
+    # Pairs: meth-a's per-episode accuracy averaged over its seeds against meth-b's (integers: exact zeros).
+    p = float(stats.wilcoxon((np.sum(seeds, axis=0) - 3 * b) / (3 * QUERIES), zero_method="pratt").pvalue)
+    assert board.loc["meth-b", "p_vs_best_holm"] == pytest.approx(p, abs=1e-6)
+    err = cli_error(capsys, "leaderboard", "--bench", "toy-5w5s", "--runs-dir", store["runs_dir"], "--test", "mcnemar",
+                    "--out", tmp_path / "x.md")
+    assert "McNemar" in err and "3 seeds" in err and not (tmp_path / "x.md").exists()
+
+
+def test_configs_of_one_method_are_labelled_by_the_settings_that_differ(store, tmp_path):
+    board = leaderboard_csv(store, tmp_path, "toy-scarce")
+    assert sorted(board.index) == ["meth-a [data.train_fraction=0.25]", "meth-a [data.train_fraction=0.5]",
+                                   "meth-a [data.train_fraction=1.0]", "meth-b"]
+
+
+def test_digest_mismatch_is_an_error_naming_both_digests(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    first = make_run(runs, "meth-a", "toy-5w1s", 0, COUNTS["meth-a"], digest="aaaa1111",
+                     finished="2026-01-01T00:00:00+00:00")
+    second = make_run(runs, "meth-b", "toy-5w1s", 0, COUNTS["meth-b"], digest="bbbb2222",
+                      finished="2026-01-01T00:00:01+00:00", settings={"data.image_size": 84})
+    message = cli_error(capsys, "leaderboard", "--runs-dir", runs)
+    for text in ("aaaa1111", "bbbb2222", first["run_id"], second["run_id"], "data.image_size (28 vs 84)"):
+        assert text in message
+    spec = tmp_path / "t.yaml"
+    spec.write_text(yaml.safe_dump({"columns": [{"benchmark": "toy-5w1s"}],
+                                    "rows": [{"method": "meth-a"}, {"method": "meth-b"}]}))
+    message = cli_error(capsys, "table", spec, "--runs-dir", runs)
+    assert "aaaa1111" in message and "bbbb2222" in message and not (tmp_path / "t.md").exists()
+
+
+# ------------------------------------------------------------------------------------ tables
+
+REFERENCES = [
+    {"label": "Humans", "citation": "Lake et al. 2015", "bibkey": "lake2015", "values": {"1-shot": 4.5}},
+    {"label": "Deep convnet", "citation": "Lake et al. 2015", "values": {"1-shot": 24.0, "5-shot": 13.25}},
+]
+
+
+def write_spec(folder: Path, **extra) -> Path:
+    spec = {
+        "title": "Toy error & friends",
+        "metric": "error",
+        "columns": [{"label": "1-shot", "benchmark": "toy-5w1s"}, {"label": "5-shot", "benchmark": "toy-5w5s"}],
+        "rows": [{"label": "A", "method": "meth-a"}, {"label": "B", "method": "meth-b"},
+                 {"label": "C_1", "method": "meth-c"}, {"label": "G", "method": "meth-g"}],
+        "references": REFERENCES,
+        "notes": ["Toy data."],
+        **extra,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "toy.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def error_cell(counts_by_seed: list, decimals: int = 1) -> str:
+    errors = [100 - 100 * np.mean(c) / QUERIES for c in counts_by_seed]
+    if len(errors) == 1:
+        acc = np.divide(counts_by_seed[0], QUERIES)
+        ci = 100 * 1.96 * np.std(acc, ddof=1) / math.sqrt(len(acc))
+    else:
+        ci = 1.96 * np.std(errors, ddof=1) / math.sqrt(len(errors))
+    return f"{np.mean(errors):.{decimals}f} ± {ci:.{decimals}f}"
+
+
+def test_table_markdown_marks_best_and_ties_and_quotes_references(store, tmp_path):
+    spec = write_spec(tmp_path / "tables")
+    assert main(["table", str(spec), "--runs-dir", str(store["runs_dir"])]) == 0
+    md = (tmp_path / "tables" / "toy.md").read_text()
+    a5 = [np.minimum(np.add(COUNTS["meth-a"], s), 10) for s in SHIFTS_5W5S.values()]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in md.splitlines() if line.startswith("| ")}
+    assert rows["A"] == [f"**{error_cell([COUNTS['meth-a']])}**", f"**{error_cell(a5)}**"]
+    assert rows["B"][0] == f"<u>{error_cell([COUNTS['meth-b']])}</u>"
+    assert rows["C_1"] == [f"<u>{error_cell([COUNTS['meth-c']])}</u>", "—"]  # missing cell
+    assert rows["G"] == ["—", "—"]  # only a failed run
+    quoted = md[md.index("Published results (quoted, not measured)"):]
+    assert "| Humans " in quoted and "| Lake et al. 2015 " in quoted and "24.0" in quoted and "13.25" in quoted
+    assert "**4.5**" not in md and "Humans" not in md[:md.index("Published results")]
+    assert "Wilcoxon signed-rank" in md and "Holm" in md and "Toy data." in md
+    assert store["g-failed"]["run_id"] in md and "training diverged" in md
+
+
+def test_table_latex_uses_booktabs_bold_underline_and_escapes(store, tmp_path):
+    spec = write_spec(tmp_path / "tables")
+    main(["table", str(spec), "--runs-dir", str(store["runs_dir"])])
+    tex = (tmp_path / "tables" / "toy.tex").read_text()
+    lines = tex.splitlines()
+    rules = [lines.index(r"\toprule"), lines.index(r"\midrule"), lines.index(r"\bottomrule")]
+    assert rules == sorted(rules) and tex.count(r"\midrule") == 2  # header rule and the quoted block's rule
+    assert r"\begin{tabular}{lcc}" in tex and r"\caption{Toy error \& friends}" in tex
+    a5 = [np.minimum(np.add(COUNTS["meth-a"], s), 10) for s in SHIFTS_5W5S.values()]
+    cells = [error_cell(counts).replace("±", r"$\pm$") for counts in ([COUNTS["meth-a"]], a5)]
+    assert f"A & \\textbf{{{cells[0]}}} & \\textbf{{{cells[1]}}} \\\\" in lines
+    assert next(line for line in lines if line.startswith(r"C\_1 & ")).startswith(r"C\_1 & \underline{")
+    assert next(line for line in lines if line.startswith("B & ")).startswith(r"B & \underline{")
+    assert r"\emph{Published results (quoted, not measured)}" in tex
+    assert r"Humans~\cite{lake2015} & 4.5 & --- \\" in tex and r"Deep convnet (Lake et al. 2015) & 24.0 & 13.25 \\" in tex
+    comments = [line for line in lines if line.startswith("%")]
+    assert any(store["meth-a"]["run_id"] in line and COMMIT[:12] in line for line in comments)
+    assert any(store["g-failed"]["run_id"] in line for line in comments)
+
+
+def test_table_csv_has_plain_numbers_marks_and_kinds(store, tmp_path):
+    spec = write_spec(tmp_path / "tables")
+    main(["table", str(spec), "--runs-dir", str(store["runs_dir"])])
+    frame = read_csv(tmp_path / "tables" / "toy.csv")
+    measured = frame[frame["kind"] == "measured"].set_index(["row", "column"])
+    assert measured.loc[("A", "1-shot"), "value_pct"] == pytest.approx(100 - 100 * np.mean(COUNTS["meth-a"]) / QUERIES)
+    assert measured.loc[("A", "1-shot"), "mark"] == "best" and measured.loc[("B", "1-shot"), "mark"] == "tie"
+    assert measured.loc[("A", "1-shot"), "runs"] == store["meth-a"]["run_id"]
+    assert set(zip(frame.loc[frame["kind"] == "missing", "row"], frame.loc[frame["kind"] == "missing", "column"])) == {
+        ("C_1", "5-shot"), ("G", "1-shot"), ("G", "5-shot")}
+    excluded = frame[frame["kind"] == "excluded"]
+    assert list(excluded["runs"]) == [store["g-failed"]["run_id"]] and "diverged" in excluded["note"].iloc[0]
+    quoted = frame[frame["kind"] == "quoted"]
+    assert sorted(zip(quoted["row"], quoted["column"], quoted["value_pct"])) == [
+        ("Deep convnet", "1-shot", 24.0), ("Deep convnet", "5-shot", 13.25), ("Humans", "1-shot", 4.5)]
+
+
+def test_table_regenerates_byte_identically_and_names_its_sources(store, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path / "results" / "tables", runs_dir=str(store["runs_dir"]),
+                      leaderboards=[{"benchmarks": ["toy-5w1s"], "outputs": {"md": "../leaderboards/toy-5w1s.md",
+                                                                             "latex": "../leaderboards/toy-5w1s.tex"}}],
+                      plots=[{"kind": "scarcity", "benchmarks": ["toy-scarce"], "out": "../plots/scarcity"}])
+    assert main(["table", "results/tables/toy.yaml"]) == 0
+    printed = capsys.readouterr().out.split()
+    written = sorted(p for p in (tmp_path / "results").rglob("*") if p.is_file() and p != spec)
+    assert [p.relative_to(tmp_path / "results").as_posix() for p in written] == [
+        "leaderboards/toy-5w1s.md", "leaderboards/toy-5w1s.tex", "plots/scarcity.csv", "plots/scarcity.pdf",
+        "plots/scarcity.png", "tables/toy.csv", "tables/toy.md", "tables/toy.tex"]
+    assert "results/leaderboards/toy-5w1s.md" in printed
+    first = {p: p.read_bytes() for p in written}
+    assert main(["table", "results/tables/toy.yaml"]) == 0
+    assert {p: p.read_bytes() for p in written} == first
+    for path, content in first.items():
+        assert str(tmp_path).encode() not in content and b"/somewhere/else" not in content, path
+    md = first[tmp_path / "results" / "tables" / "toy.md"].decode()
+    for name in ("meth-a", "meth-b", "meth-c", "a5-s0", "a5-s1", "a5-s2", "b5"):
+        assert f"`{store[name]['run_id']}` ({COMMIT[:12]})" in md
+    board = first[tmp_path / "results" / "leaderboards" / "toy-5w1s.md"].decode()
+    assert "spec toy.yaml" in md and "spec ../tables/toy.yaml" in board
+    assert b"scarcity" in first[tmp_path / "results" / "plots" / "scarcity.png"]  # provenance in the PNG metadata
+    assert store["scarce-0.25"]["run_id"].encode() in first[tmp_path / "results" / "plots" / "scarcity.png"]
+
+
+def test_a_row_matching_several_configurations_must_choose_one(store, tmp_path, capsys):
+    spec = write_spec(tmp_path, columns=[{"label": "scarce", "benchmark": "toy-scarce"}], references=[],
+                      rows=[{"label": "A", "method": "meth-a"}])
+    message = cli_error(capsys, "table", spec, "--runs-dir", store["runs_dir"], "--format", "md")
+    assert "matches 3 configurations" in message and "where: {data.train_fraction: 0.25}" in message
+    spec = write_spec(tmp_path, columns=[{"label": "scarce", "benchmark": "toy-scarce"}], references=[],
+                      rows=[{"label": "A", "method": "meth-a", "where": {"data.train_fraction": 0.5}}])
+    table = report.build_table(report.load_spec(spec), report.Store(store["runs_dir"]))
+    assert table.cells[0][0].group.runs[0]["run_id"] == store["scarce-0.5"]["run_id"]
+
+
+def test_a_column_without_runs_is_all_missing(store, tmp_path, capsys):
+    spec = write_spec(tmp_path, columns=[{"label": "none yet", "benchmark": "toy-unrun"}], references=[])
+    assert main(["table", str(spec), "--runs-dir", str(store["runs_dir"]), "--format", "md"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    assert [line.split("|")[2].strip() for line in rows] == ["—"] * 4
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"colums": []}, "unknown key.*colums.*Valid keys"),
+    ({"metric": "f1"}, "metric must be one of accuracy, error"),
+    ({"rows": [{"method": "meth-a", "where": {"train_fraction": 1}}]}, "neither a config key"),
+    ({"references": [{"label": "X", "citation": "Y", "values": {"9-shot": 1.0}}]}, "unknown key.*9-shot"),
+    ({"test": "ttest"}, "test must be one of wilcoxon, mcnemar"),
+])
+def test_spec_errors_say_what_is_wrong(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        report.load_spec(write_spec(tmp_path, **change))
+
+
+def test_cli_prints_spec_errors_and_exits_nonzero(tmp_path, capsys):
+    assert "metric must be one of" in cli_error(capsys, "table", write_spec(tmp_path, metric="f1"))
+
+
+# ------------------------------------------------------------------------------------ plots
+
+
+def test_scarcity_and_shots_plots_write_png_pdf_and_the_points(store, tmp_path):
+    runs = str(store["runs_dir"])
+    assert main(["plot", "scarcity", "--bench", "toy-scarce", "--methods", "meth-a", "--runs-dir", runs,
+                 "--out", str(tmp_path / "scarce")]) == 0
+    points = read_csv(tmp_path / "scarce.csv")
+    assert list(points["train_fraction"]) == [0.25, 0.5, 1.0] and set(points["series"]) == {"meth-a"}
+    expected = [100 * np.mean(np.subtract(COUNTS["meth-a"], 2 - i)) / QUERIES for i in range(3)]
+    assert list(points["accuracy_pct"]) == pytest.approx(expected, abs=1e-4)
+    assert list(points["runs"]) == [store[f"scarce-{f}"]["run_id"] for f in (0.25, 0.5, 1.0)]
+    assert (tmp_path / "scarce.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "scarce.pdf").read_bytes()[:5] == b"%PDF-"
+
+    assert main(["plot", "shots", "--benches", "toy-5w1s,toy-5w5s", "--methods", "meth-a,meth-b", "--runs-dir", runs,
+                 "--out", str(tmp_path / "shots")]) == 0
+    shots = read_csv(tmp_path / "shots.csv")
+    assert sorted(zip(shots["series"], shots["shots"])) == [("meth-a", 1), ("meth-a", 5), ("meth-b", 1), ("meth-b", 5)]
+    a5 = shots[(shots["series"] == "meth-a") & (shots["shots"] == 5)].iloc[0]
+    assert a5["seeds"] == "0 1 2" and (tmp_path / "shots.png").is_file() and (tmp_path / "shots.pdf").is_file()
+
+
+def test_curves_plot_reads_the_training_log(store, tmp_path, capsys):
+    assert main(["plot", "curves", "--bench", "toy-5w1s", "--method", "meth-a", "--runs-dir", str(store["runs_dir"]),
+                 "--out", str(tmp_path / "curves")]) == 0
+    points = read_csv(tmp_path / "curves.csv")
+    assert list(points["step"]) == [10, 20, 30] and list(points["loss"]) == pytest.approx([0.2, 0.1, 2 / 30])
+    assert set(points["series"]) == {"meth-a seed 0"} and (tmp_path / "curves.png").is_file()
+    val = tmp_path / "val"
+    main(["plot", "curves", "--runs", store["meth-a"]["run_dir"], "--y", "val_accuracy", "--out", str(val)])
+    assert list(read_csv(tmp_path / "val.csv")["step"]) == [30]  # empty cells are not points
+    assert "no train_log.csv" in cli_error(capsys, "plot", "curves", "--runs", store["meth-b"]["run_dir"],
+                                           "--out", tmp_path / "none")
+
+
+def test_importing_the_commands_loads_no_heavy_library():
+    code = ("import sys, harness.cli; harness.cli.build_parser(); "
+            "print(sorted(m for m in ('torch', 'pandas', 'matplotlib', 'scipy', 'numpy') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
