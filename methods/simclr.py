@@ -1,0 +1,52 @@
+"""SimCLR (Chen et al. 2020) on lightly: two augmented views of each unlabeled image, a projection
+MLP (``SimCLRProjectionHead``) and the NT-Xent loss (``NTXentLoss``); the encoder's features are
+scored on the few-shot episodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from harness.augment import ViewConfig
+from harness.config import at_least, positive
+from harness.ssl import SelfSupervised
+
+
+@dataclass
+class SimCLRConfig(ViewConfig):
+    """View settings (lightly's names) plus the encoder, projection and loss temperature."""
+
+    backbone: str = "conv4"
+    temperature: float = field(default=0.5, metadata=positive())
+    projection_hidden: int = field(default=512, metadata=at_least(1))
+    projection_dim: int = field(default=128, metadata=at_least(1))
+
+
+class SimCLR(SelfSupervised):
+    Config = SimCLRConfig
+
+    def __init__(self, cfg: SimCLRConfig, env):
+        super().__init__(cfg, env)
+        from lightly.loss import NTXentLoss
+        from lightly.models.modules import SimCLRProjectionHead
+
+        self.projection = SimCLRProjectionHead(self.feature_dim, cfg.projection_hidden, cfg.projection_dim)
+        self.criterion = NTXentLoss(temperature=cfg.temperature)
+
+    def setup(self, data) -> None:
+        self.views = self.view_generator("simclr")
+        self.optimizer = self.make_optimizer(self.encoder, self.projection)
+
+    def optimizers(self):
+        return {"model": self.optimizer}
+
+    def training_step(self, data, step, generator):
+        images = self.image_batch(data, self.env.train.batch_size, generator)
+        views = torch.cat([self.views(images, generator), self.views(images, generator)])
+        z = self.projection(self.encoder(views).flatten(1))
+        loss = self.criterion(*z.chunk(2))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.detach()}
