@@ -297,6 +297,9 @@ def slurm_parameters(profile: dict, sweep_name: str) -> dict:
 
 def slurm_answers() -> tuple[bool, str]:
     """Whether ``sinfo`` reaches a controller, and what it said."""
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not Path(conf).is_file():
+        return False, f"SLURM_CONF names a missing file: {conf}"
     try:
         done = subprocess.run(["sinfo", "--noheader", "--format=%P"], capture_output=True, text=True, timeout=15)
     except FileNotFoundError:
@@ -340,12 +343,10 @@ class Sweep:
             return []
         return [json.loads(p.read_text()) for p in sorted(self.submissions_dir.glob("*.json"))]
 
-    def save_submission(self, submission: dict) -> Path:
+    def save_submission(self, submission: dict) -> None:
         number = len(list(self.submissions_dir.glob("*.json"))) if self.submissions_dir.is_dir() else 0
         first_job = next(iter(submission["jobs"].values()))
-        path = self.submissions_dir / f"{number:04d}-{first_job}.json"
-        files.write_json(path, submission)
-        return path
+        files.write_json(self.submissions_dir / f"{number:04d}-{first_job}.json", submission)
 
     def latest_jobs(self) -> dict[str, dict]:
         """Run key → its latest job: {job_id, executor, submitted, host, log}."""
@@ -445,10 +446,9 @@ def local_worker_alive(pid: str, host: str) -> bool | None:
     """Whether the local worker (submitit's controller process) still runs; None on another host."""
     if host != socket.gethostname():
         return None
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.parent.parent.is_dir() and Path("/proc/self").exists():
+    if Path("/proc/self").is_dir():  # Linux: also tells a finished (zombie) or reused pid apart
         try:
-            return b"submitit" in cmdline.read_bytes()
+            return b"submitit" in Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             return False
     try:
@@ -484,7 +484,8 @@ def assess(sweep: Sweep, runs: list[Run]) -> tuple[list[RunStatus], list[str]]:
     for run in runs:
         job = jobs.get(run.key)
         record = read_record(run.run_dir)
-        current = record if record and job and record.get("started", "") >= job["submitted"] else (record if not job else None)
+        # a record started before the latest submission is from an earlier attempt
+        current = None if record and job and record.get("started", "") < job["submitted"] else record
         ok = finished.get((run.config_hash, run.seed))
         job_id, log = (job["job_id"], job["log"]) if job else ("", "")
         if job is None:
@@ -707,7 +708,8 @@ def cmd_sweep(args) -> int:
     profile_name = args.profile or sweep_file.get("profile")
     executor = choose_executor(args.executor or sweep_file.get("executor"), profile_name)
     profile, profile_source = load_profile(profile_name)
-    parallelism = args.parallelism or sweep_file.get("parallelism") or (profile["parallelism"] if executor == "slurm" else 1)
+    parallelism = next((p for p in (args.parallelism, sweep_file.get("parallelism")) if p is not None),
+                       profile["parallelism"] if executor == "slurm" else 1)
     if not isinstance(parallelism, int) or isinstance(parallelism, bool) or parallelism < 1:
         raise ConfigError(f"parallelism must be a positive integer, got {parallelism!r}")
     sweep = Sweep(Path(args.runs_dir), str(args.name or sweep_file.get("name") or spec.default_name()))

@@ -32,3 +32,10 @@ _add("maml-fo", "maml:MAML", "first-order MAML (Finn et al. 2017)", preset="maml
 _add("anil", "maml:MAML", "ANIL (Raghu et al. 2020): MAML adapting only the head", preset="maml", fixed={"method": {"adapt": "head"}})
 _add("simclr", "simclr:SimCLR", "SimCLR (Chen et al. 2020) on lightly, label-free; NT-Xent over two views")
 _add("byol", "byol:BYOL", "BYOL (Grill et al. 2020) on lightly, label-free; momentum target, symmetric loss")
+_add("bmssl", "bmssl:BMSSL", "BMSSL (Wang et al. 2023): bootstrapped meta self-supervised learning on pseudo-class tasks")
+_add("bmssl-noboot", "bmssl:BMSSL", "BMSSL ablation: no bootstrapped target (λ = 0)", preset="bmssl",
+     fixed={"method": {"bootstrap_weight": 0.0}})
+_add("bmssl-noinner", "bmssl:BMSSL", "BMSSL ablation: no first level (K = 0), a contrastive pseudo-task learner",
+     preset="bmssl", fixed={"method": {"inner_steps": 0}})
+_add("bmssl-fo", "bmssl:BMSSL", "BMSSL ablation: first-order meta-gradient", preset="bmssl",
+     fixed={"method": {"first_order": True}})

@@ -8,8 +8,10 @@ adapted weights, averaged over the tasks, updates the initialisation (second ord
 ``first_order``). ``adapt=head`` adapts only the head (ANIL). At test time every fixed episode's
 support set is adapted to with ``test_inner_steps`` / ``test_inner_lr`` (the ``adapt`` head).
 
-Two engines compute the same thing: ``loop`` (learn2learn's ``MAML.clone()/adapt()`` task by
-task) and ``vmap`` (``torch.func.grad`` inside ``vmap`` over the tasks of a meta-batch).
+Tasks are adapted one after another with learn2learn's ``MAML.clone()/adapt()``. Batching the
+tasks of a meta-batch with ``torch.func`` (``vmap`` over ``grad``) was measured slower on CPU
+(tests/perf/bench_meta.py) and, with batch norm, its second-order meta-gradient disagrees with
+autograd's, so it is not used.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, vmap
 
 from harness.backbones import build_backbone
 from harness.catalog import BACKBONES
@@ -44,7 +45,6 @@ class MAMLConfig:
     train_queries: int = field(default=1, metadata=at_least(1))
     first_order: bool = False
     adapt: Literal["all", "head"] = "all"
-    engine: Literal["loop", "vmap"] = "loop"
 
 
 class MAML(Method):
@@ -61,7 +61,6 @@ class MAML(Method):
         torch.func.replace_all_batch_norm_modules_(body)
         self.ways = env.run.bench.ways
         self.net = nn.Sequential(body, nn.Flatten(), nn.Linear(dim, self.ways))
-        self.head_names = {f"2.{n}" for n, _ in self.net[2].named_parameters()}
 
     def setup(self, data) -> None:
         shots = self.cfg.train_shots or self.env.run.bench.shots
@@ -71,43 +70,23 @@ class MAML(Method):
     def optimizers(self):
         return {"meta": self.optimizer}
 
-    # ------------------------------------------------------------------ the two engines
+    # ------------------------------------------------------------------ adaptation
     def adapted_query_logits(self, xs, ys, xq, steps: int, lr: float, first_order: bool) -> torch.Tensor:
         """Adapt to each task's support set ([B, S, ...], [B, S]); logits of its queries [B, M, N]."""
-        if self.cfg.engine == "vmap":
-            return self._vmap_logits(xs, ys, xq, steps, lr, first_order)
-        return torch.stack([self._loop_logits(xs[b], ys[b], xq[b], steps, lr, first_order) for b in range(len(xs))])
-
-    def _loop_logits(self, xs, ys, xq, steps, lr, first_order):
-        l2l = learn2learn()
         if self.cfg.adapt == "head":
             body = self.net[:2]
-            support, query = body(xs), body(xq)
-            learner = l2l.algorithms.MAML(self.net[2], lr=lr, first_order=first_order).clone()
-            for _ in range(steps):
-                learner.adapt(F.cross_entropy(learner(support), ys))
-            return learner(query)
-        learner = l2l.algorithms.MAML(self.net, lr=lr, first_order=first_order).clone()
+            return torch.stack([self.adapt_task(body(xs[b]), ys[b], steps, lr, first_order)(body(xq[b]))
+                                for b in range(len(xs))])
+        return torch.stack([self.adapt_task(xs[b], ys[b], steps, lr, first_order)(xq[b]) for b in range(len(xs))])
+
+    def adapt_task(self, support, support_labels, steps: int, lr: float, first_order: bool):
+        """learn2learn: ``MAML(module, lr).clone()`` adapted by ``steps`` steps on the support loss. The
+        module is the whole network, or (``adapt=head``) the head, then ``support`` are features."""
+        module = self.net if self.cfg.adapt == "all" else self.net[2]
+        learner = learn2learn().algorithms.MAML(module, lr=lr, first_order=first_order).clone()
         for _ in range(steps):
-            learner.adapt(F.cross_entropy(learner(xs), ys))
-        return learner(xq)
-
-    def _vmap_logits(self, xs, ys, xq, steps, lr, first_order):
-        params = dict(self.net.named_parameters())
-        adapted = set(params) if self.cfg.adapt == "all" else self.head_names
-
-        def task_logits(params, xs, ys, xq):
-            fast = dict(params)
-            for _ in range(steps):
-                def support_loss(sub):
-                    return F.cross_entropy(functional_call(self.net, {**fast, **sub}, (xs,)), ys)
-
-                sub = {k: fast[k] for k in adapted}
-                grads = grad(support_loss)(sub)
-                fast.update({k: sub[k] - lr * (grads[k].detach() if first_order else grads[k]) for k in sub})
-            return functional_call(self.net, fast, (xq,))
-
-        return vmap(task_logits, in_dims=(None, 0, 0, 0), randomness="same")(params, xs, ys, xq)
+            learner.adapt(F.cross_entropy(learner(support), support_labels))
+        return learner
 
     # ------------------------------------------------------------------ training and evaluation
     def training_step(self, data, step, generator):

@@ -32,6 +32,13 @@ class ProtoNetConfig:
     distance: Literal["euclidean", "cosine"] = "euclidean"
 
 
+def prototype_logits(support, support_labels, query, distance: str = "euclidean") -> torch.Tensor:
+    """Logits of ``query`` [M, D] against the class means of ``support`` [S, D] (learn2learn's
+    ``PrototypicalClassifier``): negative squared euclidean distance, or cosine similarity."""
+    classifier = learn2learn().nn.PrototypicalClassifier(support, support_labels, distance=distance)
+    return classifier(query)
+
+
 class ProtoNet(Method):
     Config = ProtoNetConfig
 
@@ -55,10 +62,8 @@ class ProtoNet(Method):
 
     def training_step(self, data, step, generator):
         support, support_labels, query, query_labels = (t[0].to(data.images.device) for t in self.sampler.sample(generator))
-        features = self.encoder(self.normalize(data.images[torch.cat([support, query])]))
-        classifier = learn2learn().nn.PrototypicalClassifier(
-            features[: len(support)], support_labels, distance=self.cfg.distance)
-        logits = classifier(features[len(support):])
+        features = self.encoder(self.normalize(data.images[torch.cat([support, query])])).flatten(1)
+        logits = prototype_logits(features[: len(support)], support_labels, features[len(support):], self.cfg.distance)
         loss = F.cross_entropy(logits, query_labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
