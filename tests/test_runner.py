@@ -60,35 +60,41 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
 
 
-def test_resume_continues_exactly_where_it_stopped(tmp_path, monkeypatch):
-    resolved = resolve("protonet", "synthetic-5w1s", sets=[
-        "train.steps=24", "train.checkpoint_every=8", "train.log_every=4", "bench.episodes=100",
-        "method.train_ways=5", "method.train_queries=3"])
+@pytest.mark.parametrize("method, sets", [
+    ("protonet", ["method.train_ways=5", "method.train_queries=3"]),
+    ("maml", ["method.train_queries=2", "train.batch_size=2"]),
+    ("simclr", ["train.batch_size=16"]),
+    ("byol", ["train.batch_size=16"]),
+    ("bmssl", ["train.batch_size=2", "method.ways=4"]),
+])
+def test_resume_continues_exactly_where_it_stopped(method, sets, tmp_path, monkeypatch):
+    resolved = resolve(method, "synthetic-5w1s", sets=[
+        "train.steps=12", "train.checkpoint_every=4", "train.log_every=2", "bench.episodes=40", "train.val_episodes=20",
+        *sets])
     straight = execute(resolved, seed=3, run_dir=tmp_path / "straight", progress=False)
 
-    from harness.methods.protonet import ProtoNet
+    cls = resolved.method_class
+    step_impl = cls.training_step
 
-    step_impl = ProtoNet.training_step
-
-    def crash_after_17(self, data, step, generator):
-        if step == 17:
+    def crash_at_step_9(self, data, step, generator):
+        if step == 9:
             raise KeyboardInterrupt
         return step_impl(self, data, step, generator)
 
-    monkeypatch.setattr(ProtoNet, "training_step", crash_after_17)
+    monkeypatch.setattr(cls, "training_step", crash_at_step_9)
     with pytest.raises(KeyboardInterrupt):
         execute(resolved, seed=3, run_dir=tmp_path / "resumed", progress=False)
     assert read_record(tmp_path / "resumed")["status"] == "failed"
-    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["step"] == 16
-    monkeypatch.setattr(ProtoNet, "training_step", step_impl)
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["step"] == 8
+    monkeypatch.setattr(cls, "training_step", step_impl)
     resumed = execute(resolved, seed=3, run_dir=tmp_path / "resumed", resume=True, progress=False)
-    assert resumed["status"] == "ok" and resumed["steps"] == 24
+    assert resumed["status"] == "ok" and resumed["steps"] == 12
     assert np.array_equal(read_scores(tmp_path / "resumed")[1], read_scores(tmp_path / "straight")[1])
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     log = (tmp_path / "resumed" / "train_log.csv").read_text().splitlines()
-    assert [row.split(",")[0] for row in log[1:]] == ["4", "8", "12", "16", "20", "24"]
+    assert [row.split(",")[0] for row in log[1:]] == ["2", "4", "6", "8", "10", "12"]
     assert straight["accuracy"] == resumed["accuracy"]
 
 

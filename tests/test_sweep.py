@@ -1,0 +1,180 @@
+"""Sweeps without SLURM: grid parsing, planning and its refusals, profiles, skip-finished, and a
+real sweep through submitit's local executor with `harness status`."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from harness import launch
+from harness.errors import ConfigError
+from harness.results import iter_records
+
+from conftest import run_cli
+
+PIXELS = ("--methods", "pixels", "--benches", "synthetic-5w1s", "--set", "bench.episodes=100")
+
+
+@pytest.fixture
+def no_slurm(monkeypatch):
+    """Here no SLURM controller answers (even where the test cluster runs)."""
+    monkeypatch.setattr(launch, "slurm_answers", lambda: (False, "Unable to contact slurm controller"))
+
+
+def test_without_sinfo_there_is_no_slurm(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert launch.slurm_answers() == (False, "sinfo is not installed")
+    assert launch.choose_executor(None, None) == "local"
+
+
+@pytest.mark.parametrize("text, seeds", [("0-4", [0, 1, 2, 3, 4]), ("0,2,5", [0, 2, 5]), ("0-2,7", [0, 1, 2, 7]),
+                                         ("3,3,1-3", [3, 1, 2]), (2, [2]), ([0, "4-5"], [0, 4, 5])])
+def test_seed_ranges(text, seeds):
+    assert launch.parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize("text", ["4-2", "a", "-1", "1.5", ""])
+def test_bad_seeds_say_what_is_valid(text):
+    with pytest.raises(ConfigError, match="use e.g. 0-4, 0,2,5 or 0-2,7"):
+        launch.parse_seeds(text)
+
+
+def test_set_values_split_at_top_level_commas_only():
+    grid = launch.grid_from_sets(["train.lr=0.1,1e-3", "method.widths=[64,64],[32,32]", "eval.head='a,b'",
+                                  "train.steps=200"])
+    assert grid == {"train.lr": [0.1, "1e-3"], "method.widths": [[64, 64], [32, 32]], "eval.head": ["a,b"],
+                    "train.steps": [200]}
+    with pytest.raises(ConfigError, match="empty value between commas"):
+        launch.grid_from_sets(["train.lr=0.1,"])
+    with pytest.raises(ConfigError, match="group.key=value"):
+        launch.grid_from_sets(["lr=0.1,0.2"])
+
+
+def test_dry_run_prints_the_grid_and_writes_nothing(runs_dir, capsys, no_slurm):
+    code = run_cli("sweep", "--methods", "pixels,protonet", "--benches", "synthetic-5w1s", "--seeds", "0-1",
+                   "--set", "bench.episodes=100,200", "--set", "eval.distance=cosine", "--runs-dir", runs_dir,
+                   "--dry-run")
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "8 runs; 8 to submit" in out and "executor local" in out and "nothing submitted" in out
+    assert "protonet synthetic-5w1s bench.episodes=200 seed 1" in out  # labels name what varies
+    assert "eval.distance" not in out.split("\n", 1)[1]
+    assert not runs_dir.exists()
+
+
+def test_sweep_file_with_flags_taking_precedence(runs_dir, tmp_path, capsys, no_slurm):
+    spec = tmp_path / "grid.yaml"
+    spec.write_text("name: from-file\nmethods: [pixels]\nbenches: synthetic-5w1s\nseeds: 0-2\n"
+                    "set:\n  bench.episodes: [100, 200]\n  eval.distance: cosine\n")
+    assert run_cli("sweep", spec, "--seeds", "5", "--runs-dir", runs_dir, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("sweep from-file (dry run): 2 runs")
+    assert "bench.episodes=100 seed 5" in out and "seed 0" not in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--methods", "pixel", "--benches", "synthetic-5w1s"), "unknown method 'pixel'.*Did you mean 'pixels'"),
+    (("--methods", "pixels", "--benches", "synthetic-5w1s", "--set", "train.lrr=0.1,0.2"),
+     "cannot plan pixels synthetic-5w1s train.lrr=0.1.*unknown config key 'train.lrr'"),
+    (("--methods", "protonet", "--benches", "synthetic-5w1s", "--set", "train.lr=0.1,-1"),
+     "train.lr=-1.*train.lr must be > 0"),
+    (("--methods", "pixels", "--benches", "cifarfs-5w1s"),
+     "cannot plan pixels cifarfs-5w1s: dataset cifarfs is not present.*harness data download cifarfs"),
+    (("--benches", "synthetic-5w1s"), "needs methods and benchmarks"),
+    (("--methods", "pixels", "--benches", "synthetic-5w1s", "--seeds", "3-1"), "not a seed or an ascending range"),
+    (("--methods", "pixels", "--benches", "synthetic-5w1s", "--name", "a/b"), "sweep name 'a/b' must be"),
+    (("--methods", "pixels", "--benches", "synthetic-5w1s", "--parallelism", "0"), "parallelism must be a positive"),
+])
+def test_bad_grids_are_refused_before_anything_is_written(runs_dir, capsys, no_slurm, args, message):
+    assert run_cli("sweep", *args, "--runs-dir", runs_dir) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("harness: error: ") and err.count("\n") == 1
+    assert re.search(message, err), err
+    assert not runs_dir.exists()
+
+
+def test_slurm_executor_without_a_controller_is_a_clear_error(runs_dir, capsys, no_slurm):
+    assert run_cli("sweep", *PIXELS, "--executor", "slurm", "--runs-dir", runs_dir) == 2
+    err = capsys.readouterr().err
+    assert "no SLURM controller answers" in err and "slurm/local-cluster.sh start" in err
+    assert run_cli("sweep", *PIXELS, "--executor", "local", "--profile", "local", "--runs-dir", runs_dir) == 2
+    assert "--profile configures SLURM jobs" in capsys.readouterr().err
+
+
+def test_profiles_are_validated(tmp_path):
+    local, source = launch.load_profile("local")
+    assert source.endswith("slurm/profiles/local.yaml") and local["partition"] == "debug"
+    params = launch.slurm_parameters(launch.load_profile("gpu-example")[0], "s")
+    assert params["gpus_per_node"] == 1 and params["mem"] == "32GB" and params["additional_parameters"]["requeue"]
+    assert params["job_name"] == "harness-s" and params["time"] == 240
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("partition: gpu\ngpus: 2\n")
+    with pytest.raises(ConfigError, match="unknown profile key 'gpus'. Valid keys: description, partition"):
+        launch.load_profile(str(bad))
+    bad.write_text("time_min: soon\n")
+    with pytest.raises(ConfigError, match="time_min must be int, got 'soon'"):
+        launch.load_profile(str(bad))
+    with pytest.raises(ConfigError, match="unknown profile 'nope'. Profiles: .*gpu-example, local"):
+        launch.load_profile("nope")
+
+
+def test_local_sweep_runs_skips_finished_and_reports_status(runs_dir, capsys, no_slurm):
+    code = run_cli("sweep", *PIXELS, "--seeds", "0-1", "--name", "first", "--parallelism", "2",
+                   "--runs-dir", runs_dir, "--wait")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "submitted 2 runs as 2 local worker process(es)" in out
+    records = iter_records(runs_dir)
+    assert sorted(r["seed"] for r in records) == [0, 1] and {r["status"] for r in records} == {"ok"}
+
+    assert run_cli("status", "first", "--runs-dir", runs_dir) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("pixels synthetic-5w1s seed")]
+    assert len(rows) == 2 and all("COMPLETED" in row and "%" in row for row in rows)
+    assert "2 runs: 2 completed" in out
+
+    assert run_cli("sweep", *PIXELS, "--seeds", "0-1", "--name", "first", "--runs-dir", runs_dir) == 0
+    assert "2 runs; 0 to submit, 2 already done" in capsys.readouterr().out
+    assert len(list((runs_dir / "sweeps" / "first" / "submissions").iterdir())) == 1
+
+    # Another sweep skips what any sweep finished (same config hash and seed), unless --force.
+    assert run_cli("sweep", *PIXELS, "--seeds", "0-2", "--name", "second", "--runs-dir", runs_dir, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "3 runs; 1 to submit, 2 already done" in out
+    assert run_cli("sweep", *PIXELS, "--seeds", "0-2", "--name", "second", "--runs-dir", runs_dir, "--dry-run",
+                   "--force") == 0
+    assert "3 runs; 3 to submit" in capsys.readouterr().out
+
+    assert run_cli("status", "--runs-dir", runs_dir) == 0
+    assert "first" in capsys.readouterr().out
+    assert run_cli("status", "firts", "--runs-dir", runs_dir) == 2
+    assert "no sweep 'firts'" in capsys.readouterr().err
+
+
+def test_plan_fixes_each_run_directory(runs_dir, capsys, no_slurm):
+    """The run directories are fixed at submission, and a task may only resume the planned config."""
+    sweep = launch.Sweep(runs_dir, "fixed")
+    spec = launch.SweepSpec(["pixels"], ["synthetic-5w1s"], [0], {"bench.episodes": [100]}, {})
+    runs = launch.plan_runs(spec)
+    plan = launch.assign_run_dirs(sweep, runs, {})
+    sweep.save_plan(plan, spec)
+    again = launch.plan_runs(spec)
+    launch.assign_run_dirs(sweep, again, {})
+    assert again[0].run_dir == runs[0].run_dir and again[0].run_dir.startswith(str(runs_dir.absolute()))
+    saved = json.loads(sweep.plan_path.read_text())
+    assert saved["runs"][0]["config_hash"] == runs[0].config_hash and saved["runs"][0]["seed"] == 0
+    stale = launch.Run(**{**saved["runs"][0], "config_hash": "000000000000"})
+    with pytest.raises(Exception, match="now resolves to config hash .* not 000000000000 as planned"):
+        launch.execute_run(stale, "cpu")
+
+
+def test_cli_help_stays_light():
+    code = ("import sys, harness.cli; harness.cli.build_parser(); "
+            "heavy = {'torch', 'submitit', 'harness.runner', 'harness.resolve'} & set(sys.modules); "
+            "sys.exit(', '.join(sorted(heavy)) or None)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
