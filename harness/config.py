@@ -79,6 +79,7 @@ class EvalConfig:
     head: str = ""  # "" → the method's preferred head, else the benchmark's
     distance: Literal["euclidean", "cosine"] = "euclidean"
     batch_size: int = field(default=512, metadata=at_least(1))
+    test: bool = True  # false: score only the validation split (blind tuning)
 
 
 GROUPS = ("bench", "data", "train", "eval", "method")

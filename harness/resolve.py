@@ -81,6 +81,9 @@ def resolve(method: str, benchmark: str, config_file: str | None = None, sets: l
     HEADS.get(cfg.eval.head)
     check_bounds(cfg)
     spec.check(cfg.bench, get_dataset(spec.dataset))
+    if not cfg.eval.test and not (cfg.data.holdout or spec.splits.get("val")):
+        raise ConfigError(f"eval.test=false scores only the validation split, and {benchmark} has none: "
+                          "set data.holdout to a group of training classes")
     cls.check_config(cfg)
     return Resolved(cfg, entry, spec, cls)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import random
 import sys
 import time
@@ -42,6 +43,13 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is visible to torch here; use --device cpu or auto")
     return torch.device(name)
+
+
+def limit_threads() -> None:
+    """Under SLURM, use the CPUs allotted to the task (oversubscribed OpenMP threads crawl)."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    if cpus and cpus.isdigit():
+        torch.set_num_threads(int(cpus))
 
 
 def seed_everything(seed: int) -> None:
@@ -243,6 +251,7 @@ def execute(resolved: Resolved, seed: int, run_dir: Path, device: str = "auto", 
     if existing and existing.get("status") == "ok":
         return existing  # read_record adds run_dir
     torch_device = resolve_device(device)
+    limit_threads()
     record = base_record(resolved, seed, run_dir, torch_device)
     write_config(run_dir, resolved.config.to_dict())
     write_record(run_dir, record)
@@ -253,9 +262,10 @@ def execute(resolved: Resolved, seed: int, run_dir: Path, device: str = "auto", 
             record.update(train(method, data, run_dir, seed, resume, progress))
         else:
             record.update(steps=0, train_seconds=0.0, val_accuracy=None)
-        result = score(method, data, resolved.config.eval.head)
-        write_scores(run_dir, result.accuracies, result.correct)
-        record.update(result_fields(result, data.test_episodes.digest))
+        if resolved.config.eval.test:
+            result = score(method, data, resolved.config.eval.head)
+            write_scores(run_dir, result.accuracies, result.correct)
+            record.update(result_fields(result, data.test_episodes.digest))
         record.update(status="ok", finished=now(), peak_memory_mb=round(provenance.peak_memory_mb(torch_device), 1))
     except (Exception, KeyboardInterrupt) as exc:
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,126 @@
+"""``harness tune``: blind hyper-parameter search on a validation split carved from the training data.
+
+Every trial is a normal run with ``data.holdout=<group>`` (that group of training classes becomes the
+validation split, e.g. an Omniglot background alphabet), ``eval.test=false`` (the test episodes are
+never scored) and the same time budget. Trials are drawn without replacement from the grid of a
+search-space file with a fixed seed, so two methods given the same number of trials get comparable
+searches. The trials' runs go under ``<runs>/tuning/<method>-<bench>/`` (apart from results), and a
+summary — search space, budget, every trial's settings and validation accuracy, the chosen settings —
+is written as JSON and Markdown.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+from harness.errors import ConfigError
+
+TUNING_SEED = 0x7E57
+
+
+def load_space(path: str) -> dict[str, list]:
+    """A search space: ``{group.key: [value, ...]}`` (YAML)."""
+    from harness.config import load_yaml
+
+    space = load_yaml(path)
+    for key, values in space.items():
+        if "." not in key or not isinstance(values, list) or not values:
+            raise ConfigError(f"{path}: each entry must be group.key: [values...], got {key}: {values!r}")
+    return space
+
+
+def draw_trials(space: dict[str, list], trials: int) -> list[dict[str, object]]:
+    """``trials`` distinct grid points, drawn with a fixed Philox key (the whole grid if it is smaller)."""
+    import numpy as np
+
+    keys = sorted(space)
+    grid = list(itertools.product(*(space[k] for k in keys)))
+    order = np.argsort(np.random.Philox(key=TUNING_SEED).random_raw(len(grid)), kind="stable")
+    return [dict(zip(keys, grid[i])) for i in order[:trials]]
+
+
+def run_tuning(method: str, bench: str, space_file: str, trials: int, budget_minutes: float, holdout: str | None,
+               sets: list[str], runs_dir: Path, out: Path | None, seed: int = 0, device: str = "auto") -> dict:
+    """Run the trials (resuming finished ones), pick the best validation accuracy, write the summary."""
+    from harness.resolve import check_data, resolve
+    from harness.results import find_finished, new_run_id
+    from harness.runner import execute
+
+    if trials < 1:
+        raise ConfigError(f"--trials must be at least 1, got {trials}")
+    space = load_space(space_file)
+    fixed = [*([f"data.holdout={holdout}"] if holdout else []), "eval.test=false",
+             f"train.budget_minutes={budget_minutes}", *sets]
+    store = Path(runs_dir) / "tuning" / f"{method}-{bench}"
+    rows = []
+    for settings in draw_trials(space, trials):
+        resolved = resolve(method, bench, sets=[*fixed, *(f"{k}={v}" for k, v in settings.items())])
+        check_data(resolved)
+        cfg = resolved.config
+        record = find_finished(store, cfg.hash(), seed) or execute(
+            resolved, seed, store / new_run_id(method, bench, seed, cfg.hash()), device=device)
+        rows.append({"settings": settings, "val_accuracy": record["val_accuracy"], "steps": record["steps"],
+                     "train_seconds": record["train_seconds"], "run_id": record["run_id"]})
+    best = max(rows, key=lambda r: r["val_accuracy"])
+    summary = {"method": method, "benchmark": bench, "holdout": holdout, "budget_minutes": budget_minutes,
+               "trials": trials, "seed": seed, "fixed": sets, "space": space, "results": rows,
+               "chosen": best["settings"], "chosen_val_accuracy": best["val_accuracy"]}
+    if out is not None:
+        write_summary(summary, Path(out))
+    return summary
+
+
+def write_summary(summary: dict, out: Path) -> None:
+    """``out``.json and ``out``.md."""
+    from tabulate import tabulate
+
+    from harness import files
+
+    files.write_json(out.with_suffix(".json"), summary)
+    keys = sorted(summary["space"])
+    table = [[*(r["settings"][k] for k in keys), f"{100 * r['val_accuracy']:.2f}", r["steps"], r["run_id"]]
+             for r in summary["results"]]
+    lines = [
+        f"# Tuning {summary['method']} on {summary['benchmark']} "
+        f"(validation: {'held-out ' + summary['holdout'] if summary['holdout'] else 'the benchmark validation split'})",
+        "",
+        f"{summary['trials']} trials drawn from the grid below, {summary['budget_minutes']} min of training each, "
+        f"seed {summary['seed']}; fixed settings: {', '.join(summary['fixed']) or 'none'}. Test episodes were not scored.",
+        "",
+        "Search space: " + "; ".join(f"`{k}` ∈ {summary['space'][k]}" for k in keys),
+        "",
+        tabulate(table, headers=[*keys, "val acc %", "steps", "run"], tablefmt="github"),
+        "",
+        "Chosen: " + ", ".join(f"`{k}={v}`" for k, v in summary["chosen"].items()),
+        "",
+    ]
+    files.write_text(out.with_suffix(".md"), "\n".join(lines))
+
+
+def cmd_tune(args) -> int:
+    summary = run_tuning(args.method, args.bench, args.space, args.trials, args.budget_minutes, args.holdout,
+                         args.set or [], Path(args.runs_dir), Path(args.out) if args.out else None, args.seed,
+                         args.device)
+    print(json.dumps({"chosen": summary["chosen"], "val_accuracy": summary["chosen_val_accuracy"]}))
+    return 0
+
+
+def add_commands(sub) -> None:
+    from harness.cli import default_runs_dir
+
+    p = sub.add_parser("tune", help="blind search on a held-out validation split (test episodes never scored)")
+    p.add_argument("--method", required=True)
+    p.add_argument("--bench", required=True)
+    p.add_argument("--space", required=True, help="YAML search space: {group.key: [values...]}")
+    p.add_argument("--trials", type=int, required=True, help="grid points to try (the same for every method compared)")
+    p.add_argument("--budget-minutes", type=float, required=True, help="training time of each trial")
+    p.add_argument("--holdout", help="group of training classes held out as validation (data.holdout); "
+                                      "default: the benchmark's own validation split")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="settings fixed for every trial")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", help="write OUT.json and OUT.md summaries (e.g. results/tuning/bmssl)")
+    p.add_argument("--runs-dir", default=str(default_runs_dir()))
+    p.set_defaults(handler=cmd_tune)
