@@ -12,7 +12,7 @@ from pathlib import Path
 from harness.errors import HarnessError, RunFailed
 
 LIST_KINDS = ("methods", "benchmarks", "heads", "backbones", "datasets")
-COMMAND_MODULES: tuple[str, ...] = ("harness.report", "harness.launch")
+COMMAND_MODULES: tuple[str, ...] = ("harness.report", "harness.launch", "harness.tune")
 
 
 def default_runs_dir() -> Path:
