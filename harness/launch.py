@@ -27,10 +27,10 @@ imported inside the functions that use them.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import getpass
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -41,7 +41,7 @@ import sys
 import time
 import traceback
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -215,7 +215,8 @@ def plan_runs(spec: SweepSpec) -> list[Run]:
                 resolved = resolve(method, bench, overrides=overrides)
                 check_data(resolved)
             except HarnessError as exc:
-                exc.args = (f"cannot plan {' '.join([method, bench, *(f'{k}={v}' for k, v in setting.items())])}: {exc}",)
+                point = " ".join([method, bench, *(f"{k}={v}" for k, v in setting.items())])
+                exc.args = (f"cannot plan {point}: {exc}",)
                 raise
             config_hash = resolved.config.hash()
             for seed in spec.seeds:
@@ -275,7 +276,8 @@ def load_profile(name: str | None) -> tuple[dict, str]:
         ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
         if isinstance(value, bool) or not ok:
             raise ConfigError(f"{path}: {key} must be {kind.__name__}, got {value!r}")
-        if kind in (int, float) and (value < 0 or (value == 0 and key not in ("gpus_per_node", "max_timeouts", "signal_delay_s"))):
+        may_be_zero = key in ("gpus_per_node", "max_timeouts", "signal_delay_s")
+        if kind in (int, float) and (value < 0 or (value == 0 and not may_be_zero)):
             raise ConfigError(f"{path}: {key} must be positive, got {value}")
         if key == "setup" and not all(isinstance(line, str) for line in value):
             raise ConfigError(f"{path}: setup must be a list of shell lines, got {value!r}")
@@ -501,7 +503,8 @@ def assess(sweep: Sweep, runs: list[Run]) -> tuple[list[RunStatus], list[str]]:
             out.append(RunStatus(run, "done", "COMPLETED", job_id if ok["run_dir"] == run.run_dir else "",
                                  elapsed if ok["run_dir"] == run.run_dir else record_elapsed(ok), ok, "", log))
         elif current and current.get("status") == "failed":
-            out.append(RunStatus(run, "failed", "FAILED", job_id, elapsed, current, current.get("reason") or "failed", log))
+            reason = current.get("reason") or "failed"
+            out.append(RunStatus(run, "failed", "FAILED", job_id, elapsed, current, reason, log))
         elif job:
             why = f"job {job_id} ended {state} without a result" if state != "UNKNOWN" else \
                   f"the scheduler has no record of job {job_id} and the run has no result"
@@ -630,7 +633,8 @@ def submit(sweep: Sweep, runs: list[Run], executor: str, profile: dict, parallel
         threads = max(1, (os.cpu_count() or 1) // lanes)
         tasks = [SweepTask(group, device, task_env(), threads) for group in groups]
     try:
-        jobs = ex.submit_array(tasks)
+        with redirect_stderr(io.StringIO()):  # submitit echoes sbatch's complaint; the error below says it once
+            jobs = ex.submit_array(tasks)
     except (UncompletedJobError, FailedSubmissionError, OSError) as exc:
         raise HarnessError(f"submitting to {executor} failed: {str(exc).strip()}") from None
     submission = {
@@ -774,7 +778,8 @@ def dry_run(sweep: Sweep, spec: SweepSpec, grid_runs: list[Run], executor: str, 
         print(f"warning: {warning}", file=sys.stderr)
     print(f"sweep {sweep.name} (dry run): {len(grid_runs)} runs; "
           f"{describe_selection(statuses, [s for s in statuses if id(s) in chosen], args)}")
-    rows = [[s.run.label, s.run.config_hash, s.category + (f" ({s.state} {s.job_id})" if s.category == "active" else ""),
+    rows = [[s.run.label, s.run.config_hash,
+             s.category + (f" ({s.state} {s.job_id})" if s.category == "active" else ""),
              "submit" if id(s) in chosen else "skip",
              s.record["run_dir"] if s.category == "done" else s.reason] for s in statuses]
     print(tabulate(rows, headers=["run", "config", "state", "action", "record / reason"], tablefmt="simple"))
@@ -818,7 +823,8 @@ def cmd_status(args) -> int:
 
         known = sorted(p.parent.name for p in (runs_dir / "sweeps").glob("*/plan.json"))
         close = difflib.get_close_matches(args.sweep, known, n=1)
-        raise HarnessError(f"no sweep '{args.sweep}' under {runs_dir / 'sweeps'}. Sweeps: {', '.join(known) or '(none)'}."
+        raise HarnessError(f"no sweep '{args.sweep}' under {runs_dir / 'sweeps'}. "
+                           f"Sweeps: {', '.join(known) or '(none)'}."
                            + (f" Did you mean '{close[0]}'?" if close else "") + " (--runs-dir sets where to look)")
     statuses, warnings = assess(sweep, sweep.runs())
     print_status(sweep, statuses, warnings, args.lines)
@@ -854,6 +860,8 @@ def print_status(sweep: Sweep, statuses: list[RunStatus], warnings: list[str], l
             result = f"{100 * s.record['accuracy']:.2f}% ± {100 * s.record['ci95']:.2f}"
             if s.record["run_dir"] != s.run.run_dir:
                 result += " (earlier run)"
+        elif s.category == "active":
+            result = training_progress(Path(s.run.run_dir)) if s.record else ""
         else:
             result = s.reason.splitlines()[0][:90] if s.reason else ""
         rows.append([s.run.label, s.job_id or "-", s.state, s.elapsed or "-", result])
@@ -871,6 +879,18 @@ def print_status(sweep: Sweep, statuses: list[RunStatus], warnings: list[str], l
             print("\n".join(f"    {line}" for line in tail))
     counts = Counter(s.state for s in statuses)
     print(f"\n{len(statuses)} runs: " + ", ".join(f"{n} {state.lower()}" for state, n in counts.most_common()))
+
+
+def training_progress(run_dir: Path) -> str:
+    """``step N/total`` from a running run's training log and configuration."""
+    from harness.results import TRAIN_LOG, read_config
+
+    try:
+        last = (run_dir / TRAIN_LOG).read_text().rstrip("\n").rsplit("\n", 1)[-1].split(",")[0]
+        total = read_config(run_dir)["train"]["steps"]
+    except (OSError, KeyError, TypeError):
+        return ""
+    return f"step {last}/{total}" if last.isdigit() else ""
 
 
 def add_commands(sub) -> None:
@@ -895,7 +915,8 @@ def add_commands(sub) -> None:
     p.add_argument("--profile", help="SLURM profile: a name from slurm/profiles/ (or $HARNESS_PROFILES) or a YAML file")
     p.add_argument("--parallelism", type=int, help="at most this many runs at once (SLURM: the array's %%N throttle, "
                                                    "default from the profile; local: worker processes, default 1)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda, on the machine that runs each task (default auto)")
+    p.add_argument("--device", default="auto",
+                   help="auto | cpu | cuda, on the machine that runs each task (default auto)")
     p.add_argument("--runs-dir", default=str(default_runs_dir()), help="result store (default ./runs or $HARNESS_RUNS)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the sbatch settings; submit nothing")
     p.add_argument("--force", action="store_true", help="rerun finished runs too (into new run directories)")
