@@ -50,6 +50,7 @@ class Method(nn.Module):
     def __init__(self, cfg: Any, env: MethodEnv):
         super().__init__()
         self.cfg, self.env = cfg, env
+        self.progress = 0.0  # set by the runner before each step: training progress 0..1 (steps or time budget)
         self.register_buffer("_mean", torch.tensor(env.mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(env.std).view(1, -1, 1, 1), persistent=False)
 

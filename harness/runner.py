@@ -122,10 +122,14 @@ class TrainLog:
             csv.DictWriter(fh, self.columns, extrasaction="ignore", restval="", lineterminator="\n").writerow(row)
 
 
-def lr_factor(schedule: str, step: int, total: int) -> float:
-    if schedule == "cosine" and total > 0:
-        return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-    return 1.0
+def training_progress(step: int, seconds: float, steps: int, budget_seconds: float) -> float:
+    """How far training is, 0..1: by steps, or by time when a budget would end it sooner."""
+    by_steps = step / steps if steps else 1.0
+    return min(1.0, max(by_steps, seconds / budget_seconds if budget_seconds else 0.0))
+
+
+def lr_factor(schedule: str, progress: float) -> float:
+    return 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0
 
 
 def save_checkpoint(path: Path, method: Method, step: int, seconds: float, generator: torch.Generator,
@@ -155,7 +159,7 @@ def load_checkpoint(path: Path, method: Method, generator: torch.Generator) -> d
     return state
 
 
-def train(method: Method, data: BenchmarkData, run_dir: Path, seed: int, resume: bool, progress: bool) -> dict:
+def train(method: Method, data: BenchmarkData, run_dir: Path, seed: int, resume: bool, show_progress: bool) -> dict:
     """The shared loop. Returns training facts for the record (steps, seconds, validation accuracy)."""
     cfg, device = method.env.run, method.env.device
     tc = cfg.train
@@ -179,11 +183,12 @@ def train(method: Method, data: BenchmarkData, run_dir: Path, seed: int, resume:
     budget = tc.budget_minutes * 60
     val_accuracy = None
     bar = tqdm(total=tc.steps, initial=step, desc=f"{cfg.method_name} {cfg.benchmark}", unit="step",
-               disable=not progress, mininterval=0.5 if sys.stderr.isatty() else 30, dynamic_ncols=True)
+               disable=not show_progress, mininterval=0.5 if sys.stderr.isatty() else 30, dynamic_ncols=True)
     method.train()
     while not done and step < tc.steps and not (budget and seconds >= budget):
         started = time.perf_counter()
-        factor = lr_factor(tc.schedule, step, tc.steps)
+        method.progress = training_progress(step, seconds, tc.steps, budget)
+        factor = lr_factor(tc.schedule, method.progress)
         for opt in method.optimizers().values():
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] * factor

@@ -1,6 +1,6 @@
 """BYOL (Grill et al. 2020) on lightly: an online encoder + projection (``BYOLProjectionHead``) +
 predictor (``BYOLPredictionHead``) regresses a momentum target network (``update_momentum`` with the
-``cosine_schedule`` of the momentum from ``momentum_base`` to 1); symmetric negative-cosine loss.
+``cosine_schedule`` of the momentum from ``momentum_base`` to 1 over training progress); symmetric negative-cosine loss.
 The two views differ as in BYOL: view 1 always blurred, view 2 rarely blurred and sometimes solarised."""
 
 from __future__ import annotations
@@ -59,15 +59,16 @@ class BYOL(SelfSupervised):
     def optimizers(self):
         return {"online": self.optimizer}
 
-    def momentum(self, step: int) -> float:
+    def momentum(self, progress: float) -> float:
+        """τ from ``momentum_base`` to 1 along training progress (steps, or the time budget)."""
         from lightly.utils.scheduler import cosine_schedule
 
-        return cosine_schedule(step, max(self.env.train.steps, 1), self.cfg.momentum_base, 1.0)
+        return cosine_schedule(round(progress * 10_000), 10_001, self.cfg.momentum_base, 1.0)
 
     def training_step(self, data, step, generator):
         from lightly.models.utils import update_momentum
 
-        m = self.momentum(step)
+        m = self.momentum(self.progress)
         update_momentum(self.encoder, self.target_encoder, m)
         update_momentum(self.projection, self.target_projection, m)
         images = self.image_batch(data, self.env.train.batch_size, generator)
