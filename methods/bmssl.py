@@ -19,10 +19,11 @@ Special cases (tested): λ = 0 is the plain bi-level loss; K = 0 scores the quer
 initial head, i.e. (with ``head_init=proto``) ProtoNet's loss on pseudo-classes — a contrastive
 learner without the first level. ``train.batch_size`` tasks are solved per step.
 
-The bi-level part: head-only adaptation runs all tasks of a meta-batch at once with ``torch.func``
-(``vmap`` over ``grad``), which measured faster than learn2learn's per-task ``MAML.clone()/adapt()``
-on identical work; ``adapt=all`` adapts task by task with ``torch.func.functional_call`` and
-``torch.autograd.grad`` (tests/perf/bench_bmssl.py).
+The bi-level part: head-only adaptation takes ``torch.func.grad`` of the summed task losses with
+respect to the stacked heads (all tasks of a meta-batch at once), which measured faster than both
+``vmap`` over per-task ``grad`` and learn2learn's per-task ``MAML.clone()/adapt()`` on identical
+work (tests/perf/bench_bmssl.py); ``adapt=all`` adapts task by task with
+``torch.func.functional_call`` and ``torch.autograd.grad``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad
 
 from harness.augment import ViewConfig
 from harness.config import at_least, positive
@@ -99,8 +100,8 @@ class BMSSL(SelfSupervised):
         """uint8 views [B, N, V, C, H, W] of B·N distinct unlabeled images (pseudo-class = image)."""
         cfg, tasks = self.cfg, self.env.train.batch_size
         images = self.image_batch(data, tasks * cfg.ways, generator)
-        views = torch.stack([self.views(images, generator) for _ in range(cfg.views_per_image)], dim=1)
-        return views.unflatten(0, (tasks, cfg.ways))
+        views = self.views(images.repeat_interleave(cfg.views_per_image, dim=0), generator)  # one batched call
+        return views.unflatten(0, (tasks, cfg.ways, cfg.views_per_image))
 
     def pseudo_labels(self, per_image: int, device) -> torch.Tensor:
         return torch.arange(self.cfg.ways, device=device).repeat_interleave(per_image)
@@ -140,10 +141,14 @@ class BMSSL(SelfSupervised):
         return F.cross_entropy(self.head_logits(head, z), labels)
 
     def adapt_heads(self, head, z, labels, steps: int, first_order: bool):
-        """``steps`` gradient steps of every task's head on (z, labels), all tasks at once."""
-        head_grad = vmap(grad(self.head_loss), in_dims=(0, 0, None))
+        """``steps`` gradient steps of every task's head on (z [B, M, D], labels [M]), all tasks at once:
+        the gradient of the summed task losses w.r.t. the stacked heads is each task's own gradient."""
+        def summed_task_losses(head):
+            logits = self.head_logits(head, z)
+            return F.cross_entropy(logits.flatten(0, 1), labels.repeat(len(z)), reduction="sum") / len(labels)
+
         for _ in range(steps):
-            grads = head_grad(head, z, labels)
+            grads = grad(summed_task_losses)(head)
             if first_order:
                 grads = tuple(g.detach() for g in grads)
             head = tuple(h - self.cfg.inner_lr * g for h, g in zip(head, grads))
