@@ -100,6 +100,10 @@ def cmd_run(args) -> int:
 
 
 def summary_line(record: dict) -> str:
+    if record.get("accuracy") is None:  # eval.test=false: validation only
+        return (f"{record['method']} on {record['benchmark']} (seed {record['seed']}): validation accuracy "
+                f"{100 * record['val_accuracy']:.2f}% (test episodes not scored) | train {record['train_seconds']:.1f} s, "
+                f"{record['steps']} steps | {record['run_dir']}")
     acc, ci = 100 * record["accuracy"], 100 * record["ci95"]
     return (
         f"{record['method']} on {record['benchmark']} (seed {record['seed']}): accuracy {acc:.2f}% ± {ci:.2f} "
