@@ -156,7 +156,10 @@ class BMSSL(SelfSupervised):
 
     # ------------------------------------------------------------------ the bi-level loss
     def training_step(self, data, step, generator):
-        views = self.make_tasks(data, generator)
+        return self.update(self.make_tasks(data, generator))
+
+    def update(self, views: torch.Tensor) -> dict:
+        """One meta-step on tasks of normalised views [B, N, V, C, H, W]."""
         if self.cfg.adapt == "head":
             losses = self.head_bilevel(views)
         else:

@@ -66,13 +66,17 @@ class BYOL(SelfSupervised):
         return cosine_schedule(round(progress * 10_000), 10_001, self.cfg.momentum_base, 1.0)
 
     def training_step(self, data, step, generator):
+        images = self.image_batch(data, self.env.train.batch_size, generator)
+        return self.update(self.views[0](images, generator), self.views[1](images, generator))
+
+    def update(self, views_0: torch.Tensor, views_1: torch.Tensor) -> dict:
+        """Momentum update of the target, then one step of the online network on two batches of views."""
         from lightly.models.utils import update_momentum
 
         m = self.momentum(self.progress)
         update_momentum(self.encoder, self.target_encoder, m)
         update_momentum(self.projection, self.target_projection, m)
-        images = self.image_batch(data, self.env.train.batch_size, generator)
-        views = torch.cat([self.views[0](images, generator), self.views[1](images, generator)])
+        views = torch.cat([views_0, views_1])
         p0, p1 = self.prediction(self.projection(self.encoder(views).flatten(1))).chunk(2)
         with torch.no_grad():
             z0, z1 = self.target_projection(self.target_encoder(views).flatten(1)).chunk(2)

@@ -94,7 +94,10 @@ class MAML(Method):
         device = data.images.device
         xs = self._normalize_tasks(data.images[support.to(device)])
         xq = self._normalize_tasks(data.images[query.to(device)])
-        ys, yq = support_labels.to(device), query_labels.to(device)
+        return self.update(xs, support_labels.to(device), xq, query_labels.to(device))
+
+    def update(self, xs, ys, xq, yq) -> dict:
+        """One meta-step on a batch of tasks (normalised images [B, n, C, H, W], episode labels [B, n])."""
         logits = self.adapted_query_logits(xs, ys, xq, self.cfg.inner_steps, self.cfg.inner_lr, self.cfg.first_order)
         loss = F.cross_entropy(logits.flatten(0, 1), yq.flatten())
         self.optimizer.zero_grad(set_to_none=True)

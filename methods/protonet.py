@@ -62,7 +62,12 @@ class ProtoNet(Method):
 
     def training_step(self, data, step, generator):
         support, support_labels, query, query_labels = (t[0].to(data.images.device) for t in self.sampler.sample(generator))
-        features = self.encoder(self.normalize(data.images[torch.cat([support, query])])).flatten(1)
+        images = self.normalize(data.images[torch.cat([support, query])])
+        return self.update(images[: len(support)], support_labels, images[len(support):], query_labels)
+
+    def update(self, support, support_labels, query, query_labels) -> dict:
+        """One optimisation step on an episode (normalised images and episode labels)."""
+        features = self.encoder(torch.cat([support, query])).flatten(1)
         logits = prototype_logits(features[: len(support)], support_labels, features[len(support):], self.cfg.distance)
         loss = F.cross_entropy(logits, query_labels)
         self.optimizer.zero_grad(set_to_none=True)

@@ -43,8 +43,11 @@ class SimCLR(SelfSupervised):
 
     def training_step(self, data, step, generator):
         images = self.image_batch(data, self.env.train.batch_size, generator)
-        views = torch.cat([self.views(images, generator), self.views(images, generator)])
-        z = self.projection(self.encoder(views).flatten(1))
+        return self.update(self.views(images, generator), self.views(images, generator))
+
+    def update(self, views_0: torch.Tensor, views_1: torch.Tensor) -> dict:
+        """One optimisation step on two batches of views of the same images."""
+        z = self.projection(self.encoder(torch.cat([views_0, views_1])).flatten(1))
         loss = self.criterion(*z.chunk(2))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

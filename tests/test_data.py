@@ -7,7 +7,6 @@ import functools
 import http.server
 import io
 import pickle
-import shutil
 import threading
 import zipfile
 from pathlib import Path

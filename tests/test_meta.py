@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from harness.method import TrainData
 from harness.protocol import load_benchmark
 from harness.resolve import resolve
-from harness.runner import build_method, execute
+from harness.runner import build_method
 
 from conftest import run_cli
 

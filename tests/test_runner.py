@@ -10,7 +10,6 @@ import torch
 
 from harness import files
 from harness.episodes import sample_episodes
-from harness.errors import RunFailed
 from harness.resolve import resolve
 from harness.results import read_config, read_record, read_scores
 from harness.runner import execute

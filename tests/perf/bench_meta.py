@@ -31,14 +31,7 @@ from harness.protocol import load_benchmark
 from harness.resolve import resolve
 from harness.runner import build_method
 
-
-def rate(step, steps: int, warmup: int = 3) -> float:
-    for i in range(warmup):
-        step(i)
-    started = time.perf_counter()
-    for i in range(steps):
-        step(i)
-    return steps / (time.perf_counter() - started)
+from common import report, timed as rate
 
 
 def setup(method_name: str, bench: str, sets: list[str]):
@@ -77,8 +70,8 @@ def bench_protonet(bench: str, steps: int) -> dict:
     generator = torch.Generator().manual_seed(0)
     harness_rate = rate(lambda i: method.training_step(train, i, generator), steps)
 
-    def protonet_step(xs, ys, xq, yq):
-        features = method.encoder(torch.cat([xs, xq]).contiguous(memory_format=torch.channels_last)).flatten(1)
+    def protonet_step(xs, ys, xq, yq):  # as learn2learn's protonet example
+        features = method.encoder(torch.cat([xs, xq])).flatten(1)
         loss = F.cross_entropy(prototype_logits(features[: len(xs)], ys, features[len(xs):]), yq)
         method.optimizer.zero_grad()
         loss.backward()
@@ -86,8 +79,9 @@ def bench_protonet(bench: str, steps: int) -> dict:
 
     taskset = l2l_taskset(method, train, ways, shots + queries)
     ref_rate = rate(lambda i: protonet_step(*split_task(*taskset.sample(), shots)), steps)
-    episode = split_task(*taskset.sample(), shots)
-    limit_rate = rate(lambda i: protonet_step(*episode), steps)
+    episode = [t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+               for t in split_task(*taskset.sample(), shots)]
+    limit_rate = rate(lambda i: method.update(*episode), steps)
     line = report("protonet", harness_rate, ref_rate, limit_rate)
 
     # Test-episode scoring: embedding every test image once vs re-embedding each episode's images.
@@ -132,7 +126,8 @@ def bench_maml(bench: str, steps: int, name: str = "maml") -> dict:
     taskset = l2l_taskset(method, train, method.ways, shots + cfg.train_queries)
     ref_rate = rate(lambda i: meta_step([split_task(*taskset.sample(), shots) for _ in range(batch)]), steps)
     tasks = [split_task(*taskset.sample(), shots) for _ in range(batch)]
-    limit_rate = rate(lambda i: meta_step(tasks), steps)
+    stacked = [torch.stack(t) for t in zip(*tasks)]
+    limit_rate = rate(lambda i: method.update(*stacked), steps)
     line = report(name, harness_rate, ref_rate, limit_rate)
     if name == "maml":
         print(json.dumps({"method": "maml-vmap", **vmap_rate(method, tasks, steps)}))
@@ -161,14 +156,6 @@ def vmap_rate(method, tasks, steps: int) -> dict:
 
     return {"limit_steps_per_s": round(rate(step, steps), 3),
             "note": "second-order meta-gradient through batch norm differs from autograd's (tests/test_meta.py)"}
-
-
-def report(name: str, steps_per_s: float, ref: float, limit: float) -> dict:
-    line = {"method": name, "steps_per_s": round(steps_per_s, 3), "ref_steps_per_s": round(ref, 3),
-            "limit_steps_per_s": round(limit, 3), "ratio": round(steps_per_s / ref, 3),
-            "of_limit": round(steps_per_s / limit, 3)}
-    print(json.dumps(line), flush=True)
-    return line
 
 
 def main() -> None:

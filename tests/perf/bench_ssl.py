@@ -5,7 +5,7 @@ Run by hand (not collected by pytest):  python tests/perf/bench_ssl.py [--bench 
 Same data, backbone (the preset's, Conv-4), batch size and number of steps, measured in one run:
 - the harness: ``Method.training_step`` (batched tensor views on the training device + the step);
 - ``ref``: a torch ``DataLoader`` (2 workers) over a dataset applying lightly's ``SimCLRTransform``
-  (``BYOLTransform`` for BYOL) to each image, then the same step on its views;
+  (``BYOLTransform`` for BYOL) to each image, then the same step (``Method.update``) on its views;
 - ``limit``: the same step on views already in memory (compute only).
 One JSON line per method: steps/s of each, ``ratio`` = harness/ref, ``of_limit`` = harness/limit.
 Targets (issue 4): ratio ≥ 1.5 and of_limit ≥ 0.9.
@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import time
 
 import torch
 from PIL import Image
@@ -26,6 +24,8 @@ from harness.method import TrainData
 from harness.protocol import load_benchmark
 from harness.resolve import resolve
 from harness.runner import build_method
+
+from common import report, timed
 
 
 class PILImages(torch.utils.data.Dataset):
@@ -59,34 +59,6 @@ def lightly_multiview(name: str, method):
     return BYOLTransform(BYOLView1Transform(**common), BYOLView2Transform(**second))
 
 
-def step_on_views(name: str, method, v0: torch.Tensor, v1: torch.Tensor) -> None:
-    """One optimisation step of ``name`` on given views (the same computation as training_step)."""
-    views = torch.cat([v0, v1]).contiguous(memory_format=torch.channels_last)
-    if name == "simclr":
-        loss = method.criterion(*method.projection(method.encoder(views).flatten(1)).chunk(2))
-    else:
-        from lightly.models.utils import update_momentum
-
-        update_momentum(method.encoder, method.target_encoder, 0.99)
-        update_momentum(method.projection, method.target_projection, 0.99)
-        p0, p1 = method.prediction(method.projection(method.encoder(views).flatten(1))).chunk(2)
-        with torch.no_grad():
-            z0, z1 = method.target_projection(method.target_encoder(views).flatten(1)).chunk(2)
-        loss = 0.5 * (method.criterion(p0, z1) + method.criterion(p1, z0))
-    method.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    method.optimizer.step()
-
-
-def timed(step, steps: int, warmup: int = 3) -> float:
-    for i in range(warmup):
-        step(i)
-    started = time.perf_counter()
-    for i in range(steps):
-        step(i)
-    return steps / (time.perf_counter() - started)
-
-
 def bench(name: str, bench_name: str, steps: int, batch: int, workers: int) -> dict:
     resolved = resolve(name, bench_name, sets=[f"train.batch_size={batch}"])
     method = build_method(resolved, 0, torch.device("cpu"))
@@ -100,17 +72,14 @@ def bench(name: str, bench_name: str, steps: int, batch: int, workers: int) -> d
                                          batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
                                          persistent_workers=workers > 0)
     batches = itertools.cycle(loader)
-    ref_rate = timed(lambda i: step_on_views(name, method, *next(batches)), steps)
+    ref_rate = timed(lambda i: method.update(*(v.contiguous(memory_format=torch.channels_last) for v in next(batches))),
+                     steps)
 
     images = method.image_batch(train, batch, generator)
     views = (method.views(images, generator), method.views(images, generator)) if name == "simclr" else \
         (method.views[0](images, generator), method.views[1](images, generator))
-    limit_rate = timed(lambda i: step_on_views(name, method, *views), steps)
-    line = {"method": name, "steps_per_s": round(harness_rate, 3), "ref_steps_per_s": round(ref_rate, 3),
-            "limit_steps_per_s": round(limit_rate, 3), "ratio": round(harness_rate / ref_rate, 3),
-            "of_limit": round(harness_rate / limit_rate, 3)}
-    print(json.dumps(line), flush=True)
-    return line
+    limit_rate = timed(lambda i: method.update(*views), steps)
+    return report(name, harness_rate, ref_rate, limit_rate)
 
 
 def main() -> None:
