@@ -708,6 +708,7 @@ class PlotRequest:
     y: str
     x: str
     prefix: Path
+    where: dict = field(default_factory=dict)  # only runs matching these settings
 
 
 @dataclass
@@ -732,7 +733,8 @@ class TableSpec:
         leaderboards:                         # optional, made by the same command
           - {benchmarks: [omniglot-small1-20w1s-lake], outputs: {md: ../leaderboards/x.md}}
         plots:                                # optional: kind curves|shots|scarcity, out: file prefix
-          - {kind: scarcity, benchmark: B, methods: [a, b], out: ../plots/scarcity-B}
+          - {kind: scarcity, benchmarks: [B], methods: [a, b], where: {train.budget_minutes: 3},
+             out: ../plots/scarcity-B}
 
     Output paths are relative to the spec's folder. ``where`` keys are config keys
     (``group.key``) or record fields (kind, trained_on, head, distance); a row's and its
@@ -817,12 +819,12 @@ def load_spec(path: Path) -> TableSpec:
     plots = []
     for i, item in enumerate(tree.get("plots") or []):
         context = f"{path}: plots[{i}]"
-        item = check_keys(item, {"kind", "benchmarks", "methods", "head", "y", "x", "out"},
+        item = check_keys(item, {"kind", "benchmarks", "methods", "head", "y", "x", "where", "out"},
                           {"kind", "benchmarks", "out"}, context)
         plots.append(plot_request(item["kind"], names(item["benchmarks"], f"{context}: benchmarks"),
                                   names(item.get("methods"), f"{context}: methods"), item.get("head"),
                                   item.get("y", "loss"), item.get("x", "step"),
-                                  Path(os.path.normpath(base / str(item["out"]))), context))
+                                  Path(os.path.normpath(base / str(item["out"]))), context, item.get("where")))
     runs_dir = Path(tree["runs_dir"]) if tree.get("runs_dir") else None
     title = str(tree.get("title", path.stem))
     return TableSpec(path, title, tree.get("caption"), metric, decimals, test, float(alpha), runs_dir,
@@ -1074,8 +1076,8 @@ CURVE_X = ("step", "seconds")
 
 
 def plot_request(kind: str, benchmarks: list[str] | None, methods: list[str] | None, head: str | None, y: str,
-                 x: str, prefix: Path, context: str) -> PlotRequest:
-    """A checked plot request (from the command line or a spec's ``plots``)."""
+                 x: str, prefix: Path, context: str, where: dict | None = None) -> PlotRequest:
+    """A checked plot request (from the command line or a spec's ``plots``); ``where`` filters the runs."""
     if kind not in PLOT_KINDS:
         raise ConfigError(f"{context}: plot kind must be one of {', '.join(PLOT_KINDS)}, got {kind!r}")
     if not benchmarks:
@@ -1086,7 +1088,7 @@ def plot_request(kind: str, benchmarks: list[str] | None, methods: list[str] | N
         raise ConfigError(f"{context}: a curves plot needs the method(s) whose training curves to draw")
     if x not in CURVE_X:
         raise ConfigError(f"{context}: x must be one of {', '.join(CURVE_X)}, got {x!r}")
-    return PlotRequest(kind, benchmarks, methods, head, y, x, Path(prefix))
+    return PlotRequest(kind, benchmarks, methods, head, y, x, Path(prefix), check_where(where, context))
 
 
 @dataclass
@@ -1108,9 +1110,9 @@ def accuracy_series(store: Store, request: PlotRequest) -> tuple[list[Series], s
     fraction); x = ``data.train_fraction``; a line is one configuration apart from that fraction.
     """
     if request.kind == "shots":
-        x_key, where = "bench.shots", {}
+        x_key, where = "bench.shots", dict(request.where)
     else:
-        x_key, where = "data.train_fraction", {"kind": "train"}
+        x_key, where = "data.train_fraction", {**request.where, "kind": "train"}
     series: dict[tuple, Series] = {}
     for benchmark in request.benchmarks:
         selection = store.select(benchmark, request.methods, request.head, where)
@@ -1170,7 +1172,7 @@ def make_plot(store: Store, request: PlotRequest, made_by: str) -> list[Path]:
     if request.kind == "curves":
         runs = []
         for benchmark in request.benchmarks:
-            for group in store.select(benchmark, request.methods, request.head).groups:
+            for group in store.select(benchmark, request.methods, request.head, request.where).groups:
                 runs += [(f"{group.label} seed {r['seed']}", r) for r in group.runs]
         if not runs:
             raise HarnessError(f"no finished runs of {', '.join(request.methods)} on {request.benchmarks[0]} under "
@@ -1311,10 +1313,23 @@ def cmd_plot(args) -> int:
         methods = split_names(args.methods)
         default_prefix = "-".join([kind, *benchmarks])
     request = plot_request(kind, benchmarks, methods, args.head, args.y, args.x, Path(args.out or default_prefix),
-                           f"harness plot {kind}")
+                           f"harness plot {kind}", parse_where(args.where))
     for path in make_plot(Store(runs_dir_of(args)), request, f"`harness plot {kind}`"):
         print(f"wrote {path}")
     return 0
+
+
+def parse_where(items: list[str] | None) -> dict:
+    """``--where KEY=VALUE`` options as a filter; values are read as YAML scalars (3, 0.5, true, text)."""
+    import yaml
+
+    where = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--where takes KEY=VALUE (e.g. --where train.budget_minutes=3), got {item!r}")
+        where[key.strip()] = yaml.safe_load(value)
+    return where
 
 
 def plot_given_runs(args) -> int:
@@ -1377,6 +1392,8 @@ def add_commands(sub) -> None:
     for name, k in kinds.choices.items():
         if name != "curves":
             k.set_defaults(y="loss", x="step")
+        k.add_argument("--where", action="append", metavar="KEY=VALUE",
+                       help="only runs with this setting, e.g. train.budget_minutes=3 (repeatable)")
         k.add_argument("--out", metavar="PREFIX", help="writes PREFIX.png, PREFIX.pdf, PREFIX.csv (default: KIND-BENCH)")
         k.add_argument("--runs-dir", help="result store (default ./runs or $HARNESS_RUNS)")
         k.set_defaults(handler=cmd_plot)

@@ -414,7 +414,7 @@ def test_cli_prints_spec_errors_and_exits_nonzero(tmp_path, capsys):
 # ------------------------------------------------------------------------------------ plots
 
 
-def test_scarcity_and_shots_plots_write_png_pdf_and_the_points(store, tmp_path):
+def test_scarcity_and_shots_plots_write_png_pdf_and_the_points(store, tmp_path, capsys):
     runs = str(store["runs_dir"])
     assert main(["plot", "scarcity", "--bench", "toy-scarce", "--methods", "meth-a", "--runs-dir", runs,
                  "--out", str(tmp_path / "scarce")]) == 0
@@ -425,6 +425,12 @@ def test_scarcity_and_shots_plots_write_png_pdf_and_the_points(store, tmp_path):
     assert list(points["runs"]) == [store[f"scarce-{f}"]["run_id"] for f in (0.25, 0.5, 1.0)]
     assert (tmp_path / "scarce.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "scarce.pdf").read_bytes()[:5] == b"%PDF-"
+    assert main(["plot", "scarcity", "--bench", "toy-scarce", "--methods", "meth-a", "--runs-dir", runs,
+                 "--where", "data.train_fraction=0.5", "--out", str(tmp_path / "half")]) == 0
+    assert list(read_csv(tmp_path / "half.csv")["runs"]) == [store["scarce-0.5"]["run_id"]]
+    for where, message in (("budget", "--where takes KEY=VALUE"), ("budget=3", "neither a config key")):
+        assert message in cli_error(capsys, "plot", "scarcity", "--bench", "toy-scarce", "--runs-dir", runs,
+                                    "--where", where)
 
     assert main(["plot", "shots", "--benches", "toy-5w1s,toy-5w5s", "--methods", "meth-a,meth-b", "--runs-dir", runs,
                  "--out", str(tmp_path / "shots")]) == 0
