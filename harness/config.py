@@ -136,6 +136,14 @@ def load_yaml(path: str | Path) -> dict:
     return tree
 
 
+def parse_value(raw: str) -> Any:
+    """A command-line value typed as YAML reads it (``3``, ``0.5``, ``true``, ``[64,64]``); text otherwise."""
+    try:
+        return yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        return raw
+
+
 def parse_sets(items: list[str]) -> dict:
     """``["train.lr=0.1", "method.backbone=conv4"]`` → ``{"train": {"lr": 0.1}, ...}``."""
     tree: dict = {}
@@ -144,11 +152,7 @@ def parse_sets(items: list[str]) -> dict:
         if not sep or "." not in key or not key.split(".", 1)[1]:
             raise ConfigError(f"--set expects group.key=value (e.g. train.steps=500), got '{item}'")
         group, name = key.split(".", 1)
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        tree.setdefault(group, {})[name] = value
+        tree.setdefault(group, {})[name] = parse_value(raw)
     return tree
 
 

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import files
-from harness.config import GROUPS
+from harness.config import GROUPS, parse_value
 from harness.errors import ConfigError, HarnessError
 
 TESTS = ("wilcoxon", "mcnemar")
@@ -1320,15 +1320,13 @@ def cmd_plot(args) -> int:
 
 
 def parse_where(items: list[str] | None) -> dict:
-    """``--where KEY=VALUE`` options as a filter; values are read as YAML scalars (3, 0.5, true, text)."""
-    import yaml
-
+    """``--where KEY=VALUE`` options as a filter; values typed as ``--set`` types them (3, 0.5, true, text)."""
     where = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--where takes KEY=VALUE (e.g. --where train.budget_minutes=3), got {item!r}")
-        where[key.strip()] = yaml.safe_load(value)
+        where[key.strip()] = parse_value(value)
     return where
 
 
