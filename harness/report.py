@@ -1302,6 +1302,9 @@ def cmd_table(args) -> int:
 def cmd_plot(args) -> int:
     kind = args.plot_kind
     if kind == "curves" and args.runs:
+        if args.where:
+            raise ConfigError("--where selects runs from the store (with --bench/--method); "
+                              "with --runs the given run directories are drawn as they are: drop one of them")
         return plot_given_runs(args)
     if kind == "curves":
         if not args.bench or not args.method:

@@ -449,6 +449,8 @@ def test_curves_plot_reads_the_training_log(store, tmp_path, capsys):
     val = tmp_path / "val"
     main(["plot", "curves", "--runs", store["meth-a"]["run_dir"], "--y", "val_accuracy", "--out", str(val)])
     assert list(read_csv(tmp_path / "val.csv")["step"]) == [30]  # empty cells are not points
+    assert "--where selects runs from the store" in cli_error(capsys, "plot", "curves", "--runs",
+                                                              store["meth-a"]["run_dir"], "--where", "seed=0")
     assert "no train_log.csv" in cli_error(capsys, "plot", "curves", "--runs", store["meth-b"]["run_dir"],
                                            "--out", tmp_path / "none")
 
