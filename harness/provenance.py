@@ -57,6 +57,13 @@ def device_name(device) -> str:
     return f"cpu: {cpu} ({torch.get_num_threads()} threads)"
 
 
+def platform_name() -> str:
+    """What exact replay depends on besides the code: OS, architecture and the torch build."""
+    import torch
+
+    return f"{platform.system()}-{platform.machine()} torch {torch.__version__}"
+
+
 def peak_memory_mb(device) -> float:
     """Peak memory of this process: GPU allocations on CUDA, else the resident set size."""
     import torch

@@ -89,6 +89,8 @@ def base_record(resolved: Resolved, seed: int, run_dir: Path, device: torch.devi
         "reason": None,
         "started": now(),
         "device": provenance.device_name(device),
+        "threads": torch.get_num_threads(),
+        "platform": provenance.platform_name(),
         "host": provenance.host(),
         "command": provenance.command_line(),
         "versions": provenance.versions(),
@@ -258,6 +260,7 @@ def execute(resolved: Resolved, seed: int, run_dir: Path, device: str = "auto", 
     torch_device = resolve_device(device)
     limit_threads()
     record = base_record(resolved, seed, run_dir, torch_device)
+    wall_started = time.perf_counter()
     write_config(run_dir, resolved.config.to_dict())
     write_record(run_dir, record)
     try:
@@ -271,7 +274,8 @@ def execute(resolved: Resolved, seed: int, run_dir: Path, device: str = "auto", 
             result = score(method, data, resolved.config.eval.head)
             write_scores(run_dir, result.accuracies, result.correct)
             record.update(result_fields(result, data.test_episodes.digest))
-        record.update(status="ok", finished=now(), peak_memory_mb=round(provenance.peak_memory_mb(torch_device), 1))
+        record.update(status="ok", finished=now(), wall_seconds=round(time.perf_counter() - wall_started, 3),
+                      peak_memory_mb=round(provenance.peak_memory_mb(torch_device), 1))
     except (Exception, KeyboardInterrupt) as exc:
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         record.update(status="failed", reason=reason, finished=now())
