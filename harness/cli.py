@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shlex
 import sys
 from pathlib import Path
 
 from harness.errors import HarnessError, RunFailed
 
 LIST_KINDS = ("methods", "benchmarks", "heads", "backbones", "datasets")
-COMMAND_MODULES: tuple[str, ...] = ("harness.report", "harness.launch", "harness.tune")
+COMMAND_MODULES: tuple[str, ...] = ("harness.report", "harness.launch", "harness.tune", "harness.reproduce", "harness.site")
 
 
 def default_runs_dir() -> Path:
@@ -69,7 +70,7 @@ def _short(mapping: dict) -> str:
 
 def cmd_run(args) -> int:
     from harness.resolve import check_data, resolve
-    from harness.results import find_finished, iter_records, new_run_id
+    from harness.store import RunStore, new_run_id
     from harness.runner import execute
 
     resolved = resolve(args.method, args.bench, args.config, args.set or [])
@@ -78,25 +79,52 @@ def cmd_run(args) -> int:
     runs_dir = Path(args.runs_dir)
     run_dir = Path(args.run_dir) if args.run_dir else None
     if args.resume and run_dir is None:
-        done = find_finished(runs_dir, cfg.hash(), args.seed)
+        store = RunStore(runs_dir)
+        done = store.newest_ok(cfg.hash(), args.seed)
         if done:
             print(f"already finished: {done['run_dir']}")
             print(summary_line(done))
             return 0
-        pending = [r for r in iter_records(runs_dir) if r.get("config_hash") == cfg.hash() and r.get("seed") == args.seed]
-        run_dir = Path(pending[-1]["run_dir"]) if pending else None
+        pending = store.latest(cfg.hash(), args.seed)
+        run_dir = Path(pending["run_dir"]) if pending else None
     if run_dir is None:
         run_dir = runs_dir / new_run_id(cfg.method_name, cfg.benchmark, args.seed, cfg.hash())
     try:
         record = execute(resolved, args.seed, run_dir, device=args.device, resume=args.resume,
                          progress=not args.no_progress)
-    except HarnessError as exc:
-        raise RunFailed(f"{exc}\n  record: {run_dir / 'result.json'}") from None
+    except KeyboardInterrupt:
+        print(f"harness: interrupted; continue this run from its last checkpoint with: {resume_command(args, run_dir)}",
+              file=sys.stderr)
+        return 130
     except Exception as exc:
-        raise RunFailed(f"run failed ({type(exc).__name__}: {exc})\n  record: {run_dir / 'result.json'}, "
-                        f"traceback: {run_dir / 'error.log'}") from None
+        raise run_error(exc) from None
     print(summary_line(record))
     return 0
+
+
+def run_error(exc: Exception) -> HarnessError:
+    """The one error to print for a run that failed: the reason, then the record (and, for a crash,
+    the traceback) only where the runner could write them (``written_files``)."""
+    from harness.store import ERROR_LOG, RESULT
+
+    if isinstance(exc, HarnessError):  # the reason says what to fix; the traceback adds nothing
+        message, shown = str(exc), {RESULT: "record"}
+    else:
+        message, shown = f"run failed ({type(exc).__name__}: {exc})", {RESULT: "record", ERROR_LOG: "traceback"}
+    written = {p.name: p for p in getattr(exc, "written_files", [])}
+    pointers = [f"{label}: {written[name]}" for name, label in shown.items() if name in written]
+    if pointers:
+        return RunFailed(message + "\n  " + ", ".join(pointers))
+    return exc if isinstance(exc, HarnessError) else RunFailed(message)
+
+
+def resume_command(args, run_dir: Path) -> str:
+    """The ``harness run`` command line that continues ``run_dir``."""
+    parts = ["harness", "run", "--method", args.method, "--bench", args.bench, "--seed", str(args.seed)]
+    parts += ["--config", args.config] if args.config else []
+    parts += [token for item in args.set or [] for token in ("--set", item)]
+    parts += ["--device", args.device] if args.device != "auto" else []
+    return shlex.join([*parts, "--run-dir", str(run_dir), "--resume"])
 
 
 def summary_line(record: dict) -> str:
@@ -119,7 +147,10 @@ def summary_line(record: dict) -> str:
 def cmd_eval(args) -> int:
     from harness.crosseval import evaluate_run
 
-    record = evaluate_run(Path(args.run), args.bench, args.head, Path(args.runs_dir), args.device)
+    try:
+        record = evaluate_run(Path(args.run), args.bench, args.head, Path(args.runs_dir), args.device)
+    except Exception as exc:
+        raise run_error(exc) from None
     print(summary_line(record))
     return 0
 
@@ -134,29 +165,53 @@ def cmd_data(args) -> int:
     from harness.data.base import data_root
 
     root = data_root(args.root or "")
+    if args.action in ("status", "verify"):
+        names = [args.name] if args.action == "verify" and args.name else DATASETS.names()
+        datasets = [get_dataset(name) for name in names]
+        print(f"data root: {root}" + (f"   mirror: {os.environ['HARNESS_DATA_MIRROR']}" if os.environ.get("HARNESS_DATA_MIRROR") else ""))
     if args.action == "status":
         rows = []
-        for entry in DATASETS:
-            status = get_dataset(entry.name).status(root)
-            files = ", ".join(f"{n} {'✓' if ok else '✗'}" for n, ok in status["files"].items()) or "(generated)"
-            rows.append([entry.name, "ready" if status["ready"] else "missing", files, ", ".join(status["cached"])])
-        print(f"data root: {root}" + (f"   mirror: {os.environ['HARNESS_DATA_MIRROR']}" if os.environ.get("HARNESS_DATA_MIRROR") else ""))
+        for dataset in datasets:
+            status = dataset.status(root)
+            mark = {"ok": "✓", "unpinned": "✓", "missing": "✗", "bad": "✗ corrupt"}
+            files = ", ".join(f"{n} {mark[s]}" for n, s in status["files"].items()) or "(generated)"
+            caches = ", ".join(n + (" (corrupt)" if s == "bad" else "") for n, s in status["cached"].items())
+            state = "damaged" if status["damaged"] else "ready" if status["ready"] else "missing"
+            rows.append([dataset.name, state, files, caches])
         print(tabulate(rows, headers=["dataset", "state", "raw files", "decoded caches"]))
+        if any(row[1] == "damaged" for row in rows):
+            print("some files fail their checksums: `harness data verify` names them and the command that repairs each")
         return 0
+    if args.action == "verify":
+        if args.name:
+            datasets[0].ensure_available(root)
+        checks = [(dataset.name, check) for dataset in datasets for check in dataset.check(root)]
+        present = [(name, c) for name, c in checks if c.state != "missing"]
+        print(tabulate([[name, c.kind, c.path.name, c.state, c.detail] for name, c in present],
+                       headers=["dataset", "kind", "file", "state", "detail"]) if present else "no dataset files under the data root")
+        bad = [c for _, c in present if c.state == "bad"]
+        for c in bad:
+            print(f"harness: {c.path}: {c.detail}; repair: {c.repair}", file=sys.stderr)
+        return 1 if bad else 0
     if not args.name:
         raise HarnessError(f"harness data {args.action} needs a dataset name: one of {', '.join(DATASETS.names())}")
     dataset = get_dataset(args.name)
     if args.action == "download":
-        fetched = dataset.download(root)
+        fetched = dataset.download(root, force=args.force)
         print(f"{args.name}: " + (f"fetched {', '.join(p.name for p in fetched)}" if fetched else "all files present"))
-        for split in dataset.splits:
-            dataset.load(root, split)
-        print(f"{args.name}: decoded {', '.join(dataset.splits)} into {root / dataset.folder / 'cache'}")
+        written = dataset.build_caches(root, force=args.force)
+        print(f"{args.name}: " + (f"decoded {', '.join(p.name for p in written)}" if written else "decoded caches verified")
+              + f" in {root / dataset.folder / 'cache' / dataset.name}")
         return 0
-    if not args.source:
-        raise HarnessError("harness data prepare NAME --from PATH: PATH (your local copy) is required")
-    dataset.prepare_from(root, Path(args.source))
-    print(f"{args.name}: prepared from {args.source} into {root / dataset.folder}")
+    if args.source:
+        dataset.prepare_from(root, Path(args.source))
+        print(f"{args.name}: prepared from {args.source} into {root / dataset.folder}")
+        return 0
+    if not args.force:
+        raise HarnessError("harness data prepare NAME needs --from PATH (your local copy) "
+                           "or --force (rebuild the decoded caches from the raw files)")
+    written = dataset.build_caches(root, force=True)
+    print(f"{args.name}: rebuilt {', '.join(p.name for p in written) or 'no caches'} from {dataset.raw_dir(root)}")
     return 0
 
 
@@ -166,9 +221,9 @@ def cmd_data(args) -> int:
 def cmd_results(args) -> int:
     from tabulate import tabulate
 
-    from harness.results import iter_records, records_frame
+    from harness.store import RunStore, records_frame
 
-    records = [r for r in iter_records(Path(args.runs_dir))
+    records = [r for r in RunStore(Path(args.runs_dir))
                if (not args.bench or r.get("benchmark") == args.bench) and (not args.method or r.get("method") == args.method)]
     if not records:
         print(f"no runs under {args.runs_dir}" + (" matching the filters" if args.bench or args.method else ""))
@@ -214,10 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default=str(default_runs_dir()), help="where the new record goes (default ./runs or $HARNESS_RUNS)")
     p.set_defaults(handler=cmd_eval)
 
-    p = sub.add_parser("data", help="dataset status, download (URL or $HARNESS_DATA_MIRROR), prepare from a local copy")
-    p.add_argument("action", choices=["status", "download", "prepare"])
-    p.add_argument("name", nargs="?", help="dataset name (see `harness list datasets`)")
+    p = sub.add_parser("data", help="dataset status, verify (checksums), download (URL or $HARNESS_DATA_MIRROR), "
+                                     "prepare from a local copy or rebuild caches")
+    p.add_argument("action", choices=["status", "verify", "download", "prepare"])
+    p.add_argument("name", nargs="?", help="dataset name (see `harness list datasets`); verify: every dataset when omitted")
     p.add_argument("--from", dest="source", help="prepare: folder holding your local copy")
+    p.add_argument("--force", action="store_true",
+                   help="download: fetch every raw file again; download and prepare: rebuild every decoded cache")
     p.add_argument("--root", help="data root (default $HARNESS_DATA or ~/.cache/fewshot-harness)")
     p.set_defaults(handler=cmd_data)
 
@@ -251,6 +309,15 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # a file the command had to read or write; anything else is a bug: let it show
+        if exc.filename is None:
+            raise
+        print(f"harness: error: {exc.strerror or exc}: {exc.filename} (check that it exists and is writable, "
+              f"e.g. --runs-dir)", file=sys.stderr)
+        return HarnessError.exit_code
 
 
 if __name__ == "__main__":

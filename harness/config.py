@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -82,6 +83,9 @@ class EvalConfig:
     test: bool = True  # false: score only the validation split (blind tuning)
 
 
+SEED_MAX = 2**63 - 1  # training seeds: 0..SEED_MAX (a signed 64-bit integer, as torch and numpy store them)
+MAX_SWEEP_RUNS = 10_000  # runs one sweep may plan (methods × benchmarks × settings × seeds)
+
 GROUPS = ("bench", "data", "train", "eval", "method")
 # Keys that say where things are, not what is computed: excluded from the config hash.
 UNHASHED = {("data", "root")}
@@ -123,12 +127,15 @@ class RunConfig:
 
 
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping, with a clear error for a missing file or bad syntax."""
+    """Read a YAML mapping, with a clear error for a missing file, bad encoding or bad syntax."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                          f"save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(tree, dict):
@@ -212,6 +219,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             value = float(value)
         except ValueError:
             raise bad from None
+    if tp in (int, float) and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
             raise bad
@@ -259,6 +268,25 @@ def check_bounds(cfg: RunConfig) -> None:
                 raise ConfigError(f"{key} must be <= {meta['max']}, got {value}")
 
 
+def check_seed(seed: Any) -> int:
+    """A training seed as an int, or a ConfigError that states the valid range."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"seed must be an integer from 0 to {SEED_MAX} (2**63 - 1), got {seed!r}")
+    return seed
+
+
 def describe_fields(obj: Any) -> dict[str, Any]:
     """Field name → default value, for listings."""
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def config_keys(methods: list[str]) -> set[str]:
+    """Every ``group.key`` a run of one of ``methods`` has in its config.yaml (imports the methods)."""
+    from harness.resolve import method_class
+
+    keys = {"benchmark"}
+    for name, cls in (("bench", BenchConfig), ("data", DataConfig), ("train", TrainConfig), ("eval", EvalConfig)):
+        keys |= {f"{name}.{f.name}" for f in dataclasses.fields(cls)}
+    for method in set(methods):
+        keys |= {f"method.{f.name}" for f in dataclasses.fields(method_class(method)[1].Config)}
+    return keys

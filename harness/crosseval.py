@@ -16,11 +16,12 @@ import torch
 from harness.catalog import HEADS
 from harness.errors import HarnessError
 from harness.protocol import get_benchmark, load_benchmark
-from harness.resolve import resolve
-from harness.results import (
-    CHECKPOINT, new_run_id, read_config, read_record, write_config, write_record, write_scores,
+from harness.resolve import check_head, resolve
+from harness.store import CHECKPOINT, new_run_id, read_config, read_record, write_record, write_scores
+from harness.runner import (
+    base_record, build_method, now, read_checkpoint, record_failure, resolve_device, result_fields, run_lock, score,
+    start_record,
 )
-from harness.runner import base_record, build_method, now, resolve_device, result_fields, score
 
 
 def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
@@ -33,7 +34,9 @@ def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def evaluate_run(run_dir: Path, bench: str, head: str | None, runs_dir: Path, device: str = "auto") -> dict:
-    """Score ``run_dir``'s final checkpoint on ``bench`` with ``head``; returns the new record."""
+    """Score ``run_dir``'s final checkpoint on ``bench`` with ``head``; returns the new record. Everything
+    is checked and loaded before the new run directory is made; a failure while scoring is recorded
+    there as ``failed`` (like ``harness run``) and re-raised."""
     source = read_record(run_dir)
     if source is None:
         raise HarnessError(f"{run_dir} holds no run record (result.json); pass a run directory made by `harness run`")
@@ -45,6 +48,7 @@ def evaluate_run(run_dir: Path, bench: str, head: str | None, runs_dir: Path, de
     target = get_benchmark(bench)
     head = head or source["head"]
     HEADS.get(head)
+    check_head(resolved.method_class, head)
 
     cfg = copy.deepcopy(resolved.config)
     cfg.benchmark, cfg.bench = bench, target.bench_config()
@@ -53,8 +57,8 @@ def evaluate_run(run_dir: Path, bench: str, head: str | None, runs_dir: Path, de
     torch_device = resolve_device(device)
     method = build_method(resolved, source["seed"], torch_device)
     if method.trains:
-        state = torch.load(Path(run_dir) / CHECKPOINT, map_location=torch_device, weights_only=False)
-        method.load_state_dict(state["model"])
+        fix = "score another run, or train this configuration again with `harness run` (without --resume)"
+        method.load_state_dict(read_checkpoint(Path(run_dir) / CHECKPOINT, torch_device, fix)["model"])
     method.env.run = cfg
     data = load_benchmark(target, cfg, with_train=False)
     data.test.images = match_channels(data.test.images, method.env.channels)
@@ -64,10 +68,15 @@ def evaluate_run(run_dir: Path, bench: str, head: str | None, runs_dir: Path, de
     record = base_record(resolved, source["seed"], out_dir, torch_device)
     record.update(kind="eval", benchmark=bench, trained_on=source["benchmark"], source_run=source["run_id"],
                   config_hash=config_hash, head=head, steps=source.get("steps"), train_seconds=source.get("train_seconds"))
-    write_config(out_dir, {**cfg.to_dict(), "source_run": source["run_id"]})
-    result = score(method, data, head)
-    write_scores(out_dir, result.accuracies, result.correct)
-    record.update(result_fields(result, data.test_episodes.digest), status="ok", finished=now())
-    write_record(out_dir, record)
+    with run_lock(out_dir):
+        start_record(out_dir, {**cfg.to_dict(), "source_run": source["run_id"]}, record)
+        try:
+            result = score(method, data, head)
+            write_scores(out_dir, result.accuracies, result.correct)
+        except (Exception, KeyboardInterrupt) as exc:
+            record_failure(out_dir, record, exc)
+            raise
+        record.update(result_fields(result, data.test_episodes.digest), status="ok", finished=now())
+        write_record(out_dir, record)
     record["run_dir"] = str(out_dir)
     return record

@@ -88,16 +88,29 @@ def now() -> str:
 
 
 def parse_seeds(value) -> list[int]:
-    """``0-4`` → [0..4]; ``0,2,5``; ``0-2,7``; also an int or a YAML list of those."""
+    """``0-4`` → [0..4]; ``0,2,5``; ``0-2,7``; also an int or a YAML list of those. Seeds lie in
+    0..SEED_MAX, and ranges are counted before they are expanded: at most MAX_SWEEP_RUNS seeds."""
+    from harness.config import MAX_SWEEP_RUNS, SEED_MAX
+
     items = value if isinstance(value, list) else str(value).split(",")
-    seeds: list[int] = []
+    ranges: list[tuple[int, int]] = []
     for item in items:
         text = str(item).strip()
         match = re.fullmatch(r"(\d+)(?:-(\d+))?", text)
-        if isinstance(item, bool) or not match or (match[2] and int(match[2]) < int(match[1])):
+        if isinstance(item, bool) or not match:
             raise ConfigError(f"seeds: '{text}' is not a seed or an ascending range; use e.g. 0-4, 0,2,5 or 0-2,7")
-        seeds.extend(range(int(match[1]), int(match[2] or match[1]) + 1))
-    return list(dict.fromkeys(seeds))
+        if any(len(bound) > len(str(SEED_MAX)) for bound in match.groups() if bound) or \
+                int(match[2] or match[1]) > SEED_MAX:
+            raise ConfigError(f"seeds: '{text}' is out of range; seeds are integers from 0 to {SEED_MAX}")
+        low, high = int(match[1]), int(match[2] or match[1])
+        if high < low:
+            raise ConfigError(f"seeds: '{text}' is not a seed or an ascending range; use e.g. 0-4, 0,2,5 or 0-2,7")
+        ranges.append((low, high))
+    count = sum(high - low + 1 for low, high in ranges)
+    if count > MAX_SWEEP_RUNS:
+        raise ConfigError(f"seeds: {value} is {count:,} seeds, and one sweep plans at most {MAX_SWEEP_RUNS:,} runs "
+                          f"(methods × benchmarks × settings × seeds); split it into smaller sweeps")
+    return list(dict.fromkeys(seed for low, high in ranges for seed in range(low, high + 1)))
 
 
 def split_alternatives(raw: str) -> list[str]:
@@ -195,14 +208,25 @@ class Run:
     overrides: dict
     config_hash: str
     run_dir: str
+    threads: int = 0  # torch threads for this run (0: the task's); reproduce sets the stored run's
 
 
 def plan_runs(spec: SweepSpec) -> list[Run]:
     """Resolve every grid point (validating it: unknown names, bad values, missing datasets stop the
     plan with the runner's own message); runs with the same config hash and seed are planned once.
-    Run directories are assigned later (``assign_run_dirs``)."""
+    A grid of more than MAX_SWEEP_RUNS runs is refused before anything is resolved. Run directories
+    are assigned later (``assign_run_dirs``)."""
+    import math
+
+    from harness.config import MAX_SWEEP_RUNS
     from harness.resolve import check_data, resolve
 
+    settings = math.prod(len(values) for values in spec.grid.values())
+    size = len(spec.methods) * len(spec.benches) * settings * len(spec.seeds)
+    if size > MAX_SWEEP_RUNS:
+        raise ConfigError(f"the sweep's grid is {size:,} runs ({len(spec.methods)} methods × {len(spec.benches)} "
+                          f"benchmarks × {settings} settings × {len(spec.seeds)} seeds), and one sweep plans at most "
+                          f"{MAX_SWEEP_RUNS:,}; split it into smaller sweeps")
     keys = list(spec.grid)
     varying = [k for k in keys if len(spec.grid[k]) > 1]  # labels name only what differs between runs
     runs: dict[str, Run] = {}
@@ -335,10 +359,10 @@ class Sweep:
             return []
         return [Run(**r) for r in json.loads(self.plan_path.read_text())["runs"]]
 
-    def save_plan(self, runs: list[Run], spec: SweepSpec) -> None:
+    def save_plan(self, runs: list[Run], grid: dict) -> None:
         created = json.loads(self.plan_path.read_text())["created"] if self.exists() else now()
         files.write_json(self.plan_path, {"name": self.name, "created": created, "updated": now(),
-                                          "last_grid": asdict(spec), "runs": [asdict(r) for r in runs]})
+                                          "last_grid": grid, "runs": [asdict(r) for r in runs]})
 
     def submissions(self) -> list[dict]:
         if not self.submissions_dir.is_dir():
@@ -378,7 +402,7 @@ def task_log(logs_folder: str, job_id: str) -> Path:
 def assign_run_dirs(sweep: Sweep, grid_runs: list[Run], finished: dict) -> list[Run]:
     """Fix each run's directory: the one already in the plan, else the finished record's, else a
     new one. Returns the merged plan (earlier runs first); ``grid_runs`` are updated in place."""
-    from harness.results import new_run_id
+    from harness.store import new_run_id
 
     planned = {r.key: r for r in sweep.runs()}
     for run in grid_runs:
@@ -394,9 +418,9 @@ def assign_run_dirs(sweep: Sweep, grid_runs: list[Run], finished: dict) -> list[
 
 def finished_index(runs_dir: Path) -> dict[tuple[str, int], dict]:
     """(config hash, seed) → the newest ``ok`` record under ``runs_dir``."""
-    from harness.results import iter_records
+    from harness.store import RunStore
 
-    return {(r.get("config_hash"), r.get("seed")): r for r in iter_records(runs_dir) if r.get("status") == "ok"}
+    return RunStore(runs_dir).finished()
 
 
 # ------------------------------------------------------------------------------------------ job states
@@ -450,8 +474,12 @@ def local_worker_alive(pid: str, host: str) -> bool | None:
         return None
     if Path("/proc/self").is_dir():  # Linux: also tells a finished (zombie) or reused pid apart
         try:
-            return b"submitit" in Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
+            if b"submitit" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
+            # a worker this process has just forked may not have exec'd submitit yet
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return stat[0] != "Z" and int(stat[1]) == os.getpid()
+        except (OSError, IndexError, ValueError):
             return False
     try:
         os.kill(int(pid), 0)
@@ -476,7 +504,7 @@ class RunStatus:
 
 def assess(sweep: Sweep, runs: list[Run]) -> tuple[list[RunStatus], list[str]]:
     """Each run's status from the records, the submissions and the scheduler (see the module doc)."""
-    from harness.results import read_record
+    from harness.store import read_record
 
     finished = finished_index(sweep.runs_dir)
     jobs = sweep.latest_jobs()
@@ -557,15 +585,17 @@ class SweepTask:
         import torch
 
         threads = self.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0"))
-        if threads:
-            torch.set_num_threads(threads)
         records, failures = [], []
         for run in self.runs:
+            if run.threads or threads:
+                torch.set_num_threads(run.threads or threads)
             try:
                 records.append(execute_run(run, self.device))
             except Exception as exc:
                 traceback.print_exc()
-                failures.append(f"{run.label}: {type(exc).__name__}: {exc} (record: {run.run_dir}/result.json)")
+                written = getattr(exc, "written_files", [])
+                failures.append(f"{run.label}: {type(exc).__name__}: {exc}"
+                                + (f" (record: {written[-1]})" if written else ""))
                 print(f"harness: run failed: {failures[-1]}", file=sys.stderr, flush=True)
         if failures:
             raise RunFailed(f"{len(failures)} of {len(self.runs)} runs failed:\n  " + "\n  ".join(failures))
@@ -582,7 +612,7 @@ def execute_run(run: Run, device: str) -> dict:
     planned hash (the harness or a preset changed since planning)."""
     from harness.cli import summary_line
     from harness.resolve import check_data, resolve
-    from harness.results import CHECKPOINT
+    from harness.store import CHECKPOINT
     from harness.runner import execute
 
     resolved = resolve(run.method, run.benchmark, overrides=run.overrides)
@@ -708,7 +738,10 @@ def choose_executor(requested: str | None, profile_name: str | None) -> str:
 
 def cmd_sweep(args) -> int:
     sweep_file = load_sweep_file(args.file) if args.file else {}
-    spec = sweep_spec(args, sweep_file)
+    if args.table and (args.file or args.methods or args.benches or args.seeds or args.set or args.config):
+        raise ConfigError("--table makes the runs a table spec needs (its rows, columns and seeds); "
+                          "drop the grid options (FILE, --methods, --benches, --seeds, --set, --config)")
+    spec = None if args.table else sweep_spec(args, sweep_file)
     profile_name = args.profile or sweep_file.get("profile")
     executor = choose_executor(args.executor or sweep_file.get("executor"), profile_name)
     profile, profile_source = load_profile(profile_name)
@@ -716,36 +749,81 @@ def cmd_sweep(args) -> int:
                        profile["parallelism"] if executor == "slurm" else 1)
     if not isinstance(parallelism, int) or isinstance(parallelism, bool) or parallelism < 1:
         raise ConfigError(f"parallelism must be a positive integer, got {parallelism!r}")
-    sweep = Sweep(Path(args.runs_dir), str(args.name or sweep_file.get("name") or spec.default_name()))
-    grid_runs = plan_runs(spec)
+    if args.table:
+        from harness.report import load_spec
+
+        table = load_spec(Path(args.table))
+        grid_runs, grid = table_runs(table), {"table": str(table.path)}
+        default_name = f"table-{table.path.stem}"
+    else:
+        grid_runs, grid, default_name = plan_runs(spec), asdict(spec), spec.default_name()
+    sweep = Sweep(Path(args.runs_dir), str(args.name or sweep_file.get("name") or default_name))
+    launch = Launch(executor, profile, profile_source, parallelism, args.device)
     if args.dry_run:
-        return dry_run(sweep, spec, grid_runs, executor, profile, profile_source, parallelism, args)
+        return dry_run(sweep, grid_runs, launch, args)
+    launch_runs(sweep, grid_runs, grid, launch, args)
+    if args.wait:
+        return wait(sweep, grid_runs, args.runs_dir)
+    return 0
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Where and how runs are submitted."""
+
+    executor: str
+    profile: dict
+    profile_source: str
+    parallelism: int
+    device: str
+
+
+def launch_runs(sweep: Sweep, grid_runs: list[Run], grid: dict, launch: Launch, args) -> None:
+    """Plan ``grid_runs`` into ``sweep`` and submit those not done (see ``select``); prints what it did."""
     with sweep.locked():
         plan = assign_run_dirs(sweep, grid_runs, finished_index(sweep.runs_dir))
         statuses, warnings = assess(sweep, grid_runs)
         to_submit = select(statuses, args)
         for status in to_submit:
             if status.category == "done":  # --force: a fresh directory, the finished one stays as it is
-                from harness.results import new_run_id
+                from harness.store import new_run_id
 
                 run = status.run
                 run.run_dir = str(sweep.runs_dir / new_run_id(run.method, run.benchmark, run.seed, run.config_hash))
-        sweep.save_plan(plan, spec)
-        submission = submit(sweep, [s.run for s in to_submit], executor, profile, parallelism, args.device) \
-            if to_submit else None
+        sweep.save_plan(plan, grid)
+        submission = submit(sweep, [s.run for s in to_submit], launch.executor, launch.profile, launch.parallelism,
+                            launch.device) if to_submit else None
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"sweep {sweep.name}: {len(grid_runs)} runs; {describe_selection(statuses, to_submit, args)}")
     if submission:
         job_ids = sorted({j.split("_")[0] for j in submission["jobs"].values()})
-        where = (f"SLURM array {job_ids[0]}, at most {parallelism} at once ({profile_source})" if executor == "slurm"
-                 else f"{len(job_ids)} local worker process(es) (pid {', '.join(job_ids)})")
+        where = (f"SLURM array {job_ids[0]}, at most {launch.parallelism} at once ({launch.profile_source})"
+                 if launch.executor == "slurm" else f"{len(job_ids)} local worker process(es) (pid {', '.join(job_ids)})")
         print(f"submitted {len(to_submit)} runs as {where}")
     print(f"  plan: {sweep.plan_path}\n  logs: {sweep.logs_folder.parent}\n"
-          f"  follow: harness status {sweep.name} --runs-dir {args.runs_dir}")
-    if args.wait:
-        return wait(sweep, grid_runs, args.runs_dir)
-    return 0
+          f"  follow: harness status {sweep.name} --runs-dir {sweep.runs_dir}")
+
+
+def table_runs(spec) -> list[Run]:
+    """Every run a table spec's measured cells need: each row × column, with the row's and the
+    column's config filters as settings, and the spec's seeds for methods that train (seed 0 else)."""
+    from harness.report import merge_where
+    from harness.resolve import check_data, resolve
+
+    runs: dict[str, Run] = {}
+    for row in spec.rows:
+        for column in spec.columns:
+            where = merge_where(row, column, spec.path)
+            overrides = nest({k: v for k, v in where.items() if "." in k})
+            resolved = resolve(row.method, column.benchmark, overrides=overrides)
+            check_data(resolved)
+            config_hash = resolved.config.hash()
+            for seed in spec.seeds if resolved.method_class.trains else [0]:
+                key = f"{config_hash}-s{seed}"
+                label = f"{row.label} | {column.label} seed {seed}"
+                runs.setdefault(key, Run(key, label, row.method, column.benchmark, seed, overrides, config_hash, ""))
+    return list(runs.values())
 
 
 def select(statuses: list[RunStatus], args) -> list[RunStatus]:
@@ -767,8 +845,7 @@ def describe_selection(statuses: list[RunStatus], to_submit: list[RunStatus], ar
     return ", ".join(parts)
 
 
-def dry_run(sweep: Sweep, spec: SweepSpec, grid_runs: list[Run], executor: str, profile: dict, profile_source: str,
-            parallelism: int, args) -> int:
+def dry_run(sweep: Sweep, grid_runs: list[Run], launch: Launch, args) -> int:
     from tabulate import tabulate
 
     assign_run_dirs(sweep, grid_runs, finished_index(sweep.runs_dir))
@@ -784,11 +861,12 @@ def dry_run(sweep: Sweep, spec: SweepSpec, grid_runs: list[Run], executor: str, 
              s.record["run_dir"] if s.category == "done" else s.reason] for s in statuses]
     print(tabulate(rows, headers=["run", "config", "state", "action", "record / reason"], tablefmt="simple"))
     count = len(chosen)
-    if executor == "slurm":
-        print(f"executor slurm, profile {profile_source}: one array of {count} task(s), at most {parallelism} at once")
-        print("\n".join(sbatch_lines(profile, sweep, max(count, 1), parallelism)))
+    if launch.executor == "slurm":
+        print(f"executor slurm, profile {launch.profile_source}: one array of {count} task(s), "
+              f"at most {launch.parallelism} at once")
+        print("\n".join(sbatch_lines(launch.profile, sweep, max(count, 1), launch.parallelism)))
     else:
-        print(f"executor local: {min(parallelism, max(count, 1))} worker process(es) on this machine")
+        print(f"executor local: {min(launch.parallelism, max(count, 1))} worker process(es) on this machine")
     print("dry run: nothing submitted, nothing written")
     return 0
 
@@ -883,7 +961,7 @@ def print_status(sweep: Sweep, statuses: list[RunStatus], warnings: list[str], l
 
 def training_progress(run_dir: Path) -> str:
     """``step N/total`` from a running run's training log and configuration."""
-    from harness.results import TRAIN_LOG, read_config
+    from harness.store import TRAIN_LOG, read_config
 
     try:
         last = (run_dir / TRAIN_LOG).read_text().rstrip("\n").rsplit("\n", 1)[-1].split(",")[0]
@@ -903,6 +981,9 @@ def add_commands(sub) -> None:
                     "on this machine. Runs with an ok record for the same config hash and seed are skipped.")
     p.add_argument("file", nargs="?", help="sweep YAML file with any of: " + ", ".join(SWEEP_FILE_KEYS) +
                    " (command-line flags take precedence)")
+    p.add_argument("--table", metavar="SPEC.yaml",
+                   help="instead of a grid: every run the table spec's measured cells need (its rows × columns, "
+                        "with their settings, and its seeds); finished ones are skipped")
     p.add_argument("--methods", help="comma-separated method names (see `harness list methods`)")
     p.add_argument("--benches", help="comma-separated benchmark names (see `harness list benchmarks`)")
     p.add_argument("--seeds", help="training seeds: 0-4, 0,2,5 or 0-2,7 (default 0)")

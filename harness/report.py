@@ -49,6 +49,7 @@ from typing import Any
 from harness import files
 from harness.config import GROUPS, parse_value
 from harness.errors import ConfigError, HarnessError
+from harness.store import RunStore, newest_key
 
 TESTS = ("wilcoxon", "mcnemar")
 TEST_DESCRIPTIONS = {
@@ -186,13 +187,13 @@ class RunGroup:
         """Per-episode accuracies, averaged over seeds."""
         import numpy as np
 
-        from harness.results import read_scores
+        from harness.store import read_scores
 
         return np.mean([read_scores(r["run_dir"])[0] for r in self.runs], axis=0)
 
     def trials(self):
         """Per-query outcomes of the group's only run (McNemar needs one seed)."""
-        from harness.results import read_scores
+        from harness.store import read_scores
 
         if len(self.runs) > 1:
             raise HarnessError(f"{self.label}: the McNemar test pairs single runs' trials, but this row has "
@@ -212,11 +213,6 @@ class Selection:
     groups: list[RunGroup]
     excluded: list[dict]  # failed or unfinished runs
     superseded: list[dict]  # older ok duplicates of a counted configuration and seed
-
-
-def newest_key(record: dict) -> tuple[str, str]:
-    """Sort key, oldest first: finish time, then run id (ids start with the start time)."""
-    return (str(record.get("finished") or ""), str(record.get("run_id") or Path(record["run_dir"]).name))
 
 
 def check_where(where: dict | None, context: str) -> dict:
@@ -245,7 +241,7 @@ class MissingValue:
 def read_settings(record: dict) -> dict[str, Any]:
     """A run's settings: ``group.key`` → value from its config.yaml (plus ``benchmark``) and the
     record fields ``kind``, ``trained_on``, ``head``, ``distance``."""
-    from harness.results import CONFIG, read_config
+    from harness.store import CONFIG, read_config
 
     run_dir = Path(record["run_dir"])
     tree = (read_config(run_dir) if (run_dir / CONFIG).is_file() else None) or {}
@@ -262,14 +258,15 @@ def read_settings(record: dict) -> dict[str, Any]:
 
 
 class Store:
-    """The records of a runs directory, with each run's flattened settings read on demand."""
+    """The records of a run store, with each run's flattened settings read on demand."""
 
-    def __init__(self, runs_dir: Path):
-        from harness.results import iter_records
-
-        self.runs_dir = Path(runs_dir)
-        self.records = iter_records(self.runs_dir)
+    def __init__(self, run_store: RunStore):
+        self.run_store = run_store
+        self.records = run_store.records
         self._settings: dict[str, dict] = {}
+
+    def describe(self) -> str:
+        return self.run_store.describe()
 
     def settings(self, record: dict) -> dict[str, Any]:
         """The run's settings (``read_settings``), read once."""
@@ -292,13 +289,7 @@ class Store:
                   and (head is None or r.get("head") == head)
                   and all(self.settings(r).get(k, MissingValue) == v for k, v in where.items())]
         excluded = [r for r in chosen if r.get("status") != "ok"]
-        newest: dict[tuple, dict] = {}
-        superseded = []
-        for record in sorted((r for r in chosen if r.get("status") == "ok"), key=newest_key):
-            key = (record["method"], record["config_hash"], record["seed"])
-            if key in newest:
-                superseded.append(newest[key])
-            newest[key] = record
+        newest, superseded = self.run_store.newest(chosen)
         by_config: dict[tuple, list[dict]] = {}
         for (method, config_hash, _), record in newest.items():
             by_config.setdefault((method, config_hash), []).append(record)
@@ -307,7 +298,7 @@ class Store:
             runs.sort(key=lambda r: r["seed"])
             groups.append(RunGroup(method, config_hash, self.settings(max(runs, key=newest_key)), runs))
         label_groups(groups)
-        return Selection(benchmark, groups, sorted(excluded, key=newest_key), sorted(superseded, key=newest_key))
+        return Selection(benchmark, groups, sorted(excluded, key=newest_key), superseded)
 
 
 def differing_settings(settings: list[dict], ignore: set[str] = frozenset()) -> list[str]:
@@ -545,7 +536,7 @@ def build_boards(store: Store, benchmarks: list[str] | None, head: str | None, t
         if not selection.groups:
             raise HarnessError(
                 f"no finished runs on '{benchmark}'" + (f" with head '{head}'" if head else "") + f" under "
-                f"{store.runs_dir}. Benchmarks with finished runs there: {', '.join(available) or '(none)'}. "
+                f"{store.describe()}. Benchmarks with finished runs there: {', '.join(available) or '(none)'}. "
                 "Check --bench and --runs-dir, or make runs with `harness run`")
         check_same_episodes(selection.groups, f"leaderboard {benchmark}")
         standings = rank_groups(selection.groups, test, alpha)
@@ -553,7 +544,7 @@ def build_boards(store: Store, benchmarks: list[str] | None, head: str | None, t
                                                              selection.groups[i].label))
         boards.append(Board(selection, [selection.groups[i] for i in order], [standings[i] for i in order]))
     if not boards:
-        raise HarnessError(f"no finished runs under {store.runs_dir}; make some with `harness run` or pass --runs-dir")
+        raise HarnessError(f"no finished runs under {store.describe()}; make some with `harness run` or pass --runs-dir")
     return boards
 
 
@@ -721,7 +712,8 @@ class TableSpec:
         decimals: 1                           # digits after the point (default 1)
         test: wilcoxon                        # wilcoxon | mcnemar: the tie test (default wilcoxon)
         alpha: 0.05                           # significance level of the tie test
-        runs_dir: runs                        # optional; relative to the current directory; --runs-dir wins
+        evidence: ../runs/x                   # the committed runs it is made from (default ../runs/<spec name>)
+        seeds: 0-2                            # the seeds of every learned row (default 0)
         columns:                              # one per benchmark (and/or shots, head, filter)
           - {label: 20-way 1-shot, benchmark: omniglot-small1-20w1s-lake, head: prototype, where: {...}}
         rows:                                 # one per method (configuration)
@@ -736,7 +728,8 @@ class TableSpec:
           - {kind: scarcity, benchmarks: [B], methods: [a, b], where: {train.budget_minutes: 3},
              out: ../plots/scarcity-B}
 
-    Output paths are relative to the spec's folder. ``where`` keys are config keys
+    Output and evidence paths are relative to the spec's folder; ``--runs-dir`` reads another store
+    and ``--collect-from DIR`` copies the evidence of every run used from DIR into ``evidence``. ``where`` keys are config keys
     (``group.key``) or record fields (kind, trained_on, head, distance); a row's and its
     column's filters both apply. A row must match at most one configuration per column.
     Reference values are in the table's metric, as published.
@@ -749,7 +742,8 @@ class TableSpec:
     decimals: int
     test: str
     alpha: float
-    runs_dir: Path | None
+    evidence: Path
+    seeds: list[int]
     columns: list[Column]
     rows: list[Row]
     references: list[Reference]
@@ -759,7 +753,7 @@ class TableSpec:
     plots: list[PlotRequest]
 
 
-SPEC_KEYS = {"title", "caption", "metric", "decimals", "test", "alpha", "runs_dir", "columns", "rows",
+SPEC_KEYS = {"title", "caption", "metric", "decimals", "test", "alpha", "evidence", "seeds", "columns", "rows",
              "references", "notes", "outputs", "leaderboards", "plots"}
 
 
@@ -825,10 +819,65 @@ def load_spec(path: Path) -> TableSpec:
                                   names(item.get("methods"), f"{context}: methods"), item.get("head"),
                                   item.get("y", "loss"), item.get("x", "step"),
                                   Path(os.path.normpath(base / str(item["out"]))), context, item.get("where")))
-    runs_dir = Path(tree["runs_dir"]) if tree.get("runs_dir") else None
+    evidence = Path(os.path.normpath(base / str(tree.get("evidence", f"../runs/{path.stem}"))))
+    from harness.launch import parse_seeds
+
+    seeds = parse_seeds(tree.get("seeds", 0))
     title = str(tree.get("title", path.stem))
-    return TableSpec(path, title, tree.get("caption"), metric, decimals, test, float(alpha), runs_dir,
+    spec = TableSpec(path, title, tree.get("caption"), metric, decimals, test, float(alpha), evidence, seeds,
                      columns, rows, references, notes, outputs, leaderboards, plots)
+    check_names(spec)
+    return spec
+
+
+def check_names(spec: TableSpec) -> None:
+    """Unknown methods, benchmarks and config keys in a spec are errors with the closest match
+    (a typo would otherwise be a table of empty cells)."""
+    from harness.benchmarks import BENCHMARKS
+    from harness.methods import METHODS
+
+    for i, row in enumerate(spec.rows):
+        check_name(METHODS, row.method, f"{spec.path}: rows[{i}] ({row.label!r}): method")
+        check_where_keys(row.where, [row.method], f"{spec.path}: rows[{i}] ({row.label!r})")
+    methods = [row.method for row in spec.rows]
+    for i, column in enumerate(spec.columns):
+        check_name(BENCHMARKS, column.benchmark, f"{spec.path}: columns[{i}] ({column.label!r}): benchmark")
+        check_where_keys(column.where, methods, f"{spec.path}: columns[{i}] ({column.label!r})")
+    for i, request in enumerate(spec.leaderboards):
+        for benchmark in request.benchmarks or []:
+            check_name(BENCHMARKS, benchmark, f"{spec.path}: leaderboards[{i}]: benchmark")
+    for i, request in enumerate(spec.plots):
+        for benchmark in request.benchmarks:
+            check_name(BENCHMARKS, benchmark, f"{spec.path}: plots[{i}]: benchmark")
+        for method in request.methods or []:
+            check_name(METHODS, method, f"{spec.path}: plots[{i}]: method")
+        check_where_keys(request.where, request.methods or methods, f"{spec.path}: plots[{i}]")
+
+
+def check_name(registry, name: str, context: str) -> None:
+    try:
+        registry.get(name)
+    except HarnessError as exc:
+        raise ConfigError(f"{context}: {exc}") from None
+
+
+def check_where_keys(where: dict, methods: list[str], context: str) -> None:
+    """Every ``group.key`` of a filter must be a setting some run could have."""
+    import difflib
+
+    from harness.config import config_keys
+
+    if not where:
+        return
+    known = config_keys(methods)
+    for key in where:
+        if key in RECORD_FIELDS or key in known:
+            continue
+        close = difflib.get_close_matches(key, sorted(known | set(RECORD_FIELDS)), n=1)
+        raise ConfigError(f"{context}: where key '{key}' is no setting of {', '.join(sorted(set(methods)))}"
+                          + (f"; did you mean '{close[0]}'?" if close else "")
+                          + f" (valid: record fields {', '.join(RECORD_FIELDS)} or group.key config keys; "
+                          "see a run's config.yaml)")
 
 
 def check_test(test: Any, alpha: Any, context: str) -> tuple[str, float]:
@@ -896,7 +945,38 @@ def build_table(spec: TableSpec, store: Store) -> PaperTable:
         check_same_episodes([g for _, g in present], f"{spec.path}: column '{column.label}' ({column.benchmark})")
         for (i, _), standing in zip(present, rank_groups([g for _, g in present], spec.test, spec.alpha)):
             cells[i][j].standing = standing
+    if not any(cell.group for row in cells for cell in row):
+        raise HarnessError(f"{spec.path}: no finished run for any cell under {store.describe()}; make them "
+                           "(harness reproduce / harness run) or point --runs-dir at the runs directory that has them")
     return PaperTable(spec, cells, excluded, sorted(superseded, key=newest_key))
+
+
+def training_notes(table: PaperTable) -> list[str]:
+    """How the learned cells were trained: steps and time per run, seeds short of the spec's,
+    and runs stopped by a wall-clock budget (not exactly reproducible)."""
+    spec, trained, short, budget = table.spec, [], [], []
+    for row, cells in zip(spec.rows, table.cells):
+        for column, cell in zip(spec.columns, cells):
+            runs = cell.group.runs if cell.group else []
+            if not runs or not any(r.get("steps") for r in runs):
+                continue
+            where = row.label if len(spec.columns) == 1 else f"{row.label} ({column.label})"
+            steps = sorted({int(r.get("steps") or 0) for r in runs})
+            seconds = statistics.fmean(float(r.get("train_seconds") or 0) for r in runs)
+            trained.append(f"{where} {'/'.join(map(str, steps))} steps, {seconds:.0f} s")
+            if len(runs) < len(spec.seeds):
+                short.append(f"{where}: seeds {', '.join(map(str, cell.group.seeds))}")
+            if any(r.get("budget_exhausted") for r in runs):
+                budget.append(where)
+    notes = []
+    if trained:
+        notes.append("Training per run (steps; mean training seconds over seeds): " + "; ".join(trained) + ".")
+    if short:
+        notes.append(f"Fewer seeds than the spec's {len(spec.seeds)}: " + "; ".join(short) + ".")
+    if budget:
+        notes.append("Stopped by a wall-clock budget (train.budget_minutes), so not exactly reproducible: "
+                     + ", ".join(budget) + ".")
+    return notes
 
 
 def table_notes(table: PaperTable, fmt: str) -> list[str]:
@@ -912,6 +992,7 @@ def table_notes(table: PaperTable, fmt: str) -> list[str]:
                if cell.group and len(cell.group.runs) > 1]
     if several:
         notes.append("Seeds per cell, where more than one: " + ", ".join(several) + ".")
+    notes += training_notes(table)
     if spec.references:
         notes.append("Published results are quoted from the cited papers, not measured here, and are not ranked.")
     notes += spec.notes
@@ -1038,35 +1119,40 @@ def table_csv(table: PaperTable) -> str:
     return csv_text(frame)
 
 
-def warn_unregistered(spec: TableSpec) -> None:
-    """Rows naming a method that is not registered (yet) stay empty; say so on stderr."""
-    from harness.methods import METHODS
-
-    for row in spec.rows:
-        if row.method not in METHODS:
-            print(f"harness: warning: {spec.path}: row '{row.label}': method '{row.method}' is not registered; "
-                  "its cells stay empty until runs exist", file=sys.stderr)
-
-
 def made_by_spec(spec_path: Path, out_path: Path) -> str:
     """How a spec-made file names its spec: relative to the file, so no absolute path is written."""
     relative = Path(os.path.relpath(spec_path.resolve(), out_path.resolve().parent)).as_posix()
     return f"`harness table` from the spec {relative} (path relative to this file)"
 
 
-def make_spec_outputs(spec: TableSpec, store: Store) -> list[Path]:
-    """Write the spec's table, leaderboards and plots; returns the files written."""
+def make_spec_outputs(spec: TableSpec, store: Store) -> tuple[list[Path], list[dict]]:
+    """Write the spec's table, leaderboards and plots; returns the files written and the records
+    they use (call inside ``files.batch()`` so that a failure writes nothing)."""
     table = build_table(spec, store)
+    used = list(table.records)
     written = [write_output(path, render_table(table, fmt, made_by_spec(spec.path, path)))
                for fmt, path in spec.outputs.items()]
     for request in spec.leaderboards:
         boards = build_boards(store, request.benchmarks, request.head, request.test, request.alpha)
+        used += [r for board in boards for r in board.records]
         written += [write_output(path, render_leaderboard(boards, fmt, made_by_spec(spec.path, path), request.test,
                                                           request.alpha))
                     for fmt, path in request.outputs.items()]
     for request in spec.plots:
-        written += make_plot(store, request, made_by_spec(spec.path, request.prefix))
-    return written
+        paths, records = make_plot(store, request, made_by_spec(spec.path, request.prefix))
+        written += paths
+        used += records
+    return written, used
+
+
+def write_evidence(spec: TableSpec, records: list[dict]) -> Path:
+    """Replace the spec's evidence folder by the evidence of exactly ``records``."""
+    from harness.store import copy_evidence
+
+    with files.stage_dir(spec.evidence) as staged:
+        for record in {r["run_dir"]: r for r in records}.values():
+            copy_evidence(record, staged)
+    return spec.evidence
 
 
 # ------------------------------------------------------------------------------------ plots
@@ -1136,7 +1222,7 @@ def accuracy_series(store: Store, request: PlotRequest) -> tuple[list[Series], s
     if not series:
         raise HarnessError(f"no finished runs for a {request.kind} plot on {', '.join(request.benchmarks)}"
                            + (f" of {', '.join(request.methods)}" if request.methods else "")
-                           + f" under {store.runs_dir}")
+                           + f" under {store.describe()}")
     lines = [series[key] for key in sorted(series)]
     labels = make_labels([s.method for s in lines], [s.settings for s in lines], [s.config_hash for s in lines])
     for line, label in zip(lines, labels):
@@ -1167,8 +1253,9 @@ def new_figure():
     return plt, *plt.subplots(figsize=(6, 4), layout="constrained")
 
 
-def make_plot(store: Store, request: PlotRequest, made_by: str) -> list[Path]:
-    """Draw ``request``: PNG, PDF and the plotted points as CSV (``<prefix>.png|.pdf|.csv``)."""
+def make_plot(store: Store, request: PlotRequest, made_by: str) -> tuple[list[Path], list[dict]]:
+    """Draw ``request``: PNG, PDF and the plotted points as CSV (``<prefix>.png|.pdf|.csv``);
+    returns the files written and the records drawn."""
     if request.kind == "curves":
         runs = []
         for benchmark in request.benchmarks:
@@ -1176,8 +1263,8 @@ def make_plot(store: Store, request: PlotRequest, made_by: str) -> list[Path]:
                 runs += [(f"{group.label} seed {r['seed']}", r) for r in group.runs]
         if not runs:
             raise HarnessError(f"no finished runs of {', '.join(request.methods)} on {request.benchmarks[0]} under "
-                               f"{store.runs_dir}")
-        return plot_curves(runs, request.x, request.y, request.prefix, made_by)
+                               f"{store.describe()}")
+        return plot_curves(runs, request.x, request.y, request.prefix, made_by), [r for _, r in runs]
     import pandas as pd
 
     lines, x_key = accuracy_series(store, request)
@@ -1209,14 +1296,14 @@ def make_plot(store: Store, request: PlotRequest, made_by: str) -> list[Path]:
     finally:
         plt.close(fig)
     csv_path = request.prefix.with_name(request.prefix.name + ".csv")
-    return written + [write_output(csv_path, csv_text(pd.DataFrame(rows)))]
+    return written + [write_output(csv_path, csv_text(pd.DataFrame(rows)))], records
 
 
 def plot_curves(runs: list[tuple[str, dict]], x: str, y: str, prefix: Path, made_by: str) -> list[Path]:
     """Training curves (``train_log.csv``: ``y`` against ``x``) of ``runs`` as (label, record) pairs."""
     import pandas as pd
 
-    from harness.results import TRAIN_LOG
+    from harness.store import TRAIN_LOG
 
     frames = []
     for label, record in runs:
@@ -1251,13 +1338,11 @@ def plot_curves(runs: list[tuple[str, dict]], x: str, y: str, prefix: Path, made
 # ------------------------------------------------------------------------------------ commands
 
 
-def runs_dir_of(args, spec: TableSpec | None = None) -> Path:
-    """--runs-dir, else the spec's runs_dir, else $HARNESS_RUNS or ./runs."""
+def runs_dir_of(args) -> Path:
+    """--runs-dir, else $HARNESS_RUNS or ./runs."""
     from harness.cli import default_runs_dir
 
-    if args.runs_dir:
-        return Path(args.runs_dir)
-    return spec.runs_dir if spec and spec.runs_dir else default_runs_dir()
+    return Path(args.runs_dir) if args.runs_dir else default_runs_dir()
 
 
 def split_names(values: list[str] | None) -> list[str] | None:
@@ -1275,7 +1360,7 @@ def cmd_leaderboard(args) -> int:
                *([f"--test {args.test}"] if args.test != "wilcoxon" else []),
                *([f"--alpha {args.alpha:g}"] if args.alpha != ALPHA else []), f"--format {fmt}"]
     check_test(args.test, args.alpha, "harness leaderboard")
-    boards = build_boards(Store(runs_dir_of(args)), benchmarks, args.head, args.test, args.alpha)
+    boards = build_boards(Store(RunStore(runs_dir_of(args))), benchmarks, args.head, args.test, args.alpha)
     text = render_leaderboard(boards, fmt, f"`{' '.join(command)}`", args.test, args.alpha)
     if args.out:
         write_output(Path(args.out), text)
@@ -1285,17 +1370,38 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
+def table_store(spec: TableSpec, args) -> Store:
+    """The spec's committed evidence; --runs-dir reads another store instead; --collect-from reads
+    a runs directory together with the evidence (newest run of a configuration and seed wins)."""
+    if args.runs_dir and args.collect_from:
+        raise ConfigError("--runs-dir and --collect-from exclude each other: --runs-dir reads only that store, "
+                          "--collect-from adds a runs directory to the committed evidence")
+    if args.runs_dir:
+        return Store(RunStore(Path(args.runs_dir)))
+    if args.collect_from:
+        if not Path(args.collect_from).is_dir():
+            raise HarnessError(f"--collect-from {args.collect_from}: no such runs directory")
+        return Store(RunStore(Path(args.collect_from), spec.evidence))
+    return Store(RunStore(spec.evidence))
+
+
 def cmd_table(args) -> int:
-    for spec_path in args.spec:
-        spec = load_spec(Path(spec_path))
-        warn_unregistered(spec)
-        store = Store(runs_dir_of(args, spec))
-        if args.format:
-            text = render_table(build_table(spec, store), args.format, f"`harness table` from the spec {spec_path}")
+    specs = [load_spec(Path(spec_path)) for spec_path in args.spec]
+    if args.format:
+        for spec in specs:
+            text = render_table(build_table(spec, table_store(spec, args)), args.format,
+                                f"`harness table` from the spec {spec.path}")
             print(text, end="" if text.endswith("\n") else "\n")
-            continue
-        for path in make_spec_outputs(spec, store):
-            print(f"wrote {path}")
+        return 0
+    written = []
+    with files.batch():  # every spec's outputs, or none
+        for spec in specs:
+            paths, used = make_spec_outputs(spec, table_store(spec, args))
+            written += paths
+            if args.collect_from:
+                written.append(write_evidence(spec, used))
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 
@@ -1317,7 +1423,9 @@ def cmd_plot(args) -> int:
         default_prefix = "-".join([kind, *benchmarks])
     request = plot_request(kind, benchmarks, methods, args.head, args.y, args.x, Path(args.out or default_prefix),
                            f"harness plot {kind}", parse_where(args.where))
-    for path in make_plot(Store(runs_dir_of(args)), request, f"`harness plot {kind}`"):
+    with files.batch():  # PNG, PDF and CSV together, or none
+        paths, _ = make_plot(Store(RunStore(runs_dir_of(args))), request, f"`harness plot {kind}`")
+    for path in paths:
         print(f"wrote {path}")
     return 0
 
@@ -1335,7 +1443,7 @@ def parse_where(items: list[str] | None) -> dict:
 
 def plot_given_runs(args) -> int:
     """``harness plot curves --runs RUN_DIR ...``: curves of exactly these runs."""
-    from harness.results import read_record
+    from harness.store import read_record
 
     records = []
     for run_dir in args.runs:
@@ -1346,14 +1454,15 @@ def plot_given_runs(args) -> int:
     labels = make_labels([str(r.get("method")) for r in records], [read_settings(r) for r in records],
                          [str(r.get("config_hash")) for r in records])
     runs = [(f"{label} seed {r.get('seed')}", r) for label, r in zip(labels, records)]
-    for path in plot_curves(runs, args.x, args.y, Path(args.out or "curves"), "`harness plot curves`"):
+    with files.batch():
+        paths = plot_curves(runs, args.x, args.y, Path(args.out or "curves"), "`harness plot curves`")
+    for path in paths:
         print(f"wrote {path}")
     return 0
 
 
 def add_commands(sub) -> None:
     """Add ``leaderboard``, ``table`` and ``plot`` to the ``harness`` command line."""
-    runs_help = "result store (default: the spec's runs_dir, else ./runs or $HARNESS_RUNS)"
 
     p = sub.add_parser("leaderboard", help="one ranked table per benchmark from the stored runs (paired tests, ties)")
     p.add_argument("--bench", action="append", metavar="B",
@@ -1369,7 +1478,10 @@ def add_commands(sub) -> None:
     p = sub.add_parser("table", help="paper table(s) from spec files: writes the outputs each spec names")
     p.add_argument("spec", nargs="+", metavar="SPEC.yaml", help="table spec(s), e.g. results/tables/*.yaml")
     p.add_argument("--format", choices=FORMATS, help="print the table in this format instead of writing the spec's outputs")
-    p.add_argument("--runs-dir", help=runs_help)
+    p.add_argument("--runs-dir", help="read this result store instead of the spec's committed evidence")
+    p.add_argument("--collect-from", metavar="DIR",
+                   help="read the runs in DIR together with the committed evidence and replace the spec's evidence "
+                        "folder by the evidence of exactly the runs the outputs use (never checkpoints)")
     p.set_defaults(handler=cmd_table)
 
     p = sub.add_parser("plot", help="training curves, accuracy vs shots, data-scarcity curves (PNG, PDF, CSV)")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from typing import Any
 
 import yaml
 
-from harness.catalog import HEADS
+from harness.catalog import BACKBONES, HEADS
 from harness.config import (
     ConfigError, DataConfig, EvalConfig, RunConfig, TrainConfig, check_bounds, flatten, load_yaml, parse_sets, set_value,
 )
@@ -85,7 +86,50 @@ def resolve(method: str, benchmark: str, config_file: str | None = None, sets: l
         raise ConfigError(f"eval.test=false scores only the validation split, and {benchmark} has none: "
                           "set data.holdout to a group of training classes")
     cls.check_config(cfg)
+    check_head(cls, cfg.eval.head)
+    backbone = getattr(cfg.method, "backbone", None)
+    if backbone:
+        check_backbone_input(backbone, get_dataset(spec.dataset).channels, cfg.data.image_size)
     return Resolved(cfg, entry, spec, cls)
+
+
+def check_head(cls: type, head: str) -> None:
+    """The ``adapt`` head needs a method that adapts per episode; the others need an embedding."""
+    from harness.method import Method
+
+    adapt = head == "adapt"
+    needs = "solve_episodes" if adapt else "embed"
+    if getattr(cls, needs) is getattr(Method, needs):
+        what, fix = ("adapts to each episode", "prototype or logreg") if adapt else ("embeds images", "adapt")
+        raise ConfigError(f"eval.head={head} needs a method that {what}, and {cls.__name__} does not; "
+                          f"use eval.head={fix}")
+
+
+@lru_cache(maxsize=None)
+def check_backbone_input(backbone: str, channels: int, image_size: int) -> None:
+    """Pass shape-only inputs through the backbone (on torch's meta device: no memory, no random
+    numbers drawn) so that an image size it cannot take is a config error before any work starts."""
+    import torch
+
+    with torch.device("meta"):
+        model = BACKBONES.get(backbone).load()(channels, image_size).eval()
+        try:
+            model(torch.zeros(1, channels, image_size, image_size))
+        except RuntimeError as exc:
+            raise ConfigError(f"data.image_size={image_size} is too small for the {backbone} backbone "
+                              f"({str(exc).splitlines()[0]}); use a larger data.image_size or another "
+                              f"method.backbone") from None
+
+
+def check_training_classes(run: RunConfig, key: str, ways: int) -> None:
+    """``ways``-way training episodes need that many training classes (rotations count ×4). With
+    ``data.holdout`` the held-out classes are known only once loaded; the sampler checks those."""
+    spec = get_benchmark(run.benchmark)
+    classes = get_dataset(spec.dataset).splits[spec.splits["train"]].classes
+    available = classes * (4 if run.data.class_rotations else 1) if classes else None
+    if available is not None and ways > available:
+        raise ConfigError(f"{key}={ways}: {ways}-way training episodes need {ways} training classes, and "
+                          f"{run.benchmark} has {available}; use at most {available}")
 
 
 def check_data(resolved: Resolved) -> None:

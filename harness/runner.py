@@ -9,12 +9,16 @@ loss) is recorded as ``failed`` with the reason, never as a result.
 from __future__ import annotations
 
 import csv
+import fcntl
 import math
 import os
+import pickle
 import random
 import sys
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,16 +26,21 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from harness import files, provenance
+from harness import files, provenance, tboard
+from harness.config import check_seed
 from harness.data import get_dataset
 from harness.errors import ConfigError, HarnessError, RunFailed
 from harness.evaluation import EvalResult, evaluate
 from harness.method import Method, MethodEnv, TrainData
 from harness.protocol import BenchmarkData, load_benchmark
 from harness.resolve import Resolved
-from harness.results import (
-    CHECKPOINT, ERROR_LOG, TRAIN_LOG, read_record, write_config, write_record, write_scores,
+from harness.store import (
+    CHECKPOINT, ERROR_LOG, RESULT, TRAIN_LOG, read_record, write_config, write_record, write_scores,
 )
+
+LOCK = ".lock"  # in each run directory: held (flock) by the one process writing it
+CHECKPOINT_KEYS = {"step", "train_seconds", "done", "model", "optimizers", "generator", "torch_rng", "cuda_rng"}
+RESUME_FIX = "delete it to restart the run from step 0 (`harness run ... --resume` then trains it from scratch)"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -149,8 +158,33 @@ def save_checkpoint(path: Path, method: Method, step: int, seconds: float, gener
     files.torch_save(state, path)
 
 
+def read_checkpoint(path: Path, device: torch.device | str = "cpu", fix: str = "", mmap: bool = False) -> dict:
+    """A checkpoint as ``save_checkpoint`` writes it, loaded with ``weights_only=True``: tensors and
+    plain containers only, so a doctored file cannot run code. A missing, corrupt or foreign file is a
+    HarnessError (``fix`` says what to do). ``mmap``: map the tensors instead of reading them (a cheap check)."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"{path} is missing; {fix}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):
+            raise HarnessError(f"cannot read {path}: it is truncated or corrupt ({str(exc).splitlines()[0]}); {fix}") from None
+        found = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line), "")
+        raise HarnessError(f"refusing to load {path}: it holds objects other than tensors and plain containers, which "
+                           f"could run code when unpickled ({found or 'a non-tensor object'}); the harness never "
+                           f"writes such checkpoints, so this file did not come from it. {fix}") from None
+    except Exception as exc:  # torch reports damage as RuntimeError, EOFError, KeyError, ... depending on where
+        detail = (str(exc).splitlines() or [""])[0]
+        raise HarnessError(f"cannot read {path}: it is truncated or corrupt ({type(exc).__name__}: {detail}); {fix}") from None
+    if not isinstance(state, dict) or not CHECKPOINT_KEYS <= state.keys():
+        raise HarnessError(f"{path} is not a harness checkpoint (it lacks {', '.join(sorted(CHECKPOINT_KEYS))}); {fix}")
+    return state
+
+
 def load_checkpoint(path: Path, method: Method, generator: torch.Generator) -> dict:
-    state = torch.load(path, map_location=method.env.device, weights_only=False)
+    """Restore model, optimisers, sampler generator and RNG states from ``path`` (see ``read_checkpoint``)."""
+    state = read_checkpoint(path, method.env.device, RESUME_FIX)
     method.load_state_dict(state["model"])
     for name, opt in method.optimizers().items():
         opt.load_state_dict(state["optimizers"][name])
@@ -182,6 +216,7 @@ def train(method: Method, data: BenchmarkData, run_dir: Path, seed: int, resume:
         state = load_checkpoint(checkpoint, method, generator)
         step, seconds, done = state["step"], state["train_seconds"], state["done"]
     log = TrainLog(run_dir / TRAIN_LOG, keep_until=step)
+    board = tboard.TrainBoard(run_dir, step, seconds)
     budget = tc.budget_minutes * 60
     val_accuracy = None
     bar = tqdm(total=tc.steps, initial=step, desc=f"{cfg.method_name} {cfg.benchmark}", unit="step",
@@ -211,6 +246,7 @@ def train(method: Method, data: BenchmarkData, run_dir: Path, seed: int, resume:
                 row["val_accuracy"] = val_accuracy
                 method.train()
             log.write(row)
+            board.write(row)
             bar.set_postfix({k: f"{v:.4g}" for k, v in values.items() if k == "loss"} |
                             ({"val": f"{val_accuracy:.3f}"} if val_accuracy is not None else {}))
         bar.update(1)
@@ -248,21 +284,87 @@ def result_fields(result: EvalResult, episodes_digest: str) -> dict:
     }
 
 
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/.lock`` (an exclusive ``flock``, which the OS releases when the process ends,
+    even on kill -9): one writer per run directory. If another process holds it, a HarnessError
+    names that process and nothing in the directory is changed."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / LOCK, "a+")  # never truncates: the holder's note stays readable
+    except OSError as exc:
+        raise HarnessError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}; "
+                           f"pass a writable --runs-dir") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise HarnessError(f"{run_dir} is in use by {holder}: one process writes a run directory at a time; "
+                               f"wait for it to finish (or stop it), then resume") from None
+        except OSError as exc:  # e.g. Lustre mounted without flock: run, but say that nothing is guarded
+            print(f"harness: warning: cannot lock {run_dir / LOCK} ({exc.strerror}); a second process writing this "
+                  f"run directory would not be stopped", file=sys.stderr)
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()} on host {provenance.host()} since {now()}\n")
+        handle.flush()
+        yield
+
+
+def start_record(run_dir: Path, config: dict, record: dict) -> None:
+    """Write a run's config and its ``running`` record; a directory that cannot be written is a HarnessError."""
+    try:
+        write_config(run_dir, config)
+        write_record(run_dir, record)
+    except OSError as exc:
+        raise HarnessError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}; "
+                           f"pass a writable --runs-dir") from None
+
+
+def record_failure(run_dir: Path, record: dict, exc: BaseException) -> None:
+    """Write ``error.log`` and the failed record for ``exc``; ``exc.written_files`` then lists the
+    files that could be written, so that messages point only at files that exist."""
+    reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+    record.update(status="failed", reason=reason, finished=now())
+    written: list[Path] = []
+    try:
+        files.write_text(run_dir / ERROR_LOG, "".join(traceback.format_exception(exc)))
+        written.append(run_dir / ERROR_LOG)
+        write_record(run_dir, record)
+        written.append(run_dir / RESULT)
+    except OSError:
+        pass
+    exc.written_files = written
+
+
 def execute(resolved: Resolved, seed: int, run_dir: Path, device: str = "auto", resume: bool = False,
             progress: bool = True) -> dict:
-    """Run (or resume) one configuration with one seed into ``run_dir``; returns the final record."""
+    """Run (or resume) one configuration with one seed into ``run_dir``; returns the final record.
+
+    The seed, the device and (on resume) the checkpoint are checked before anything is written; the
+    directory is locked for the whole run (``run_lock``). A failure is recorded (``record_failure``)
+    and re-raised."""
     run_dir = Path(run_dir)
+    check_seed(seed)
     existing = read_record(run_dir)
     if existing and not resume:
         raise HarnessError(f"{run_dir} already holds a run ({existing['status']}); pass --resume to continue it")
     if existing and existing.get("status") == "ok":
         return existing  # read_record adds run_dir
     torch_device = resolve_device(device)
+    with run_lock(run_dir):
+        if resume and (run_dir / CHECKPOINT).is_file():
+            read_checkpoint(run_dir / CHECKPOINT, fix=RESUME_FIX, mmap=True)
+        return _execute_locked(resolved, seed, run_dir, torch_device, resume, progress)
+
+
+def _execute_locked(resolved: Resolved, seed: int, run_dir: Path, torch_device: torch.device, resume: bool,
+                    progress: bool) -> dict:
     limit_threads()
     record = base_record(resolved, seed, run_dir, torch_device)
     wall_started = time.perf_counter()
-    write_config(run_dir, resolved.config.to_dict())
-    write_record(run_dir, record)
+    start_record(run_dir, resolved.config.to_dict(), record)
     try:
         method = build_method(resolved, seed, torch_device)
         data = load_benchmark(resolved.spec, resolved.config, with_train=method.trains)
@@ -277,10 +379,9 @@ def execute(resolved: Resolved, seed: int, run_dir: Path, device: str = "auto", 
         record.update(status="ok", finished=now(), wall_seconds=round(time.perf_counter() - wall_started, 3),
                       peak_memory_mb=round(provenance.peak_memory_mb(torch_device), 1))
     except (Exception, KeyboardInterrupt) as exc:
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-        record.update(status="failed", reason=reason, finished=now())
-        files.write_text(run_dir / ERROR_LOG, traceback.format_exc())
-        write_record(run_dir, record)
+        record_failure(run_dir, record, exc)
         raise
+    (run_dir / ERROR_LOG).unlink(missing_ok=True)  # a resumed run that finishes leaves no stale traceback
     write_record(run_dir, record)
+    tboard.write_result(run_dir, record)
     return {**record, "run_dir": str(run_dir)}

@@ -45,7 +45,7 @@ def run_tuning(method: str, bench: str, space_file: str, trials: int, budget_min
                sets: list[str], runs_dir: Path, out: Path | None, seed: int = 0, device: str = "auto") -> dict:
     """Run the trials (resuming finished ones), pick the best validation accuracy, write the summary."""
     from harness.resolve import check_data, resolve
-    from harness.results import find_finished, new_run_id
+    from harness.store import RunStore, new_run_id
     from harness.runner import execute
 
     if trials < 1:
@@ -59,7 +59,7 @@ def run_tuning(method: str, bench: str, space_file: str, trials: int, budget_min
         resolved = resolve(method, bench, sets=[*fixed, *(f"{k}={v}" for k, v in settings.items())])
         check_data(resolved)
         cfg = resolved.config
-        record = find_finished(store, cfg.hash(), seed) or execute(
+        record = RunStore(store).newest_ok(cfg.hash(), seed) or execute(
             resolved, seed, store / new_run_id(method, bench, seed, cfg.hash()), device=device)
         rows.append({"settings": settings, "val_accuracy": record["val_accuracy"], "steps": record["steps"],
                      "train_seconds": record["train_seconds"], "run_id": record["run_id"]})

@@ -29,6 +29,7 @@ from harness.config import at_least, positive
 from harness.errors import ConfigError
 from harness.libs import learn2learn
 from harness.method import Method, make_optimizer
+from harness.resolve import check_training_classes
 from harness.samplers import EpisodeSampler
 
 
@@ -54,6 +55,7 @@ class MAML(Method):
     @classmethod
     def check_config(cls, run) -> None:
         BACKBONES.get(run.method.backbone)
+        check_training_classes(run, "bench.ways", run.bench.ways)
 
     def __init__(self, cfg: MAMLConfig, env):
         super().__init__(cfg, env)

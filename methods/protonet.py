@@ -18,6 +18,7 @@ from harness.catalog import BACKBONES
 from harness.config import at_least
 from harness.libs import learn2learn
 from harness.method import Method, make_optimizer
+from harness.resolve import check_training_classes
 from harness.samplers import EpisodeSampler
 
 
@@ -45,6 +46,8 @@ class ProtoNet(Method):
     @classmethod
     def check_config(cls, run) -> None:
         BACKBONES.get(run.method.backbone)
+        key = "method.train_ways" if run.method.train_ways else "bench.ways"
+        check_training_classes(run, key, run.method.train_ways or run.bench.ways)
 
     def __init__(self, cfg: ProtoNetConfig, env):
         super().__init__(cfg, env)

@@ -93,8 +93,8 @@ def test_short_training_beats_raw_pixels(method, steps, runs_dir):
     common = ["--bench", "synthetic-5w1s", "--set", "bench.episodes=300", "--runs-dir", runs_dir, "--no-progress"]
     assert run_cli("run", "--method", "pixels", *common) == 0
     assert run_cli("run", "--method", method, "--set", f"train.steps={steps}", *common) == 0
-    from harness.results import iter_records
+    from harness.store import RunStore
 
-    pixels, trained = sorted(iter_records(runs_dir), key=lambda r: r["method"] != "pixels")
+    pixels, trained = sorted(list(RunStore(runs_dir)), key=lambda r: r["method"] != "pixels")
     assert pixels["episode_digest"] == trained["episode_digest"]
     assert trained["accuracy"] > pixels["accuracy"] + 0.03, (trained["accuracy"], pixels["accuracy"])

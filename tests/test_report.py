@@ -24,9 +24,17 @@ from scipy import stats
 from harness import report
 from harness.cli import main
 from harness.errors import ConfigError, HarnessError
-from harness.results import TRAIN_LOG, write_config, write_record, write_scores
+from harness.store import TRAIN_LOG, RunStore, write_config, write_record, write_scores
 
 QUERIES = 10
+
+
+@pytest.fixture(autouse=True)
+def toy_names(monkeypatch):
+    """The toy store's methods and benchmarks (meth-a, toy-5w1s, ...) are deliberately not registered:
+    specs here skip the registry check, which tests/test_evidence.py covers."""
+    monkeypatch.setattr(report, "check_names", lambda spec: None)
+
 # Correct answers (of 10) per episode. A is best; B is clearly tied; C is significantly worse than
 # A before Holm's correction but not after; D and E tie with each other well below A; F is last.
 COUNTS = {
@@ -352,7 +360,7 @@ def test_table_csv_has_plain_numbers_marks_and_kinds(store, tmp_path):
 
 def test_table_regenerates_byte_identically_and_names_its_sources(store, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    spec = write_spec(tmp_path / "results" / "tables", runs_dir=str(store["runs_dir"]),
+    spec = write_spec(tmp_path / "results" / "tables", evidence=str(store["runs_dir"]),
                       leaderboards=[{"benchmarks": ["toy-5w1s"], "outputs": {"md": "../leaderboards/toy-5w1s.md",
                                                                              "latex": "../leaderboards/toy-5w1s.tex"}}],
                       plots=[{"kind": "scarcity", "benchmarks": ["toy-scarce"], "out": "../plots/scarcity"}])
@@ -384,15 +392,16 @@ def test_a_row_matching_several_configurations_must_choose_one(store, tmp_path, 
     assert "matches 3 configurations" in message and "where: {data.train_fraction: 0.25}" in message
     spec = write_spec(tmp_path, columns=[{"label": "scarce", "benchmark": "toy-scarce"}], references=[],
                       rows=[{"label": "A", "method": "meth-a", "where": {"data.train_fraction": 0.5}}])
-    table = report.build_table(report.load_spec(spec), report.Store(store["runs_dir"]))
+    table = report.build_table(report.load_spec(spec), report.Store(RunStore(store["runs_dir"])))
     assert table.cells[0][0].group.runs[0]["run_id"] == store["scarce-0.5"]["run_id"]
 
 
 def test_a_column_without_runs_is_all_missing(store, tmp_path, capsys):
-    spec = write_spec(tmp_path, columns=[{"label": "none yet", "benchmark": "toy-unrun"}], references=[])
+    spec = write_spec(tmp_path, columns=[{"label": "1-shot", "benchmark": "toy-5w1s"},
+                                         {"label": "none yet", "benchmark": "toy-unrun"}], references=[])
     assert main(["table", str(spec), "--runs-dir", str(store["runs_dir"]), "--format", "md"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
-    assert [line.split("|")[2].strip() for line in rows] == ["—"] * 4
+    assert [line.split("|")[3].strip() for line in rows] == ["—"] * 4
 
 
 @pytest.mark.parametrize("change, message", [

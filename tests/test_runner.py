@@ -11,7 +11,7 @@ import torch
 from harness import files
 from harness.episodes import sample_episodes
 from harness.resolve import resolve
-from harness.results import read_config, read_record, read_scores
+from harness.store import read_config, read_record, read_scores
 from harness.runner import execute
 
 from conftest import only_run, run_cli

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from harness import launch
-from harness.results import CHECKPOINT, iter_records, read_record, read_scores
+from harness.store import CHECKPOINT, RunStore, read_record, read_scores
 
 from conftest import run_cli
 
@@ -63,7 +63,7 @@ def test_array_tasks_write_all_records_concurrently(pixel_sweep):
     job_ids = sorted(submissions[0]["jobs"].values(), key=lambda j: int(j.split("_")[1]))
     array = job_ids[0].split("_")[0]
     assert job_ids == [f"{array}_{i}" for i in range(8)]  # one array, one task per run
-    records = iter_records(runs_dir)
+    records = list(RunStore(runs_dir))
     assert sorted(r["seed"] for r in records) == list(range(8))
     assert all(r["status"] == "ok" and r["episodes"] == 100 for r in records)
     assert all(read_scores(r["run_dir"])[1].shape == (100, 75) for r in records)
@@ -110,7 +110,7 @@ def test_a_failing_task_is_reported_with_its_reason(tmp_path, capsys):
     assert run_cli(*args, "--wait") == 1
     captured = capsys.readouterr()
     assert "1 of 2 runs failed" in captured.err
-    by_status = {r["status"]: r for r in iter_records(runs_dir)}
+    by_status = {r["status"]: r for r in list(RunStore(runs_dir))}
     assert set(by_status) == {"ok", "failed"}
     assert "training diverged at step" in by_status["failed"]["reason"]
 
@@ -175,7 +175,7 @@ def test_requeued_task_resumes_from_its_checkpoint_to_the_same_result(tmp_path, 
     assert log.count("from its checkpoint") == 2 and "Calling checkpoint method" in log
     assert "DUE TO JOB REQUEUE" in Path(job["log"]).read_text()
 
-    a, b = read_record(run_dir), iter_records(straight)[0]
+    a, b = read_record(run_dir), list(RunStore(straight))[0]
     assert a["status"] == b["status"] == "ok" and a["steps"] == b["steps"] == 1000
     assert a["accuracy"] == b["accuracy"]
     assert np.array_equal(read_scores(run_dir)[1], read_scores(b["run_dir"])[1])

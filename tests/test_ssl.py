@@ -146,8 +146,8 @@ def test_short_training_beats_raw_pixels(method, sets, runs_dir):
     common = ["--bench", "synthetic-5w1s", "--set", "bench.episodes=300", "--runs-dir", runs_dir, "--no-progress"]
     assert run_cli("run", "--method", "pixels", *common) == 0
     assert run_cli("run", "--method", method, *[a for s in sets for a in ("--set", s)], *common) == 0
-    from harness.results import iter_records
+    from harness.store import RunStore
 
-    pixels, trained = sorted(iter_records(runs_dir), key=lambda r: r["method"] != "pixels")
+    pixels, trained = sorted(list(RunStore(runs_dir)), key=lambda r: r["method"] != "pixels")
     assert pixels["episode_digest"] == trained["episode_digest"]
     assert trained["accuracy"] > pixels["accuracy"] + 0.03, (trained["accuracy"], pixels["accuracy"])

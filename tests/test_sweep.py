@@ -12,7 +12,7 @@ import pytest
 
 from harness import launch
 from harness.errors import ConfigError
-from harness.results import iter_records
+from harness.store import RunStore
 
 from conftest import run_cli
 
@@ -128,7 +128,7 @@ def test_local_sweep_runs_skips_finished_and_reports_status(runs_dir, capsys, no
     out = capsys.readouterr().out
     assert code == 0, out
     assert "submitted 2 runs as 2 local worker process(es)" in out
-    records = iter_records(runs_dir)
+    records = list(RunStore(runs_dir))
     assert sorted(r["seed"] for r in records) == [0, 1] and {r["status"] for r in records} == {"ok"}
 
     assert run_cli("status", "first", "--runs-dir", runs_dir) == 0

@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from harness.results import iter_records
+from harness.store import RunStore
 from harness.tune import draw_trials
 
 from conftest import run_cli
@@ -31,8 +31,8 @@ def test_tune_scores_validation_only_and_picks_the_best(tmp_path, capsys):
     assert len(summary["results"]) == 2 and summary["budget_minutes"] == 1.0
     best = max(summary["results"], key=lambda r: r["val_accuracy"])
     assert summary["chosen"] == best["settings"] and json.loads(capsys.readouterr().out)["chosen"] == best["settings"]
-    trials = iter_records(runs / "tuning" / "protonet-synthetic-5w1s")
+    trials = list(RunStore(runs / "tuning" / "protonet-synthetic-5w1s"))
     assert len(trials) == 2 and all("accuracy" not in r and r["val_accuracy"] > 0.2 for r in trials)
     assert not (runs / "tuning" / "protonet-synthetic-5w1s" / trials[0]["run_id"] / "episodes.csv").exists()
-    assert iter_records(runs) == []  # trials are kept apart from results
+    assert list(RunStore(runs)) == []  # trials are kept apart from results
     assert "Chosen:" in out.with_suffix(".md").read_text()

@@ -5,24 +5,26 @@ Layout under the data root (``data.root``, else ``$HARNESS_DATA``, else ``~/.cac
 
     <root>/<folder>/raw/<file>                      downloaded or user-provided files
     <root>/<folder>/cache/<dataset>/<split>-<size>px.pt   decoded images (uint8 N×C×H×W) + labels
+    <root>/<folder>/cache/<dataset>/<split>-<size>px.pt.sha256   its SHA256, checked on every load
 
 ``HARNESS_DATA_MIRROR=<dir>`` replaces every remote URL by ``<dir>/<folder>/<file>`` (offline use).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from harness.data.integrity import RawFileError, cache_problem, drop_cache, file_digest, load_cache, save_cache
 from harness.errors import DataError
-from harness.files import atomic_path, torch_save
+from harness.files import atomic_path
 
 
 def data_root(configured: str = "") -> Path:
@@ -44,20 +46,23 @@ class RemoteFile:
     sha256: str | None = None
     md5: str | None = None  # used where only an MD5 is published (torchvision's Omniglot sums)
 
-    def verify(self, path: Path) -> None:
-        """Raise DataError if ``path`` does not match the published checksum."""
+    @property
+    def pinned(self) -> bool:
+        return bool(self.sha256 or self.md5)
+
+    def problem(self, path: Path) -> str | None:
+        """Why ``path`` does not match the published checksum (None: it matches, or none is published)."""
         for algo, expected in (("sha256", self.sha256), ("md5", self.md5)):
             if expected:
-                digest = hashlib.new(algo)
-                with open(path, "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 20), b""):
-                        digest.update(block)
-                if digest.hexdigest() != expected:
-                    raise DataError(
-                        f"{self.name}: {algo} mismatch (expected {expected}, got {digest.hexdigest()}); "
-                        "the file is corrupt or truncated and was not kept. Fetch it again."
-                    )
-                return
+                digest = file_digest(path, algo)
+                return None if digest == expected else f"{algo} mismatch (expected {expected}, got {digest})"
+        return None
+
+    def verify(self, path: Path) -> None:
+        """Raise DataError if ``path`` does not match the published checksum."""
+        problem = self.problem(path)
+        if problem:
+            raise DataError(f"{self.name}: {problem}; the file is corrupt or truncated and was not kept. Fetch it again.")
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,18 @@ class SplitInfo:
 
     classes: int | None  # None where only loading the files tells
     per_class: int | None  # images in the smallest class
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """The verdict on one file of a dataset: ``state`` is ok, unpinned (present, no published
+    checksum), missing or bad; a bad file comes with what is wrong and the command that repairs it."""
+
+    kind: str  # "raw" or "cache"
+    path: Path
+    state: str
+    detail: str = ""
+    repair: str = ""
 
 
 @dataclass
@@ -118,32 +135,69 @@ class Dataset:
     def cache_path(self, root: Path, split: str, size: int) -> Path:
         return root / self.folder / "cache" / self.name / f"{split}-{size}px.pt"
 
+    def cache_files(self, root: Path) -> list[Path]:
+        """The decoded caches present (every split and size)."""
+        return sorted((root / self.folder / "cache" / self.name).glob("*.pt"))
+
     def missing_files(self, root: Path) -> list[RemoteFile]:
         raw = self.raw_dir(root)
         return [f for f in self.files if not (raw / f.name).is_file()]
 
-    def status(self, root: Path) -> dict:
-        """Which raw files and caches are present."""
+    def check(self, root: Path) -> list[FileCheck]:
+        """Check every raw file against its published checksum (where one is pinned) and every decoded
+        cache against its stored SHA256."""
         raw = self.raw_dir(root)
-        caches = sorted(p.name for p in (root / self.folder / "cache" / self.name).glob("*.pt"))
+        checks = []
+        for remote in self.files:
+            path = raw / remote.name
+            if not path.is_file():
+                checks.append(FileCheck("raw", path, "missing"))
+            elif not remote.pinned:
+                checks.append(FileCheck("raw", path, "unpinned", "no published checksum; checked when decoded"))
+            elif problem := remote.problem(path):
+                checks.append(FileCheck("raw", path, "bad", problem, f"`harness data download {self.name}` fetches it again"))
+            else:
+                checks.append(FileCheck("raw", path, "ok"))
+        if all(c.state in ("ok", "unpinned") for c in checks):
+            rebuild = f"`harness data prepare {self.name} --force` rebuilds it (a load also does)"
+        else:
+            rebuild = (f"`harness data download {self.name}` fetches the raw files and rebuilds it, or "
+                       f"`harness data prepare {self.name} --from PATH` decodes your own copy")
+        for path in self.cache_files(root):
+            problem = cache_problem(path)
+            checks.append(FileCheck("cache", path, "bad", problem, rebuild) if problem else FileCheck("cache", path, "ok"))
+        return checks
+
+    def status(self, root: Path) -> dict:
+        """The state of each raw file and decoded cache, by content (see :meth:`check`)."""
+        checks = self.check(root)
+        files = {c.path.name: c.state for c in checks if c.kind == "raw"}
+        caches = {c.path.name: c.state for c in checks if c.kind == "cache"}
+        raw_ok = all(state in ("ok", "unpinned") for state in files.values())
+        native_ok = all(caches.get(self.cache_path(root, s, self.native_size).name) == "ok" for s in self.splits)
         return {
             "dataset": self.name,
-            "files": {f.name: (raw / f.name).is_file() for f in self.files},
+            "files": files,
             "cached": caches,
-            "ready": not self.cached or not self.missing_files(root) or bool(caches),
+            "ready": not self.cached or raw_ok or native_ok,
+            "damaged": [c for c in checks if c.state == "bad"],
         }
 
     # ------------------------------------------------------------------ fetching
-    def download(self, root: Path, progress: bool = True) -> list[Path]:
-        """Fetch missing files from the mirror or their URLs, verify, and move them into place."""
+    def download(self, root: Path, progress: bool = True, force: bool = False) -> list[Path]:
+        """Fetch the files that are missing or fail their published checksum (every file with
+        ``force``) from the mirror or their URLs, verify them, and move them into place."""
+        raw = self.raw_dir(root)
         fetched = []
-        for remote in self.missing_files(root):
-            fetched.append(fetch(remote, self.raw_dir(root), self.folder, progress=progress))
+        for remote in self.files:
+            if force or not (raw / remote.name).is_file() or remote.problem(raw / remote.name):
+                fetched.append(fetch(remote, raw, self.folder, progress=progress))
         return fetched
 
-    def prepare_from(self, root: Path, source: Path) -> None:
-        """Take a user's local copy: a folder holding the expected files (copied and verified), or
-        a layout :meth:`read_local_copy` understands (decoded straight into the cache)."""
+    def prepare_from(self, root: Path, source: Path) -> list[Path]:
+        """Take a user's local copy: a folder holding the expected files (copied, verified and decoded),
+        or a layout :meth:`read_local_copy` understands (decoded straight into the cache). Returns the
+        caches written."""
         source = Path(source).expanduser()
         if not source.is_dir():
             raise DataError(f"--from {source}: not a folder. {self.prepare_hint}")
@@ -153,17 +207,23 @@ class Dataset:
             raw.mkdir(parents=True, exist_ok=True)
             for remote in self.files:
                 _copy_verified(found[remote.name][0], raw / remote.name, remote)
-            for split in self.splits:
-                self.load(root, split)
-            return
+            return self.build_caches(root, force=True)
+        written = []
         for split in self.splits:
-            local = self.read_local_copy(source, split)
+            try:
+                local = self.read_local_copy(source, split)
+            except RawFileError as exc:
+                raise DataError(f"{exc}. Prepare from an unmodified copy of the published files.") from None
             if local is None:
                 missing = ", ".join(name for name, paths in found.items() if not paths)
                 raise DataError(f"--from {source}: {missing} not found in it. {self.prepare_hint}")
-            identity = f"{self.name}/{split}"
-            imageset = _to_imageset(local, self.native_size, self.channels, identity)
-            torch_save(_imageset_state(imageset), self.cache_path(root, split, self.native_size))
+            for stale in self.cache_files(root):  # caches decoded from an earlier copy
+                if _cache_size(stale, split):
+                    drop_cache(stale)
+            path = self.cache_path(root, split, self.native_size)
+            save_cache(_imageset_state(_to_imageset(local, self.native_size, self.channels, f"{self.name}/{split}")), path)
+            written.append(path)
+        return written
 
     def read_local_copy(self, source: Path, split: str) -> RawSplit | None:
         """Decode ``split`` from another layout researchers keep (None: not understood)."""
@@ -185,6 +245,10 @@ class Dataset:
             f"`harness data prepare {self.name} --from PATH`. {self.prepare_hint}".rstrip()
         )
 
+    def replace_hint(self) -> str:
+        return (f"Replace it: `harness data download {self.name} --force` fetches the published files again, "
+                f"or `harness data prepare {self.name} --from PATH` decodes your own copy.")
+
     # ------------------------------------------------------------------ decoding and loading
     def read_split(self, raw: Path, split: str) -> RawSplit:
         """Decode ``split`` from the raw files in ``raw``."""
@@ -195,9 +259,8 @@ class Dataset:
         return None
 
     def load(self, root: Path, split: str, size: int = 0) -> ImageSet:
-        """The split as an ImageSet at ``size`` px, decoding into the cache on first use."""
-        import torch
-
+        """The split as an ImageSet at ``size`` px, from its cache when that matches its stored SHA256,
+        else decoded (again) into the cache, saying so on stderr when a cache was rebuilt."""
         if split not in self.splits:
             raise DataError(f"{self.name} has no split '{split}' (it has {', '.join(self.splits)})")
         size = size or self.native_size
@@ -206,28 +269,75 @@ class Dataset:
             return _to_imageset(self.read_split(Path(), split), size, self.channels, identity)
         path = self.cache_path(root, split, size)
         if path.is_file():
-            state = torch.load(path, mmap=True, weights_only=True)
-            return ImageSet(identity=identity, **state)
+            problem = cache_problem(path)
+            if problem is None:
+                try:
+                    return ImageSet(identity=identity, **load_cache(path))
+                except Exception as exc:  # it matches its checksum, yet this torch cannot read it: rebuild
+                    problem = f"cannot be loaded ({type(exc).__name__})"
+            _say_rebuilding(path, problem)
         imageset = _to_imageset(self._read_source(root, split), size, self.channels, identity)
-        torch_save(_imageset_state(imageset), path)
+        save_cache(_imageset_state(imageset), path)
         return imageset
 
+    def build_caches(self, root: Path, force: bool = False) -> list[Path]:
+        """Decode every split into its native-size cache and rebuild each cache (any size) that fails
+        its checksum, or every cache with ``force``. Returns the caches written."""
+        if not self.cached:
+            return []
+        if force and self.missing_files(root):
+            raise DataError(
+                f"--force rebuilds {self.name}'s caches from its raw files, but "
+                f"{', '.join(f.name for f in self.missing_files(root))} are not in {self.raw_dir(root)}. Fetch them "
+                f"with `harness data download {self.name}`, or decode your own copy with `harness data prepare {self.name} --from PATH`."
+            )
+        written = []
+        for split in self.splits:
+            sizes = {self.native_size} | {size for path in self.cache_files(root) if (size := _cache_size(path, split))}
+            paths = {size: self.cache_path(root, split, size) for size in sorted(sizes)}
+            problems = {size: cache_problem(path) for size, path in paths.items()} if not force else {}
+            stale = [size for size in paths if force or problems[size]]
+            if not stale:
+                continue
+            for size in stale:
+                if problems.get(size) and paths[size].is_file():
+                    _say_rebuilding(paths[size], problems[size])
+            source = self._read_source(root, split)
+            for size in stale:
+                save_cache(_imageset_state(_to_imageset(source, size, self.channels, f"{self.name}/{split}")), paths[size])
+                written.append(paths[size])
+        return written
+
     def _read_source(self, root: Path, split: str) -> RawSplit:
-        """Decoded images from the raw files, else from the native-size cache."""
+        """Decoded images from the raw files (checked against their published checksums first), else
+        from the native-size cache."""
+        raw = self.raw_dir(root)
         if self.missing_files(root):
             native = self.cache_path(root, split, self.native_size)
             if not native.is_file():
                 raise self.missing_error(root)
-            cached = self.load(root, split, self.native_size)
+            if problem := cache_problem(native):
+                raise DataError(
+                    f"decoded cache {native} {problem}, and the raw files to rebuild it from are not in {raw}. "
+                    f"Fetch them with `harness data download {self.name}` (the cache is then rebuilt), or decode "
+                    f"your own copy again with `harness data prepare {self.name} --from PATH`."
+                )
+            cached = ImageSet(**load_cache(native))
             images = cached.images.permute(0, 2, 3, 1).numpy()
             groups = None if cached.class_groups is None else cached.class_groups.numpy()
             return RawSplit(list(images), cached.labels.numpy(), cached.class_names, groups, cached.group_names)
+        for remote in self.files:
+            if problem := remote.problem(raw / remote.name):
+                raise DataError(f"{raw / remote.name}: {problem}: the file is corrupt or truncated. "
+                                f"Replace it with `harness data download {self.name}`, which fetches it again.")
         try:
-            return self.read_split(self.raw_dir(root), split)
+            return self.read_split(raw, split)
+        except RawFileError as exc:
+            raise DataError(f"{exc}. {self.replace_hint()}") from None
         except (OSError, ValueError, KeyError, EOFError) as exc:
             raise DataError(
-                f"could not decode {self.name} from {self.raw_dir(root)} ({type(exc).__name__}: {exc}); "
-                f"a raw file may be corrupt: delete it and run `harness data download {self.name}`"
+                f"could not decode {self.name} from {raw} ({type(exc).__name__}: {exc}); a raw file may be "
+                f"corrupt: `harness data download {self.name} --force` fetches the published files again"
             ) from None
 
 
@@ -320,3 +430,13 @@ def _imageset_state(imageset: ImageSet) -> dict:
         "class_groups": imageset.class_groups,
         "group_names": imageset.group_names,
     }
+
+
+def _say_rebuilding(path: Path, problem: str) -> None:
+    print(f"harness: decoded cache {path} {problem}; rebuilding it", file=sys.stderr)
+
+
+def _cache_size(path: Path, split: str) -> int | None:
+    """The image size of a cache file of ``split`` (``<split>-<size>px.pt``), else None."""
+    name, _, size = path.name.rpartition("-")
+    return int(size[:-5]) if name == split and size.endswith("px.pt") and size[:-5].isdigit() else None

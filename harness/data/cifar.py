@@ -4,13 +4,13 @@ and FC100 (Oreshkin et al. 2018; 60/20/20 classes from disjoint superclasses).""
 from __future__ import annotations
 
 import io
-import pickle
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from harness.data.base import Dataset, RawSplit, RemoteFile, SplitInfo
+from harness.data.integrity import RawFileError, open_zip
+from harness.data.safe_pickle import load_pickle
 
 _ZENODO = "https://zenodo.org/record/7978538/files"
 CIFAR_MEAN, CIFAR_STD = (0.507, 0.487, 0.441), (0.267, 0.256, 0.276)
@@ -30,9 +30,13 @@ class CIFARFS(Dataset):
     prepare_hint = "A local copy is a folder holding cifar100.zip, or its extracted cifar100/data and cifar100/splits/bertinetto."
 
     def read_split(self, raw: Path, split: str) -> RawSplit:
-        with zipfile.ZipFile(raw / "cifar100.zip") as archive:
+        path = raw / "cifar100.zip"
+        with open_zip(path) as archive:
             names = archive.namelist()
-            root = next(n for n in names if n.endswith("splits/bertinetto/train.txt")).rsplit("splits/", 1)[0]
+            lists = [n for n in names if n.endswith("splits/bertinetto/train.txt")]
+            if not lists:
+                raise RawFileError(path, "holds no splits/bertinetto/train.txt (want cifar100/data/<class>/*.png and cifar100/splits/bertinetto/*.txt)")
+            root = lists[0].rsplit("splits/", 1)[0]
             classes = _split_classes(archive.read(f"{root}splits/bertinetto/{split}.txt").decode())
             return _class_folders(classes, names, f"{root}data/", archive.read)
 
@@ -77,17 +81,21 @@ class FC100(Dataset):
     prepare_hint = "A local copy is a folder holding fc100.zip or the files FC100_train.pickle, FC100_val.pickle, FC100_test.pickle."
 
     def read_split(self, raw: Path, split: str) -> RawSplit:
-        with zipfile.ZipFile(raw / "fc100.zip") as archive:
-            member = next(n for n in archive.namelist() if n.endswith(f"FC100_{split}.pickle"))
-            return _fc100_split(archive.read(member))
+        path = raw / "fc100.zip"
+        with open_zip(path) as archive:
+            members = [n for n in archive.namelist() if n.endswith(f"FC100_{split}.pickle")]
+            if not members:
+                raise RawFileError(path, f"holds no FC100_{split}.pickle")
+            blob = archive.read(members[0])
+        return _fc100_split(blob, f"{path}:{members[0]}")
 
     def read_local_copy(self, source: Path, split: str) -> RawSplit | None:
         found = sorted(source.rglob(f"FC100_{split}.pickle"))
-        return _fc100_split(found[0].read_bytes()) if found else None
+        return _fc100_split(found[0].read_bytes(), str(found[0])) if found else None
 
 
-def _fc100_split(blob: bytes) -> RawSplit:
-    archive = pickle.loads(blob, encoding="latin1")
+def _fc100_split(blob: bytes, label: str) -> RawSplit:
+    archive = load_pickle(blob, label, encoding="latin1")
     data, fine = np.asarray(archive["data"], dtype=np.uint8), np.asarray(archive["labels"], dtype=np.int64)
     order = np.argsort(fine, kind="stable")
     classes = np.unique(fine)

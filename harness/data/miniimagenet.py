@@ -5,12 +5,12 @@ N×84×84×3 uint8 and ``class_dict`` name → indices) or an image folder with 
 from __future__ import annotations
 
 import csv
-import pickle
 from pathlib import Path
 
 import numpy as np
 
 from harness.data.base import Dataset, RawSplit, RemoteFile, SplitInfo
+from harness.data.safe_pickle import load_pickle
 
 _ZENODO = "https://zenodo.org/record/7978538/files"
 PICKLE_SPLITS = {"train": "train", "val": "validation", "test": "test"}
@@ -43,8 +43,7 @@ class MiniImageNet(Dataset):
     )
 
     def read_split(self, raw: Path, split: str) -> RawSplit:
-        with open(raw / f"mini-imagenet-cache-{PICKLE_SPLITS[split]}.pkl", "rb") as fh:
-            cache = pickle.load(fh)
+        cache = load_pickle(raw / f"mini-imagenet-cache-{PICKLE_SPLITS[split]}.pkl")
         return split_from_class_dict(cache["image_data"], cache["class_dict"])
 
     def read_local_copy(self, source: Path, split: str) -> RawSplit | None:

@@ -8,12 +8,12 @@ Classes are ``Alphabet/characterNN``; a class's group is its alphabet.
 from __future__ import annotations
 
 import io
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from harness.data.base import Dataset, RawSplit, RemoteFile, SplitInfo
+from harness.data.integrity import open_zip
 
 _BASE = "https://github.com/brendenlake/omniglot/raw/master/python"
 # SHA256 of the published files (the same values as TensorFlow Datasets' url_checksums/omniglot.txt
@@ -53,7 +53,7 @@ def decode_ink(data: bytes) -> np.ndarray:
 def read_alphabets(zip_path: Path, exclude: tuple[str, ...] = ()) -> RawSplit:
     """All ``<top>/<Alphabet>/<character>/<file>.png`` images of a Lake zip, in sorted order."""
     images, labels, class_names, class_groups, group_names = [], [], [], [], []
-    with zipfile.ZipFile(zip_path) as archive:
+    with open_zip(zip_path) as archive:
         pngs = sorted(n for n in archive.namelist() if n.endswith(".png"))
         for name in pngs:
             parts = name.split("/")
@@ -80,7 +80,7 @@ def read_runs(zip_path: Path) -> RawSplit:
     (class01..class20, sorted), then its 20 test items (item01..item20); the class of a test item
     is read from ``runNN/class_labels.txt``. Labels are ``20·r + class index``; groups are runs."""
     images, labels, class_names = [], [], []
-    with zipfile.ZipFile(zip_path) as archive:
+    with open_zip(zip_path) as archive:
         for run in range(1, RUNS + 1):
             prefix = f"run{run:02d}"
             pairs = [line.split() for line in archive.read(f"{prefix}/class_labels.txt").decode().splitlines() if line.strip()]

@@ -5,12 +5,12 @@ Reads the published pickles: ``<split>_images_png.pkl`` (PNG-encoded images) and
 from __future__ import annotations
 
 import io
-import pickle
 from pathlib import Path
 
 import numpy as np
 
 from harness.data.base import Dataset, RawSplit, RemoteFile, SplitInfo
+from harness.data.safe_pickle import load_pickle
 
 _ZENODO = "https://zenodo.org/record/7978538/files"
 SHORT = {"train": "train", "val": "val", "test": "test"}
@@ -35,10 +35,8 @@ class TieredImageNet(Dataset):
     def read_split(self, raw: Path, split: str) -> RawSplit:
         from PIL import Image
 
-        with open(raw / f"{SHORT[split]}_images_png.pkl", "rb") as fh:
-            encoded = pickle.load(fh)
-        with open(raw / f"{SHORT[split]}_labels.pkl", "rb") as fh:
-            meta = pickle.load(fh, encoding="latin1")
+        encoded = load_pickle(raw / f"{SHORT[split]}_images_png.pkl")
+        meta = load_pickle(raw / f"{SHORT[split]}_labels.pkl", encoding="latin1")
         specific = np.asarray(meta["label_specific"], dtype=np.int64)
         general = np.asarray(meta["label_general"], dtype=np.int64)
         if len(specific) != len(encoded):

@@ -1,0 +1,184 @@
+"""``harness reproduce SPEC.yaml``: re-run every measured cell of a paper table from its stored
+configuration into a fresh store, through the sweep machinery (one SLURM job array, or local
+workers), and compare each reproduced run with the stored one.
+
+Verdicts, per stored run (one line per cell and seed):
+- ``identical``: the same per-query outcomes (``trials.npy``) and so the same accuracy;
+- ``within tolerance``: different, but the stored run was made on another platform (CPU/GPU
+  model, torch threads, OS, torch build), and the difference is within the cell's 95% CI across
+  seeds (over episodes when the cell has one seed);
+- ``DIFFERENT``: different on the same platform (where replay is exact), or beyond the tolerance.
+Any DIFFERENT makes the command exit 1.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.config import GROUPS, UNHASHED
+from harness.errors import ConfigError, HarnessError, RunFailed
+
+SAME_PLATFORM_FIELDS = ("device", "threads", "platform")
+
+
+@dataclass
+class Replay:
+    """One stored run of a table cell and its re-run."""
+
+    row: str
+    column: str
+    stored: dict
+    tolerance: float  # accuracy (0..1) allowed across platforms
+    run: object  # harness.launch.Run
+    reproduced: dict | None = None
+
+    def verdict(self) -> str:
+        import numpy as np
+
+        from harness.store import read_scores
+
+        if self.reproduced is None:
+            return "NOT RUN"
+        same = np.array_equal(read_scores(self.stored["run_dir"])[1], read_scores(self.reproduced["run_dir"])[1])
+        if same and self.stored["accuracy"] == self.reproduced["accuracy"]:
+            return "identical"
+        if self.same_platform() or abs(self.difference()) > self.tolerance:
+            return "DIFFERENT"
+        return "within tolerance"
+
+    def same_platform(self) -> bool:
+        return all(self.stored.get(k) == self.reproduced.get(k) for k in SAME_PLATFORM_FIELDS)
+
+    def difference(self) -> float:
+        return self.reproduced["accuracy"] - self.stored["accuracy"]
+
+
+def stored_overrides(run_dir: Path) -> dict:
+    """A run's configuration as overrides (without where its data lived)."""
+    from harness.store import read_config
+
+    tree = read_config(run_dir)
+    overrides = {group: dict(tree[group]) for group in GROUPS}
+    for group, key in UNHASHED:
+        overrides[group].pop(key, None)
+    return overrides
+
+
+def plan_replays(table, only: list[str] | None, seeds: list[int] | None) -> list[Replay]:
+    """The stored runs of the table's measured cells (rows in ``only``, seeds in ``seeds``)."""
+    import difflib
+
+    from harness.launch import Run
+    from harness.resolve import resolve
+
+    spec = table.spec
+    labels = [row.label for row in spec.rows]
+    for name in only or []:
+        if name not in labels and name not in {row.method for row in spec.rows}:
+            close = difflib.get_close_matches(name, labels, n=1)
+            raise ConfigError(f"--only {name}: no such row in {spec.path}" + (f"; did you mean '{close[0]}'?" if close else "")
+                              + f". Rows: {', '.join(labels)}")
+    replays = []
+    for row, cells in zip(spec.rows, table.cells):
+        if only and row.label not in only and row.method not in only:
+            continue
+        for column, cell in zip(spec.columns, cells):
+            if cell.group is None:
+                continue
+            tolerance = cell.group.ci95
+            for record in cell.group.runs:
+                if seeds is not None and record["seed"] not in seeds:
+                    continue
+                if record.get("kind", "train") != "train":
+                    raise HarnessError(f"{row.label} ({column.label}): run {record['run_id']} was made by `harness eval`; "
+                                       "reproduce re-runs training runs only")
+                overrides = stored_overrides(Path(record["run_dir"]))
+                config_hash = resolve(record["method"], record["benchmark"], overrides=overrides).config.hash()
+                key = f"{config_hash}-s{record['seed']}"
+                run = Run(key, f"{row.label} | {column.label} seed {record['seed']}", record["method"],
+                          record["benchmark"], record["seed"], overrides, config_hash, "",
+                          threads=int(record.get("threads") or 0))
+                replays.append(Replay(row.label, column.label, record, tolerance, run))
+    if not replays:
+        raise HarnessError(f"{spec.path}: no stored run matches" + (f" --only {', '.join(only)}" if only else "")
+                           + (f" --seeds {', '.join(map(str, seeds))}" if seeds is not None else ""))
+    return replays
+
+
+def report_lines(replays: list[Replay], metric: str) -> str:
+    from tabulate import tabulate
+
+    from harness.report import percent
+
+    rows = []
+    for r in replays:
+        stored = percent(r.stored["accuracy"], metric)
+        reproduced = percent(r.reproduced["accuracy"], metric) if r.reproduced else None
+        rows.append([r.row, r.column, r.stored["seed"], f"{stored:.2f}",
+                     "—" if reproduced is None else f"{reproduced:.2f}",
+                     "—" if reproduced is None else f"{reproduced - stored:+.2f}",
+                     "exact" if r.reproduced is None or r.same_platform() else f"± {100 * r.tolerance:.2f}",
+                     r.verdict()])
+    return tabulate(rows, headers=["row", "column", "seed", f"stored {metric} %", f"reproduced {metric} %",
+                                   "difference", "tolerance", "verdict"], tablefmt="simple", disable_numparse=True)
+
+
+def cmd_reproduce(args) -> int:
+    from harness.cli import default_runs_dir
+    from harness.launch import (
+        Launch, Sweep, choose_executor, dry_run, launch_runs, load_profile, parse_seeds, wait,
+    )
+    from harness.report import Store, build_table, load_spec
+    from harness.store import RunStore
+
+    spec = load_spec(Path(args.spec))
+    table = build_table(spec, Store(RunStore(spec.evidence)))
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    replays = plan_replays(table, args.only, seeds)
+    executor = choose_executor(args.executor, args.profile)
+    profile, profile_source = load_profile(args.profile)
+    parallelism = args.parallelism or (profile["parallelism"] if executor == "slurm" else 1)
+    launch = Launch(executor, profile, profile_source, parallelism, args.device)
+    runs_dir = Path(args.runs_dir or default_runs_dir() / "reproduce" / f"{spec.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if runs_dir.resolve() == spec.evidence.resolve():
+        raise ConfigError(f"--runs-dir {runs_dir} is the table's evidence; reproduce into a fresh store")
+    sweep = Sweep(runs_dir, f"reproduce-{spec.path.stem}")
+    runs = [r.run for r in replays]
+    args.force = args.retry_failed = False
+    if args.dry_run:
+        return dry_run(sweep, runs, launch, args)
+    launch_runs(sweep, runs, {"reproduce": str(spec.path)}, launch, args)
+    try:
+        wait(sweep, runs, runs_dir)
+    except RunFailed as exc:
+        print(f"harness: {exc}")
+    fresh = RunStore(runs_dir)
+    for replay in replays:
+        replay.reproduced = fresh.newest_ok(replay.run.config_hash, replay.run.seed)
+    print(report_lines(replays, spec.metric))
+    verdicts = [r.verdict() for r in replays]
+    print(f"{verdicts.count('identical')} identical, {verdicts.count('within tolerance')} within tolerance, "
+          f"{verdicts.count('DIFFERENT')} different, {verdicts.count('NOT RUN')} not run (reproduced into {runs_dir})")
+    return 1 if any(v in ("DIFFERENT", "NOT RUN") for v in verdicts) else 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser(
+        "reproduce", help="re-run a table's measured cells from their stored configurations and compare",
+        description="Re-run every measured cell of a table spec (each stored seed) from the stored configuration "
+                    "into a fresh store, through the sweep machinery, and print stored vs reproduced per cell and "
+                    "seed: identical, within tolerance (another platform: within the cell's 95%% CI across seeds) "
+                    "or DIFFERENT (exit 1).")
+    p.add_argument("spec", metavar="SPEC.yaml", help="table spec, e.g. results/tables/omniglot_lake.yaml")
+    p.add_argument("--only", action="append", metavar="ROW", help="only this row (label or method; repeatable)")
+    p.add_argument("--seeds", help="only these seeds: 0-2, 0,2 (default: every stored seed)")
+    p.add_argument("--executor", choices=("local", "slurm"), help="default: slurm when `sinfo` answers, else local")
+    p.add_argument("--profile", help="SLURM profile (see `harness sweep --profile`)")
+    p.add_argument("--parallelism", type=int, help="runs at once (default 1)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--runs-dir", help="the fresh store (default runs/reproduce/<spec>-<time>); "
+                                      "an earlier one continues an interrupted reproduction")
+    p.add_argument("--dry-run", action="store_true", help="print what would run; run nothing")
+    p.set_defaults(handler=cmd_reproduce)

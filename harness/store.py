@@ -1,0 +1,222 @@
+"""The run store: one directory per run under a runs directory, and the one place that decides
+which run of a configuration counts.
+
+``<runs>/<run id>/`` holds ``config.yaml`` (the resolved configuration), ``result.json`` (status
+running|ok|failed, scores and provenance), ``episodes.csv`` (accuracy per test episode),
+``trials.npy`` (bool [episodes, queries]: each query right or wrong), ``checkpoint.pt``,
+``train_log.csv`` and ``error.log`` for failures. Every file is written atomically.
+
+Of several ``ok`` runs of one configuration (config hash) and seed, the *newest* counts: the latest
+``finished`` time, then the larger run id (run ids start with the start time). Every command that
+asks "is this run done?" (``run --resume``, sweeps, ``tune``, ``reproduce``) or "which runs count?"
+(``results``, ``leaderboard``, ``table``, ``plot``) goes through ``RunStore``.
+
+*Evidence* is the lightweight part of a run directory (everything but the checkpoint): what a
+committed table needs to be regenerated and checked anywhere (``copy_evidence``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Any, TypedDict
+
+import yaml
+
+from harness import files
+
+RESULT, CONFIG, EPISODES, TRIALS = "result.json", "config.yaml", "episodes.csv", "trials.npy"
+CHECKPOINT, TRAIN_LOG, ERROR_LOG = "checkpoint.pt", "train_log.csv", "error.log"
+EVIDENCE_FILES = (CONFIG, RESULT, EPISODES, TRIALS, TRAIN_LOG)
+
+
+class RunRecord(TypedDict, total=False):
+    """``result.json`` (see the README's "Result records"); ``run_dir`` is added when read."""
+
+    run_id: str
+    run_dir: str
+    kind: str  # train | eval
+    method: str
+    benchmark: str
+    trained_on: str
+    source_run: str
+    seed: int
+    config_hash: str
+    head: str
+    distance: str
+    status: str  # running | ok | failed
+    reason: str | None
+    started: str
+    finished: str
+    steps: int
+    train_seconds: float
+    wall_seconds: float
+    budget_exhausted: bool
+    accuracy: float
+    error: float
+    ci95: float
+    episodes: int
+    queries_per_episode: int
+    episode_digest: str
+    eval_seconds: float
+    val_accuracy: float | None
+    peak_memory_mb: float
+    device: str
+    threads: int
+    platform: str
+    host: str
+    command: str
+    versions: dict[str, str | None]
+    git: dict[str, Any]
+
+
+def new_run_id(method: str, benchmark: str, seed: int, config_hash: str) -> str:
+    """A unique, sortable run id: time, method, benchmark, seed, config hash, random suffix."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{method}-{benchmark}-s{seed}-{config_hash[:8]}-{secrets.token_hex(2)}"
+
+
+def write_config(run_dir: Path, tree: dict) -> None:
+    files.write_text(Path(run_dir) / CONFIG, yaml.safe_dump(tree, sort_keys=False))
+
+
+def read_config(run_dir: Path) -> dict:
+    return yaml.safe_load((Path(run_dir) / CONFIG).read_text())
+
+
+def write_record(run_dir: Path, record: dict) -> None:
+    files.write_json(Path(run_dir) / RESULT, {k: v for k, v in record.items() if k != "run_dir"})
+
+
+def read_record(run_dir: Path) -> RunRecord | None:
+    """The run's record with ``run_dir`` added, or None if it has none (or an unreadable one)."""
+    path = Path(run_dir) / RESULT
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    record["run_dir"] = str(run_dir)
+    return record
+
+
+def write_scores(run_dir: Path, accuracies, correct) -> None:
+    """Per-episode accuracies (CSV) and per-query correctness (``trials.npy``)."""
+    import numpy as np
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["episode", "accuracy", "correct", "queries"])
+    for i, (acc, row) in enumerate(zip(accuracies, correct)):
+        writer.writerow([i, f"{acc:.6f}", int(row.sum()), len(row)])
+    files.write_text(Path(run_dir) / EPISODES, out.getvalue())
+    with files.atomic_path(Path(run_dir) / TRIALS) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(correct, dtype=bool))
+
+
+def read_scores(run_dir: Path):
+    """(per-episode accuracies, per-query correctness) of a finished run, as numpy arrays."""
+    import numpy as np
+
+    correct = np.load(Path(run_dir) / TRIALS, allow_pickle=False)
+    return correct.mean(axis=1), correct
+
+
+def newest_key(record: dict) -> tuple[str, str]:
+    """Sort key, oldest first: finish time, then run id (ids start with the start time)."""
+    return (str(record.get("finished") or ""), str(record.get("run_id") or Path(record["run_dir"]).name))
+
+
+def run_key(record: dict) -> tuple[str | None, int | None]:
+    """What identifies a run's computation: (config hash, seed)."""
+    return record.get("config_hash"), record.get("seed")
+
+
+class RunStore:
+    """The records of one or more runs directories (read once; the first directory is where new
+    runs go). A directory that does not exist holds no runs."""
+
+    def __init__(self, *runs_dirs: Path):
+        if not runs_dirs:
+            raise ValueError("RunStore needs at least one runs directory")
+        self.runs_dirs = [Path(d) for d in runs_dirs]
+        self.runs_dir = self.runs_dirs[0]
+        records: list[RunRecord] = []
+        for runs_dir in self.runs_dirs:
+            if runs_dir.is_dir():
+                found = (read_record(p) for p in sorted(runs_dir.iterdir()) if (p / RESULT).is_file())
+                records += [r for r in found if r is not None]
+        self.records = sorted(records, key=newest_key)  # oldest first
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def describe(self) -> str:
+        return ", ".join(str(d) for d in self.runs_dirs)
+
+    def newest(self, records: list[dict]) -> tuple[dict[tuple, dict], list[dict]]:
+        """The newest ok record per (method, config hash, seed) of ``records``, and the older
+        ok duplicates (superseded), oldest first."""
+        newest: dict[tuple, dict] = {}
+        superseded = []
+        for record in sorted((r for r in records if r.get("status") == "ok"), key=newest_key):
+            key = (record.get("method"), *run_key(record))
+            if key in newest:
+                superseded.append(newest[key])
+            newest[key] = record
+        return newest, superseded
+
+    def finished(self) -> dict[tuple, RunRecord]:
+        """(config hash, seed) → the newest ok record."""
+        newest, _ = self.newest(self.records)
+        return {run_key(r): r for r in sorted(newest.values(), key=newest_key)}
+
+    def newest_ok(self, config_hash: str, seed: int) -> RunRecord | None:
+        """The run that counts for this configuration and seed, if one finished."""
+        return self.finished().get((config_hash, seed))
+
+    def latest(self, config_hash: str, seed: int) -> RunRecord | None:
+        """The newest run of this configuration and seed whatever its status (to resume)."""
+        matches = [r for r in self.records if run_key(r) == (config_hash, seed)]
+        return max(matches, key=lambda r: (str(r.get("started") or ""), r["run_dir"])) if matches else None
+
+
+def copy_evidence(record: dict, dest_runs_dir: Path) -> Path:
+    """Copy a run's evidence (config, record, scores, training log; never the checkpoint) into
+    ``dest_runs_dir/<run id>/``; returns that directory."""
+    source = Path(record["run_dir"])
+    dest = Path(dest_runs_dir) / source.name
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in EVIDENCE_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, dest / name)
+    return dest
+
+
+def records_frame(records: list[dict]):
+    """Records as a pandas DataFrame with the columns people read first."""
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        rows.append({
+            "run": Path(r["run_dir"]).name,
+            "method": r.get("method"),
+            "benchmark": r.get("benchmark"),
+            "seed": r.get("seed"),
+            "head": r.get("head"),
+            "status": r.get("status"),
+            "accuracy": r.get("accuracy"),
+            "ci95": r.get("ci95"),
+            "episodes": r.get("episodes"),
+            "steps": r.get("steps"),
+            "train_s": r.get("train_seconds"),
+            "reason": r.get("reason"),
+        })
+    return pd.DataFrame(rows)
