@@ -40,7 +40,6 @@ from __future__ import annotations
 import math
 import os
 import statistics
-import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path

@@ -48,3 +48,17 @@ def only_run(runs_dir: Path) -> Path:
     runs = sorted(p for p in Path(runs_dir).iterdir() if p.is_dir())
     assert len(runs) == 1, runs
     return runs[0]
+
+
+def interrupt_at_step(monkeypatch, method_class, step: int):
+    """Make ``method_class.training_step`` raise KeyboardInterrupt at ``step`` (a crash mid-run);
+    returns a function that restores the real step."""
+    real = method_class.training_step
+
+    def interrupted(self, data, current, generator):
+        if current == step:
+            raise KeyboardInterrupt
+        return real(self, data, current, generator)
+
+    monkeypatch.setattr(method_class, "training_step", interrupted)
+    return lambda: monkeypatch.setattr(method_class, "training_step", real)

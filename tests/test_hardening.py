@@ -21,7 +21,7 @@ from harness.errors import ConfigError
 from harness.resolve import resolve
 from harness.store import read_record
 
-from conftest import only_run, run_cli
+from conftest import interrupt_at_step, only_run, run_cli
 
 PROTONET = ("--method", "protonet", "--bench", "synthetic-5w1s", "--set", "train.steps=2", "--set", "bench.episodes=10",
             "--set", "method.train_ways=5", "--set", "method.train_queries=3", "--no-progress")
@@ -277,18 +277,13 @@ def test_commands_point_only_at_files_they_wrote(run_copy, tmp_path, capsys):
 def test_ctrl_c_prints_the_resume_command_and_a_resumed_run_drops_its_traceback(runs_dir, monkeypatch, capsys):
     from harness.methods.protonet import ProtoNet
 
-    step_impl = ProtoNet.training_step
-
-    def interrupt(self, data, step, generator):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(ProtoNet, "training_step", interrupt)
+    restore = interrupt_at_step(monkeypatch, ProtoNet, 0)
     assert run_cli("run", *PROTONET, "--runs-dir", runs_dir) == 130
     run_dir = only_run(runs_dir)
     err = one_line_error(capsys, "interrupted", f"--run-dir {run_dir} --resume")
     assert read_record(run_dir)["reason"] == "interrupted" and (run_dir / "error.log").is_file()
 
-    monkeypatch.setattr(ProtoNet, "training_step", step_impl)
+    restore()
     command = shlex.split(err.split("with: ", 1)[1])
     assert command[:2] == ["harness", "run"]
     assert run_cli(*command[1:]) == 0

@@ -14,7 +14,7 @@ from harness.resolve import resolve
 from harness.store import read_config, read_record, read_scores
 from harness.runner import execute
 
-from conftest import only_run, run_cli
+from conftest import interrupt_at_step, only_run, run_cli
 
 RECORD_KEYS = {
     "method", "benchmark", "seed", "config_hash", "accuracy", "ci95", "episodes", "episode_digest", "head",
@@ -72,20 +72,12 @@ def test_resume_continues_exactly_where_it_stopped(method, sets, tmp_path, monke
         *sets])
     straight = execute(resolved, seed=3, run_dir=tmp_path / "straight", progress=False)
 
-    cls = resolved.method_class
-    step_impl = cls.training_step
-
-    def crash_at_step_9(self, data, step, generator):
-        if step == 9:
-            raise KeyboardInterrupt
-        return step_impl(self, data, step, generator)
-
-    monkeypatch.setattr(cls, "training_step", crash_at_step_9)
+    restore = interrupt_at_step(monkeypatch, resolved.method_class, 9)
     with pytest.raises(KeyboardInterrupt):
         execute(resolved, seed=3, run_dir=tmp_path / "resumed", progress=False)
     assert read_record(tmp_path / "resumed")["status"] == "failed"
     assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["step"] == 8
-    monkeypatch.setattr(cls, "training_step", step_impl)
+    restore()
     resumed = execute(resolved, seed=3, run_dir=tmp_path / "resumed", resume=True, progress=False)
     assert resumed["status"] == "ok" and resumed["steps"] == 12
     assert np.array_equal(read_scores(tmp_path / "resumed")[1], read_scores(tmp_path / "straight")[1])

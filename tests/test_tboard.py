@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 
 import pytest
-from conftest import only_run, run_cli
+from conftest import interrupt_at_step, only_run, run_cli
 
 from harness.resolve import resolve
 from harness.runner import execute
@@ -59,19 +59,11 @@ def test_a_resumed_run_continues_its_curves_without_duplicate_steps(tmp_path, mo
     with the resumed run's values from step 3 on (those of train_log.csv)."""
     resolved = resolve("protonet", "synthetic-5w1s", sets=[*TINY, "train.steps=5", "train.checkpoint_every=2",
                                                             "train.val_every=2"])
-    cls = resolved.method_class
-    step_impl = cls.training_step
-
-    def crash_at_step_4(self, data, step, generator):
-        if step == 3:
-            raise KeyboardInterrupt
-        return step_impl(self, data, step, generator)
-
-    monkeypatch.setattr(cls, "training_step", crash_at_step_4)
+    restore = interrupt_at_step(monkeypatch, resolved.method_class, 3)  # the 4th step
     with pytest.raises(KeyboardInterrupt):
         execute(resolved, seed=0, run_dir=tmp_path / "run", progress=False)
     assert [s for s, _ in scalars(tmp_path / "run")["train/loss"]] == [1, 2, 3]
-    monkeypatch.setattr(cls, "training_step", step_impl)
+    restore()
     execute(resolved, seed=0, run_dir=tmp_path / "run", resume=True, progress=False)
     series = scalars(tmp_path / "run")
     for tag in ("train/loss", "train/lr", "train/steps_per_second"):
