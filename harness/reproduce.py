@@ -107,20 +107,20 @@ def plan_replays(table, only: list[str] | None, seeds: list[int] | None) -> list
     return replays
 
 
-def report_lines(replays: list[Replay], metric: str) -> str:
+def report_lines(replays: list[Replay], verdicts: list[str], metric: str) -> str:
     from tabulate import tabulate
 
     from harness.report import percent
 
     rows = []
-    for r in replays:
+    for r, verdict in zip(replays, verdicts):
         stored = percent(r.stored["accuracy"], metric)
         reproduced = percent(r.reproduced["accuracy"], metric) if r.reproduced else None
         rows.append([r.row, r.column, r.stored["seed"], f"{stored:.2f}",
                      "—" if reproduced is None else f"{reproduced:.2f}",
                      "—" if reproduced is None else f"{reproduced - stored:+.2f}",
                      "exact" if r.reproduced is None or r.same_platform() else f"± {100 * r.tolerance:.2f}",
-                     r.verdict()])
+                     verdict])
     return tabulate(rows, headers=["row", "column", "seed", f"stored {metric} %", f"reproduced {metric} %",
                                    "difference", "tolerance", "verdict"], tablefmt="simple", disable_numparse=True)
 
@@ -157,8 +157,8 @@ def cmd_reproduce(args) -> int:
     fresh = RunStore(runs_dir)
     for replay in replays:
         replay.reproduced = fresh.newest_ok(replay.run.config_hash, replay.run.seed)
-    print(report_lines(replays, spec.metric))
-    verdicts = [r.verdict() for r in replays]
+    verdicts = [r.verdict() for r in replays]  # each reads both runs' trials once
+    print(report_lines(replays, verdicts, spec.metric))
     print(f"{verdicts.count('identical')} identical, {verdicts.count('within tolerance')} within tolerance, "
           f"{verdicts.count('DIFFERENT')} different, {verdicts.count('NOT RUN')} not run (reproduced into {runs_dir})")
     return 1 if any(v in ("DIFFERENT", "NOT RUN") for v in verdicts) else 0
