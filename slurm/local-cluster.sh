@@ -75,10 +75,10 @@ remove_policy_guard() {
 # alive PIDFILE NAME: the pid file names a running (not zombie) process called NAME.
 alive() {
     local pid stat
-    [[ -s $1 ]] || return 1
-    pid=$(<"$1")
+    # The daemon deletes its pid file as it exits, so the file may vanish between test and read.
+    pid=$(cat -- "$1" 2>/dev/null) || return 1
     [[ $pid =~ ^[0-9]+$ ]] && [[ -r /proc/$pid/stat ]] || return 1
-    stat=$(</proc/"$pid"/stat)
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
     [[ $stat == "$pid ($2) "* ]] && [[ ${stat#"$pid ($2) "} != Z* ]]
 }
 
@@ -216,22 +216,21 @@ start() {
     say "clients need: export SLURM_CONF=$SLURM_CONF   (or: . $SCRATCH/env.sh)"
 }
 
-# stop_daemon PIDFILE NAME: TERM, then KILL after 20 s, only the process the pid file names.
+# stop_daemon PIDFILE NAME: TERM, then KILL after 20 s, only the process the pid file names. A daemon
+# that exits on its own meanwhile (its pid file gone, or kill finding no process) counts as stopped.
 stop_daemon() {
     local pidfile=$1 name=$2 pid tries
-    if ! alive "$pidfile" "$name"; then
+    if ! alive "$pidfile" "$name" || ! pid=$(cat -- "$pidfile" 2>/dev/null) || ! kill -TERM "$pid" 2>/dev/null; then
         rm -f "$pidfile"
         return
     fi
-    pid=$(<"$pidfile")
-    kill -TERM "$pid"
     for ((tries = 0; tries < 40; tries++)); do
         alive "$pidfile" "$name" || break
         sleep 0.5
     done
     if alive "$pidfile" "$name"; then
         say "$name (pid $pid) ignored TERM for 20 s; killing it"
-        kill -KILL "$pid"
+        kill -KILL "$pid" 2>/dev/null || true
     fi
     rm -f "$pidfile"
     say "stopped $name"
