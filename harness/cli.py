@@ -11,13 +11,10 @@ import sys
 from pathlib import Path
 
 from harness.errors import HarnessError, RunFailed
+from harness.store import default_runs_dir, summary_line
 
 LIST_KINDS = ("methods", "benchmarks", "heads", "backbones", "datasets")
 COMMAND_MODULES: tuple[str, ...] = ("harness.report", "harness.launch", "harness.tune", "harness.reproduce", "harness.site")
-
-
-def default_runs_dir() -> Path:
-    return Path(os.environ.get("HARNESS_RUNS", "runs"))
 
 
 # ------------------------------------------------------------------------------------------ list
@@ -38,13 +35,13 @@ def cmd_list(args) -> int:
 def list_rows(kind: str) -> list[list[str]]:
     if kind == "methods":
         from harness.methods import METHODS
+        from harness.overrides import Overrides
         from harness.resolve import preset_layers
 
         rows = []
         for entry in METHODS:
-            layers = preset_layers(entry.preset)
-            defaults = {f"{g}.{k}": v for _, tree in layers for g, kv in tree.items() for k, v in kv.items()}
-            defaults.update({f"{g}.{k}": v for g, kv in entry.fixed.items() for k, v in kv.items()})
+            defaults = Overrides().merged(*(settings for _, settings in preset_layers(entry.preset)),
+                                          Overrides.from_tree(entry.fixed))
             rows.append([entry.name, entry.description, _short(defaults)])
         return rows
     if kind == "benchmarks":
@@ -125,20 +122,6 @@ def resume_command(args, run_dir: Path) -> str:
     parts += [token for item in args.set or [] for token in ("--set", item)]
     parts += ["--device", args.device] if args.device != "auto" else []
     return shlex.join([*parts, "--run-dir", str(run_dir), "--resume"])
-
-
-def summary_line(record: dict) -> str:
-    if record.get("accuracy") is None:  # eval.test=false: validation only
-        return (f"{record['method']} on {record['benchmark']} (seed {record['seed']}): validation accuracy "
-                f"{100 * record['val_accuracy']:.2f}% (test episodes not scored) | train {record['train_seconds']:.1f} s, "
-                f"{record['steps']} steps | {record['run_dir']}")
-    acc, ci = 100 * record["accuracy"], 100 * record["ci95"]
-    return (
-        f"{record['method']} on {record['benchmark']} (seed {record['seed']}): accuracy {acc:.2f}% ± {ci:.2f} "
-        f"(error {100 - acc:.2f}%; 95% CI over {record['episodes']} episodes, head {record['head']}) | "
-        f"train {record.get('train_seconds', 0):.1f} s, {record.get('steps', 0)} steps, eval {record['eval_seconds']:.1f} s | "
-        f"{record['run_dir']}"
-    )
 
 
 # ------------------------------------------------------------------------------------------ eval

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -143,37 +144,6 @@ def load_yaml(path: str | Path) -> dict:
     return tree
 
 
-def parse_value(raw: str) -> Any:
-    """A command-line value typed as YAML reads it (``3``, ``0.5``, ``true``, ``[64,64]``); text otherwise."""
-    try:
-        return yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        return raw
-
-
-def parse_sets(items: list[str]) -> dict:
-    """``["train.lr=0.1", "method.backbone=conv4"]`` → ``{"train": {"lr": 0.1}, ...}``."""
-    tree: dict = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or "." not in key or not key.split(".", 1)[1]:
-            raise ConfigError(f"--set expects group.key=value (e.g. train.steps=500), got '{item}'")
-        group, name = key.split(".", 1)
-        tree.setdefault(group, {})[name] = parse_value(raw)
-    return tree
-
-
-def flatten(tree: dict) -> dict[str, Any]:
-    """``{"train": {"lr": 1}}`` → ``{"train.lr": 1}`` (one level of groups)."""
-    flat = {}
-    for group, values in tree.items():
-        if not isinstance(values, dict):
-            raise ConfigError(f"config group '{group}' must be a mapping of keys to values, got {values!r}")
-        for key, value in values.items():
-            flat[f"{group}.{key}"] = value
-    return flat
-
-
 # ---------------------------------------------------------------- applying overrides
 
 
@@ -290,3 +260,27 @@ def config_keys(methods: list[str]) -> set[str]:
     for method in set(methods):
         keys |= {f"method.{f.name}" for f in dataclasses.fields(method_class(method)[1].Config)}
     return keys
+
+
+def parse_seeds(value) -> list[int]:
+    """``0-4`` → [0..4]; ``0,2,5``; ``0-2,7``; also an int or a YAML list of those. Seeds lie in
+    0..SEED_MAX, and ranges are counted before they are expanded: at most MAX_SWEEP_RUNS seeds."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    ranges: list[tuple[int, int]] = []
+    for item in items:
+        text = str(item).strip()
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", text)
+        if isinstance(item, bool) or not match:
+            raise ConfigError(f"seeds: '{text}' is not a seed or an ascending range; use e.g. 0-4, 0,2,5 or 0-2,7")
+        if any(len(bound) > len(str(SEED_MAX)) for bound in match.groups() if bound) or \
+                int(match[2] or match[1]) > SEED_MAX:
+            raise ConfigError(f"seeds: '{text}' is out of range; seeds are integers from 0 to {SEED_MAX}")
+        low, high = int(match[1]), int(match[2] or match[1])
+        if high < low:
+            raise ConfigError(f"seeds: '{text}' is not a seed or an ascending range; use e.g. 0-4, 0,2,5 or 0-2,7")
+        ranges.append((low, high))
+    count = sum(high - low + 1 for low, high in ranges)
+    if count > MAX_SWEEP_RUNS:
+        raise ConfigError(f"seeds: {value} is {count:,} seeds, and one sweep plans at most {MAX_SWEEP_RUNS:,} runs "
+                          f"(methods × benchmarks × settings × seeds); split it into smaller sweeps")
+    return list(dict.fromkeys(seed for low, high in ranges for seed in range(low, high + 1)))

@@ -48,6 +48,8 @@ from pathlib import Path
 
 from harness import files
 from harness.errors import ConfigError, HarnessError, RunFailed
+from harness.config import parse_seeds
+from harness.overrides import Grid, Overrides
 
 EXECUTORS = ("slurm", "local")
 SWEEP_FILE_KEYS = ("name", "methods", "benches", "seeds", "set", "config", "executor", "profile", "parallelism")
@@ -87,90 +89,6 @@ def now() -> str:
 # ------------------------------------------------------------------------------------------ grid
 
 
-def parse_seeds(value) -> list[int]:
-    """``0-4`` → [0..4]; ``0,2,5``; ``0-2,7``; also an int or a YAML list of those. Seeds lie in
-    0..SEED_MAX, and ranges are counted before they are expanded: at most MAX_SWEEP_RUNS seeds."""
-    from harness.config import MAX_SWEEP_RUNS, SEED_MAX
-
-    items = value if isinstance(value, list) else str(value).split(",")
-    ranges: list[tuple[int, int]] = []
-    for item in items:
-        text = str(item).strip()
-        match = re.fullmatch(r"(\d+)(?:-(\d+))?", text)
-        if isinstance(item, bool) or not match:
-            raise ConfigError(f"seeds: '{text}' is not a seed or an ascending range; use e.g. 0-4, 0,2,5 or 0-2,7")
-        if any(len(bound) > len(str(SEED_MAX)) for bound in match.groups() if bound) or \
-                int(match[2] or match[1]) > SEED_MAX:
-            raise ConfigError(f"seeds: '{text}' is out of range; seeds are integers from 0 to {SEED_MAX}")
-        low, high = int(match[1]), int(match[2] or match[1])
-        if high < low:
-            raise ConfigError(f"seeds: '{text}' is not a seed or an ascending range; use e.g. 0-4, 0,2,5 or 0-2,7")
-        ranges.append((low, high))
-    count = sum(high - low + 1 for low, high in ranges)
-    if count > MAX_SWEEP_RUNS:
-        raise ConfigError(f"seeds: {value} is {count:,} seeds, and one sweep plans at most {MAX_SWEEP_RUNS:,} runs "
-                          f"(methods × benchmarks × settings × seeds); split it into smaller sweeps")
-    return list(dict.fromkeys(seed for low, high in ranges for seed in range(low, high + 1)))
-
-
-def split_alternatives(raw: str) -> list[str]:
-    """Split a ``--set`` value at commas outside brackets and quotes: ``0.1,0.01`` → two values,
-    ``[64,64],[32,32]`` → two lists, ``'a,b'`` → one string."""
-    parts, current, depth, quote = [], [], 0, ""
-    for ch in raw:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "[{":
-            depth += 1
-        elif ch in "]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(ch)
-    parts.append("".join(current))
-    return parts
-
-
-def grid_from_sets(items: list[str]) -> dict[str, list]:
-    """``["train.lr=0.1,0.01", "train.steps=200"]`` → ``{"train.lr": [0.1, 0.01], "train.steps": [200]}``;
-    each value is typed exactly as ``harness run --set`` types it."""
-    from harness.config import parse_sets
-
-    grid: dict[str, list] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        alternatives = split_alternatives(raw) if sep else [raw]
-        if sep and len(alternatives) > 1 and any(not a.strip() for a in alternatives):
-            raise ConfigError(f"--set {item}: an empty value between commas; list the values as KEY=V1,V2")
-        values = []
-        for alternative in alternatives:
-            (group, tree), = parse_sets([f"{key}={alternative}" if sep else item]).items()
-            (name, value), = tree.items()
-            values.append(value)
-        grid[f"{group}.{name}"] = values
-    return grid
-
-
-def grid_from_file(tree, source: str) -> dict[str, list]:
-    """A sweep file's ``set:`` mapping: ``key: value`` (every run) or ``key: [v1, v2]`` (a grid).
-    A setting whose value is itself a list is written as a list of lists: ``[[64, 64]]``."""
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{source}: 'set' must map group.key to a value or a list of values, got {tree!r}")
-    grid = {}
-    for key, value in tree.items():
-        if not isinstance(key, str) or "." not in key or isinstance(value, dict):
-            raise ConfigError(f"{source}: set entries are group.key: value or group.key: [v1, v2] "
-                              f"(e.g. train.lr: [0.001, 0.01]), got {key!r}: {value!r}")
-        grid[key] = value if isinstance(value, list) else [value]
-        if not grid[key]:
-            raise ConfigError(f"{source}: set {key}: an empty list of values")
-    return grid
-
-
 def names(value, what: str) -> list[str]:
     """``"a,b"`` or ``[a, b]`` → ``["a", "b"]``."""
     items = value if isinstance(value, list) else str(value).split(",")
@@ -187,11 +105,14 @@ class SweepSpec:
     methods: list[str]
     benches: list[str]
     seeds: list[int]
-    grid: dict[str, list]  # group.key → alternatives; the grid is their product
-    base: dict  # overrides for every run (the --config file's tree)
+    grid: Grid  # group.key → alternatives; the grid is their product
+    base: Overrides  # settings for every run (the --config file's)
+
+    def __post_init__(self):
+        self.grid, self.base = Grid(self.grid), Overrides(self.base)
 
     def default_name(self) -> str:
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:8]
+        digest = hashlib.sha256(json.dumps({**asdict(self), "base": dict(self.base)}, sort_keys=True, default=str).encode()).hexdigest()[:8]
         readable = f"{'+'.join(self.methods)}_{'+'.join(self.benches)}"
         return f"{readable[:60]}-{digest}"
 
@@ -205,7 +126,7 @@ class Run:
     method: str
     benchmark: str
     seed: int
-    overrides: dict
+    overrides: dict  # dotted key → value (``Overrides``), as resolve takes them
     config_hash: str
     run_dir: str
     threads: int = 0  # torch threads for this run (0: the task's); reproduce sets the stored run's
@@ -227,13 +148,11 @@ def plan_runs(spec: SweepSpec) -> list[Run]:
         raise ConfigError(f"the sweep's grid is {size:,} runs ({len(spec.methods)} methods × {len(spec.benches)} "
                           f"benchmarks × {settings} settings × {len(spec.seeds)} seeds), and one sweep plans at most "
                           f"{MAX_SWEEP_RUNS:,}; split it into smaller sweeps")
-    keys = list(spec.grid)
-    varying = [k for k in keys if len(spec.grid[k]) > 1]  # labels name only what differs between runs
+    varying = spec.grid.varying()  # labels name only what differs between runs
     runs: dict[str, Run] = {}
     for method, bench in itertools.product(spec.methods, spec.benches):
-        for values in itertools.product(*(spec.grid[k] for k in keys)):
-            setting = dict(zip(keys, values))
-            overrides = merge_trees(spec.base, nest(setting))
+        for setting in spec.grid.points():
+            overrides = dict(spec.base.merged(setting))
             where = " ".join([method, bench, *(f"{k}={setting[k]}" for k in varying)])
             try:
                 resolved = resolve(method, bench, overrides=overrides)
@@ -247,22 +166,6 @@ def plan_runs(spec: SweepSpec) -> list[Run]:
                 key = f"{config_hash}-s{seed}"
                 runs.setdefault(key, Run(key, f"{where} seed {seed}", method, bench, seed, overrides, config_hash, ""))
     return list(runs.values())
-
-
-def nest(setting: dict) -> dict:
-    """``{"train.lr": 0.1}`` → ``{"train": {"lr": 0.1}}``."""
-    tree: dict = {}
-    for dotted, value in setting.items():
-        group, key = dotted.split(".", 1)
-        tree.setdefault(group, {})[key] = value
-    return tree
-
-
-def merge_trees(base: dict, top: dict) -> dict:
-    out = {group: dict(values) for group, values in base.items()}
-    for group, values in top.items():
-        out.setdefault(group, {}).update(values)
-    return out
 
 
 # ------------------------------------------------------------------------------------------ profiles
@@ -610,7 +513,7 @@ class SweepTask:
 def execute_run(run: Run, device: str) -> dict:
     """Run (or resume) one planned run; refuses when its configuration no longer resolves to the
     planned hash (the harness or a preset changed since planning)."""
-    from harness.cli import summary_line
+    from harness.store import summary_line
     from harness.resolve import check_data, resolve
     from harness.store import CHECKPOINT
     from harness.runner import execute
@@ -710,12 +613,12 @@ def sweep_spec(args, sweep_file: dict) -> SweepSpec:
     if not methods or not benches:
         raise ConfigError("harness sweep needs methods and benchmarks: --methods a,b --benches x,y "
                           "(or a sweep file with methods: and benches:); see `harness list`")
-    grid = grid_from_file(sweep_file.get("set") or {}, args.file or "sweep file")
-    grid.update(grid_from_sets(args.set or []))
+    grid = Grid.from_mapping(sweep_file.get("set") or {}, args.file or "sweep file")
+    grid.update(Grid.from_text(args.set or []))
     config = args.config or sweep_file.get("config")
     return SweepSpec(names(methods, "--methods"), names(benches, "--benches"),
                      parse_seeds(args.seeds if args.seeds is not None else sweep_file.get("seeds", 0)),
-                     grid, load_yaml(config) if config else {})
+                     grid, Overrides.from_tree(load_yaml(config), str(config)) if config else Overrides())
 
 
 def choose_executor(requested: str | None, profile_name: str | None) -> str:
@@ -815,7 +718,7 @@ def table_runs(spec) -> list[Run]:
     for row in spec.rows:
         for column in spec.columns:
             where = merge_where(row, column, spec.path)
-            overrides = nest({k: v for k, v in where.items() if "." in k})
+            overrides = dict(Overrides(where).grouped())
             resolved = resolve(row.method, column.benchmark, overrides=overrides)
             check_data(resolved)
             config_hash = resolved.config.hash()
@@ -972,7 +875,7 @@ def training_progress(run_dir: Path) -> str:
 
 
 def add_commands(sub) -> None:
-    from harness.cli import default_runs_dir
+    from harness.store import default_runs_dir
 
     p = sub.add_parser(
         "sweep", help="run a grid of methods × benchmarks × settings × seeds as one job array (SLURM or local)",

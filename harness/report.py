@@ -46,7 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import files
-from harness.config import GROUPS, parse_value
+from harness.config import GROUPS
+from harness.overrides import parse_value
 from harness.errors import ConfigError, HarnessError
 from harness.store import RunStore, newest_key
 
@@ -819,7 +820,7 @@ def load_spec(path: Path) -> TableSpec:
                                   item.get("y", "loss"), item.get("x", "step"),
                                   Path(os.path.normpath(base / str(item["out"]))), context, item.get("where")))
     evidence = Path(os.path.normpath(base / str(tree.get("evidence", f"../runs/{path.stem}"))))
-    from harness.launch import parse_seeds
+    from harness.config import parse_seeds
 
     seeds = parse_seeds(tree.get("seeds", 0))
     title = str(tree.get("title", path.stem))
@@ -1339,7 +1340,7 @@ def plot_curves(runs: list[tuple[str, dict]], x: str, y: str, prefix: Path, made
 
 def runs_dir_of(args) -> Path:
     """--runs-dir, else $HARNESS_RUNS or ./runs."""
-    from harness.cli import default_runs_dir
+    from harness.store import default_runs_dir
 
     return Path(args.runs_dir) if args.runs_dir else default_runs_dir()
 

@@ -126,12 +126,10 @@ def report_lines(replays: list[Replay], verdicts: list[str], metric: str) -> str
 
 
 def cmd_reproduce(args) -> int:
-    from harness.cli import default_runs_dir
-    from harness.launch import (
-        Launch, Sweep, choose_executor, dry_run, launch_runs, load_profile, parse_seeds, wait,
-    )
+    from harness.config import parse_seeds
+    from harness.launch import Launch, Sweep, choose_executor, dry_run, launch_runs, load_profile, wait
     from harness.report import Store, build_table, load_spec
-    from harness.store import RunStore
+    from harness.store import RunStore, default_runs_dir
 
     spec = load_spec(Path(args.spec))
     table = build_table(spec, Store(RunStore(spec.evidence)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -11,10 +12,11 @@ import yaml
 
 from harness.catalog import BACKBONES, HEADS
 from harness.config import (
-    ConfigError, DataConfig, EvalConfig, RunConfig, TrainConfig, check_bounds, flatten, load_yaml, parse_sets, set_value,
+    ConfigError, DataConfig, EvalConfig, RunConfig, TrainConfig, check_bounds, load_yaml, set_value,
 )
 from harness.data import get_dataset
 from harness.data.base import data_root
+from harness.overrides import Overrides
 from harness.protocol import BenchmarkSpec, get_benchmark
 
 
@@ -28,14 +30,15 @@ class Resolved:
     method_class: type
 
 
-def preset_layers(preset: str, *keys: str) -> list[tuple[str, dict]]:
-    """The preset's ``default`` tree, then its trees for ``keys`` (the benchmark's family, then the
-    benchmark's own name), as (source, tree)."""
+def preset_layers(preset: str, *keys: str) -> list[tuple[str, Overrides]]:
+    """The preset's ``default`` settings, then its settings for ``keys`` (the benchmark's family, then
+    the benchmark's own name), as (source, settings)."""
     path = resources.files("harness.methods").joinpath("presets", f"{preset}.yaml")
     if not path.is_file():
         return []
     tree = yaml.safe_load(path.read_text()) or {}
-    return [(f"preset {preset}.yaml [{key}]", tree[key]) for key in ("default", *keys) if tree.get(key)]
+    return [(source, Overrides.from_tree(tree[key], source))
+            for key in ("default", *keys) if tree.get(key) for source in [f"preset {preset}.yaml [{key}]"]]
 
 
 def method_class(name: str):
@@ -46,8 +49,9 @@ def method_class(name: str):
 
 
 def resolve(method: str, benchmark: str, config_file: str | None = None, sets: list[str] | tuple = (),
-            overrides: dict | None = None) -> Resolved:
-    """Defaults → benchmark → preset → fixed → ``config_file`` → ``overrides`` → ``sets``; then validate."""
+            overrides: Mapping[str, Any] | None = None) -> Resolved:
+    """Defaults → benchmark → preset → fixed → ``config_file`` → ``overrides`` (dotted keys, e.g. a sweep's
+    grid point or a tuning trial) → ``sets`` (``--set`` text); then validate."""
     entry, cls = method_class(method)
     spec = get_benchmark(benchmark)
     cfg = RunConfig(
@@ -56,17 +60,17 @@ def resolve(method: str, benchmark: str, config_file: str | None = None, sets: l
         method=cls.Config(),
     )
     layers = preset_layers(entry.preset, spec.family, spec.name)
-    layers.append((f"method {method} (fixed)", entry.fixed))
+    layers.append((f"method {method} (fixed)", Overrides.from_tree(entry.fixed)))
     user = []
     if config_file:
-        user.append((str(config_file), load_yaml(config_file)))
+        user.append((str(config_file), Overrides.from_tree(load_yaml(config_file), str(config_file))))
     if overrides:
-        user.append(("sweep", overrides))
+        user.append(("sweep", Overrides(overrides)))
     if sets:
-        user.append(("--set", parse_sets(list(sets))))
-    fixed = flatten(entry.fixed)
-    for index, (source, tree) in enumerate(layers + user):
-        for key, value in flatten(tree).items():
+        user.append(("--set", Overrides.from_text(sets)))
+    fixed = layers[-1][1]
+    for index, (source, settings) in enumerate(layers + user):
+        for key, value in settings.items():
             if index >= len(layers) and key in fixed and value != fixed[key]:
                 raise ConfigError(
                     f"{source}: {key} is fixed at {fixed[key]!r} by {method} (that is what the ablation is); "

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import secrets
 import shutil
 import time
@@ -220,3 +221,21 @@ def records_frame(records: list[dict]):
             "reason": r.get("reason"),
         })
     return pd.DataFrame(rows)
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("HARNESS_RUNS", "runs"))
+
+
+def summary_line(record: dict) -> str:
+    if record.get("accuracy") is None:  # eval.test=false: validation only
+        return (f"{record['method']} on {record['benchmark']} (seed {record['seed']}): validation accuracy "
+                f"{100 * record['val_accuracy']:.2f}% (test episodes not scored) | train {record['train_seconds']:.1f} s, "
+                f"{record['steps']} steps | {record['run_dir']}")
+    acc, ci = 100 * record["accuracy"], 100 * record["ci95"]
+    return (
+        f"{record['method']} on {record['benchmark']} (seed {record['seed']}): accuracy {acc:.2f}% ± {ci:.2f} "
+        f"(error {100 - acc:.2f}%; 95% CI over {record['episodes']} episodes, head {record['head']}) | "
+        f"train {record.get('train_seconds', 0):.1f} s, {record.get('steps', 0)} steps, eval {record['eval_seconds']:.1f} s | "
+        f"{record['run_dir']}"
+    )

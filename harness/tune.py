@@ -44,6 +44,7 @@ def draw_trials(space: dict[str, list], trials: int) -> list[dict[str, object]]:
 def run_tuning(method: str, bench: str, space_file: str, trials: int, budget_minutes: float, holdout: str | None,
                sets: list[str], runs_dir: Path, out: Path | None, seed: int = 0, device: str = "auto") -> dict:
     """Run the trials (resuming finished ones), pick the best validation accuracy, write the summary."""
+    from harness.overrides import Overrides
     from harness.resolve import check_data, resolve
     from harness.store import RunStore, new_run_id
     from harness.runner import execute
@@ -51,12 +52,12 @@ def run_tuning(method: str, bench: str, space_file: str, trials: int, budget_min
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}")
     space = load_space(space_file)
-    fixed = [*([f"data.holdout={holdout}"] if holdout else []), "eval.test=false",
-             f"train.budget_minutes={budget_minutes}", *sets]
+    fixed = Overrides({**({"data.holdout": holdout} if holdout else {}), "eval.test": False,
+                       "train.budget_minutes": budget_minutes}).merged(Overrides.from_text(sets))
     store = Path(runs_dir) / "tuning" / f"{method}-{bench}"
     rows = []
     for settings in draw_trials(space, trials):
-        resolved = resolve(method, bench, sets=[*fixed, *(f"{k}={v}" for k, v in settings.items())])
+        resolved = resolve(method, bench, overrides=fixed.merged(settings))
         check_data(resolved)
         cfg = resolved.config
         record = RunStore(store).newest_ok(cfg.hash(), seed) or execute(
@@ -108,7 +109,7 @@ def cmd_tune(args) -> int:
 
 
 def add_commands(sub) -> None:
-    from harness.cli import default_runs_dir
+    from harness.store import default_runs_dir
 
     p = sub.add_parser("tune", help="blind search on a held-out validation split (test episodes never scored)")
     p.add_argument("--method", required=True)

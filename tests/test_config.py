@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from harness.config import parse_sets
+from harness.overrides import Overrides
 from harness.errors import ConfigError, UnknownNameError
 from harness.resolve import resolve
 
@@ -67,7 +67,7 @@ def test_unknown_names_list_valid_ones_and_the_closest():
 
 def test_malformed_set_and_config_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="--set expects group.key=value"):
-        parse_sets(["steps"])
+        Overrides.from_text(["steps"])
     with pytest.raises(ConfigError, match="config file not found"):
         resolve("pixels", "synthetic-5w1s", tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"

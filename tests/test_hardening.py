@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness import config
 from harness.config import MAX_SWEEP_RUNS, SEED_MAX
 from harness.errors import ConfigError
 from harness.resolve import resolve
@@ -186,7 +187,7 @@ def test_seeds_out_of_range_and_oversized_grids_are_refused(runs_dir, capsys):
     from harness import launch
 
     with pytest.raises(ConfigError, match=f"out of range; seeds are integers from 0 to {SEED_MAX}"):
-        launch.parse_seeds("0-99999999999999999999")
+        config.parse_seeds("0-99999999999999999999")
     lrs = ",".join(str(0.001 * (i + 1)) for i in range(101))
     assert run_cli("sweep", "--methods", "pixels", "--benches", "synthetic-5w1s", "--seeds", "0-99", "--set",
                    f"train.lr={lrs}", "--dry-run", "--executor", "local", "--runs-dir", runs_dir) == 2

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from harness import launch
+from harness import config, launch
+from harness.overrides import Grid
 from harness.errors import ConfigError
 from harness.store import RunStore
 
@@ -34,24 +35,24 @@ def test_without_sinfo_there_is_no_slurm(monkeypatch, tmp_path):
 @pytest.mark.parametrize("text, seeds", [("0-4", [0, 1, 2, 3, 4]), ("0,2,5", [0, 2, 5]), ("0-2,7", [0, 1, 2, 7]),
                                          ("3,3,1-3", [3, 1, 2]), (2, [2]), ([0, "4-5"], [0, 4, 5])])
 def test_seed_ranges(text, seeds):
-    assert launch.parse_seeds(text) == seeds
+    assert config.parse_seeds(text) == seeds
 
 
 @pytest.mark.parametrize("text", ["4-2", "a", "-1", "1.5", ""])
 def test_bad_seeds_say_what_is_valid(text):
     with pytest.raises(ConfigError, match="use e.g. 0-4, 0,2,5 or 0-2,7"):
-        launch.parse_seeds(text)
+        config.parse_seeds(text)
 
 
 def test_set_values_split_at_top_level_commas_only():
-    grid = launch.grid_from_sets(["train.lr=0.1,1e-3", "method.widths=[64,64],[32,32]", "eval.head='a,b'",
+    grid = Grid.from_text(["train.lr=0.1,1e-3", "method.widths=[64,64],[32,32]", "eval.head='a,b'",
                                   "train.steps=200"])
     assert grid == {"train.lr": [0.1, "1e-3"], "method.widths": [[64, 64], [32, 32]], "eval.head": ["a,b"],
                     "train.steps": [200]}
     with pytest.raises(ConfigError, match="empty value between commas"):
-        launch.grid_from_sets(["train.lr=0.1,"])
+        Grid.from_text(["train.lr=0.1,"])
     with pytest.raises(ConfigError, match="group.key=value"):
-        launch.grid_from_sets(["lr=0.1,0.2"])
+        Grid.from_text(["lr=0.1,0.2"])
 
 
 def test_dry_run_prints_the_grid_and_writes_nothing(runs_dir, capsys, no_slurm):
