@@ -20,3 +20,8 @@ for _file in sorted(resources.files(__name__).iterdir(), key=lambda p: p.name):
         _shared = {k: v for k, v in _tree.items() if k != "benchmarks"}
         for _name, _own in _tree["benchmarks"].items():
             BENCHMARKS.add(_name, BenchmarkSpec(name=_name, **{**_shared, **_own}))
+
+
+def get_benchmark(name: str) -> BenchmarkSpec:
+    """The registered benchmark ``name`` (an unknown name is an error with the closest match)."""
+    return BENCHMARKS.get(name)

@@ -14,7 +14,7 @@ from harness.errors import HarnessError, RunFailed
 from harness.store import default_runs_dir, summary_line
 
 LIST_KINDS = ("methods", "benchmarks", "heads", "backbones", "datasets")
-COMMAND_MODULES: tuple[str, ...] = ("harness.report", "harness.launch", "harness.tune", "harness.reproduce", "harness.site")
+COMMAND_MODULES: tuple[str, ...] = ("harness.report.commands", "harness.sweep.commands", "harness.tune", "harness.reproduce", "harness.site")
 
 
 # ------------------------------------------------------------------------------------------ list

@@ -72,6 +72,7 @@ class TrainConfig:
     val_every: int = field(default=0, metadata=at_least(0))  # 0 → validate only at the end
     val_episodes: int = field(default=200, metadata=at_least(1))
     log_every: int = field(default=10, metadata=at_least(1))
+    clip_grad_norm: float = field(default=0.0, metadata=at_least(0))  # 0 → no clipping
 
 
 @dataclass
@@ -90,6 +91,9 @@ MAX_SWEEP_RUNS = 10_000  # runs one sweep may plan (methods × benchmarks × set
 GROUPS = ("bench", "data", "train", "eval", "method")
 # Keys that say where things are, not what is computed: excluded from the config hash.
 UNHASHED = {("data", "root")}
+# Keys added after runs were recorded, with their defaults: hashed only when set otherwise, so that
+# earlier runs keep their identity (a sweep still finds them finished).
+ADDED_KEYS = {("train", "clip_grad_norm"): 0.0}
 
 
 @dataclass
@@ -120,6 +124,9 @@ class RunConfig:
         tree = self.to_dict()
         for group, key in UNHASHED:
             tree[group].pop(key, None)
+        for (group, key), default in ADDED_KEYS.items():
+            if tree[group].get(key) == default:
+                del tree[group][key]
         blob = json.dumps(tree, sort_keys=True, separators=(",", ":"), default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -248,18 +255,6 @@ def check_seed(seed: Any) -> int:
 def describe_fields(obj: Any) -> dict[str, Any]:
     """Field name → default value, for listings."""
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-
-
-def config_keys(methods: list[str]) -> set[str]:
-    """Every ``group.key`` a run of one of ``methods`` has in its config.yaml (imports the methods)."""
-    from harness.resolve import method_class
-
-    keys = {"benchmark"}
-    for name, cls in (("bench", BenchConfig), ("data", DataConfig), ("train", TrainConfig), ("eval", EvalConfig)):
-        keys |= {f"{name}.{f.name}" for f in dataclasses.fields(cls)}
-    for method in set(methods):
-        keys |= {f"method.{f.name}" for f in dataclasses.fields(method_class(method)[1].Config)}
-    return keys
 
 
 def parse_seeds(value) -> list[int]:

@@ -14,8 +14,11 @@ from pathlib import Path
 import torch
 
 from harness.catalog import HEADS
+from harness.config import GROUPS
 from harness.errors import HarnessError
-from harness.protocol import get_benchmark, load_benchmark
+from harness.overrides import Overrides
+from harness.benchmarks import get_benchmark
+from harness.protocol import load_benchmark
 from harness.resolve import check_head, resolve
 from harness.store import CHECKPOINT, new_run_id, read_config, read_record, write_record, write_scores
 from harness.runner import (
@@ -43,8 +46,7 @@ def evaluate_run(run_dir: Path, bench: str, head: str | None, runs_dir: Path, de
     if source.get("status") != "ok":
         raise HarnessError(f"{run_dir} did not finish (status {source.get('status')}); resume it first with `harness run --resume`")
     tree = read_config(run_dir)
-    groups = {g: tree[g] for g in ("bench", "data", "train", "eval", "method")}
-    resolved = resolve(tree["method_name"], tree["benchmark"], overrides=groups)
+    resolved = resolve(tree["method_name"], tree["benchmark"], overrides=Overrides.from_tree({g: tree[g] for g in GROUPS}))
     target = get_benchmark(bench)
     head = head or source["head"]
     HEADS.get(head)
@@ -59,7 +61,6 @@ def evaluate_run(run_dir: Path, bench: str, head: str | None, runs_dir: Path, de
     if method.trains:
         fix = "score another run, or train this configuration again with `harness run` (without --resume)"
         method.load_state_dict(read_checkpoint(Path(run_dir) / CHECKPOINT, torch_device, fix)["model"])
-    method.env.run = cfg
     data = load_benchmark(target, cfg, with_train=False)
     data.test.images = match_channels(data.test.images, method.env.channels)
 
@@ -71,7 +72,7 @@ def evaluate_run(run_dir: Path, bench: str, head: str | None, runs_dir: Path, de
     with run_lock(out_dir):
         start_record(out_dir, {**cfg.to_dict(), "source_run": source["run_id"]}, record)
         try:
-            result = score(method, data, head)
+            result = score(method, cfg, data)
             write_scores(out_dir, result.accuracies, result.correct)
         except (Exception, KeyboardInterrupt) as exc:
             record_failure(out_dir, record, exc)

@@ -65,6 +65,18 @@ def class_members(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.
     return members, counts
 
 
+def eligible_classes(labels: np.ndarray, num_classes: int, ways: int, per_class: int, what: str,
+                     fix: str) -> tuple[np.ndarray, np.ndarray]:
+    """(members, eligible): each class's image indices (``class_members``) and whether it has
+    ``per_class`` images; fewer than ``ways`` eligible classes is a ConfigError (``what`` needs them, ``fix``)."""
+    members, counts = class_members(labels, num_classes)
+    eligible = counts >= per_class
+    if eligible.sum() < ways:
+        raise ConfigError(f"{what} need {ways} classes with at least {per_class} images; only {int(eligible.sum())} "
+                          f"have that many. {fix}")
+    return members, eligible
+
+
 def sample_episodes(
     labels,
     ways: int,
@@ -79,13 +91,9 @@ def sample_episodes(
     (e.g. Lake's within-alphabet protocol)."""
     labels = np.asarray(labels, dtype=np.int64)
     num_classes = int(labels.max()) + 1 if len(labels) else 0
-    members, counts = class_members(labels, num_classes)
-    eligible = counts >= shots + queries
-    if eligible.sum() < ways:
-        raise ConfigError(
-            f"{identity}: {ways}-way {shots}-shot episodes with {queries} queries need {ways} classes with at least "
-            f"{shots + queries} images; only {int(eligible.sum())} have that many. Lower bench.ways, bench.shots or bench.queries."
-        )
+    members, eligible = eligible_classes(labels, num_classes, ways, shots + queries,
+                                         f"{identity}: {ways}-way {shots}-shot episodes with {queries} queries",
+                                         "Lower bench.ways, bench.shots or bench.queries.")
     groups = None if class_groups is None else np.asarray(class_groups, dtype=np.int64)
     if groups is not None:
         per_group = np.bincount(groups[eligible], minlength=int(groups.max()) + 1)

@@ -2,8 +2,10 @@
 
 A method declares its own ``Config`` dataclass (the ``method.*`` group), says whether it trains and
 whether it may see labels, and implements what the shared runner and evaluation call:
-``setup`` → ``training_step`` (repeated) → ``embed`` (frozen-encoder heads) or ``solve_episodes``
-(the ``adapt`` head). The runner owns seeding, budgets, checkpoints, logging and records.
+``setup`` → ``parameter_groups`` → ``training_step`` (repeated: returns the loss) → ``embed``
+(frozen-encoder heads) or ``solve_episodes`` (the ``adapt`` head). The runner owns optimisation
+(``harness.optim``: optimisers, zeroing, backward, clipping, stepping, the schedule), seeding, budgets,
+checkpoints, logging and records.
 """
 
 from __future__ import annotations
@@ -14,20 +16,22 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from harness.config import RunConfig, TrainConfig
+from harness.config import RunConfig
 
 
 @dataclass
 class MethodEnv:
-    """What a method may know about its run: input shape and normalisation, device, budgets."""
+    """What a method may know about its run: input shape and normalisation, device, the benchmark's
+    ways and shots, and ``batch_size`` (``train.batch_size``: images, or tasks per meta-batch)."""
 
     channels: int
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
     device: torch.device
-    train: TrainConfig
-    run: RunConfig
+    ways: int
+    shots: int
+    batch_size: int
 
 
 @dataclass
@@ -50,7 +54,6 @@ class Method(nn.Module):
     def __init__(self, cfg: Any, env: MethodEnv):
         super().__init__()
         self.cfg, self.env = cfg, env
-        self.progress = 0.0  # set by the runner before each step: training progress 0..1 (steps or time budget)
         self.register_buffer("_mean", torch.tensor(env.mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(env.std).view(1, -1, 1, 1), persistent=False)
 
@@ -62,13 +65,14 @@ class Method(nn.Module):
     def setup(self, data: TrainData) -> None:
         """Called once before training (after the method is on its device)."""
 
-    def training_step(self, data: TrainData, step: int, generator: torch.Generator) -> dict[str, float]:
-        """One optimisation step; returns scalars to log (must include ``loss``)."""
-        raise NotImplementedError(f"{type(self).__name__} does not train")
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """Optimisers to checkpoint and schedule, by name."""
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The parameters the runner optimises, by optimiser name (one optimiser each)."""
         return {}
+
+    def training_step(self, data: TrainData, step: int, progress: float, generator: torch.Generator) -> dict:
+        """The loss of one step (``loss``, a tensor the runner back-propagates) and other scalars to log.
+        ``progress`` is how far training is, 0..1 (by steps, or by the time budget)."""
+        raise NotImplementedError(f"{type(self).__name__} does not train")
 
     # -------------------------------------------------------------- evaluation
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -84,13 +88,3 @@ class Method(nn.Module):
         """The ``adapt`` head: uint8 support [E, S, C, H, W] + labels, queries [E, M, ...] → logits [E, M, N].
         Called outside ``torch.no_grad`` so that methods can take gradient steps; others should disable grad."""
         raise NotImplementedError(f"{type(self).__name__} does not adapt per episode; use an embedding head")
-
-
-def make_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
-    """The optimiser ``train.optimizer`` names, with ``train.lr`` and ``train.weight_decay``."""
-    params = [p for p in params if p.requires_grad]
-    if train.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=train.lr, momentum=0.9, nesterov=True, weight_decay=train.weight_decay)
-    if train.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
-    return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)

@@ -87,12 +87,6 @@ class BenchmarkData:
     val_episodes: Episodes | None = None
 
 
-def get_benchmark(name: str) -> BenchmarkSpec:
-    from harness.benchmarks import BENCHMARKS
-
-    return BENCHMARKS.get(name)
-
-
 def load_benchmark(spec: BenchmarkSpec, cfg: RunConfig, with_train: bool = True) -> BenchmarkData:
     """Load the test split and its episodes, and (``with_train``) the training and validation data
     shaped by ``data.*``: holdout group → validation, train_fraction subsample, class rotations."""

@@ -31,7 +31,7 @@ class Replay:
     column: str
     stored: dict
     tolerance: float  # accuracy (0..1) allowed across platforms
-    run: object  # harness.launch.Run
+    run: object  # harness.sweep.plan.Run
     reproduced: dict | None = None
 
     def verdict(self) -> str:
@@ -56,21 +56,20 @@ class Replay:
 
 
 def stored_overrides(run_dir: Path) -> dict:
-    """A run's configuration as overrides (without where its data lived)."""
+    """A run's configuration as dotted overrides (without where its data lived)."""
+    from harness.overrides import Overrides
     from harness.store import read_config
 
     tree = read_config(run_dir)
-    overrides = {group: dict(tree[group]) for group in GROUPS}
-    for group, key in UNHASHED:
-        overrides[group].pop(key, None)
-    return overrides
+    unhashed = {f"{group}.{key}" for group, key in UNHASHED}
+    return {k: v for k, v in Overrides.from_tree({g: tree[g] for g in GROUPS}).items() if k not in unhashed}
 
 
 def plan_replays(table, only: list[str] | None, seeds: list[int] | None) -> list[Replay]:
     """The stored runs of the table's measured cells (rows in ``only``, seeds in ``seeds``)."""
     import difflib
 
-    from harness.launch import Run
+    from harness.sweep.plan import Run
     from harness.resolve import resolve
 
     spec = table.spec
@@ -110,7 +109,7 @@ def plan_replays(table, only: list[str] | None, seeds: list[int] | None) -> list
 def report_lines(replays: list[Replay], verdicts: list[str], metric: str) -> str:
     from tabulate import tabulate
 
-    from harness.report import percent
+    from harness.report.render import percent
 
     rows = []
     for r, verdict in zip(replays, verdicts):
@@ -127,8 +126,12 @@ def report_lines(replays: list[Replay], verdicts: list[str], metric: str) -> str
 
 def cmd_reproduce(args) -> int:
     from harness.config import parse_seeds
-    from harness.launch import Launch, Sweep, choose_executor, dry_run, launch_runs, load_profile, wait
-    from harness.report import Store, build_table, load_spec
+    from harness.sweep.plan import Sweep
+    from harness.sweep.profiles import choose_executor, load_profile
+    from harness.sweep.submit import Launch, dry_run, launch_runs, wait
+    from harness.report.selection import Store
+    from harness.report.spec import load_spec
+    from harness.report.tables import build_table
     from harness.store import RunStore, default_runs_dir
 
     spec = load_spec(Path(args.spec))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -12,12 +13,13 @@ import yaml
 
 from harness.catalog import BACKBONES, HEADS
 from harness.config import (
-    ConfigError, DataConfig, EvalConfig, RunConfig, TrainConfig, check_bounds, load_yaml, set_value,
+    BenchConfig, ConfigError, DataConfig, EvalConfig, RunConfig, TrainConfig, check_bounds, load_yaml, set_value,
 )
 from harness.data import get_dataset
 from harness.data.base import data_root
 from harness.overrides import Overrides
-from harness.protocol import BenchmarkSpec, get_benchmark
+from harness.benchmarks import get_benchmark
+from harness.protocol import BenchmarkSpec
 
 
 @dataclass
@@ -95,6 +97,16 @@ def resolve(method: str, benchmark: str, config_file: str | None = None, sets: l
     if backbone:
         check_backbone_input(backbone, get_dataset(spec.dataset).channels, cfg.data.image_size)
     return Resolved(cfg, entry, spec, cls)
+
+
+def config_keys(methods: list[str]) -> set[str]:
+    """Every ``group.key`` a run of one of ``methods`` has in its config.yaml (imports the methods)."""
+    keys = {"benchmark"}
+    for name, cls in (("bench", BenchConfig), ("data", DataConfig), ("train", TrainConfig), ("eval", EvalConfig)):
+        keys |= {f"{name}.{f.name}" for f in dataclasses.fields(cls)}
+    for method in set(methods):
+        keys |= {f"method.{f.name}" for f in dataclasses.fields(method_class(method)[1].Config)}
+    return keys
 
 
 def check_head(cls: type, head: str) -> None:

@@ -31,7 +31,9 @@ from harness.config import check_seed
 from harness.data import get_dataset
 from harness.errors import ConfigError, HarnessError, RunFailed
 from harness.evaluation import EvalResult, evaluate
+from harness.config import RunConfig
 from harness.method import Method, MethodEnv, TrainData
+from harness.optim import Optimization
 from harness.protocol import BenchmarkData, load_benchmark
 from harness.resolve import Resolved
 from harness.store import (
@@ -73,7 +75,8 @@ def build_method(resolved: Resolved, seed: int, device: torch.device) -> Method:
     """The method, initialised from ``seed`` and moved to ``device``."""
     cfg = resolved.config
     dataset = get_dataset(resolved.spec.dataset)
-    env = MethodEnv(dataset.channels, cfg.data.image_size, dataset.mean, dataset.std, device, cfg.train, cfg)
+    env = MethodEnv(dataset.channels, cfg.data.image_size, dataset.mean, dataset.std, device,
+                    ways=cfg.bench.ways, shots=cfg.bench.shots, batch_size=cfg.train.batch_size)
     seed_everything(seed)
     return resolved.method_class(cfg.method, env).to(device)
 
@@ -139,18 +142,14 @@ def training_progress(step: int, seconds: float, steps: int, budget_seconds: flo
     return min(1.0, max(by_steps, seconds / budget_seconds if budget_seconds else 0.0))
 
 
-def lr_factor(schedule: str, progress: float) -> float:
-    return 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0
-
-
-def save_checkpoint(path: Path, method: Method, step: int, seconds: float, generator: torch.Generator,
-                    done: bool) -> None:
+def save_checkpoint(path: Path, method: Method, optimization: Optimization, step: int, seconds: float,
+                    generator: torch.Generator, done: bool) -> None:
     state = {
         "step": step,
         "train_seconds": seconds,
         "done": done,
         "model": method.state_dict(),
-        "optimizers": {name: opt.state_dict() for name, opt in method.optimizers().items()},
+        "optimizers": optimization.state_dict(),
         "generator": generator.get_state(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -182,12 +181,11 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu", fix: str = "
     return state
 
 
-def load_checkpoint(path: Path, method: Method, generator: torch.Generator) -> dict:
+def load_checkpoint(path: Path, method: Method, optimization: Optimization, generator: torch.Generator) -> dict:
     """Restore model, optimisers, sampler generator and RNG states from ``path`` (see ``read_checkpoint``)."""
     state = read_checkpoint(path, method.env.device, RESUME_FIX)
     method.load_state_dict(state["model"])
-    for name, opt in method.optimizers().items():
-        opt.load_state_dict(state["optimizers"][name])
+    optimization.load_state_dict(state["optimizers"])
     generator.set_state(state["generator"].cpu())
     torch.set_rng_state(state["torch_rng"].cpu())
     if state["cuda_rng"] and torch.cuda.is_available():
@@ -195,10 +193,10 @@ def load_checkpoint(path: Path, method: Method, generator: torch.Generator) -> d
     return state
 
 
-def train(method: Method, data: BenchmarkData, run_dir: Path, seed: int, resume: bool, show_progress: bool) -> dict:
+def train(method: Method, cfg: RunConfig, data: BenchmarkData, run_dir: Path, seed: int, resume: bool,
+          show_progress: bool) -> dict:
     """The shared loop. Returns training facts for the record (steps, seconds, validation accuracy)."""
-    cfg, device = method.env.run, method.env.device
-    tc = cfg.train
+    device, tc = method.env.device, cfg.train
     uses_labels = method.uses_labels
     train_data = TrainData(
         images=data.train.images.to(device),
@@ -206,14 +204,12 @@ def train(method: Method, data: BenchmarkData, run_dir: Path, seed: int, resume:
         num_classes=data.train.num_classes if uses_labels else None,
     )
     method.setup(train_data)
+    optimization = Optimization(method.parameter_groups(), tc)
     generator = torch.Generator().manual_seed(seed)
-    for opt in method.optimizers().values():
-        for group in opt.param_groups:
-            group.setdefault("initial_lr", group["lr"])
     checkpoint = run_dir / CHECKPOINT
     step, seconds, done = 0, 0.0, False
     if resume and checkpoint.is_file():
-        state = load_checkpoint(checkpoint, method, generator)
+        state = load_checkpoint(checkpoint, method, optimization, generator)
         step, seconds, done = state["step"], state["train_seconds"], state["done"]
     log = TrainLog(run_dir / TRAIN_LOG, keep_until=step)
     board = tboard.TrainBoard(run_dir, step, seconds)
@@ -224,12 +220,9 @@ def train(method: Method, data: BenchmarkData, run_dir: Path, seed: int, resume:
     method.train()
     while not done and step < tc.steps and not (budget and seconds >= budget):
         started = time.perf_counter()
-        method.progress = training_progress(step, seconds, tc.steps, budget)
-        factor = lr_factor(tc.schedule, method.progress)
-        for opt in method.optimizers().values():
-            for group in opt.param_groups:
-                group["lr"] = group["initial_lr"] * factor
-        metrics = method.training_step(train_data, step, generator)
+        progress = training_progress(step, seconds, tc.steps, budget)
+        lr = optimization.schedule(progress)
+        metrics = optimization.step(method.training_step(train_data, step, progress, generator))
         step += 1
         logged = step % tc.log_every == 0 or step == tc.steps
         validate = data.val_episodes is not None and tc.val_every and step % tc.val_every == 0
@@ -240,9 +233,9 @@ def train(method: Method, data: BenchmarkData, run_dir: Path, seed: int, resume:
                 raise RunFailed(f"training diverged at step {step}: {bad}; lower train.lr or check the inputs")
         seconds += time.perf_counter() - started  # training time only: validation is not charged to the budget
         if logged or validate:
-            row = {"step": step, "seconds": round(seconds, 3), "lr": tc.lr * factor, **values}
+            row = {"step": step, "seconds": round(seconds, 3), "lr": lr, **values}
             if validate:
-                val_accuracy = validation_accuracy(method, data)
+                val_accuracy = validation_accuracy(method, cfg, data)
                 row["val_accuracy"] = val_accuracy
                 method.train()
             log.write(row)
@@ -251,24 +244,22 @@ def train(method: Method, data: BenchmarkData, run_dir: Path, seed: int, resume:
                             ({"val": f"{val_accuracy:.3f}"} if val_accuracy is not None else {}))
         bar.update(1)
         if step % tc.checkpoint_every == 0:
-            save_checkpoint(checkpoint, method, step, seconds, generator, done=False)
+            save_checkpoint(checkpoint, method, optimization, step, seconds, generator, done=False)
     bar.close()
     if data.val_episodes is not None:
-        val_accuracy = validation_accuracy(method, data)
-    save_checkpoint(checkpoint, method, step, seconds, generator, done=True)
+        val_accuracy = validation_accuracy(method, cfg, data)
+    save_checkpoint(checkpoint, method, optimization, step, seconds, generator, done=True)
     return {"steps": step, "train_seconds": round(seconds, 3), "val_accuracy": val_accuracy,
             "budget_exhausted": bool(budget and seconds >= budget and step < tc.steps)}
 
 
-def validation_accuracy(method: Method, data: BenchmarkData) -> float:
-    cfg = method.env.run
-    result = evaluate(method, data.val.images, data.val_episodes, cfg.eval.head, cfg.eval.distance, cfg.eval.batch_size)
-    return result.mean
+def validation_accuracy(method: Method, cfg: RunConfig, data: BenchmarkData) -> float:
+    return evaluate(method, data.val.images, data.val_episodes, cfg.eval.head, cfg.eval.distance, cfg.eval.batch_size).mean
 
 
-def score(method: Method, data: BenchmarkData, head: str) -> EvalResult:
-    cfg = method.env.run
-    return evaluate(method, data.test.images, data.test_episodes, head, cfg.eval.distance, cfg.eval.batch_size)
+def score(method: Method, cfg: RunConfig, data: BenchmarkData) -> EvalResult:
+    """The fixed test episodes scored with ``cfg.eval`` (head, distance, batch size)."""
+    return evaluate(method, data.test.images, data.test_episodes, cfg.eval.head, cfg.eval.distance, cfg.eval.batch_size)
 
 
 def result_fields(result: EvalResult, episodes_digest: str) -> dict:
@@ -369,11 +360,11 @@ def _execute_locked(resolved: Resolved, seed: int, run_dir: Path, torch_device: 
         method = build_method(resolved, seed, torch_device)
         data = load_benchmark(resolved.spec, resolved.config, with_train=method.trains)
         if method.trains:
-            record.update(train(method, data, run_dir, seed, resume, progress))
+            record.update(train(method, resolved.config, data, run_dir, seed, resume, progress))
         else:
             record.update(steps=0, train_seconds=0.0, val_accuracy=None)
         if resolved.config.eval.test:
-            result = score(method, data, resolved.config.eval.head)
+            result = score(method, resolved.config, data)
             write_scores(run_dir, result.accuracies, result.correct)
             record.update(result_fields(result, data.test_episodes.digest))
         record.update(status="ok", finished=now(), wall_seconds=round(time.perf_counter() - wall_started, 3),

@@ -8,22 +8,17 @@ from __future__ import annotations
 
 import torch
 
-from harness.episodes import class_members
-from harness.errors import ConfigError
+from harness.episodes import eligible_classes
 
 
 class EpisodeSampler:
     """N-way K-shot Q-query episodes from labelled images, as index tensors."""
 
     def __init__(self, labels: torch.Tensor, ways: int, shots: int, queries: int):
-        members, counts = class_members(labels.cpu().numpy(), int(labels.max()) + 1)
-        eligible = torch.as_tensor(counts >= shots + queries)
-        if int(eligible.sum()) < ways:
-            raise ConfigError(
-                f"{ways}-way training episodes with {shots}+{queries} images per class need {ways} classes with that "
-                f"many images; the training split has {int(eligible.sum())}. Lower the method's training ways/shots/queries."
-            )
-        self.members = torch.as_tensor(members)[eligible]
+        members, eligible = eligible_classes(labels.cpu().numpy(), int(labels.max()) + 1, ways, shots + queries,
+                                             f"{ways}-way training episodes with {shots}+{queries} images per class",
+                                             "Lower the method's training ways/shots/queries.")
+        self.members = torch.as_tensor(members)[torch.as_tensor(eligible)]
         self.ways, self.shots, self.queries = ways, shots, queries
         self._padding = self.members < 0
 

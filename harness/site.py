@@ -26,7 +26,10 @@ from harness import site_html as h
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
-    from harness.report import Board, PaperTable, Store, TableSpec
+    from harness.report.leaderboard import Board
+    from harness.report.selection import Store
+    from harness.report.spec import TableSpec
+    from harness.report.tables import PaperTable
 
 DEFAULT_SPECS = "results/tables/*.yaml"
 DEFAULT_OUT = "results/site"
@@ -65,7 +68,10 @@ def record_id(record: dict) -> str:
 
 def view_spec(spec_path: Path, runs_dir: Path | None = None) -> SpecView:
     """Read a spec and fill it from its committed evidence (or ``runs_dir``), as ``harness table`` does."""
-    from harness.report import Store, build_boards, build_table, load_spec
+    from harness.report.leaderboard import build_boards
+    from harness.report.selection import Store
+    from harness.report.spec import load_spec
+    from harness.report.tables import build_table
     from harness.store import RunStore
 
     spec = load_spec(spec_path)
@@ -100,7 +106,8 @@ def plot_sources(views: list[SpecView]) -> dict[str, Path]:
 
 def leaderboard_html(board: Board, test: str, alpha: float) -> str:
     """The board: rank, method, accuracy ± CI with a CI bar on a shared axis, runs and costs."""
-    from harness.report import board_notes, format_memory, format_p, format_seconds, plus_minus
+    from harness.report.leaderboard import board_notes
+    from harness.report.render import format_memory, format_p, format_seconds, plus_minus
 
     lows = [100 * (g.accuracy - g.ci95) for g in board.groups]
     highs = [100 * (g.accuracy + g.ci95) for g in board.groups]
@@ -127,7 +134,7 @@ def leaderboard_html(board: Board, test: str, alpha: float) -> str:
 def paper_table_html(view: SpecView) -> str:
     """The paper table: measured rows (best bold, ties underlined, cells link their runs), the
     quoted published numbers apart, and the table's notes."""
-    from harness.report import QUOTED_HEADING, quoted, table_cell_text, table_notes
+    from harness.report.tables import QUOTED_HEADING, quoted, table_cell_text, table_notes
 
     spec, table = view.spec, view.table
     labels = [c.label for c in spec.columns]

@@ -10,7 +10,7 @@ import torch
 from harness.augment import ViewConfig, make_views
 from harness.backbones import build_backbone
 from harness.catalog import BACKBONES
-from harness.method import Method, make_optimizer
+from harness.method import Method
 from harness.samplers import sample_images
 
 
@@ -37,9 +37,6 @@ class SelfSupervised(Method):
     def image_batch(self, data, size: int, generator: torch.Generator) -> torch.Tensor:
         """``size`` distinct unlabeled training images (uint8, on the data's device)."""
         return data.images[sample_images(len(data.images), size, generator).to(data.images.device)]
-
-    def make_optimizer(self, *modules) -> torch.optim.Optimizer:
-        return make_optimizer([p for m in modules for p in m.parameters()], self.env.train)
 
     @torch.no_grad()
     def embed(self, images):

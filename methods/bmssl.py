@@ -39,6 +39,7 @@ from torch.func import functional_call, grad
 from harness.augment import ViewConfig
 from harness.config import at_least, positive
 from harness.errors import ConfigError
+from harness.heads import prototypes
 from harness.ssl import SelfSupervised
 
 
@@ -90,15 +91,14 @@ class BMSSL(SelfSupervised):
 
     def setup(self, data) -> None:
         self.views = self.view_generator("simclr")
-        self.optimizer = self.make_optimizer(self.encoder, self.projection)
 
-    def optimizers(self):
-        return {"meta": self.optimizer}
+    def parameter_groups(self):
+        return {"meta": [*self.encoder.parameters(), *self.projection.parameters()]}
 
     # ------------------------------------------------------------------ tasks from unlabeled images
     def make_tasks(self, data, generator: torch.Generator) -> torch.Tensor:
         """uint8 views [B, N, V, C, H, W] of B·N distinct unlabeled images (pseudo-class = image)."""
-        cfg, tasks = self.cfg, self.env.train.batch_size
+        cfg, tasks = self.cfg, self.env.batch_size
         images = self.image_batch(data, tasks * cfg.ways, generator)
         views = self.views(images.repeat_interleave(cfg.views_per_image, dim=0), generator)  # one batched call
         return views.unflatten(0, (tasks, cfg.ways, cfg.views_per_image))
@@ -126,11 +126,12 @@ class BMSSL(SelfSupervised):
     # ------------------------------------------------------------------ the head
     def init_head(self, support: torch.Tensor, support_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(W [.., N, D], b [.., N]) from support embeddings [.., N·S, D] (prototypes or zeros)."""
-        n, s = self.cfg.ways, self.cfg.support_views
+        n, batch = self.cfg.ways, support.shape[:-2]
         if self.cfg.head_init == "zero":
-            return support.new_zeros(*support.shape[:-2], n, support.shape[-1]), support.new_zeros(*support.shape[:-2], n)
-        prototypes = support.unflatten(-2, (n, s)).mean(-2)
-        return 2 * prototypes / self.cfg.temperature, -prototypes.pow(2).sum(-1) / self.cfg.temperature
+            return support.new_zeros(*batch, n, support.shape[-1]), support.new_zeros(*batch, n)
+        tasks = support.reshape(-1, *support.shape[-2:])
+        protos = prototypes(tasks, support_labels.expand(len(tasks), -1), n).reshape(*batch, n, -1)
+        return 2 * protos / self.cfg.temperature, -protos.pow(2).sum(-1) / self.cfg.temperature
 
     @staticmethod
     def head_logits(head, z: torch.Tensor) -> torch.Tensor:
@@ -155,20 +156,17 @@ class BMSSL(SelfSupervised):
         return head
 
     # ------------------------------------------------------------------ the bi-level loss
-    def training_step(self, data, step, generator):
-        return self.update(self.make_tasks(data, generator))
+    def training_step(self, data, step, progress, generator):
+        return self.loss(self.make_tasks(data, generator))
 
-    def update(self, views: torch.Tensor) -> dict:
-        """One meta-step on tasks of normalised views [B, N, V, C, H, W]."""
+    def loss(self, views: torch.Tensor) -> dict:
+        """The outer loss of tasks of normalised views [B, N, V, C, H, W] (and its two terms)."""
         if self.cfg.adapt == "head":
             losses = self.head_bilevel(views)
         else:
             losses = self.full_bilevel(views)
         loss = (1 - self.cfg.bootstrap_weight) * losses["query_loss"] + self.cfg.bootstrap_weight * losses["match_loss"]
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return {"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}
+        return {"loss": loss, **losses}
 
     def head_bilevel(self, views: torch.Tensor) -> dict[str, torch.Tensor]:
         """adapt=head: one encoder pass over all views; heads adapted for all tasks at once."""

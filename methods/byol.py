@@ -54,10 +54,9 @@ class BYOL(SelfSupervised):
         self.views = (self.view_generator("byol1"),
                       self.view_generator("byol2", gaussian_blur=self.cfg.gaussian_blur_2,
                                           solarization_prob=self.cfg.solarization_prob_2))
-        self.optimizer = self.make_optimizer(self.encoder, self.projection, self.prediction)
 
-    def optimizers(self):
-        return {"online": self.optimizer}
+    def parameter_groups(self):
+        return {"online": [*self.encoder.parameters(), *self.projection.parameters(), *self.prediction.parameters()]}
 
     def momentum(self, progress: float) -> float:
         """τ from ``momentum_base`` to 1 along training progress (steps, or the time budget)."""
@@ -65,23 +64,19 @@ class BYOL(SelfSupervised):
 
         return cosine_schedule(round(progress * 10_000), 10_001, self.cfg.momentum_base, 1.0)
 
-    def training_step(self, data, step, generator):
-        images = self.image_batch(data, self.env.train.batch_size, generator)
-        return self.update(self.views[0](images, generator), self.views[1](images, generator))
+    def training_step(self, data, step, progress, generator):
+        images = self.image_batch(data, self.env.batch_size, generator)
+        return self.loss(self.views[0](images, generator), self.views[1](images, generator), progress)
 
-    def update(self, views_0: torch.Tensor, views_1: torch.Tensor) -> dict:
-        """Momentum update of the target, then one step of the online network on two batches of views."""
+    def loss(self, views_0: torch.Tensor, views_1: torch.Tensor, progress: float) -> dict:
+        """Momentum update of the target, then the online network's loss on two batches of views."""
         from lightly.models.utils import update_momentum
 
-        m = self.momentum(self.progress)
+        m = self.momentum(progress)
         update_momentum(self.encoder, self.target_encoder, m)
         update_momentum(self.projection, self.target_projection, m)
         views = torch.cat([views_0, views_1])
         p0, p1 = self.prediction(self.projection(self.encoder(views).flatten(1))).chunk(2)
         with torch.no_grad():
             z0, z1 = self.target_projection(self.target_encoder(views).flatten(1)).chunk(2)
-        loss = 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return {"loss": loss.detach(), "momentum": m}
+        return {"loss": 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0)), "momentum": m}

@@ -28,7 +28,7 @@ from harness.catalog import BACKBONES
 from harness.config import at_least, positive
 from harness.errors import ConfigError
 from harness.libs import learn2learn
-from harness.method import Method, make_optimizer
+from harness.method import Method
 from harness.resolve import check_training_classes
 from harness.samplers import EpisodeSampler
 
@@ -61,16 +61,15 @@ class MAML(Method):
         super().__init__(cfg, env)
         body, dim = build_backbone(cfg.backbone, env.channels, env.image_size)
         torch.func.replace_all_batch_norm_modules_(body)
-        self.ways = env.run.bench.ways
+        self.ways = env.ways
         self.net = nn.Sequential(body, nn.Flatten(), nn.Linear(dim, self.ways))
 
     def setup(self, data) -> None:
-        shots = self.cfg.train_shots or self.env.run.bench.shots
+        shots = self.cfg.train_shots or self.env.shots
         self.sampler = EpisodeSampler(data.labels.cpu(), self.ways, shots, self.cfg.train_queries)
-        self.optimizer = make_optimizer(self.net.parameters(), self.env.train)
 
-    def optimizers(self):
-        return {"meta": self.optimizer}
+    def parameter_groups(self):
+        return {"meta": list(self.net.parameters())}
 
     # ------------------------------------------------------------------ adaptation
     def adapted_query_logits(self, xs, ys, xq, steps: int, lr: float, first_order: bool) -> torch.Tensor:
@@ -91,21 +90,18 @@ class MAML(Method):
         return learner
 
     # ------------------------------------------------------------------ training and evaluation
-    def training_step(self, data, step, generator):
-        support, support_labels, query, query_labels = self.sampler.sample(generator, self.env.train.batch_size)
+    def training_step(self, data, step, progress, generator):
+        support, support_labels, query, query_labels = self.sampler.sample(generator, self.env.batch_size)
         device = data.images.device
         xs = self._normalize_tasks(data.images[support.to(device)])
         xq = self._normalize_tasks(data.images[query.to(device)])
-        return self.update(xs, support_labels.to(device), xq, query_labels.to(device))
+        return self.loss(xs, support_labels.to(device), xq, query_labels.to(device))
 
-    def update(self, xs, ys, xq, yq) -> dict:
-        """One meta-step on a batch of tasks (normalised images [B, n, C, H, W], episode labels [B, n])."""
+    def loss(self, xs, ys, xq, yq) -> dict:
+        """The meta-loss of a batch of tasks (normalised images [B, n, C, H, W], episode labels [B, n])."""
         logits = self.adapted_query_logits(xs, ys, xq, self.cfg.inner_steps, self.cfg.inner_lr, self.cfg.first_order)
-        loss = F.cross_entropy(logits.flatten(0, 1), yq.flatten())
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return {"loss": loss.detach(), "accuracy": (logits.argmax(-1) == yq).float().mean()}
+        return {"loss": F.cross_entropy(logits.flatten(0, 1), yq.flatten()),
+                "accuracy": (logits.argmax(-1) == yq).float().mean()}
 
     def _normalize_tasks(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B, n, C, H, W] → normalised float, same shape."""

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from harness.backbones import build_backbone
 from harness.catalog import BACKBONES
 from harness.config import at_least
+from harness.heads import prototypes
 from harness.libs import learn2learn
-from harness.method import Method, make_optimizer
+from harness.method import Method
 from harness.resolve import check_training_classes
 from harness.samplers import EpisodeSampler
 
@@ -33,11 +34,15 @@ class ProtoNetConfig:
     distance: Literal["euclidean", "cosine"] = "euclidean"
 
 
-def prototype_logits(support, support_labels, query, distance: str = "euclidean") -> torch.Tensor:
-    """Logits of ``query`` [M, D] against the class means of ``support`` [S, D] (learn2learn's
-    ``PrototypicalClassifier``): negative squared euclidean distance, or cosine similarity."""
-    classifier = learn2learn().nn.PrototypicalClassifier(support, support_labels, distance=distance)
-    return classifier(query)
+def prototype_logits(support, support_labels, query, ways: int, distance: str = "euclidean") -> torch.Tensor:
+    """Logits of ``query`` [M, D] against the class means of ``support`` [S, D] (the harness's one
+    ``prototypes``) under learn2learn's ``PrototypicalClassifier`` distances: negative squared
+    euclidean distance, or cosine similarity of L2-normalised vectors."""
+    classifier = learn2learn().nn.PrototypicalClassifier
+    protos = prototypes(support[None], support_labels[None], ways)[0]
+    if distance == "cosine":
+        return -classifier.cosine_distance(classifier.normalize(protos), classifier.normalize(query))
+    return -classifier.euclidean_distance(protos, query)
 
 
 class ProtoNet(Method):
@@ -53,30 +58,26 @@ class ProtoNet(Method):
         super().__init__(cfg, env)
         self.encoder, self.feature_dim = build_backbone(cfg.backbone, env.channels, env.image_size)
         self.encoder.to(memory_format=torch.channels_last)
-        self.ways = cfg.train_ways or env.run.bench.ways
-        self.shots = cfg.train_shots or env.run.bench.shots
+        self.ways = cfg.train_ways or env.ways
+        self.shots = cfg.train_shots or env.shots
 
     def setup(self, data) -> None:
         self.sampler = EpisodeSampler(data.labels.cpu(), self.ways, self.shots, self.cfg.train_queries)
-        self.optimizer = make_optimizer(self.encoder.parameters(), self.env.train)
 
-    def optimizers(self):
-        return {"encoder": self.optimizer}
+    def parameter_groups(self):
+        return {"encoder": list(self.encoder.parameters())}
 
-    def training_step(self, data, step, generator):
+    def training_step(self, data, step, progress, generator):
         support, support_labels, query, query_labels = (t[0].to(data.images.device) for t in self.sampler.sample(generator))
         images = self.normalize(data.images[torch.cat([support, query])])
-        return self.update(images[: len(support)], support_labels, images[len(support):], query_labels)
+        return self.loss(images[: len(support)], support_labels, images[len(support):], query_labels)
 
-    def update(self, support, support_labels, query, query_labels) -> dict:
-        """One optimisation step on an episode (normalised images and episode labels)."""
+    def loss(self, support, support_labels, query, query_labels) -> dict:
+        """The query cross-entropy of an episode (normalised images and episode labels)."""
         features = self.encoder(torch.cat([support, query])).flatten(1)
-        logits = prototype_logits(features[: len(support)], support_labels, features[len(support):], self.cfg.distance)
-        loss = F.cross_entropy(logits, query_labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return {"loss": loss.detach(), "accuracy": (logits.argmax(1) == query_labels).float().mean()}
+        logits = prototype_logits(features[: len(support)], support_labels, features[len(support):], self.ways,
+                                  self.cfg.distance)
+        return {"loss": F.cross_entropy(logits, query_labels), "accuracy": (logits.argmax(1) == query_labels).float().mean()}
 
     @torch.no_grad()
     def embed(self, images):

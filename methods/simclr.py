@@ -36,20 +36,15 @@ class SimCLR(SelfSupervised):
 
     def setup(self, data) -> None:
         self.views = self.view_generator("simclr")
-        self.optimizer = self.make_optimizer(self.encoder, self.projection)
 
-    def optimizers(self):
-        return {"model": self.optimizer}
+    def parameter_groups(self):
+        return {"model": [*self.encoder.parameters(), *self.projection.parameters()]}
 
-    def training_step(self, data, step, generator):
-        images = self.image_batch(data, self.env.train.batch_size, generator)
-        return self.update(self.views(images, generator), self.views(images, generator))
+    def training_step(self, data, step, progress, generator):
+        images = self.image_batch(data, self.env.batch_size, generator)
+        return self.loss(self.views(images, generator), self.views(images, generator))
 
-    def update(self, views_0: torch.Tensor, views_1: torch.Tensor) -> dict:
-        """One optimisation step on two batches of views of the same images."""
+    def loss(self, views_0: torch.Tensor, views_1: torch.Tensor) -> dict:
+        """NT-Xent of two batches of views of the same images."""
         z = self.projection(self.encoder(torch.cat([views_0, views_1])).flatten(1))
-        loss = self.criterion(*z.chunk(2))
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return {"loss": loss.detach()}
+        return {"loss": self.criterion(*z.chunk(2))}

@@ -55,10 +55,10 @@ def interrupt_at_step(monkeypatch, method_class, step: int):
     returns a function that restores the real step."""
     real = method_class.training_step
 
-    def interrupted(self, data, current, generator):
+    def interrupted(self, data, current, progress, generator):
         if current == step:
             raise KeyboardInterrupt
-        return real(self, data, current, generator)
+        return real(self, data, current, progress, generator)
 
     monkeypatch.setattr(method_class, "training_step", interrupted)
     return lambda: monkeypatch.setattr(method_class, "training_step", real)

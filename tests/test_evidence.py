@@ -13,10 +13,11 @@ import pytest
 import yaml
 from conftest import run_cli
 
-from harness import files, report
+from harness import files
 from harness.errors import ConfigError
-from harness.launch import finished_index
+from harness.sweep.plan import finished_index
 from harness.methods import METHODS
+from harness.report.spec import load_spec
 from harness.store import RunStore, read_record, read_scores, write_record, write_scores
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,7 +107,7 @@ def tiny_spec(folder: Path, **change) -> Path:
 ])
 def test_spec_typos_are_errors_with_the_closest_match(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
-        report.load_spec(tiny_spec(tmp_path, **change))
+        load_spec(tiny_spec(tmp_path, **change))
 
 
 def test_table_from_an_empty_store_fails_and_writes_nothing(tmp_path, capsys):

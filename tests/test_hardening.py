@@ -184,8 +184,6 @@ def test_an_unbounded_seed_range_is_refused_before_it_is_expanded(tmp_path):
 
 
 def test_seeds_out_of_range_and_oversized_grids_are_refused(runs_dir, capsys):
-    from harness import launch
-
     with pytest.raises(ConfigError, match=f"out of range; seeds are integers from 0 to {SEED_MAX}"):
         config.parse_seeds("0-99999999999999999999")
     lrs = ",".join(str(0.001 * (i + 1)) for i in range(101))

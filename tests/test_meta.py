@@ -21,7 +21,7 @@ def test_protonet_logits_and_loss_by_hand():
     support = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [0.0, 2.0]])
     labels = torch.tensor([0, 0, 1, 1])  # prototypes (1, 0) and (0, 3)
     query = torch.tensor([[1.0, 1.0], [0.0, 3.0]])
-    logits = prototype_logits(support, labels, query)
+    logits = prototype_logits(support, labels, query, 2)
     assert torch.allclose(logits, torch.tensor([[-1.0, -5.0], [-10.0, 0.0]]))
     loss = F.cross_entropy(logits, torch.tensor([0, 1]))
     by_hand = -(torch.log(torch.exp(torch.tensor(-1.0)) / (torch.exp(torch.tensor(-1.0)) + torch.exp(torch.tensor(-5.0))))

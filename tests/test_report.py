@@ -21,9 +21,12 @@ import pytest
 import yaml
 from scipy import stats
 
-from harness import report
 from harness.cli import main
 from harness.errors import ConfigError, HarnessError
+from harness.report.selection import Store
+from harness.report.spec import load_spec
+from harness.report.stats import holm, paired_test
+from harness.report.tables import build_table
 from harness.store import TRAIN_LOG, RunStore, write_config, write_record, write_scores
 
 QUERIES = 10
@@ -33,7 +36,7 @@ QUERIES = 10
 def toy_names(monkeypatch):
     """The toy store's methods and benchmarks (meth-a, toy-5w1s, ...) are deliberately not registered:
     specs here skip the registry check, which tests/test_evidence.py covers."""
-    monkeypatch.setattr(report, "check_names", lambda spec: None)
+    monkeypatch.setattr("harness.report.spec.check_names", lambda spec: None)
 
 # Correct answers (of 10) per episode. A is best; B is clearly tied; C is significantly worse than
 # A before Holm's correction but not after; D and E tie with each other well below A; F is last.
@@ -166,22 +169,22 @@ def test_mcnemar_is_the_exact_binomial_test_on_discordant_trials():
     a_only, b_only = 5, 1  # trials only A got right / only B got right
     n = a_only + b_only
     p_by_hand = min(1.0, 2 * sum(math.comb(n, k) for k in range(min(a_only, b_only) + 1)) / 2**n)
-    result = report.paired_test(a, b, "mcnemar")
+    result = paired_test(a, b, "mcnemar")
     assert (result.a_better, result.b_better, result.pairs) == (a_only, b_only, 15)
     assert result.p_value == pytest.approx(p_by_hand)
     assert "McNemar" in result.summary() and "15 paired trials" in result.summary()
-    assert report.paired_test(a, a, "mcnemar").p_value == 1.0
-    assert report.paired_test(np.full(8, 0.5), np.full(8, 0.5)).p_value == 1.0
+    assert paired_test(a, a, "mcnemar").p_value == 1.0
+    assert paired_test(np.full(8, 0.5), np.full(8, 0.5)).p_value == 1.0
 
 
 def test_paired_test_refuses_results_on_different_episodes():
     with pytest.raises(HarnessError, match="same episodes"):
-        report.paired_test(np.zeros(5), np.zeros(6))
+        paired_test(np.zeros(5), np.zeros(6))
 
 
 def test_holm_matches_its_definition():
-    assert report.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert report.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
 
 
 # ------------------------------------------------------------------------------------ leaderboards
@@ -392,7 +395,7 @@ def test_a_row_matching_several_configurations_must_choose_one(store, tmp_path, 
     assert "matches 3 configurations" in message and "where: {data.train_fraction: 0.25}" in message
     spec = write_spec(tmp_path, columns=[{"label": "scarce", "benchmark": "toy-scarce"}], references=[],
                       rows=[{"label": "A", "method": "meth-a", "where": {"data.train_fraction": 0.5}}])
-    table = report.build_table(report.load_spec(spec), report.Store(RunStore(store["runs_dir"])))
+    table = build_table(load_spec(spec), Store(RunStore(store["runs_dir"])))
     assert table.cells[0][0].group.runs[0]["run_id"] == store["scarce-0.5"]["run_id"]
 
 
@@ -413,7 +416,7 @@ def test_a_column_without_runs_is_all_missing(store, tmp_path, capsys):
 ])
 def test_spec_errors_say_what_is_wrong(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
-        report.load_spec(write_spec(tmp_path, **change))
+        load_spec(write_spec(tmp_path, **change))
 
 
 def test_cli_prints_spec_errors_and_exits_nonzero(tmp_path, capsys):
@@ -437,7 +440,7 @@ def test_scarcity_and_shots_plots_write_png_pdf_and_the_points(store, tmp_path, 
     assert main(["plot", "scarcity", "--bench", "toy-scarce", "--methods", "meth-a", "--runs-dir", runs,
                  "--where", "data.train_fraction=0.5", "--out", str(tmp_path / "half")]) == 0
     assert list(read_csv(tmp_path / "half.csv")["runs"]) == [store["scarce-0.5"]["run_id"]]
-    for where, message in (("budget", "--where takes KEY=VALUE"), ("budget=3", "neither a config key")):
+    for where, message in (("budget", "--where expects KEY=VALUE"), ("budget=3", "neither a config key")):
         assert message in cli_error(capsys, "plot", "scarcity", "--bench", "toy-scarce", "--runs-dir", runs,
                                     "--where", where)
 

@@ -146,7 +146,7 @@ def chromium(*args: str) -> subprocess.CompletedProcess:
 
 def test_the_leaderboard_renders_in_headless_chromium(project, tmp_path):
     """The rendered DOM has the leaderboard's rows, ranks and numbers; a screenshot is saved."""
-    from harness.report import plus_minus
+    from harness.report.render import plus_minus
 
     out = tmp_path / "site"
     build_site([project["spec"]], out)

@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import launch
+from harness.sweep.plan import Sweep
+from harness.sweep.profiles import slurm_answers
 from harness.store import CHECKPOINT, RunStore, read_record, read_scores
 
 from conftest import run_cli
 
 pytestmark = pytest.mark.slurm
-ANSWERS, SINFO_SAID = launch.slurm_answers()
+ANSWERS, SINFO_SAID = slurm_answers()
 if not ANSWERS:
     pytest.skip(f"no SLURM controller answers ({SINFO_SAID.splitlines()[-1] if SINFO_SAID else 'sinfo failed'}); "
                 f"start one with: bash slurm/local-cluster.sh start; . /tmp/harness-slurm/env.sh",
@@ -40,7 +41,7 @@ def wait_until(condition, what: str, timeout_s: float = 180, log: Path | None = 
 
 
 def only_job(runs_dir: Path, name: str) -> dict:
-    jobs = launch.Sweep(runs_dir, name).latest_jobs()
+    jobs = Sweep(runs_dir, name).latest_jobs()
     assert len(jobs) == 1
     return next(iter(jobs.values()))
 
@@ -58,7 +59,7 @@ def pixel_sweep(tmp_path_factory):
 def test_array_tasks_write_all_records_concurrently(pixel_sweep):
     runs_dir, _, code = pixel_sweep
     assert code == 0
-    submissions = launch.Sweep(runs_dir, "pixels8").submissions()
+    submissions = Sweep(runs_dir, "pixels8").submissions()
     assert len(submissions) == 1
     job_ids = sorted(submissions[0]["jobs"].values(), key=lambda j: int(j.split("_")[1]))
     array = job_ids[0].split("_")[0]
@@ -88,7 +89,7 @@ def test_status_shows_every_run_completed(pixel_sweep, capsys):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("pixels synthetic-5w1s seed")]
     assert len(rows) == 8
-    array = next(iter(launch.Sweep(runs_dir, "pixels8").latest_jobs().values()))["job_id"].split("_")[0]
+    array = next(iter(Sweep(runs_dir, "pixels8").latest_jobs().values()))["job_id"].split("_")[0]
     for seed, row in enumerate(sorted(rows)):
         assert f" {array}_{seed} " in row and "COMPLETED" in row and "%" in row
     assert "8 runs: 8 completed" in out
@@ -99,7 +100,7 @@ def test_resubmitting_a_finished_sweep_submits_nothing(pixel_sweep, capsys):
     capsys.readouterr()
     assert run_cli(*args) == 0
     assert "8 runs; 0 to submit, 8 already done" in capsys.readouterr().out
-    assert len(launch.Sweep(runs_dir, "pixels8").submissions()) == 1
+    assert len(Sweep(runs_dir, "pixels8").submissions()) == 1
 
 
 def test_a_failing_task_is_reported_with_its_reason(tmp_path, capsys):
@@ -139,7 +140,7 @@ def failed_line(out: str) -> str:
 
 
 def only_failed_log(runs_dir: Path) -> Path:
-    sweep = launch.Sweep(runs_dir, "diverge")
+    sweep = Sweep(runs_dir, "diverge")
     failed = [r for r in sweep.runs() if read_record(r.run_dir)["status"] == "failed"]
     return Path(sweep.latest_jobs()[failed[0].key]["log"])
 
@@ -155,7 +156,7 @@ def test_requeued_task_resumes_from_its_checkpoint_to_the_same_result(tmp_path, 
     assert run_cli("sweep", *grid, "--runs-dir", interrupted) == 0
     assert run_cli("sweep", *grid, "--runs-dir", straight) == 0
     job = only_job(interrupted, "requeue")
-    run_dir = Path(launch.Sweep(interrupted, "requeue").runs()[0].run_dir)
+    run_dir = Path(Sweep(interrupted, "requeue").runs()[0].run_dir)
     stdout = Path(job["log"]).with_suffix(".out")
 
     wait_until(lambda: (run_dir / CHECKPOINT).is_file(), "the first checkpoint", log=stdout)

@@ -10,8 +10,12 @@ import sys
 
 import pytest
 
-from harness import config, launch
+from harness import config
+from harness.sweep import profiles
 from harness.overrides import Grid
+from harness.sweep.grid import SweepSpec
+from harness.sweep.plan import Run, Sweep, assign_run_dirs, plan_runs
+from harness.sweep.task import execute_run
 from harness.errors import ConfigError
 from harness.store import RunStore
 
@@ -23,13 +27,13 @@ PIXELS = ("--methods", "pixels", "--benches", "synthetic-5w1s", "--set", "bench.
 @pytest.fixture
 def no_slurm(monkeypatch):
     """Here no SLURM controller answers (even where the test cluster runs)."""
-    monkeypatch.setattr(launch, "slurm_answers", lambda: (False, "Unable to contact slurm controller"))
+    monkeypatch.setattr(profiles, "slurm_answers", lambda: (False, "Unable to contact slurm controller"))
 
 
 def test_without_sinfo_there_is_no_slurm(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert launch.slurm_answers() == (False, "sinfo is not installed")
-    assert launch.choose_executor(None, None) == "local"
+    assert profiles.slurm_answers() == (False, "sinfo is not installed")
+    assert profiles.choose_executor(None, None) == "local"
 
 
 @pytest.mark.parametrize("text, seeds", [("0-4", [0, 1, 2, 3, 4]), ("0,2,5", [0, 2, 5]), ("0-2,7", [0, 1, 2, 7]),
@@ -107,20 +111,20 @@ def test_slurm_executor_without_a_controller_is_a_clear_error(runs_dir, capsys, 
 
 
 def test_profiles_are_validated(tmp_path):
-    local, source = launch.load_profile("local")
+    local, source = profiles.load_profile("local")
     assert source.endswith("slurm/profiles/local.yaml") and local["partition"] == "debug"
-    params = launch.slurm_parameters(launch.load_profile("gpu-example")[0], "s")
+    params = profiles.slurm_parameters(profiles.load_profile("gpu-example")[0], "s")
     assert params["gpus_per_node"] == 1 and params["mem"] == "32GB" and params["additional_parameters"]["requeue"]
     assert params["job_name"] == "harness-s" and params["time"] == 240
     bad = tmp_path / "bad.yaml"
     bad.write_text("partition: gpu\ngpus: 2\n")
     with pytest.raises(ConfigError, match="unknown profile key 'gpus'. Valid keys: description, partition"):
-        launch.load_profile(str(bad))
+        profiles.load_profile(str(bad))
     bad.write_text("time_min: soon\n")
     with pytest.raises(ConfigError, match="time_min must be int, got 'soon'"):
-        launch.load_profile(str(bad))
+        profiles.load_profile(str(bad))
     with pytest.raises(ConfigError, match="unknown profile 'nope'. Profiles: .*gpu-example, local"):
-        launch.load_profile("nope")
+        profiles.load_profile("nope")
 
 
 def test_local_sweep_runs_skips_finished_and_reports_status(runs_dir, capsys, no_slurm):
@@ -158,19 +162,19 @@ def test_local_sweep_runs_skips_finished_and_reports_status(runs_dir, capsys, no
 
 def test_plan_fixes_each_run_directory(runs_dir, capsys, no_slurm):
     """The run directories are fixed at submission, and a task may only resume the planned config."""
-    sweep = launch.Sweep(runs_dir, "fixed")
-    spec = launch.SweepSpec(["pixels"], ["synthetic-5w1s"], [0], {"bench.episodes": [100]}, {})
-    runs = launch.plan_runs(spec)
-    plan = launch.assign_run_dirs(sweep, runs, {})
+    sweep = Sweep(runs_dir, "fixed")
+    spec = SweepSpec(["pixels"], ["synthetic-5w1s"], [0], {"bench.episodes": [100]}, {})
+    runs = plan_runs(spec)
+    plan = assign_run_dirs(sweep, runs, {})
     sweep.save_plan(plan, spec)
-    again = launch.plan_runs(spec)
-    launch.assign_run_dirs(sweep, again, {})
+    again = plan_runs(spec)
+    assign_run_dirs(sweep, again, {})
     assert again[0].run_dir == runs[0].run_dir and again[0].run_dir.startswith(str(runs_dir.absolute()))
     saved = json.loads(sweep.plan_path.read_text())
     assert saved["runs"][0]["config_hash"] == runs[0].config_hash and saved["runs"][0]["seed"] == 0
-    stale = launch.Run(**{**saved["runs"][0], "config_hash": "000000000000"})
+    stale = Run(**{**saved["runs"][0], "config_hash": "000000000000"})
     with pytest.raises(Exception, match="now resolves to config hash .* not 000000000000 as planned"):
-        launch.execute_run(stale, "cpu")
+        execute_run(stale, "cpu")
 
 
 def test_cli_help_stays_light():

@@ -24,6 +24,7 @@ from harness.libs import learn2learn
 from harness.method import TrainData
 from harness.protocol import load_benchmark
 from harness.resolve import resolve
+from harness.optim import Optimization
 from harness.runner import build_method
 
 from common import report, timed
@@ -93,8 +94,9 @@ def main() -> None:
                       "ratio_vs_learn2learn": round(rates["harness"] / rates["learn2learn"], 3),
                       "ratio_vs_vmap": round(rates["harness"] / rates["vmap"], 3), "same_gradients": same}))
 
-    step_rate = timed(lambda i: method.training_step(train, i, generator), args.steps)
-    limit_rate = timed(lambda i: method.update(views), args.steps)  # the same step, views already in memory
+    optimization = Optimization(method.parameter_groups(), resolved.config.train)  # the runner's
+    step_rate = timed(lambda i: optimization.step(method.training_step(train, i, 0.0, generator)), args.steps)
+    limit_rate = timed(lambda i: optimization.step(method.loss(views)), args.steps)  # the same step, views in memory
     report("bmssl", step_rate, None, limit_rate)
 
 

@@ -29,6 +29,7 @@ from harness.libs import learn2learn
 from harness.method import TrainData
 from harness.protocol import load_benchmark
 from harness.resolve import resolve
+from harness.optim import Optimization
 from harness.runner import build_method
 
 from common import report, timed as rate
@@ -40,6 +41,8 @@ def setup(method_name: str, bench: str, sets: list[str]):
     data = load_benchmark(resolved.spec, resolved.config)
     train = TrainData(data.train.images, data.train.labels, data.train.num_classes)
     method.setup(train)
+    method.optimization = Optimization(method.parameter_groups(), resolved.config.train)  # the runner's
+    method.optimizer = next(iter(method.optimization.optimizers.values()))  # for the reference loops
     return method, train, data
 
 
@@ -68,11 +71,11 @@ def bench_protonet(bench: str, steps: int) -> dict:
     method, train, data = setup("protonet", bench, [])
     ways, shots, queries = method.ways, method.shots, method.cfg.train_queries
     generator = torch.Generator().manual_seed(0)
-    harness_rate = rate(lambda i: method.training_step(train, i, generator), steps)
+    harness_rate = rate(lambda i: method.optimization.step(method.training_step(train, i, 0.0, generator)), steps)
 
     def protonet_step(xs, ys, xq, yq):  # as learn2learn's protonet example
         features = method.encoder(torch.cat([xs, xq])).flatten(1)
-        loss = F.cross_entropy(prototype_logits(features[: len(xs)], ys, features[len(xs):]), yq)
+        loss = F.cross_entropy(prototype_logits(features[: len(xs)], ys, features[len(xs):], ways), yq)
         method.optimizer.zero_grad()
         loss.backward()
         method.optimizer.step()
@@ -81,7 +84,7 @@ def bench_protonet(bench: str, steps: int) -> dict:
     ref_rate = rate(lambda i: protonet_step(*split_task(*taskset.sample(), shots)), steps)
     episode = [t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
                for t in split_task(*taskset.sample(), shots)]
-    limit_rate = rate(lambda i: method.update(*episode), steps)
+    limit_rate = rate(lambda i: method.optimization.step(method.loss(*episode)), steps)
     line = report("protonet", harness_rate, ref_rate, limit_rate)
 
     # Test-episode scoring: embedding every test image once vs re-embedding each episode's images.
@@ -94,7 +97,7 @@ def bench_protonet(bench: str, steps: int) -> dict:
     with torch.no_grad():
         for s, sl, q in zip(episodes.support, episodes.support_labels, episodes.query):
             feats = method.embed(data.test.images[torch.as_tensor(s).tolist() + torch.as_tensor(q).tolist()])
-            prototype_logits(feats[: len(s)], torch.as_tensor(sl), feats[len(s):])
+            prototype_logits(feats[: len(s)], torch.as_tensor(sl), feats[len(s):], 5)
     method.train()
     per_episode = len(episodes) / (time.perf_counter() - started)
     print(json.dumps({"method": "protonet-eval", "episodes_per_s_cached": round(cached, 1),
@@ -104,10 +107,10 @@ def bench_protonet(bench: str, steps: int) -> dict:
 
 def bench_maml(bench: str, steps: int, name: str = "maml") -> dict:
     method, train, _ = setup(name, bench, [])
-    cfg, batch = method.cfg, method.env.train.batch_size
-    shots = cfg.train_shots or method.env.run.bench.shots
+    cfg, batch = method.cfg, method.env.batch_size
+    shots = cfg.train_shots or method.env.shots
     generator = torch.Generator().manual_seed(0)
-    harness_rate = rate(lambda i: method.training_step(train, i, generator), steps)
+    harness_rate = rate(lambda i: method.optimization.step(method.training_step(train, i, 0.0, generator)), steps)
     l2l = learn2learn()
     head_only = cfg.adapt == "head"  # ANIL, as in learn2learn's anil example: features, then a MAML head
     body = method.net[:2] if head_only else torch.nn.Identity()
@@ -127,7 +130,7 @@ def bench_maml(bench: str, steps: int, name: str = "maml") -> dict:
     ref_rate = rate(lambda i: meta_step([split_task(*taskset.sample(), shots) for _ in range(batch)]), steps)
     tasks = [split_task(*taskset.sample(), shots) for _ in range(batch)]
     stacked = [torch.stack(t) for t in zip(*tasks)]
-    limit_rate = rate(lambda i: method.update(*stacked), steps)
+    limit_rate = rate(lambda i: method.optimization.step(method.loss(*stacked)), steps)
     line = report(name, harness_rate, ref_rate, limit_rate)
     if name == "maml":
         print(json.dumps({"method": "maml-vmap", **vmap_rate(method, tasks, steps)}))

@@ -5,7 +5,7 @@ Run by hand (not collected by pytest):  python tests/perf/bench_ssl.py [--bench 
 Same data, backbone (the preset's, Conv-4), batch size and number of steps, measured in one run:
 - the harness: ``Method.training_step`` (batched tensor views on the training device + the step);
 - ``ref``: a torch ``DataLoader`` (2 workers) over a dataset applying lightly's ``SimCLRTransform``
-  (``BYOLTransform`` for BYOL) to each image, then the same step (``Method.update``) on its views;
+  (``BYOLTransform`` for BYOL) to each image, then the same step (``Method.loss`` and the runner's ``Optimization.step``) on its views;
 - ``limit``: the same step on views already in memory (compute only).
 One JSON line per method: steps/s of each, ``ratio`` = harness/ref, ``of_limit`` = harness/limit.
 Targets (issue 4): ratio ≥ 1.5 and of_limit ≥ 0.9.
@@ -23,6 +23,7 @@ from harness.augment import ViewConfig
 from harness.method import TrainData
 from harness.protocol import load_benchmark
 from harness.resolve import resolve
+from harness.optim import Optimization
 from harness.runner import build_method
 
 from common import report, timed
@@ -65,20 +66,21 @@ def bench(name: str, bench_name: str, steps: int, batch: int, workers: int) -> d
     data = load_benchmark(resolved.spec, resolved.config)
     train = TrainData(data.train.images, None, None)
     method.setup(train)
+    optimization = Optimization(method.parameter_groups(), resolved.config.train)  # the runner's
+    step = lambda *views: optimization.step(method.loss(*views) if name == "simclr" else method.loss(*views, 0.0))  # noqa: E731
     generator = torch.Generator().manual_seed(0)
-    harness_rate = timed(lambda i: method.training_step(train, i, generator), steps)
+    harness_rate = timed(lambda i: optimization.step(method.training_step(train, i, 0.0, generator)), steps)
 
     loader = torch.utils.data.DataLoader(PILImages(data.train.images, lightly_multiview(name, method)),
                                          batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
                                          persistent_workers=workers > 0)
     batches = itertools.cycle(loader)
-    ref_rate = timed(lambda i: method.update(*(v.contiguous(memory_format=torch.channels_last) for v in next(batches))),
-                     steps)
+    ref_rate = timed(lambda i: step(*(v.contiguous(memory_format=torch.channels_last) for v in next(batches))), steps)
 
     images = method.image_batch(train, batch, generator)
     views = (method.views(images, generator), method.views(images, generator)) if name == "simclr" else \
         (method.views[0](images, generator), method.views[1](images, generator))
-    limit_rate = timed(lambda i: method.update(*views), steps)
+    limit_rate = timed(lambda i: step(*views), steps)
     return report(name, harness_rate, ref_rate, limit_rate)
 
 

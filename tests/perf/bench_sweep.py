@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import launch
+from harness.sweep.plan import Sweep
+from harness.sweep.profiles import slurm_answers
 
 GRID = ["--methods", "pixels,protonet", "--benches", "synthetic-5w1s", "--seeds", "0-9", "--set", "bench.episodes=100",
         "--executor", "slurm", "--profile", "local", "--name", "bench20"]
@@ -37,7 +38,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    answers, said = launch.slurm_answers()
+    answers, said = slurm_answers()
     if not answers:
         print(f"no SLURM controller answers ({said}); start one with: bash slurm/local-cluster.sh start",
               file=sys.stderr)
@@ -49,7 +50,7 @@ def main() -> int:
         try:
             plan.append(timed([*harness, "sweep", *GRID, "--runs-dir", str(runs_dir), "--dry-run"]))
             submit.append(timed([*harness, "sweep", *GRID, "--runs-dir", str(runs_dir)]))
-            jobs = launch.Sweep(runs_dir, "bench20").latest_jobs()
+            jobs = Sweep(runs_dir, "bench20").latest_jobs()
             assert len(jobs) == 20, f"expected 20 submitted runs, got {len(jobs)}"
             subprocess.run(["scancel", *sorted({j["job_id"].split("_")[0] for j in jobs.values()})], check=True)
         finally:

@@ -1,0 +1,60 @@
+"""Optimisation, owned by the runner: one optimiser per parameter group a method declares, the
+learning-rate schedule, and the step itself (zero, backward, clip, step). Methods only return losses."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from harness.config import TrainConfig
+
+
+def make_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser ``train.optimizer`` names, with ``train.lr`` and ``train.weight_decay``."""
+    params = [p for p in params if p.requires_grad]
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=train.lr, momentum=0.9, nesterov=True, weight_decay=train.weight_decay)
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
+
+
+def lr_factor(schedule: str, progress: float) -> float:
+    """The schedule's multiplier of ``train.lr`` at ``progress`` (0..1): 1, or a cosine decay to 0."""
+    return 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0
+
+
+class Optimization:
+    """The optimisers of one method's parameter groups, scheduled and stepped together."""
+
+    def __init__(self, groups: dict[str, list], train: TrainConfig):
+        self.train = train
+        self.optimizers = {name: make_optimizer(params, train) for name, params in groups.items()}
+        self.params = [p for opt in self.optimizers.values() for g in opt.param_groups for p in g["params"]]
+
+    def schedule(self, progress: float) -> float:
+        """Set every group's learning rate for ``progress``; returns that rate."""
+        lr = self.train.lr * lr_factor(self.train.schedule, progress)
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = lr
+        return lr
+
+    def step(self, outputs: dict) -> dict:
+        """Back-propagate ``outputs["loss"]`` and step every optimiser; returns the outputs detached."""
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        outputs["loss"].backward()
+        if self.train.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, self.train.clip_grad_norm)
+        for opt in self.optimizers.values():
+            opt.step()
+        return {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in outputs.items()}
+
+    def state_dict(self) -> dict:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state[name])

@@ -1,0 +1,116 @@
+"""Leaderboards: one ranked table per benchmark of every configuration with ok runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.errors import HarnessError
+from harness.report.render import (csv_text, duplicates_note, format_memory, format_p, format_seconds, interval_note,
+                                   latex_escape, latex_tabular, mark_latex, mark_markdown, markdown_table, plus_minus,
+                                   ranking_note, source_lines)
+from harness.report.selection import RunGroup, Selection, Store, check_same_episodes, commit_of, run_id, short_reason
+from harness.report.stats import Standing, rank_groups
+
+
+@dataclass
+class Board:
+    """The leaderboard of one benchmark: groups best first, with their standings."""
+
+    selection: Selection
+    groups: list[RunGroup]
+    standings: list[Standing]
+
+    @property
+    def records(self) -> list[dict]:
+        return [r for g in self.groups for r in g.runs]
+
+
+def build_boards(store: Store, benchmarks: list[str] | None, head: str | None, test: str, alpha: float) -> list[Board]:
+    """One board per benchmark (all benchmarks with ok runs when none are named)."""
+    available = store.benchmarks()
+    boards = []
+    for benchmark in benchmarks or available:
+        selection = store.select(benchmark, head=head)
+        if not selection.groups:
+            raise HarnessError(
+                f"no finished runs on '{benchmark}'" + (f" with head '{head}'" if head else "") + f" under "
+                f"{store.describe()}. Benchmarks with finished runs there: {', '.join(available) or '(none)'}. "
+                "Check --bench and --runs-dir, or make runs with `harness run`")
+        check_same_episodes(selection.groups, f"leaderboard {benchmark}")
+        standings = rank_groups(selection.groups, test, alpha)
+        order = sorted(range(len(standings)), key=lambda i: (standings[i].rank, -selection.groups[i].accuracy,
+                                                             selection.groups[i].label))
+        boards.append(Board(selection, [selection.groups[i] for i in order], [standings[i] for i in order]))
+    if not boards:
+        raise HarnessError(f"no finished runs under {store.describe()}; make some with `harness run` or pass --runs-dir")
+    return boards
+LEADERBOARD_HEADERS = ["Rank", "Method", "Accuracy (%)", "Episodes", "Seeds", "p vs best", "Train time",
+                       "Peak memory", "Device"]
+
+
+def board_cells(board: Board, fmt: str, decimals: int = 2) -> list[list[str]]:
+    """The leaderboard's cells as Markdown or LaTeX (escaped, best bold, ties underlined)."""
+    escape, mark = (latex_escape, mark_latex) if fmt == "latex" else (str, mark_markdown)
+    rows = []
+    for group, standing in zip(board.groups, board.standings):
+        accuracy = mark(escape(plus_minus(100 * group.accuracy, 100 * group.ci95, decimals)), standing.mark)
+        rows.append([str(standing.rank), escape(group.label), accuracy, str(group.episodes), str(len(group.runs)),
+                     escape(format_p(standing.p_vs_best)), escape(format_seconds(group.train_seconds)),
+                     escape(format_memory(group.peak_memory_mb)), escape(group.devices)])
+    return rows
+
+
+def board_notes(board: Board, test: str, alpha: float) -> list[str]:
+    notes = [interval_note(), ranking_note(test, alpha) + " p vs best: Holm-adjusted."]
+    if board.selection.excluded:
+        notes.append("Excluded (not ok): " + "; ".join(f"{run_id(r)} ({r.get('status')}: {short_reason(r)})"
+                                                    for r in board.selection.excluded) + ".")
+    if board.selection.superseded:
+        notes.append(duplicates_note(board.selection.superseded))
+    return notes
+
+
+def render_leaderboard(boards: list[Board], fmt: str, made_by: str, test: str, alpha: float) -> str:
+    """The boards as one Markdown, LaTeX (booktabs) or CSV document."""
+    if fmt == "csv":
+        return leaderboard_csv(boards)
+    if fmt == "md":
+        out = [f"<!-- Made by {made_by}; the source runs are listed under each table. Regenerate, do not edit. -->",
+               "", "# Leaderboard", ""]
+        for board in boards:
+            out += [f"## {board.selection.benchmark}", "",
+                    markdown_table(LEADERBOARD_HEADERS, board_cells(board, "md"),
+                                   ["right", "left", "right", "right", "right", "right", "right", "right", "left"]), ""]
+            out += [f"- {note}" for note in board_notes(board, test, alpha)]
+            out += ["- Source runs (run id, harness commit): "
+                    + ", ".join(f"`{rid}` ({commit})" for rid, commit in source_lines(board.records)) + ".", ""]
+        return "\n".join(out)
+    out = [f"% Made by {made_by}; regenerate, do not edit. Needs \\usepackage{{booktabs}}."]
+    for board in boards:
+        out += [f"% Source runs of {board.selection.benchmark} (run id, harness commit):"]
+        out += [f"%   {rid} {commit}" for rid, commit in source_lines(board.records)]
+        out += [r"\begin{table}[t]", r"\centering", rf"\caption{{Leaderboard: {latex_escape(board.selection.benchmark)}}}"]
+        out += latex_tabular([latex_escape(h) for h in LEADERBOARD_HEADERS], board_cells(board, "latex"), "rlrrrrrrl")
+        out += [r"\par\smallskip\footnotesize", " ".join(latex_escape(n) for n in board_notes(board, test, alpha)),
+                r"\end{table}", ""]
+    return "\n".join(out)
+
+
+def leaderboard_csv(boards: list[Board]) -> str:
+    """One line per group and benchmark; numbers in percent, with the runs and commits."""
+    import pandas as pd
+
+    rows = []
+    for board in boards:
+        for group, standing in zip(board.groups, board.standings):
+            rows.append({
+                "benchmark": board.selection.benchmark, "rank": standing.rank, "label": group.label,
+                "method": group.method, "config_hash": group.config_hash, "mark": standing.mark,
+                "accuracy_pct": round(100 * group.accuracy, 4), "ci95_pct": round(100 * group.ci95, 4),
+                "episodes": group.episodes, "seeds": " ".join(map(str, group.seeds)),
+                "p_vs_best_holm": None if standing.p_vs_best is None else round(standing.p_vs_best, 6),
+                "train_seconds": group.train_seconds, "peak_memory_mb": group.peak_memory_mb,
+                "device": group.devices, "episode_digest": group.runs[0].get("episode_digest"),
+                "runs": " ".join(run_id(r) for r in group.runs), "commits": " ".join(commit_of(r) for r in group.runs),
+            })
+    return csv_text(pd.DataFrame(rows))

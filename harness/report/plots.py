@@ -1,0 +1,169 @@
+"""Plots: training curves, accuracy vs shots and data-scarcity curves as PNG, PDF and CSV (matplotlib)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import files
+from harness.errors import HarnessError
+from harness.report.render import csv_text, provenance_text, write_output
+from harness.report.selection import RunGroup, Store, check_same_episodes, commit_of, make_labels, run_id
+from harness.report.spec import PlotRequest
+from harness.store import TRAIN_LOG
+
+
+@dataclass
+class Series:
+    """One line of an accuracy plot: a method configuration's points (x, group), by x."""
+
+    method: str
+    settings: dict
+    config_hash: str
+    points: list[tuple[float, str, RunGroup]] = field(default_factory=list)  # (x, benchmark, group)
+    label: str = ""
+
+
+def accuracy_series(store: Store, request: PlotRequest) -> tuple[list[Series], str]:
+    """The lines of a shots or scarcity plot and the x axis' setting name.
+
+    shots: x = ``bench.shots``; a line is one configuration apart from the benchmark (``bench.*``,
+    ``benchmark``, ``kind``). scarcity: training runs only (eval records do not keep the source's
+    fraction); x = ``data.train_fraction``; a line is one configuration apart from that fraction.
+    """
+    if request.kind == "shots":
+        x_key, where = "bench.shots", dict(request.where)
+    else:
+        x_key, where = "data.train_fraction", {**request.where, "kind": "train"}
+    series: dict[tuple, Series] = {}
+    for benchmark in request.benchmarks:
+        selection = store.select(benchmark, request.methods, request.head, where)
+        check_same_episodes(selection.groups, f"plot {request.kind} {benchmark}")
+        for group in selection.groups:
+            x = group.settings.get(x_key)
+            if not isinstance(x, (int, float)):
+                raise HarnessError(f"run {group.runs[0]['run_id']} has no {x_key} in its config.yaml; cannot place it "
+                                   f"on a {request.kind} plot")
+            line_settings = {k: v for k, v in group.settings.items() if k != x_key and not (
+                request.kind == "shots" and (k.startswith("bench.") or k in ("benchmark", "kind")))}
+            if request.kind == "shots" and line_settings.get("trained_on") == benchmark:
+                line_settings["trained_on"] = "(the benchmark)"
+            key = (group.method, repr(sorted(line_settings.items(), key=lambda kv: kv[0])))
+            line = series.setdefault(key, Series(group.method, line_settings, group.config_hash))
+            clash = [b for px, b, _ in line.points if px == x]
+            if clash:
+                raise HarnessError(f"{group.method}: two results at {x_key}={x} for one line ({clash[0]} and {benchmark}); "
+                                   f"plot benchmarks that differ in {x_key}")
+            line.points.append((x, benchmark, group))
+    if not series:
+        raise HarnessError(f"no finished runs for a {request.kind} plot on {', '.join(request.benchmarks)}"
+                           + (f" of {', '.join(request.methods)}" if request.methods else "")
+                           + f" under {store.describe()}")
+    lines = [series[key] for key in sorted(series)]
+    labels = make_labels([s.method for s in lines], [s.settings for s in lines], [s.config_hash for s in lines])
+    for line, label in zip(lines, labels):
+        line.label = label
+        line.points.sort(key=lambda p: p[0])
+    return lines, x_key
+
+
+def save_figure(fig, prefix: Path, title: str, provenance: str) -> list[Path]:
+    """PNG and PDF beside ``prefix``, without timestamps so that equal plots are equal bytes."""
+    written = []
+    for suffix, metadata in ((".png", {"Software": None, "Title": title, "Description": provenance}),
+                             (".pdf", {"CreationDate": None, "Title": title, "Subject": provenance})):
+        path = prefix.with_name(prefix.name + suffix)
+        with files.atomic_path(path) as tmp:
+            fig.savefig(tmp, format=suffix[1:], dpi=150, metadata=metadata)
+        written.append(path)
+    return written
+
+
+def new_figure():
+    """(pyplot, figure, axes) on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt, *plt.subplots(figsize=(6, 4), layout="constrained")
+
+
+def make_plot(store: Store, request: PlotRequest, made_by: str) -> tuple[list[Path], list[dict]]:
+    """Draw ``request``: PNG, PDF and the plotted points as CSV (``<prefix>.png|.pdf|.csv``);
+    returns the files written and the records drawn."""
+    if request.kind == "curves":
+        runs = []
+        for benchmark in request.benchmarks:
+            for group in store.select(benchmark, request.methods, request.head, request.where).groups:
+                runs += [(f"{group.label} seed {r['seed']}", r) for r in group.runs]
+        if not runs:
+            raise HarnessError(f"no finished runs of {', '.join(request.methods)} on {request.benchmarks[0]} under "
+                               f"{store.describe()}")
+        return plot_curves(runs, request.x, request.y, request.prefix, made_by), [r for _, r in runs]
+    import pandas as pd
+
+    lines, x_key = accuracy_series(store, request)
+    x_name = x_key.split(".")[1]
+    rows = [{"series": line.label, "method": line.method, "benchmark": benchmark, x_name: x,
+             "accuracy_pct": round(100 * group.accuracy, 4), "ci95_pct": round(100 * group.ci95, 4),
+             "seeds": " ".join(map(str, group.seeds)), "episodes": group.episodes,
+             "runs": " ".join(run_id(r) for r in group.runs), "commits": " ".join(commit_of(r) for r in group.runs)}
+            for line in lines for x, benchmark, group in line.points]
+    title = (f"Accuracy vs shots: {', '.join(request.benchmarks)}" if request.kind == "shots"
+             else f"Data scarcity: {request.benchmarks[0]}")
+    plt, fig, ax = new_figure()
+    for line in lines:
+        ax.errorbar([p[0] for p in line.points], [100 * p[2].accuracy for p in line.points],
+                    yerr=[100 * p[2].ci95 for p in line.points], marker="o", capsize=3, label=line.label)
+    xs = sorted({p[0] for line in lines for p in line.points})
+    if request.kind == "scarcity" and xs[0] > 0 and xs[-1] / xs[0] >= 10:
+        ax.set_xscale("log")
+    ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    ax.set_xlabel("shots per class (bench.shots)" if request.kind == "shots"
+                  else "training data fraction (data.train_fraction)")
+    ax.set_ylabel("test accuracy (%) ± 95% CI")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    records = [r for line in lines for _, _, g in line.points for r in g.runs]
+    try:
+        written = save_figure(fig, request.prefix, title, provenance_text(made_by, records))
+    finally:
+        plt.close(fig)
+    csv_path = request.prefix.with_name(request.prefix.name + ".csv")
+    return written + [write_output(csv_path, csv_text(pd.DataFrame(rows)))], records
+
+
+def plot_curves(runs: list[tuple[str, dict]], x: str, y: str, prefix: Path, made_by: str) -> list[Path]:
+    """Training curves (``train_log.csv``: ``y`` against ``x``) of ``runs`` as (label, record) pairs."""
+    import pandas as pd
+
+    frames = []
+    for label, record in runs:
+        path = Path(record["run_dir"]) / TRAIN_LOG
+        if not path.is_file():
+            raise HarnessError(f"run {run_id(record)} has no {TRAIN_LOG} ({record.get('method')} does not train, or the "
+                               "run stopped before its first log row); curves exist only for trained runs")
+        log = pd.read_csv(path)
+        if y not in log.columns or x not in log.columns:
+            raise HarnessError(f"{path}: no column '{y if y not in log.columns else x}'; columns there: "
+                               f"{', '.join(log.columns)}. Pick one with --y")
+        log = log[[x, y]].dropna()
+        frames.append(pd.DataFrame({"series": label, "run": run_id(record), x: log[x], y: log[y]}))
+    points = pd.concat(frames, ignore_index=True)
+    title = f"Training curves: {y}"
+    plt, fig, ax = new_figure()
+    for label, _ in runs:
+        line = points[points["series"] == label]
+        ax.plot(line[x], line[y], label=label)
+    ax.set_xlabel("training step" if x == "step" else "training seconds")
+    ax.set_ylabel(y)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    try:
+        written = save_figure(fig, prefix, title, provenance_text(made_by, [r for _, r in runs]))
+    finally:
+        plt.close(fig)
+    return written + [write_output(prefix.with_name(prefix.name + ".csv"), csv_text(points))]

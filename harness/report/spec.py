@@ -1,0 +1,296 @@
+"""Table spec files (``harness table SPEC.yaml``): ``TableSpec``, read and checked by ``load_spec``."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.config import load_yaml, parse_seeds
+from harness.errors import ConfigError, HarnessError
+from harness.report.render import FORMATS, SUFFIXES
+from harness.report.selection import RECORD_FIELDS, check_where
+from harness.report.stats import ALPHA, check_test
+
+METRICS = ("accuracy", "error")
+PLOT_KINDS = ("curves", "shots", "scarcity")
+CURVE_X = ("step", "seconds")
+
+
+def check_keys(mapping: Any, allowed: set[str], required: set[str], context: str) -> dict:
+    """``mapping`` as a dict with only ``allowed`` keys and all ``required`` ones, or a ConfigError."""
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{context} must be a mapping with keys {', '.join(sorted(allowed))}, got {mapping!r}")
+    unknown = sorted(set(mapping) - allowed)
+    if unknown:
+        raise ConfigError(f"{context}: unknown key(s) {', '.join(unknown)}. Valid keys: {', '.join(sorted(allowed))}")
+    missing = sorted(required - set(mapping))
+    if missing:
+        raise ConfigError(f"{context}: missing key(s) {', '.join(missing)}")
+    return mapping
+
+
+def check_list(value: Any, context: str) -> list:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{context} must be a non-empty list")
+    return value
+
+
+def check_outputs(value: Any, context: str, base: Path) -> dict[str, Path]:
+    """``{format: path}`` with paths relative to ``base`` (the spec's folder), normalised."""
+    outputs = check_keys(value, set(FORMATS), set(), context)
+    return {fmt: Path(os.path.normpath(base / str(path))) for fmt, path in outputs.items()}
+
+
+def names(value: Any, context: str) -> list[str] | None:
+    """A list of names from a YAML list or a comma-separated string (None when absent)."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) and i.strip() for i in items):
+        raise ConfigError(f"{context} must be a list of names, got {value!r}")
+    return [i.strip() for i in items]
+
+
+@dataclass(frozen=True)
+class Column:
+    label: str
+    benchmark: str
+    head: str | None
+    where: dict
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    method: str
+    where: dict
+
+
+@dataclass(frozen=True)
+class Reference:
+    label: str
+    citation: str
+    bibkey: str | None
+    values: dict[str, float]
+
+
+@dataclass(frozen=True)
+class LeaderboardRequest:
+    benchmarks: list[str] | None
+    head: str | None
+    test: str
+    alpha: float
+    outputs: dict[str, Path]
+
+
+@dataclass(frozen=True)
+class PlotRequest:
+    kind: str  # curves | shots | scarcity
+    benchmarks: list[str]
+    methods: list[str] | None
+    head: str | None
+    y: str
+    x: str
+    prefix: Path
+    where: dict = field(default_factory=dict)  # only runs matching these settings
+
+
+@dataclass
+class TableSpec:
+    """A paper table, read from YAML::
+
+        title: One-shot classification        # heading / LaTeX caption
+        caption: ...                          # optional LaTeX caption, used verbatim (default: the title)
+        metric: error                         # accuracy | error, in percent (default accuracy)
+        decimals: 1                           # digits after the point (default 1)
+        test: wilcoxon                        # wilcoxon | mcnemar: the tie test (default wilcoxon)
+        alpha: 0.05                           # significance level of the tie test
+        evidence: ../runs/x                   # the committed runs it is made from (default ../runs/<spec name>)
+        seeds: 0-2                            # the seeds of every learned row (default 0)
+        columns:                              # one per benchmark (and/or shots, head, filter)
+          - {label: 20-way 1-shot, benchmark: omniglot-small1-20w1s-lake, head: prototype, where: {...}}
+        rows:                                 # one per method (configuration)
+          - {label: SimCLR, method: simclr, where: {data.train_fraction: 1.0}}
+        references:                           # published numbers: quoted, not measured, never ranked
+          - {label: Humans, citation: Lake et al. 2015, bibkey: lake2015, values: {20-way 1-shot: 4.5}}
+        notes: [free text printed under the table]
+        outputs: {md: x.md, latex: x.tex, csv: x.csv}   # default: all three, named after the spec
+        leaderboards:                         # optional, made by the same command
+          - {benchmarks: [omniglot-small1-20w1s-lake], outputs: {md: ../leaderboards/x.md}}
+        plots:                                # optional: kind curves|shots|scarcity, out: file prefix
+          - {kind: scarcity, benchmarks: [B], methods: [a, b], where: {train.budget_minutes: 3},
+             out: ../plots/scarcity-B}
+
+    Output and evidence paths are relative to the spec's folder; ``--runs-dir`` reads another store
+    and ``--collect-from DIR`` copies the evidence of every run used from DIR into ``evidence``. ``where`` keys are config keys
+    (``group.key``) or record fields (kind, trained_on, head, distance); a row's and its
+    column's filters both apply. A row must match at most one configuration per column.
+    Reference values are in the table's metric, as published.
+    """
+
+    path: Path
+    title: str
+    caption: str | None  # raw LaTeX; None: the escaped title
+    metric: str
+    decimals: int
+    test: str
+    alpha: float
+    evidence: Path
+    seeds: list[int]
+    columns: list[Column]
+    rows: list[Row]
+    references: list[Reference]
+    notes: list[str]
+    outputs: dict[str, Path]
+    leaderboards: list[LeaderboardRequest]
+    plots: list[PlotRequest]
+
+
+SPEC_KEYS = {"title", "caption", "metric", "decimals", "test", "alpha", "evidence", "seeds", "columns", "rows",
+             "references", "notes", "outputs", "leaderboards", "plots"}
+
+
+def load_spec(path: Path) -> TableSpec:
+    """Read and check a table spec (see ``TableSpec``)."""
+    path = Path(path)
+    tree = check_keys(load_yaml(path), SPEC_KEYS, {"columns", "rows"}, str(path))
+    base = path.parent
+    metric = tree.get("metric", "accuracy")
+    if metric not in METRICS:
+        raise ConfigError(f"{path}: metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    test, alpha = check_test(tree.get("test", "wilcoxon"), tree.get("alpha", ALPHA), str(path))
+    decimals = tree.get("decimals", 1)
+    if not isinstance(decimals, int) or isinstance(decimals, bool) or not 0 <= decimals <= 4:
+        raise ConfigError(f"{path}: decimals must be an integer from 0 to 4, got {decimals!r}")
+    columns = []
+    for i, item in enumerate(check_list(tree["columns"], f"{path}: columns")):
+        context = f"{path}: columns[{i}]"
+        item = check_keys(item, {"label", "benchmark", "head", "where"}, {"benchmark"}, context)
+        columns.append(Column(str(item.get("label", item["benchmark"])), str(item["benchmark"]), item.get("head"),
+                              check_where(item.get("where"), context)))
+    rows = []
+    for i, item in enumerate(check_list(tree["rows"], f"{path}: rows")):
+        context = f"{path}: rows[{i}]"
+        item = check_keys(item, {"label", "method", "where"}, {"method"}, context)
+        rows.append(Row(str(item.get("label", item["method"])), str(item["method"]),
+                        check_where(item.get("where"), context)))
+    column_labels = [c.label for c in columns]
+    references = []
+    for i, item in enumerate(tree.get("references") or []):
+        context = f"{path}: references[{i}]"
+        item = check_keys(item, {"label", "citation", "bibkey", "values"}, {"label", "citation", "values"}, context)
+        values = check_keys(item["values"], set(column_labels), set(), f"{context}: values (keys are column labels)")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()):
+            raise ConfigError(f"{context}: values must be numbers in the table's metric ({metric}, percent)")
+        references.append(Reference(str(item["label"]), str(item["citation"]), item.get("bibkey"),
+                                    {k: float(v) for k, v in values.items()}))
+    for kind, labels in (("column", column_labels), ("row", [r.label for r in rows] + [r.label for r in references])):
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ConfigError(f"{path}: {kind} labels must be unique; repeated: {', '.join(repeated)}")
+    notes = tree.get("notes") or []
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        raise ConfigError(f"{path}: notes must be a list of strings")
+    outputs = (check_outputs(tree["outputs"], f"{path}: outputs", base) if "outputs" in tree
+               else {fmt: base / f"{path.stem}{SUFFIXES[fmt]}" for fmt in FORMATS})
+    leaderboards = []
+    for i, item in enumerate(tree.get("leaderboards") or []):
+        context = f"{path}: leaderboards[{i}]"
+        item = check_keys(item, {"benchmarks", "head", "test", "alpha", "outputs"}, {"benchmarks", "outputs"}, context)
+        board_test, board_alpha = check_test(item.get("test", test), item.get("alpha", alpha), context)
+        leaderboards.append(LeaderboardRequest(names(item["benchmarks"], f"{context}: benchmarks"), item.get("head"),
+                                               board_test, board_alpha,
+                                               check_outputs(item["outputs"], f"{context}: outputs", base)))
+    plots = []
+    for i, item in enumerate(tree.get("plots") or []):
+        context = f"{path}: plots[{i}]"
+        item = check_keys(item, {"kind", "benchmarks", "methods", "head", "y", "x", "where", "out"},
+                          {"kind", "benchmarks", "out"}, context)
+        plots.append(plot_request(item["kind"], names(item["benchmarks"], f"{context}: benchmarks"),
+                                  names(item.get("methods"), f"{context}: methods"), item.get("head"),
+                                  item.get("y", "loss"), item.get("x", "step"),
+                                  Path(os.path.normpath(base / str(item["out"]))), context, item.get("where")))
+    evidence = Path(os.path.normpath(base / str(tree.get("evidence", f"../runs/{path.stem}"))))
+    seeds = parse_seeds(tree.get("seeds", 0))
+    title = str(tree.get("title", path.stem))
+    spec = TableSpec(path, title, tree.get("caption"), metric, decimals, test, float(alpha), evidence, seeds,
+                     columns, rows, references, notes, outputs, leaderboards, plots)
+    check_names(spec)
+    return spec
+
+
+def check_names(spec: TableSpec) -> None:
+    """Unknown methods, benchmarks and config keys in a spec are errors with the closest match
+    (a typo would otherwise be a table of empty cells)."""
+    from harness.benchmarks import BENCHMARKS
+    from harness.methods import METHODS
+
+    for i, row in enumerate(spec.rows):
+        check_name(METHODS, row.method, f"{spec.path}: rows[{i}] ({row.label!r}): method")
+        check_where_keys(row.where, [row.method], f"{spec.path}: rows[{i}] ({row.label!r})")
+    methods = [row.method for row in spec.rows]
+    for i, column in enumerate(spec.columns):
+        check_name(BENCHMARKS, column.benchmark, f"{spec.path}: columns[{i}] ({column.label!r}): benchmark")
+        check_where_keys(column.where, methods, f"{spec.path}: columns[{i}] ({column.label!r})")
+    for i, request in enumerate(spec.leaderboards):
+        for benchmark in request.benchmarks or []:
+            check_name(BENCHMARKS, benchmark, f"{spec.path}: leaderboards[{i}]: benchmark")
+    for i, request in enumerate(spec.plots):
+        for benchmark in request.benchmarks:
+            check_name(BENCHMARKS, benchmark, f"{spec.path}: plots[{i}]: benchmark")
+        for method in request.methods or []:
+            check_name(METHODS, method, f"{spec.path}: plots[{i}]: method")
+        check_where_keys(request.where, request.methods or methods, f"{spec.path}: plots[{i}]")
+
+
+def check_name(registry, name: str, context: str) -> None:
+    try:
+        registry.get(name)
+    except HarnessError as exc:
+        raise ConfigError(f"{context}: {exc}") from None
+
+
+def check_where_keys(where: dict, methods: list[str], context: str) -> None:
+    """Every ``group.key`` of a filter must be a setting some run could have."""
+    from harness.resolve import config_keys  # imports the methods
+
+    if not where:
+        return
+    known = config_keys(methods)
+    for key in where:
+        if key in RECORD_FIELDS or key in known:
+            continue
+        close = difflib.get_close_matches(key, sorted(known | set(RECORD_FIELDS)), n=1)
+        raise ConfigError(f"{context}: where key '{key}' is no setting of {', '.join(sorted(set(methods)))}"
+                          + (f"; did you mean '{close[0]}'?" if close else "")
+                          + f" (valid: record fields {', '.join(RECORD_FIELDS)} or group.key config keys; "
+                          "see a run's config.yaml)")
+
+
+def merge_where(row: Row, column: Column, spec_path: Path) -> dict:
+    """The filters of a row and a column together; contradicting ones are an error."""
+    for key in set(row.where) & set(column.where):
+        if row.where[key] != column.where[key]:
+            raise ConfigError(f"{spec_path}: row '{row.label}' and column '{column.label}' filter {key} to different "
+                              f"values ({row.where[key]!r} vs {column.where[key]!r}); no run can match both")
+    return {**column.where, **row.where}
+
+
+def plot_request(kind: str, benchmarks: list[str] | None, methods: list[str] | None, head: str | None, y: str,
+                 x: str, prefix: Path, context: str, where: Mapping | None = None) -> PlotRequest:
+    """A checked plot request (from the command line or a spec's ``plots``); ``where`` filters the runs."""
+    if kind not in PLOT_KINDS:
+        raise ConfigError(f"{context}: plot kind must be one of {', '.join(PLOT_KINDS)}, got {kind!r}")
+    if not benchmarks:
+        raise ConfigError(f"{context}: a {kind} plot needs benchmarks")
+    if kind in ("curves", "scarcity") and len(benchmarks) != 1:
+        raise ConfigError(f"{context}: a {kind} plot is about one benchmark, got {', '.join(benchmarks)}")
+    if kind == "curves" and not methods:
+        raise ConfigError(f"{context}: a curves plot needs the method(s) whose training curves to draw")
+    if x not in CURVE_X:
+        raise ConfigError(f"{context}: x must be one of {', '.join(CURVE_X)}, got {x!r}")
+    return PlotRequest(kind, benchmarks, methods, head, y, x, Path(prefix), check_where(where, context))

@@ -1,0 +1,198 @@
+"""The planned runs of a sweep and the sweep's directory.
+
+Planning resolves every point of a grid (``plan_runs``) or every measured cell of a table spec
+(``table_runs``); a run is keyed by config hash and seed, so one planned twice runs once.
+
+A sweep lives in ``<runs>/sweeps/<name>/``:
+
+- ``plan.json``: every run of the sweep (method, benchmark, seed, overrides, config hash) and its
+  run directory, fixed when the run is first planned so that a requeued task resumes the same
+  directory. Written atomically, only by ``harness sweep`` (under ``.lock``).
+- ``submissions/NNNN-<job>.json``: one file per submission: executor, sbatch settings, and the job
+  id of each submitted run.
+- ``logs/<job id>/``: submitit's pickles and each task's stdout/stderr.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import json
+import re
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from harness import files
+from harness.errors import ConfigError, HarnessError
+from harness.overrides import Overrides
+from harness.sweep.grid import SweepSpec
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Run:
+    """One planned run: what to run and where its record goes."""
+
+    key: str  # <config hash>-s<seed>
+    label: str
+    method: str
+    benchmark: str
+    seed: int
+    overrides: dict  # dotted key → value (``Overrides``), as resolve takes them
+    config_hash: str
+    run_dir: str
+    threads: int = 0  # torch threads for this run (0: the task's); reproduce sets the stored run's
+
+
+def add_runs(runs: dict[str, Run], label: str, method: str, bench: str, overrides: dict, seeds: list[int],
+             untrained_seeds: list[int] | None = None) -> None:
+    """Resolve one point (unknown names, bad values and missing datasets raise the runner's own
+    message) and add a run per seed to ``runs``, keyed by config hash and seed (a key already there
+    stays). ``label`` names the point; a method that does not train gets ``untrained_seeds`` if given.
+    Run directories are assigned later (``assign_run_dirs``)."""
+    from harness.resolve import check_data, resolve
+
+    resolved = resolve(method, bench, overrides=overrides)
+    check_data(resolved)
+    config_hash = resolved.config.hash()
+    if untrained_seeds is not None and not resolved.method_class.trains:
+        seeds = untrained_seeds
+    for seed in seeds:
+        key = f"{config_hash}-s{seed}"
+        runs.setdefault(key, Run(key, f"{label} seed {seed}", method, bench, seed, overrides, config_hash, ""))
+
+
+def plan_runs(spec: SweepSpec) -> list[Run]:
+    """Every run of the grid, each point validated (an error names the point). A grid of more than
+    MAX_SWEEP_RUNS runs is refused before anything is resolved."""
+    from harness.config import MAX_SWEEP_RUNS
+
+    settings = spec.grid.size()
+    size = len(spec.methods) * len(spec.benches) * settings * len(spec.seeds)
+    if size > MAX_SWEEP_RUNS:
+        raise ConfigError(f"the sweep's grid is {size:,} runs ({len(spec.methods)} methods × {len(spec.benches)} "
+                          f"benchmarks × {settings} settings × {len(spec.seeds)} seeds), and one sweep plans at most "
+                          f"{MAX_SWEEP_RUNS:,}; split it into smaller sweeps")
+    varying = spec.grid.varying()  # labels name only what differs between runs
+    runs: dict[str, Run] = {}
+    for method, bench in itertools.product(spec.methods, spec.benches):
+        for setting in spec.grid.points():
+            label = " ".join([method, bench, *(f"{k}={setting[k]}" for k in varying)])
+            try:
+                add_runs(runs, label, method, bench, dict(spec.base.merged(setting)), spec.seeds)
+            except HarnessError as exc:
+                point = " ".join([method, bench, *(f"{k}={v}" for k, v in setting.items())])
+                exc.args = (f"cannot plan {point}: {exc}",)
+                raise
+    return list(runs.values())
+
+
+def table_runs(spec) -> list[Run]:
+    """Every run a table spec's measured cells need: each row × column, with the row's and the
+    column's config filters as settings, and the spec's seeds for methods that train (seed 0 else)."""
+    from harness.report.spec import merge_where
+
+    runs: dict[str, Run] = {}
+    for row in spec.rows:
+        for column in spec.columns:
+            overrides = dict(Overrides(merge_where(row, column, spec.path)).grouped())
+            add_runs(runs, f"{row.label} | {column.label}", row.method, column.benchmark, overrides, spec.seeds,
+                     untrained_seeds=[0])
+    return list(runs.values())
+
+
+class Sweep:
+    """A sweep's directory: its plan, its submissions and its logs."""
+
+    def __init__(self, runs_dir: Path, name: str):
+        if not NAME_PATTERN.fullmatch(name):
+            raise ConfigError(f"sweep name '{name}' must be letters, digits and . _ + - (at most 100, "
+                              f"starting with a letter or digit)")
+        self.name, self.runs_dir = name, Path(runs_dir).absolute()
+        self.dir = self.runs_dir / "sweeps" / name
+        self.plan_path = self.dir / "plan.json"
+        self.submissions_dir = self.dir / "submissions"
+        self.logs_folder = self.dir / "logs" / "%j"  # submitit's folder; %j becomes the job id
+
+    def exists(self) -> bool:
+        return self.plan_path.is_file()
+
+    def runs(self) -> list[Run]:
+        if not self.exists():
+            return []
+        return [Run(**r) for r in json.loads(self.plan_path.read_text())["runs"]]
+
+    def save_plan(self, runs: list[Run], grid: dict) -> None:
+        created = json.loads(self.plan_path.read_text())["created"] if self.exists() else now()
+        files.write_json(self.plan_path, {"name": self.name, "created": created, "updated": now(),
+                                          "last_grid": grid, "runs": [asdict(r) for r in runs]})
+
+    def submissions(self) -> list[dict]:
+        if not self.submissions_dir.is_dir():
+            return []
+        return [json.loads(p.read_text()) for p in sorted(self.submissions_dir.glob("*.json"))]
+
+    def save_submission(self, submission: dict) -> None:
+        number = len(list(self.submissions_dir.glob("*.json"))) if self.submissions_dir.is_dir() else 0
+        first_job = next(iter(submission["jobs"].values()))
+        files.write_json(self.submissions_dir / f"{number:04d}-{first_job}.json", submission)
+
+    def latest_jobs(self) -> dict[str, dict]:
+        """Run key → its latest job: {job_id, executor, submitted, host, log}."""
+        latest = {}
+        for sub in self.submissions():
+            for key, job_id in sub["jobs"].items():
+                latest[key] = {"job_id": job_id, "executor": sub["executor"], "submitted": sub["submitted"],
+                               "host": sub["host"], "log": str(task_log(sub["logs_folder"], job_id))}
+        return latest
+
+    @contextmanager
+    def locked(self):
+        """One ``harness sweep`` at a time per sweep (plan and submissions stay consistent)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+
+def task_log(logs_folder: str, job_id: str) -> Path:
+    """The stderr file submitit writes for a job (``<folder>/<job>_0_log.err``)."""
+    from submitit.core.utils import JobPaths
+
+    return JobPaths(logs_folder, job_id=job_id, task_id=0).stderr
+
+
+def new_run_dir(sweep: Sweep, run: Run) -> str:
+    """A fresh run directory for ``run`` in the sweep's runs directory."""
+    from harness.store import new_run_id
+
+    return str(sweep.runs_dir / new_run_id(run.method, run.benchmark, run.seed, run.config_hash))
+
+
+def assign_run_dirs(sweep: Sweep, grid_runs: list[Run], finished: dict) -> list[Run]:
+    """Fix each run's directory: the one already in the plan, else the finished record's, else a
+    new one. Returns the merged plan (earlier runs first); ``grid_runs`` are updated in place."""
+    planned = {r.key: r for r in sweep.runs()}
+    for run in grid_runs:
+        if run.key in planned:
+            run.run_dir = planned[run.key].run_dir
+        elif (run.config_hash, run.seed) in finished:
+            run.run_dir = finished[(run.config_hash, run.seed)]["run_dir"]
+        else:
+            run.run_dir = new_run_dir(sweep, run)
+        planned[run.key] = run
+    return list(planned.values())
+
+
+def finished_index(runs_dir: Path) -> dict[tuple[str, int], dict]:
+    """(config hash, seed) → the newest ``ok`` record under ``runs_dir``."""
+    from harness.store import RunStore
+
+    return RunStore(runs_dir).finished()

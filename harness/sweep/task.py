@@ -1,0 +1,85 @@
+"""The side of a sweep that runs inside a job: ``SweepTask`` (what submitit pickles) and
+``execute_run``. Tasks write only inside their own run directories (atomically, through the runner),
+so no file is shared between the tasks of an array."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from harness.errors import HarnessError, RunFailed
+from harness.sweep.plan import Run
+
+
+def task_env() -> dict[str, str]:
+    """What a task needs from the submitting shell (sbatch may be configured not to export it)."""
+    keep = {k: v for k, v in os.environ.items() if k.startswith("HARNESS_")}
+    if os.environ.get("SLURM_CONF"):
+        keep["SLURM_CONF"] = os.environ["SLURM_CONF"]
+    return keep
+
+
+class SweepTask:
+    """What one submitit job runs: its planned runs, one after the other, each with
+    ``execute(resume=True)`` in its fixed run directory.
+
+    Checkpointable: on a time limit or preemption SLURM sends USR2, submitit calls ``checkpoint()``
+    and requeues the job; the restarted task resumes each unfinished run from the runner's last
+    checkpoint (a finished one is returned as is). A requeue from outside (``scontrol requeue``)
+    restarts the same pickled task with the same effect. A run that raises is recorded failed by
+    the runner; the task goes on with its other runs, then raises, so the job ends FAILED.
+    """
+
+    def __init__(self, runs: list[Run], device: str, env: dict[str, str], threads: int | None):
+        self.runs, self.device, self.env, self.threads = runs, device, env, threads
+
+    def __call__(self) -> list[dict]:
+        for key, value in self.env.items():
+            if key.startswith("HARNESS_") or key not in os.environ:
+                os.environ[key] = value
+        import torch
+
+        threads = self.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0"))
+        records, failures = [], []
+        for run in self.runs:
+            if run.threads or threads:
+                torch.set_num_threads(run.threads or threads)
+            try:
+                records.append(execute_run(run, self.device))
+            except Exception as exc:
+                traceback.print_exc()
+                written = getattr(exc, "written_files", [])
+                failures.append(f"{run.label}: {type(exc).__name__}: {exc}"
+                                + (f" (record: {written[-1]})" if written else ""))
+                print(f"harness: run failed: {failures[-1]}", file=sys.stderr, flush=True)
+        if failures:
+            raise RunFailed(f"{len(failures)} of {len(self.runs)} runs failed:\n  " + "\n  ".join(failures))
+        return records
+
+    def checkpoint(self):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self)
+
+
+def execute_run(run: Run, device: str) -> dict:
+    """Run (or resume) one planned run; refuses when its configuration no longer resolves to the
+    planned hash (the harness or a preset changed since planning)."""
+    from harness.resolve import check_data, resolve
+    from harness.runner import execute
+    from harness.store import CHECKPOINT, summary_line
+
+    resolved = resolve(run.method, run.benchmark, overrides=run.overrides)
+    if resolved.config.hash() != run.config_hash:
+        raise HarnessError(f"{run.label} now resolves to config hash {resolved.config.hash()}, not {run.config_hash} "
+                           f"as planned: the harness or its presets changed since; plan the sweep again")
+    check_data(resolved)
+    run_dir = Path(run.run_dir)
+    resuming = (run_dir / CHECKPOINT).is_file()
+    print(f"{'resuming' if resuming else 'starting'} {run.label} in {run_dir}"
+          f"{' from its checkpoint' if resuming else ''}", flush=True)
+    record = execute(resolved, run.seed, run_dir, device=device, resume=True, progress=True)
+    print(summary_line(record), flush=True)
+    return record
