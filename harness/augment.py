@@ -24,33 +24,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from harness.config import at_least
-
-
-def probability() -> dict:
-    return {"min": 0, "max": 1}
-
-
-@dataclass
-class ViewConfig:
-    """View parameters, named and defaulted as in lightly's ``SimCLRTransform``."""
-
-    views: Literal["tensor", "lightly"] = "tensor"  # batched on the device, or lightly's per-image PIL transforms
-    min_scale: float = field(default=0.08, metadata={"gt": 0, "max": 1})
-    hf_prob: float = field(default=0.5, metadata=probability())
-    vf_prob: float = field(default=0.0, metadata=probability())
-    rr_prob: float = field(default=0.0, metadata=probability())
-    rr_degrees: float = field(default=0.0, metadata=at_least(0))  # 0 → rotations by 90° (lightly's default)
-    cj_prob: float = field(default=0.8, metadata=probability())
-    cj_strength: float = field(default=1.0, metadata=at_least(0))
-    cj_bright: float = field(default=0.8, metadata=at_least(0))
-    cj_contrast: float = field(default=0.8, metadata=at_least(0))
-    cj_sat: float = field(default=0.8, metadata=at_least(0))
-    cj_hue: float = field(default=0.2, metadata={"min": 0, "max": 0.5})
-    random_gray_scale: float = field(default=0.2, metadata=probability())
-    gaussian_blur: float = field(default=0.5, metadata=probability())
-    sigmas: tuple[float, float] = (0.1, 2.0)
-    solarization_prob: float = field(default=0.0, metadata=probability())
+from harness.config import ViewConfig
 
 
 class TensorViews:

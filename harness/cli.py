@@ -26,8 +26,9 @@ def cmd_list(args) -> int:
     kinds = [args.kind] if args.kind else ["methods", "benchmarks", "heads"]
     for kind in kinds:
         rows = list_rows(kind)
+        headers = ["name", "family", "description", "defaults"] if kind == "methods" else ["name", "description", "defaults"]
         print(f"{kind}:")
-        print(tabulate(rows, headers=["name", "description", "defaults"], tablefmt="simple", maxcolwidths=[None, 60, 60]))
+        print(tabulate(rows, headers=headers, tablefmt="simple", maxcolwidths=[None] * (len(headers) - 2) + [60, 60]))
         print()
     return 0
 
@@ -40,9 +41,9 @@ def list_rows(kind: str) -> list[list[str]]:
 
         rows = []
         for entry in METHODS:
-            defaults = Overrides().merged(*(settings for _, settings in preset_layers(entry.preset)),
+            defaults = Overrides().merged(*(settings for _, settings in preset_layers([entry.preset])),
                                           Overrides.from_tree(entry.fixed))
-            rows.append([entry.name, entry.description, _short(defaults)])
+            rows.append([entry.name, entry.family, entry.description, _short(defaults)])
         return rows
     if kind == "benchmarks":
         from harness.benchmarks import BENCHMARKS

@@ -75,6 +75,33 @@ class TrainConfig:
     clip_grad_norm: float = field(default=0.0, metadata=at_least(0))  # 0 → no clipping
 
 
+def probability() -> dict:
+    return {"min": 0, "max": 1}
+
+
+@dataclass
+class ViewConfig:
+    """The ``views.*`` group of the methods that learn from augmented views: parameters named and
+    defaulted as in lightly's ``SimCLRTransform`` (presets per benchmark family: ``presets/views.yaml``)."""
+
+    views: Literal["tensor", "lightly"] = "tensor"  # batched on the device, or lightly's per-image PIL transforms
+    min_scale: float = field(default=0.08, metadata={"gt": 0, "max": 1})
+    hf_prob: float = field(default=0.5, metadata=probability())
+    vf_prob: float = field(default=0.0, metadata=probability())
+    rr_prob: float = field(default=0.0, metadata=probability())
+    rr_degrees: float = field(default=0.0, metadata=at_least(0))  # 0 → rotations by 90° (lightly's default)
+    cj_prob: float = field(default=0.8, metadata=probability())
+    cj_strength: float = field(default=1.0, metadata=at_least(0))
+    cj_bright: float = field(default=0.8, metadata=at_least(0))
+    cj_contrast: float = field(default=0.8, metadata=at_least(0))
+    cj_sat: float = field(default=0.8, metadata=at_least(0))
+    cj_hue: float = field(default=0.2, metadata={"min": 0, "max": 0.5})
+    random_gray_scale: float = field(default=0.2, metadata=probability())
+    gaussian_blur: float = field(default=0.5, metadata=probability())
+    sigmas: tuple[float, float] = (0.1, 2.0)
+    solarization_prob: float = field(default=0.0, metadata=probability())
+
+
 @dataclass
 class EvalConfig:
     """How the test episodes are scored."""
@@ -88,7 +115,7 @@ class EvalConfig:
 SEED_MAX = 2**63 - 1  # training seeds: 0..SEED_MAX (a signed 64-bit integer, as torch and numpy store them)
 MAX_SWEEP_RUNS = 10_000  # runs one sweep may plan (methods × benchmarks × settings × seeds)
 
-GROUPS = ("bench", "data", "train", "eval", "method")
+GROUPS = ("bench", "data", "train", "eval", "method", "views")
 # Keys that say where things are, not what is computed: excluded from the config hash.
 UNHASHED = {("data", "root")}
 # Keys added after runs were recorded, with their defaults: hashed only when set otherwise, so that
@@ -107,21 +134,31 @@ class RunConfig:
     train: TrainConfig
     eval: EvalConfig
     method: Any
+    views: ViewConfig | None = None  # only for methods that learn from augmented views
+
+    def groups(self) -> list[str]:
+        """The groups this run has (``views`` only where the method uses views)."""
+        return [name for name in GROUPS if getattr(self, name) is not None]
 
     def group(self, name: str) -> Any:
         if name not in GROUPS:
             raise UnknownNameError("config group", name, GROUPS)
+        if getattr(self, name) is None:
+            raise ConfigError(f"{self.method_name} has no {name}.* settings: only methods that learn from augmented "
+                              f"views do; remove the {name}.* override")
         return getattr(self, name)
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"method_name": self.method_name, "benchmark": self.benchmark}
-        for name in GROUPS:
+        for name in self.groups():
             out[name] = dataclasses.asdict(self.group(name))
         return out
 
     def hash(self) -> str:
-        """A stable digest of everything that affects the computed result."""
+        """A stable digest of everything that affects the computed result. The ``views`` group is hashed
+        as part of ``method`` (where view settings lived before they were a group), so runs keep their identity."""
         tree = self.to_dict()
+        tree["method"].update(tree.pop("views", {}))
         for group, key in UNHASHED:
             tree[group].pop(key, None)
         for (group, key), default in ADDED_KEYS.items():
@@ -230,7 +267,7 @@ def set_value(cfg: RunConfig, dotted: str, value: Any) -> None:
 
 def check_bounds(cfg: RunConfig) -> None:
     """Reject values outside the bounds declared in field metadata."""
-    for group_name in GROUPS:
+    for group_name in cfg.groups():
         group = cfg.group(group_name)
         for f in dataclasses.fields(group):
             value = getattr(group, f.name)

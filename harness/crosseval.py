@@ -14,12 +14,10 @@ from pathlib import Path
 import torch
 
 from harness.catalog import HEADS
-from harness.config import GROUPS
 from harness.errors import HarnessError
-from harness.overrides import Overrides
 from harness.benchmarks import get_benchmark
 from harness.protocol import load_benchmark
-from harness.resolve import check_head, resolve
+from harness.resolve import check_head, resolve, stored_overrides
 from harness.store import CHECKPOINT, new_run_id, read_config, read_record, write_record, write_scores
 from harness.runner import (
     base_record, build_method, now, read_checkpoint, record_failure, resolve_device, result_fields, run_lock, score,
@@ -46,7 +44,7 @@ def evaluate_run(run_dir: Path, bench: str, head: str | None, runs_dir: Path, de
     if source.get("status") != "ok":
         raise HarnessError(f"{run_dir} did not finish (status {source.get('status')}); resume it first with `harness run --resume`")
     tree = read_config(run_dir)
-    resolved = resolve(tree["method_name"], tree["benchmark"], overrides=Overrides.from_tree({g: tree[g] for g in GROUPS}))
+    resolved = resolve(tree["method_name"], tree["benchmark"], overrides=stored_overrides(tree))
     target = get_benchmark(bench)
     head = head or source["head"]
     HEADS.get(head)

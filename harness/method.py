@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from harness.config import RunConfig
+from harness.config import RunConfig, ViewConfig
 
 
 @dataclass
@@ -32,6 +32,7 @@ class MethodEnv:
     ways: int
     shots: int
     batch_size: int
+    views: ViewConfig | None = None  # the run's views.* settings, for methods that use views
 
 
 @dataclass

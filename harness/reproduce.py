@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config import GROUPS, UNHASHED
 from harness.errors import ConfigError, HarnessError, RunFailed
 
 SAME_PLATFORM_FIELDS = ("device", "threads", "platform")
@@ -55,22 +54,13 @@ class Replay:
         return self.reproduced["accuracy"] - self.stored["accuracy"]
 
 
-def stored_overrides(run_dir: Path) -> dict:
-    """A run's configuration as dotted overrides (without where its data lived)."""
-    from harness.overrides import Overrides
-    from harness.store import read_config
-
-    tree = read_config(run_dir)
-    unhashed = {f"{group}.{key}" for group, key in UNHASHED}
-    return {k: v for k, v in Overrides.from_tree({g: tree[g] for g in GROUPS}).items() if k not in unhashed}
-
-
 def plan_replays(table, only: list[str] | None, seeds: list[int] | None) -> list[Replay]:
     """The stored runs of the table's measured cells (rows in ``only``, seeds in ``seeds``)."""
     import difflib
 
     from harness.sweep.plan import Run
-    from harness.resolve import resolve
+    from harness.resolve import resolve, stored_overrides
+    from harness.store import read_config
 
     spec = table.spec
     labels = [row.label for row in spec.rows]
@@ -93,7 +83,7 @@ def plan_replays(table, only: list[str] | None, seeds: list[int] | None) -> list
                 if record.get("kind", "train") != "train":
                     raise HarnessError(f"{row.label} ({column.label}): run {record['run_id']} was made by `harness eval`; "
                                        "reproduce re-runs training runs only")
-                overrides = stored_overrides(Path(record["run_dir"]))
+                overrides = dict(stored_overrides(read_config(Path(record["run_dir"]))))
                 config_hash = resolve(record["method"], record["benchmark"], overrides=overrides).config.hash()
                 key = f"{config_hash}-s{record['seed']}"
                 run = Run(key, f"{row.label} | {column.label} seed {record['seed']}", record["method"],

@@ -13,7 +13,8 @@ import yaml
 
 from harness.catalog import BACKBONES, HEADS
 from harness.config import (
-    BenchConfig, ConfigError, DataConfig, EvalConfig, RunConfig, TrainConfig, check_bounds, load_yaml, set_value,
+    GROUPS, BenchConfig, ConfigError, DataConfig, EvalConfig, RunConfig, TrainConfig, ViewConfig, check_bounds,
+    load_yaml, set_value,
 )
 from harness.data import get_dataset
 from harness.data.base import data_root
@@ -32,15 +33,42 @@ class Resolved:
     method_class: type
 
 
-def preset_layers(preset: str, *keys: str) -> list[tuple[str, Overrides]]:
-    """The preset's ``default`` settings, then its settings for ``keys`` (the benchmark's family, then
-    the benchmark's own name), as (source, settings)."""
-    path = resources.files("harness.methods").joinpath("presets", f"{preset}.yaml")
-    if not path.is_file():
-        return []
-    tree = yaml.safe_load(path.read_text()) or {}
+VIEWS_PRESET = "views"  # presets/views.yaml: the views.* settings per benchmark family, for every method with views
+
+
+def preset_layers(presets: list[str], *keys: str) -> list[tuple[str, Overrides]]:
+    """The presets' ``default`` settings, then their settings for each of ``keys`` (the benchmark's
+    family, then the benchmark's own name), as (source, settings); at each level the later preset wins."""
+    trees = []
+    for preset in presets:
+        path = resources.files("harness.methods").joinpath("presets", f"{preset}.yaml")
+        trees.append((preset, (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}))
     return [(source, Overrides.from_tree(tree[key], source))
-            for key in ("default", *keys) if tree.get(key) for source in [f"preset {preset}.yaml [{key}]"]]
+            for key in ("default", *keys) for preset, tree in trees if tree.get(key)
+            for source in [f"preset {preset}.yaml [{key}]"]]
+
+
+def presets_of(entry, cls) -> list[str]:
+    """The preset files a method's settings come from: the shared views preset (methods with views), its own."""
+    return [VIEWS_PRESET, entry.preset] if getattr(cls, "uses_views", False) else [entry.preset]
+
+
+def stored_overrides(tree: dict) -> Overrides:
+    """A stored run's config.yaml as overrides that resolve it again (without where its data lived). Runs
+    recorded before ``views.*`` was a group kept view settings under ``method.*``; they move over."""
+    from harness.config import UNHASHED
+
+    settings = Overrides.from_tree({g: tree[g] for g in GROUPS if g in tree})
+    view_keys = {f.name for f in dataclasses.fields(ViewConfig)}
+    _, cls = method_class(tree["method_name"])
+    moved = {}
+    for key, value in settings.items():
+        group, _, name = key.partition(".")
+        if getattr(cls, "uses_views", False) and group == "method" and name in view_keys:
+            key = f"views.{name}"
+        if (group, name) not in UNHASHED:
+            moved[key] = value
+    return Overrides(moved)
 
 
 def method_class(name: str):
@@ -59,9 +87,9 @@ def resolve(method: str, benchmark: str, config_file: str | None = None, sets: l
     cfg = RunConfig(
         method_name=method, benchmark=benchmark, bench=spec.bench_config(),
         data=DataConfig(class_rotations=spec.class_rotations), train=TrainConfig(), eval=EvalConfig(),
-        method=cls.Config(),
+        method=cls.Config(), views=ViewConfig() if getattr(cls, "uses_views", False) else None,
     )
-    layers = preset_layers(entry.preset, spec.family, spec.name)
+    layers = preset_layers(presets_of(entry, cls), spec.family, spec.name)
     layers.append((f"method {method} (fixed)", Overrides.from_tree(entry.fixed)))
     user = []
     if config_file:
@@ -105,7 +133,10 @@ def config_keys(methods: list[str]) -> set[str]:
     for name, cls in (("bench", BenchConfig), ("data", DataConfig), ("train", TrainConfig), ("eval", EvalConfig)):
         keys |= {f"{name}.{f.name}" for f in dataclasses.fields(cls)}
     for method in set(methods):
-        keys |= {f"method.{f.name}" for f in dataclasses.fields(method_class(method)[1].Config)}
+        cls = method_class(method)[1]
+        keys |= {f"method.{f.name}" for f in dataclasses.fields(cls.Config)}
+        if getattr(cls, "uses_views", False):
+            keys |= {f"views.{f.name}" for f in dataclasses.fields(ViewConfig)}
     return keys
 
 

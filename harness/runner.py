@@ -76,7 +76,7 @@ def build_method(resolved: Resolved, seed: int, device: torch.device) -> Method:
     cfg = resolved.config
     dataset = get_dataset(resolved.spec.dataset)
     env = MethodEnv(dataset.channels, cfg.data.image_size, dataset.mean, dataset.std, device,
-                    ways=cfg.bench.ways, shots=cfg.bench.shots, batch_size=cfg.train.batch_size)
+                    ways=cfg.bench.ways, shots=cfg.bench.shots, batch_size=cfg.train.batch_size, views=cfg.views)
     seed_everything(seed)
     return resolved.method_class(cfg.method, env).to(device)
 

@@ -7,7 +7,7 @@ import dataclasses
 
 import torch
 
-from harness.augment import ViewConfig, make_views
+from harness.augment import make_views
 from harness.backbones import build_backbone
 from harness.catalog import BACKBONES
 from harness.method import Method
@@ -15,9 +15,12 @@ from harness.samplers import sample_images
 
 
 class SelfSupervised(Method):
-    """Base for methods that learn an encoder without labels (they never receive any)."""
+    """Base for methods that learn an encoder without labels (they never receive any) from augmented
+    views (the run's ``views.*`` settings). The default step: a batch of ``train.batch_size`` images, one
+    batch of views from each of ``view_generators()``, then ``loss(views, progress)``."""
 
     uses_labels = False
+    uses_views = True
 
     @classmethod
     def check_config(cls, run) -> None:
@@ -28,11 +31,27 @@ class SelfSupervised(Method):
         self.encoder, self.feature_dim = build_backbone(cfg.backbone, env.channels, env.image_size)
         self.encoder.to(memory_format=torch.channels_last)
 
-    def view_generator(self, kind: str = "simclr", **changes):
-        """A view generator for this method's settings (``changes`` override some, e.g. BYOL's second view)."""
-        view_cfg = ViewConfig(**{f.name: getattr(self.cfg, f.name) for f in dataclasses.fields(ViewConfig)})
-        view_cfg = dataclasses.replace(view_cfg, **changes)
-        return make_views(view_cfg, self.env.channels, self.env.image_size, self.env.mean, self.env.std, kind)
+    def setup(self, data) -> None:
+        self.views = self.view_generators()
+
+    def view_generators(self) -> list:
+        """One view generator per view a step uses (default: two alike)."""
+        return [self.view_generator()] * 2
+
+    def view_generator(self, kind: str = "simclr", size: int = 0, **changes):
+        """A view generator for the run's ``views.*`` settings at ``size`` px (0: the run's image size);
+        ``changes`` override some (e.g. BYOL's second view). ``kind`` names lightly's transform for
+        ``views.views=lightly``."""
+        view_cfg = dataclasses.replace(self.env.views, **changes)
+        return make_views(view_cfg, self.env.channels, size or self.env.image_size, self.env.mean, self.env.std, kind)
+
+    def training_step(self, data, step, progress, generator):
+        images = self.image_batch(data, self.env.batch_size, generator)
+        return self.loss([views(images, generator) for views in self.views], progress)
+
+    def loss(self, views: list[torch.Tensor], progress: float) -> dict:
+        """The loss (``loss``, and other scalars to log) of one batch of views per view generator."""
+        raise NotImplementedError
 
     def image_batch(self, data, size: int, generator: torch.Generator) -> torch.Tensor:
         """``size`` distinct unlabeled training images (uint8, on the data's device)."""

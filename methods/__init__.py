@@ -9,10 +9,14 @@ from dataclasses import dataclass, field
 from harness.registry import Entry, Registry
 
 
+FAMILIES = ("reference", "meta-learning", "self-supervised", "unsupervised meta-learning", "supervised")
+
+
 @dataclass(frozen=True)
 class MethodEntry(Entry):
-    """A registered method: its class, its preset file and the settings it fixes."""
+    """A registered method: its family, its class, its preset file and the settings it fixes."""
 
+    family: str = ""
     preset: str = ""
     fixed: dict = field(default_factory=dict)
 
@@ -20,22 +24,28 @@ class MethodEntry(Entry):
 METHODS: Registry[MethodEntry] = Registry("method")
 
 
-def _add(name: str, target: str, description: str, preset: str = "", fixed: dict | None = None) -> None:
-    METHODS.add(name, MethodEntry(name, f"harness.methods.{target}", description, preset=preset or name, fixed=fixed or {}))
+def _add(name: str, family: str, target: str, description: str, preset: str = "", fixed: dict | None = None) -> None:
+    assert family in FAMILIES, family
+    METHODS.add(name, MethodEntry(name, f"harness.methods.{target}", description, family=family, preset=preset or name,
+                                  fixed=fixed or {}))
 
 
-_add("pixels", "pixels:Pixels", "reference: raw pixels + a head, no training")
-_add("mhd", "mhd:ModifiedHausdorff", "reference: Lake et al.'s Modified Hausdorff Distance on ink points, no training")
-_add("protonet", "protonet:ProtoNet", "Prototypical Networks (Snell et al. 2017) on learn2learn, episodic training")
-_add("maml", "maml:MAML", "MAML (Finn et al. 2017), second order, on learn2learn")
-_add("maml-fo", "maml:MAML", "first-order MAML (Finn et al. 2017)", preset="maml", fixed={"method": {"first_order": True}})
-_add("anil", "maml:MAML", "ANIL (Raghu et al. 2020): MAML adapting only the head", preset="maml", fixed={"method": {"adapt": "head"}})
-_add("simclr", "simclr:SimCLR", "SimCLR (Chen et al. 2020) on lightly, label-free; NT-Xent over two views")
-_add("byol", "byol:BYOL", "BYOL (Grill et al. 2020) on lightly, label-free; momentum target, symmetric loss")
-_add("bmssl", "bmssl:BMSSL", "BMSSL (Wang et al. 2023): bootstrapped meta self-supervised learning on pseudo-class tasks")
-_add("bmssl-noboot", "bmssl:BMSSL", "BMSSL ablation: no bootstrapped target (λ = 0)", preset="bmssl",
-     fixed={"method": {"bootstrap_weight": 0.0}})
-_add("bmssl-noinner", "bmssl:BMSSL", "BMSSL ablation: no first level (K = 0), a contrastive pseudo-task learner",
-     preset="bmssl", fixed={"method": {"inner_steps": 0}})
-_add("bmssl-fo", "bmssl:BMSSL", "BMSSL ablation: first-order meta-gradient", preset="bmssl",
+_add("pixels", "reference", "pixels:Pixels", "raw pixels + a head, no training")
+_add("mhd", "reference", "mhd:ModifiedHausdorff", "Lake et al.'s Modified Hausdorff Distance on ink points, no training")
+_add("protonet", "meta-learning", "protonet:ProtoNet", "Prototypical Networks (Snell et al. 2017) on learn2learn, episodic training")
+_add("maml", "meta-learning", "maml:MAML", "MAML (Finn et al. 2017), second order, on learn2learn")
+_add("maml-fo", "meta-learning", "maml:MAML", "first-order MAML (Finn et al. 2017)", preset="maml",
+     fixed={"method": {"first_order": True}})
+_add("anil", "meta-learning", "maml:MAML", "ANIL (Raghu et al. 2020): MAML adapting only the head", preset="maml",
+     fixed={"method": {"adapt": "head"}})
+_add("simclr", "self-supervised", "simclr:SimCLR", "SimCLR (Chen et al. 2020) on lightly, label-free; NT-Xent over two views")
+_add("byol", "self-supervised", "byol:BYOL", "BYOL (Grill et al. 2020) on lightly, label-free; momentum target, symmetric loss")
+_add("bmssl", "unsupervised meta-learning", "bmssl:BMSSL",
+     "BMSSL (Wang et al. 2023): bootstrapped meta self-supervised learning on pseudo-class tasks")
+_add("bmssl-noboot", "unsupervised meta-learning", "bmssl:BMSSL", "BMSSL ablation: no bootstrapped target (λ = 0)",
+     preset="bmssl", fixed={"method": {"bootstrap_weight": 0.0}})
+_add("bmssl-noinner", "unsupervised meta-learning", "bmssl:BMSSL",
+     "BMSSL ablation: no first level (K = 0), a contrastive pseudo-task learner", preset="bmssl",
+     fixed={"method": {"inner_steps": 0}})
+_add("bmssl-fo", "unsupervised meta-learning", "bmssl:BMSSL", "BMSSL ablation: first-order meta-gradient", preset="bmssl",
      fixed={"method": {"first_order": True}})

@@ -36,7 +36,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad
 
-from harness.augment import ViewConfig
 from harness.config import at_least, positive
 from harness.errors import ConfigError
 from harness.heads import prototypes
@@ -44,9 +43,9 @@ from harness.ssl import SelfSupervised
 
 
 @dataclass
-class BMSSLConfig(ViewConfig):
+class BMSSLConfig:
     """N = ``ways``, V = ``views_per_image``, S = ``support_views``, K = ``inner_steps``,
-    L = ``target_steps``, α = ``inner_lr``, λ = ``bootstrap_weight``; view settings as lightly's."""
+    L = ``target_steps``, α = ``inner_lr``, λ = ``bootstrap_weight``; views: the run's ``views.*``."""
 
     backbone: str = "conv4"
     ways: int = field(default=32, metadata=at_least(2))
@@ -60,7 +59,7 @@ class BMSSLConfig(ViewConfig):
     adapt: Literal["head", "all"] = "head"
     first_order: bool = False
     head_init: Literal["proto", "zero"] = "proto"
-    temperature: float = field(default=1.0, metadata=positive())
+    temperature: float = field(default=0.1, metadata=positive())
     normalize: bool = True  # L2-normalise embeddings before the head
     projection_hidden: int = field(default=0, metadata=at_least(0))  # 0: no projection MLP
     projection_dim: int = field(default=128, metadata=at_least(1))

@@ -10,20 +10,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness.augment import ViewConfig, probability
-from harness.config import at_least
+from harness.config import at_least, probability
 from harness.ssl import SelfSupervised
 
 
 @dataclass
-class BYOLConfig(ViewConfig):
-    """View settings default to lightly's BYOLView1Transform; ``*_2`` are the second view's."""
+class BYOLConfig:
+    """The networks and momentum; ``*_2`` are the second view's settings that differ from the first
+    (the first: the run's ``views.*``, preset to lightly's BYOLView1Transform in ``presets/byol.yaml``)."""
 
-    cj_bright: float = field(default=0.4, metadata=at_least(0))
-    cj_contrast: float = field(default=0.4, metadata=at_least(0))
-    cj_sat: float = field(default=0.2, metadata=at_least(0))
-    cj_hue: float = field(default=0.1, metadata={"min": 0, "max": 0.5})
-    gaussian_blur: float = field(default=1.0, metadata=probability())
     gaussian_blur_2: float = field(default=0.1, metadata=probability())
     solarization_prob_2: float = field(default=0.2, metadata=probability())
     backbone: str = "conv4"
@@ -50,10 +45,10 @@ class BYOL(SelfSupervised):
         deactivate_requires_grad(self.target_projection)
         self.criterion = NegativeCosineSimilarity()
 
-    def setup(self, data) -> None:
-        self.views = (self.view_generator("byol1"),
-                      self.view_generator("byol2", gaussian_blur=self.cfg.gaussian_blur_2,
-                                          solarization_prob=self.cfg.solarization_prob_2))
+    def view_generators(self):
+        return [self.view_generator("byol1"),
+                self.view_generator("byol2", gaussian_blur=self.cfg.gaussian_blur_2,
+                                    solarization_prob=self.cfg.solarization_prob_2)]
 
     def parameter_groups(self):
         return {"online": [*self.encoder.parameters(), *self.projection.parameters(), *self.prediction.parameters()]}
@@ -64,18 +59,14 @@ class BYOL(SelfSupervised):
 
         return cosine_schedule(round(progress * 10_000), 10_001, self.cfg.momentum_base, 1.0)
 
-    def training_step(self, data, step, progress, generator):
-        images = self.image_batch(data, self.env.batch_size, generator)
-        return self.loss(self.views[0](images, generator), self.views[1](images, generator), progress)
-
-    def loss(self, views_0: torch.Tensor, views_1: torch.Tensor, progress: float) -> dict:
+    def loss(self, views, progress):
         """Momentum update of the target, then the online network's loss on two batches of views."""
         from lightly.models.utils import update_momentum
 
         m = self.momentum(progress)
         update_momentum(self.encoder, self.target_encoder, m)
         update_momentum(self.projection, self.target_projection, m)
-        views = torch.cat([views_0, views_1])
+        views = torch.cat(views)
         p0, p1 = self.prediction(self.projection(self.encoder(views).flatten(1))).chunk(2)
         with torch.no_grad():
             z0, z1 = self.target_projection(self.target_encoder(views).flatten(1)).chunk(2)

@@ -8,14 +8,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness.augment import ViewConfig
 from harness.config import at_least, positive
 from harness.ssl import SelfSupervised
 
 
 @dataclass
-class SimCLRConfig(ViewConfig):
-    """View settings (lightly's names) plus the encoder, projection and loss temperature."""
+class SimCLRConfig:
+    """The encoder, projection and loss temperature (views: the run's ``views.*``)."""
 
     backbone: str = "conv4"
     temperature: float = field(default=0.5, metadata=positive())
@@ -34,17 +33,10 @@ class SimCLR(SelfSupervised):
         self.projection = SimCLRProjectionHead(self.feature_dim, cfg.projection_hidden, cfg.projection_dim)
         self.criterion = NTXentLoss(temperature=cfg.temperature)
 
-    def setup(self, data) -> None:
-        self.views = self.view_generator("simclr")
-
     def parameter_groups(self):
         return {"model": [*self.encoder.parameters(), *self.projection.parameters()]}
 
-    def training_step(self, data, step, progress, generator):
-        images = self.image_batch(data, self.env.batch_size, generator)
-        return self.loss(self.views(images, generator), self.views(images, generator))
-
-    def loss(self, views_0: torch.Tensor, views_1: torch.Tensor) -> dict:
+    def loss(self, views, progress):
         """NT-Xent of two batches of views of the same images."""
-        z = self.projection(self.encoder(torch.cat([views_0, views_1])).flatten(1))
+        z = self.projection(self.encoder(torch.cat(views)).flatten(1))
         return {"loss": self.criterion(*z.chunk(2))}

@@ -13,8 +13,8 @@ from harness.protocol import load_benchmark
 from harness.resolve import resolve
 from harness.runner import build_method
 
-NO_AUGMENTATION = ["method.min_scale=1.0", "method.rr_prob=0", "method.cj_prob=0", "method.hf_prob=0",
-                   "method.random_gray_scale=0", "method.gaussian_blur=0"]
+NO_AUGMENTATION = ["views.min_scale=1.0", "views.rr_prob=0", "views.cj_prob=0", "views.hf_prob=0",
+                   "views.random_gray_scale=0", "views.gaussian_blur=0"]
 
 
 def bmssl(*sets: str, name: str = "bmssl"):

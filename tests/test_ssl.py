@@ -131,7 +131,7 @@ def test_brightness_jitter_matches_lightly():
 
 
 def test_lightly_views_are_available_as_an_option():
-    method, train = ssl_method("simclr", "method.views=lightly")
+    method, train = ssl_method("simclr", "views.views=lightly")
     assert method.training_step(train, 0, 0.0, torch.Generator().manual_seed(0))["loss"] > 0
 
 

@@ -19,7 +19,7 @@ import itertools
 import torch
 from PIL import Image
 
-from harness.augment import ViewConfig
+from harness.config import ViewConfig
 from harness.method import TrainData
 from harness.protocol import load_benchmark
 from harness.resolve import resolve
@@ -50,7 +50,7 @@ def lightly_multiview(name: str, method):
     from lightly.transforms.byol_transform import BYOLView1Transform, BYOLView2Transform
 
     cfg, env = method.cfg, method.env
-    fields = {f: getattr(cfg, f) for f in ViewConfig.__dataclass_fields__ if f != "views"}
+    fields = {f: getattr(env.views, f) for f in ViewConfig.__dataclass_fields__ if f != "views"}
     common = dict(input_size=env.image_size, normalize={"mean": list(env.mean), "std": list(env.std)},
                   rr_degrees=fields.pop("rr_degrees") or None, **fields)
     if name == "simclr":
@@ -67,7 +67,7 @@ def bench(name: str, bench_name: str, steps: int, batch: int, workers: int) -> d
     train = TrainData(data.train.images, None, None)
     method.setup(train)
     optimization = Optimization(method.parameter_groups(), resolved.config.train)  # the runner's
-    step = lambda *views: optimization.step(method.loss(*views) if name == "simclr" else method.loss(*views, 0.0))  # noqa: E731
+    step = lambda *views: optimization.step(method.loss(list(views), 0.0))  # noqa: E731
     generator = torch.Generator().manual_seed(0)
     harness_rate = timed(lambda i: optimization.step(method.training_step(train, i, 0.0, generator)), steps)
 
@@ -78,8 +78,7 @@ def bench(name: str, bench_name: str, steps: int, batch: int, workers: int) -> d
     ref_rate = timed(lambda i: step(*(v.contiguous(memory_format=torch.channels_last) for v in next(batches))), steps)
 
     images = method.image_batch(train, batch, generator)
-    views = (method.views(images, generator), method.views(images, generator)) if name == "simclr" else \
-        (method.views[0](images, generator), method.views[1](images, generator))
+    views = [generate(images, generator) for generate in method.views]
     limit_rate = timed(lambda i: step(*views), steps)
     return report(name, harness_rate, ref_rate, limit_rate)
 
