@@ -10,8 +10,8 @@ HEADS.add("prototype", Entry(
 ))
 HEADS.add("logreg", Entry(
     "logreg", "harness.heads:LogRegHead",
-    "logistic regression fit on each episode's L2-normalised support embeddings (batched in torch)",
-    {"steps": 100, "lr": 0.1, "l2": 1e-3},
+    "logistic regression fit on each episode's L2-normalised support embeddings (batched in torch); "
+    "eval.logreg_steps, eval.logreg_lr, eval.logreg_l2",
 ))
 HEADS.add("adapt", Entry(
     "adapt", "harness.heads:AdaptHead",

@@ -110,6 +110,15 @@ class EvalConfig:
     distance: Literal["euclidean", "cosine"] = "euclidean"
     batch_size: int = field(default=512, metadata=at_least(1))
     test: bool = True  # false: score only the validation split (blind tuning)
+    logreg_steps: int = field(default=100, metadata=at_least(1))  # the logreg head: full-batch Adam steps,
+    logreg_lr: float = field(default=0.1, metadata=positive())  # its learning rate
+    logreg_l2: float = field(default=1e-3, metadata=at_least(0))  # and its L2 penalty
+
+    def head_settings(self) -> dict:
+        """The settings of the ``head`` it names, as the head's constructor takes them."""
+        if self.head == "logreg":
+            return {"steps": self.logreg_steps, "lr": self.logreg_lr, "l2": self.logreg_l2}
+        return {"distance": self.distance}
 
 
 SEED_MAX = 2**63 - 1  # training seeds: 0..SEED_MAX (a signed 64-bit integer, as torch and numpy store them)
@@ -120,7 +129,8 @@ GROUPS = ("bench", "data", "train", "eval", "method", "views")
 UNHASHED = {("data", "root")}
 # Keys added after runs were recorded, with their defaults: hashed only when set otherwise, so that
 # earlier runs keep their identity (a sweep still finds them finished).
-ADDED_KEYS = {("train", "clip_grad_norm"): 0.0}
+ADDED_KEYS = {("train", "clip_grad_norm"): 0.0, ("eval", "logreg_steps"): 100, ("eval", "logreg_lr"): 0.1,
+              ("eval", "logreg_l2"): 1e-3}
 
 
 @dataclass

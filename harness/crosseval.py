@@ -16,7 +16,7 @@ import torch
 from harness.catalog import HEADS
 from harness.errors import HarnessError
 from harness.benchmarks import get_benchmark
-from harness.protocol import load_benchmark
+from harness.protocol import Benchmark
 from harness.resolve import check_head, resolve, stored_overrides
 from harness.store import CHECKPOINT, new_run_id, read_config, read_record, write_record, write_scores
 from harness.runner import (
@@ -59,7 +59,7 @@ def evaluate_run(run_dir: Path, bench: str, head: str | None, runs_dir: Path, de
     if method.trains:
         fix = "score another run, or train this configuration again with `harness run` (without --resume)"
         method.load_state_dict(read_checkpoint(Path(run_dir) / CHECKPOINT, torch_device, fix)["model"])
-    data = load_benchmark(target, cfg, with_train=False)
+    data = Benchmark.of(target, cfg.data.root).load(cfg, with_train=False)
     data.test.images = match_channels(data.test.images, method.env.channels)
 
     config_hash = hashlib.sha256(f"{source['config_hash']}|{cfg.hash()}".encode()).hexdigest()[:12]

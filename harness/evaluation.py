@@ -59,9 +59,10 @@ def embed_all(method: Method, images: torch.Tensor, batch_size: int) -> torch.Te
         method.train(was_training)
 
 
-def evaluate(method: Method, images: torch.Tensor, episodes: Episodes, head: str, distance: str = "euclidean",
-             batch_size: int = 512) -> EvalResult:
-    """Score ``method`` on ``episodes`` over ``images`` (uint8 N×C×H×W) with the named head."""
+def evaluate(method: Method, images: torch.Tensor, episodes: Episodes, head: str, batch_size: int = 512,
+             **head_settings) -> EvalResult:
+    """Score ``method`` on ``episodes`` over ``images`` (uint8 N×C×H×W) with the named head, made with
+    ``head_settings`` (``EvalConfig.head_settings()``: the prototype head's distance, logreg's steps, lr, l2)."""
     started = time.perf_counter()
     head_impl = HEADS.get(head).load()
     if head_impl is AdaptHead:
@@ -71,13 +72,13 @@ def evaluate(method: Method, images: torch.Tensor, episodes: Episodes, head: str
         feats = embed_all(method, images[torch.as_tensor(used)], batch_size)
         position = np.full(len(images), -1, dtype=np.int64)
         position[used] = np.arange(len(used))
-        scorer = head_impl(distance=distance)
+        scorer = head_impl(**head_settings)
         logits = []
         for start in range(0, len(episodes), EPISODE_BATCH):
             chunk = slice(start, start + EPISODE_BATCH)
             support = feats[torch.as_tensor(position[episodes.support[chunk]])]
             query = feats[torch.as_tensor(position[episodes.query[chunk]])]
-            labels = torch.as_tensor(episodes.support_labels[chunk], device=feats.device)
+            labels = torch.tensor(episodes.support_labels[chunk], device=feats.device)
             logits.append(scorer(support, labels, query, episodes.ways).cpu())
         logits = torch.cat(logits)
     predictions = logits.argmax(-1).numpy()

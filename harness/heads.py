@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 
-
 def prototypes(support: torch.Tensor, support_labels: torch.Tensor, ways: int) -> torch.Tensor:
     """Class means of the support embeddings: [E, S, D] → [E, N, D]."""
     one_hot = F.one_hot(support_labels, ways).to(support.dtype)  # [E, S, N]
@@ -35,7 +34,7 @@ class LogRegHead:
     """Multinomial logistic regression fit on each episode's L2-normalised support embeddings
     (as in Tian et al. 2020), all episodes of a batch optimised together by full-batch Adam."""
 
-    def __init__(self, distance: str = "euclidean", steps: int = 100, lr: float = 0.1, l2: float = 1e-3):
+    def __init__(self, steps: int, lr: float, l2: float):
         self.steps, self.lr, self.l2 = steps, lr, l2
 
     def __call__(self, support, support_labels, query, ways: int) -> torch.Tensor:

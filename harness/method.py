@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from harness.config import RunConfig, ViewConfig
+from harness.protocol import Benchmark
 
 
 @dataclass
@@ -59,8 +60,8 @@ class Method(nn.Module):
         self.register_buffer("_std", torch.tensor(env.std).view(1, -1, 1, 1), persistent=False)
 
     @classmethod
-    def check_config(cls, run: RunConfig) -> None:
-        """Raise ConfigError for settings that are valid one by one but not together."""
+    def check_config(cls, run: RunConfig, benchmark: Benchmark) -> None:
+        """Raise ConfigError for settings that are valid one by one, or on this benchmark, but not together."""
 
     # -------------------------------------------------------------- training
     def setup(self, data: TrainData) -> None:

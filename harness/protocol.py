@@ -5,6 +5,7 @@ benchmark's data as a run's configuration asks for it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -87,45 +88,70 @@ class BenchmarkData:
     val_episodes: Episodes | None = None
 
 
-def load_benchmark(spec: BenchmarkSpec, cfg: RunConfig, with_train: bool = True) -> BenchmarkData:
-    """Load the test split and its episodes, and (``with_train``) the training and validation data
-    shaped by ``data.*``: holdout group → validation, train_fraction subsample, class rotations."""
-    dataset = get_dataset(spec.dataset)
-    root = data_root(cfg.data.root)
-    size = cfg.data.image_size or spec.image_size
-    bench = cfg.bench
+@dataclass(frozen=True)
+class Benchmark:
+    """A benchmark as one run uses it, built once when the run is resolved: the protocol (``spec``), its
+    dataset and the data root. It checks, describes and loads its input; nothing else looks a dataset up."""
 
-    test = dataset.load(root, spec.splits["test"], size)
-    if spec.test_rotations:
-        test = rotate_classes(test)
-    episodes = dataset.fixed_episodes(spec.splits["test"], test) if spec.official_episodes else None
-    if episodes is None:
-        episodes = sample_episodes(
-            test.labels.numpy(), bench.ways, bench.shots, bench.queries, bench.episodes, bench.episode_seed, test.identity
-        )
-    data = BenchmarkData(spec, dataset, test, episodes)
-    if not with_train:
-        return data
+    spec: BenchmarkSpec
+    dataset: Dataset
+    root: Path
 
-    train = dataset.load(root, spec.splits["train"], size)
-    if cfg.data.holdout:
-        train, data.val = split_off_group(train, cfg.data.holdout, dataset)
-    elif spec.splits.get("val"):
-        data.val = dataset.load(root, spec.splits["val"], size)
-    if cfg.data.train_fraction < 1.0:
-        train = subsample(train, cfg.data.train_fraction)
-    if cfg.data.class_rotations:
-        train = rotate_classes(train)
-    data.train = train
-    if data.val is not None:
+    @classmethod
+    def of(cls, spec: BenchmarkSpec, root: str = "") -> Benchmark:
+        """``spec`` with its dataset, its data under ``root`` (""→ $HARNESS_DATA or the default cache)."""
+        return cls(spec, get_dataset(spec.dataset), data_root(root))
+
+    def check(self, bench: BenchConfig) -> None:
+        """Reject protocol values the benchmark cannot honour, before any data is loaded."""
+        self.spec.check(bench, self.dataset)
+
+    def ensure_available(self) -> None:
+        """Raise the missing-dataset error (with the command that fixes it)."""
+        self.dataset.ensure_available(self.root)
+
+    def training_classes(self, rotations: bool) -> int | None:
+        """Classes of the training split (×4 with rotations as classes), or None where unknown."""
+        classes = self.dataset.splits[self.spec.splits["train"]].classes
+        return classes * (4 if rotations else 1) if classes else None
+
+    def load(self, cfg: RunConfig, with_train: bool = True) -> BenchmarkData:
+        """Load the test split and its episodes, and (``with_train``) the training and validation data
+        shaped by ``data.*``: holdout group → validation, train_fraction subsample, class rotations."""
+        spec, dataset, root = self.spec, self.dataset, self.root
+        size, bench = cfg.data.image_size, cfg.bench
+
+        test = dataset.load(root, spec.splits["test"], size)
         if spec.test_rotations:
-            data.val = rotate_classes(data.val)
-        groups = data.val.class_groups if spec.val_within_group else None
-        data.val_episodes = sample_episodes(
-            data.val.labels.numpy(), bench.ways, bench.shots, bench.queries, cfg.train.val_episodes,
-            bench.episode_seed + VAL_SEED_OFFSET, data.val.identity, class_groups=groups,
-        )
-    return data
+            test = rotate_classes(test)
+        episodes = dataset.fixed_episodes(spec.splits["test"], test) if spec.official_episodes else None
+        if episodes is None:
+            episodes = sample_episodes(
+                test.labels.numpy(), bench.ways, bench.shots, bench.queries, bench.episodes, bench.episode_seed, test.identity
+            )
+        data = BenchmarkData(spec, dataset, test, episodes)
+        if not with_train:
+            return data
+
+        train = dataset.load(root, spec.splits["train"], size)
+        if cfg.data.holdout:
+            train, data.val = split_off_group(train, cfg.data.holdout, dataset)
+        elif spec.splits.get("val"):
+            data.val = dataset.load(root, spec.splits["val"], size)
+        if cfg.data.train_fraction < 1.0:
+            train = subsample(train, cfg.data.train_fraction)
+        if cfg.data.class_rotations:
+            train = rotate_classes(train)
+        data.train = train
+        if data.val is not None:
+            if spec.test_rotations:
+                data.val = rotate_classes(data.val)
+            groups = data.val.class_groups if spec.val_within_group else None
+            data.val_episodes = sample_episodes(
+                data.val.labels.numpy(), bench.ways, bench.shots, bench.queries, cfg.train.val_episodes,
+                bench.episode_seed + VAL_SEED_OFFSET, data.val.identity, class_groups=groups,
+            )
+        return data
 
 
 def rotate_classes(imageset: ImageSet) -> ImageSet:

@@ -16,11 +16,9 @@ from harness.config import (
     GROUPS, BenchConfig, ConfigError, DataConfig, EvalConfig, RunConfig, TrainConfig, ViewConfig, check_bounds,
     load_yaml, set_value,
 )
-from harness.data import get_dataset
-from harness.data.base import data_root
 from harness.overrides import Overrides
 from harness.benchmarks import get_benchmark
-from harness.protocol import BenchmarkSpec
+from harness.protocol import Benchmark
 
 
 @dataclass
@@ -29,7 +27,7 @@ class Resolved:
 
     config: RunConfig
     entry: Any  # MethodEntry
-    spec: BenchmarkSpec
+    benchmark: Benchmark
     method_class: type
 
 
@@ -115,16 +113,17 @@ def resolve(method: str, benchmark: str, config_file: str | None = None, sets: l
     cfg.eval.head = cfg.eval.head or cls.default_head or spec.head
     HEADS.get(cfg.eval.head)
     check_bounds(cfg)
-    spec.check(cfg.bench, get_dataset(spec.dataset))
+    bench = Benchmark.of(spec, cfg.data.root)
+    bench.check(cfg.bench)
     if not cfg.eval.test and not (cfg.data.holdout or spec.splits.get("val")):
         raise ConfigError(f"eval.test=false scores only the validation split, and {benchmark} has none: "
                           "set data.holdout to a group of training classes")
-    cls.check_config(cfg)
+    cls.check_config(cfg, bench)
     check_head(cls, cfg.eval.head)
     backbone = getattr(cfg.method, "backbone", None)
     if backbone:
-        check_backbone_input(backbone, get_dataset(spec.dataset).channels, cfg.data.image_size)
-    return Resolved(cfg, entry, spec, cls)
+        check_backbone_input(backbone, bench.dataset.channels, cfg.data.image_size)
+    return Resolved(cfg, entry, bench, cls)
 
 
 def config_keys(methods: list[str]) -> set[str]:
@@ -168,12 +167,10 @@ def check_backbone_input(backbone: str, channels: int, image_size: int) -> None:
                               f"method.backbone") from None
 
 
-def check_training_classes(run: RunConfig, key: str, ways: int) -> None:
+def check_training_classes(run: RunConfig, benchmark: Benchmark, key: str, ways: int) -> None:
     """``ways``-way training episodes need that many training classes (rotations count ×4). With
     ``data.holdout`` the held-out classes are known only once loaded; the sampler checks those."""
-    spec = get_benchmark(run.benchmark)
-    classes = get_dataset(spec.dataset).splits[spec.splits["train"]].classes
-    available = classes * (4 if run.data.class_rotations else 1) if classes else None
+    available = benchmark.training_classes(run.data.class_rotations)
     if available is not None and ways > available:
         raise ConfigError(f"{key}={ways}: {ways}-way training episodes need {ways} training classes, and "
                           f"{run.benchmark} has {available}; use at most {available}")
@@ -181,4 +178,4 @@ def check_training_classes(run: RunConfig, key: str, ways: int) -> None:
 
 def check_data(resolved: Resolved) -> None:
     """Raise the missing-dataset error (with the command that fixes it) before any work starts."""
-    get_dataset(resolved.spec.dataset).ensure_available(data_root(resolved.config.data.root))
+    resolved.benchmark.ensure_available()

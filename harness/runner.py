@@ -28,13 +28,12 @@ from tqdm import tqdm
 
 from harness import files, provenance, tboard
 from harness.config import check_seed
-from harness.data import get_dataset
 from harness.errors import ConfigError, HarnessError, RunFailed
 from harness.evaluation import EvalResult, evaluate
 from harness.config import RunConfig
 from harness.method import Method, MethodEnv, TrainData
 from harness.optim import Optimization
-from harness.protocol import BenchmarkData, load_benchmark
+from harness.protocol import BenchmarkData
 from harness.resolve import Resolved
 from harness.store import (
     CHECKPOINT, ERROR_LOG, RESULT, TRAIN_LOG, read_record, write_config, write_record, write_scores,
@@ -73,8 +72,7 @@ def seed_everything(seed: int) -> None:
 
 def build_method(resolved: Resolved, seed: int, device: torch.device) -> Method:
     """The method, initialised from ``seed`` and moved to ``device``."""
-    cfg = resolved.config
-    dataset = get_dataset(resolved.spec.dataset)
+    cfg, dataset = resolved.config, resolved.benchmark.dataset
     env = MethodEnv(dataset.channels, cfg.data.image_size, dataset.mean, dataset.std, device,
                     ways=cfg.bench.ways, shots=cfg.bench.shots, batch_size=cfg.train.batch_size, views=cfg.views)
     seed_everything(seed)
@@ -254,12 +252,14 @@ def train(method: Method, cfg: RunConfig, data: BenchmarkData, run_dir: Path, se
 
 
 def validation_accuracy(method: Method, cfg: RunConfig, data: BenchmarkData) -> float:
-    return evaluate(method, data.val.images, data.val_episodes, cfg.eval.head, cfg.eval.distance, cfg.eval.batch_size).mean
+    return evaluate(method, data.val.images, data.val_episodes, cfg.eval.head, cfg.eval.batch_size,
+                    **cfg.eval.head_settings()).mean
 
 
 def score(method: Method, cfg: RunConfig, data: BenchmarkData) -> EvalResult:
     """The fixed test episodes scored with ``cfg.eval`` (head, distance, batch size)."""
-    return evaluate(method, data.test.images, data.test_episodes, cfg.eval.head, cfg.eval.distance, cfg.eval.batch_size)
+    return evaluate(method, data.test.images, data.test_episodes, cfg.eval.head, cfg.eval.batch_size,
+                    **cfg.eval.head_settings())
 
 
 def result_fields(result: EvalResult, episodes_digest: str) -> dict:
@@ -358,7 +358,7 @@ def _execute_locked(resolved: Resolved, seed: int, run_dir: Path, torch_device: 
     start_record(run_dir, resolved.config.to_dict(), record)
     try:
         method = build_method(resolved, seed, torch_device)
-        data = load_benchmark(resolved.spec, resolved.config, with_train=method.trains)
+        data = resolved.benchmark.load(resolved.config, with_train=method.trains)
         if method.trains:
             record.update(train(method, resolved.config, data, run_dir, seed, resume, progress))
         else:

@@ -23,7 +23,7 @@ class SelfSupervised(Method):
     uses_views = True
 
     @classmethod
-    def check_config(cls, run) -> None:
+    def check_config(cls, run, benchmark) -> None:
         BACKBONES.get(run.method.backbone)
 
     def __init__(self, cfg, env):

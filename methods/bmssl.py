@@ -69,8 +69,8 @@ class BMSSL(SelfSupervised):
     Config = BMSSLConfig
 
     @classmethod
-    def check_config(cls, run) -> None:
-        super().check_config(run)
+    def check_config(cls, run, benchmark) -> None:
+        super().check_config(run, benchmark)
         cfg = run.method
         if cfg.support_views >= cfg.views_per_image:
             raise ConfigError(f"method.support_views ({cfg.support_views}) must be below method.views_per_image "

@@ -53,9 +53,9 @@ class MAML(Method):
     default_head = "adapt"
 
     @classmethod
-    def check_config(cls, run) -> None:
+    def check_config(cls, run, benchmark) -> None:
         BACKBONES.get(run.method.backbone)
-        check_training_classes(run, "bench.ways", run.bench.ways)
+        check_training_classes(run, benchmark, "bench.ways", run.bench.ways)
 
     def __init__(self, cfg: MAMLConfig, env):
         super().__init__(cfg, env)

@@ -49,10 +49,10 @@ class ProtoNet(Method):
     Config = ProtoNetConfig
 
     @classmethod
-    def check_config(cls, run) -> None:
+    def check_config(cls, run, benchmark) -> None:
         BACKBONES.get(run.method.backbone)
         key = "method.train_ways" if run.method.train_ways else "bench.ways"
-        check_training_classes(run, key, run.method.train_ways or run.bench.ways)
+        check_training_classes(run, benchmark, key, run.method.train_ways or run.bench.ways)
 
     def __init__(self, cfg: ProtoNetConfig, env):
         super().__init__(cfg, env)

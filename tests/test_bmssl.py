@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 import harness.methods.bmssl as bmssl_module
 from harness.method import TrainData
-from harness.protocol import load_benchmark
 from harness.resolve import resolve
 from harness.runner import build_method
 
@@ -21,7 +20,7 @@ def bmssl(*sets: str, name: str = "bmssl"):
     resolved = resolve(name, "synthetic-5w1s", sets=["train.batch_size=2", "method.ways=5", "method.views_per_image=3",
                                                      *sets])
     method = build_method(resolved, 0, torch.device("cpu"))
-    data = load_benchmark(resolved.spec, resolved.config)
+    data = resolved.benchmark.load(resolved.config)
     train = TrainData(data.train.images, None, None)
     method.setup(train)
     return method, train

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from harness.config import EvalConfig
 from harness.episodes import sample_episodes
 from harness.evaluation import ci95, evaluate
 from harness.heads import LogRegHead, PrototypeHead, prototypes
@@ -31,7 +32,7 @@ def test_logreg_head_fits_separable_episodes():
     support = centres.gather(1, labels[..., None].expand(-1, -1, 16)) + 0.3 * torch.randn(8, 15, 16, generator=generator)
     query_labels = torch.arange(5).repeat(4).expand(8, -1)
     query = centres.gather(1, query_labels[..., None].expand(-1, -1, 16)) + 0.3 * torch.randn(8, 20, 16, generator=generator)
-    logits = LogRegHead()(support, labels, query, 5)
+    logits = LogRegHead(**EvalConfig(head="logreg").head_settings())(support, labels, query, 5)
     assert logits.shape == (8, 20, 5) and (logits.argmax(-1) == query_labels).all()
 
 

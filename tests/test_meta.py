@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from harness.method import TrainData
-from harness.protocol import load_benchmark
 from harness.resolve import resolve
 from harness.runner import build_method
 
@@ -32,7 +31,7 @@ def test_protonet_logits_and_loss_by_hand():
 def maml_with_batch(*sets: str):
     resolved = resolve("maml", "synthetic-5w1s", sets=["method.train_queries=2", "train.batch_size=3", *sets])
     method = build_method(resolved, 0, torch.device("cpu"))
-    data = load_benchmark(resolved.spec, resolved.config)
+    data = resolved.benchmark.load(resolved.config)
     train = TrainData(data.train.images, data.train.labels, data.train.num_classes)
     method.setup(train)
     s, sl, q, ql = method.sampler.sample(torch.Generator().manual_seed(1), 3)

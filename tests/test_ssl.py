@@ -8,9 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.augment import TensorViews, ViewConfig, lightly_transform
+from harness.augment import TensorViews, lightly_transform
+from harness.config import ViewConfig
 from harness.method import TrainData
-from harness.protocol import load_benchmark
+from harness.protocol import Benchmark
 from harness.resolve import resolve
 from harness.runner import build_method, execute
 
@@ -39,7 +40,7 @@ def test_byol_loss_prefers_matching_views():
 def ssl_method(name: str, *sets: str):
     resolved = resolve(name, "synthetic-5w1s", sets=["train.batch_size=16", *sets])
     method = build_method(resolved, 0, torch.device("cpu"))
-    data = load_benchmark(resolved.spec, resolved.config)
+    data = resolved.benchmark.load(resolved.config)
     train = TrainData(data.train.images, None, None)
     method.setup(train)
     return method, train
@@ -64,8 +65,6 @@ def test_byol_momentum_schedule_and_update():
 @pytest.mark.parametrize("name", ["simclr", "byol", "bmssl"])
 def test_training_never_sees_labels(name, tmp_path, monkeypatch):
     """The method gets no labels; permuting the training labels changes nothing."""
-    import harness.runner as runner
-
     sets = ["train.steps=3", "train.batch_size=8", "bench.episodes=20"]
     if name == "bmssl":
         sets += ["method.ways=4", "train.batch_size=2"]
@@ -75,12 +74,14 @@ def test_training_never_sees_labels(name, tmp_path, monkeypatch):
     monkeypatch.setattr(resolved.method_class, "setup", lambda self, data: seen.append(data.labels) or original_setup(self, data))
     execute(resolved, 0, tmp_path / "plain", progress=False)
 
-    def permuted(spec, cfg, with_train=True):
-        data = load_benchmark(spec, cfg, with_train)
+    original_load = Benchmark.load
+
+    def permuted(self, cfg, with_train=True):
+        data = original_load(self, cfg, with_train)
         data.train.labels = data.train.labels[torch.randperm(len(data.train.labels), generator=torch.Generator().manual_seed(5))]
         return data
 
-    monkeypatch.setattr(runner, "load_benchmark", permuted)
+    monkeypatch.setattr(Benchmark, "load", permuted)
     execute(resolved, 0, tmp_path / "permuted", progress=False)
     assert seen == [None, None]
     a = torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=False)["model"]

@@ -22,7 +22,6 @@ from torch.func import grad, vmap
 
 from harness.libs import learn2learn
 from harness.method import TrainData
-from harness.protocol import load_benchmark
 from harness.resolve import resolve
 from harness.optim import Optimization
 from harness.runner import build_method
@@ -67,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     resolved = resolve("bmssl", args.bench)
     method = build_method(resolved, 0, torch.device("cpu"))
-    data = load_benchmark(resolved.spec, resolved.config)
+    data = resolved.benchmark.load(resolved.config)
     train = TrainData(data.train.images, None, None)
     method.setup(train)
     generator = torch.Generator().manual_seed(0)

@@ -27,7 +27,6 @@ from harness.episodes import sample_episodes
 from harness.evaluation import evaluate
 from harness.libs import learn2learn
 from harness.method import TrainData
-from harness.protocol import load_benchmark
 from harness.resolve import resolve
 from harness.optim import Optimization
 from harness.runner import build_method
@@ -38,7 +37,7 @@ from common import report, timed as rate
 def setup(method_name: str, bench: str, sets: list[str]):
     resolved = resolve(method_name, bench, sets=sets)
     method = build_method(resolved, 0, torch.device("cpu"))
-    data = load_benchmark(resolved.spec, resolved.config)
+    data = resolved.benchmark.load(resolved.config)
     train = TrainData(data.train.images, data.train.labels, data.train.num_classes)
     method.setup(train)
     method.optimization = Optimization(method.parameter_groups(), resolved.config.train)  # the runner's
