@@ -18,8 +18,6 @@ brightness, contrast, saturation, hue (torchvision shuffles the order); hue is r
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 import torch.nn.functional as F

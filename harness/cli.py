@@ -4,17 +4,20 @@ so ``harness --help`` and ``harness list`` answer quickly."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import shlex
 import sys
 from pathlib import Path
 
+from harness import reproduce, site, tune
 from harness.errors import HarnessError, RunFailed
+from harness.report import commands as report_commands
 from harness.store import default_runs_dir, summary_line
+from harness.sweep import commands as sweep_commands
 
 LIST_KINDS = ("methods", "benchmarks", "heads", "backbones", "datasets")
-COMMAND_MODULES: tuple[str, ...] = ("harness.report.commands", "harness.sweep.commands", "harness.tune", "harness.reproduce", "harness.site")
+# Further command groups, each with add_commands(sub); they import heavy libraries only inside commands.
+COMMAND_MODULES = (report_commands, sweep_commands, tune, reproduce, site)
 
 
 # ------------------------------------------------------------------------------------------ list
@@ -270,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default=str(default_runs_dir()), help="result store (default ./runs or $HARNESS_RUNS)")
     p.set_defaults(handler=cmd_results)
 
-    for module in COMMAND_MODULES:  # further command groups, each with add_commands(sub)
-        importlib.import_module(module).add_commands(sub)
+    for module in COMMAND_MODULES:
+        module.add_commands(sub)
     return parser
 
 
