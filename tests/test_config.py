@@ -111,3 +111,51 @@ def test_list_answers_without_importing_torch():
     assert out.strip().endswith("NO-TORCH")
     for name in ("protonet", "maml-fo", "omniglot-small1-20w1s-lake", "miniimagenet-5w5s", "logreg"):
         assert name in out
+
+
+def test_overrides_convert_between_text_tree_and_flat_keys():
+    from harness.overrides import Grid
+
+    settings = Overrides.from_text(["train.lr=1e-3", "method.widths=[64,64]", "eval.head='a,b'", "data.holdout=yes"])
+    assert dict(settings) == {"train.lr": "1e-3", "method.widths": [64, 64], "eval.head": "a,b", "data.holdout": True}
+    assert Overrides.from_text(settings.text()) == settings  # command-line text reads back unchanged
+    assert Overrides.from_tree(settings.tree()) == settings
+    assert settings.merged({"train.lr": 0.5})["train.lr"] == 0.5 and settings["train.lr"] == "1e-3"
+    assert Overrides.from_text(["head=prototype", "train.steps=3"], "--where", grouped=False).grouped() == {"train.steps": 3}
+    grid = Grid.from_text(["train.lr=0.1,0.01", "method.widths=[64,64],[32,32]", "train.steps=5"])
+    assert grid.size() == 4 and grid.varying() == ["train.lr", "method.widths"]
+    assert [dict(p) for p in grid.points()][1] == {"train.lr": 0.1, "method.widths": [32, 32], "train.steps": 5}
+
+
+def test_views_are_their_own_group_and_hash_as_before():
+    simclr = resolve("simclr", "omniglot-small1-20w1s-lake").config
+    assert simclr.views.min_scale == 0.6 and simclr.views.hf_prob == 0.0  # presets/views.yaml [omniglot-lake]
+    byol = resolve("byol", "miniimagenet-5w1s").config
+    assert byol.views.cj_bright == 0.4 and byol.views.gaussian_blur == 1.0  # byol.yaml [default] over views.yaml
+    assert resolve("byol", "omniglot-5w1s").config.views.gaussian_blur == 0.0  # the family's views win at their level
+    with pytest.raises(ConfigError, match="protonet has no views"):
+        resolve("protonet", "synthetic-5w1s", sets=["views.min_scale=0.5"])
+    # Hashed with the view settings inside method.*, as runs were before views were a group:
+    import hashlib
+    import json
+
+    tree = simclr.to_dict()
+    tree["method"].update(tree.pop("views"))
+    tree["data"].pop("root")
+    for group, key in (("train", "clip_grad_norm"), ("eval", "logreg_steps"), ("eval", "logreg_lr"), ("eval", "logreg_l2")):
+        tree[group].pop(key)
+    blob = json.dumps(tree, sort_keys=True, separators=(",", ":"), default=list)
+    assert simclr.hash() == hashlib.sha256(blob.encode()).hexdigest()[:12]
+    assert resolve("simclr", "omniglot-small1-20w1s-lake", sets=["train.clip_grad_norm=1"]).config.hash() != simclr.hash()
+
+
+def test_a_stored_config_from_before_views_were_a_group_resolves_again():
+    from harness.resolve import stored_overrides
+
+    config = resolve("simclr", "synthetic-5w1s", sets=["views.min_scale=0.7"]).config
+    old = config.to_dict()
+    old["method"].update(old.pop("views"))  # how config.yaml stored it then
+    for group, key in (("train", "clip_grad_norm"), ("eval", "logreg_steps"), ("eval", "logreg_lr"), ("eval", "logreg_l2")):
+        old[group].pop(key)
+    again = resolve("simclr", "synthetic-5w1s", overrides=stored_overrides(old)).config
+    assert again.views.min_scale == 0.7 and again.hash() == config.hash()
