@@ -16,7 +16,15 @@ _ZENODO = "https://zenodo.org/record/7978538/files"
 CIFAR_MEAN, CIFAR_STD = (0.507, 0.487, 0.441), (0.267, 0.256, 0.276)
 
 
-class CIFARFS(Dataset):
+class CIFAR100Subset(Dataset):
+    """What CIFAR-FS and FC100 share: 32 px RGB CIFAR-100 images and their statistics."""
+
+    channels = 3
+    native_size = 32
+    mean, std = CIFAR_MEAN, CIFAR_STD
+
+
+class CIFARFS(CIFAR100Subset):
     """Reads ``cifar100.zip`` (``cifar100/data/<class>/*.png`` + ``cifar100/splits/bertinetto/*.txt``)."""
 
     name = "cifarfs"
@@ -24,9 +32,6 @@ class CIFARFS(Dataset):
     folder = "cifarfs"
     files = (RemoteFile("cifar100.zip", f"{_ZENODO}/cifar100.zip"),)
     splits = {"train": SplitInfo(64, 600), "val": SplitInfo(16, 600), "test": SplitInfo(20, 600)}
-    channels = 3
-    native_size = 32
-    mean, std = CIFAR_MEAN, CIFAR_STD
     prepare_hint = "A local copy is a folder holding cifar100.zip, or its extracted cifar100/data and cifar100/splits/bertinetto."
 
     def read_split(self, raw: Path, split: str) -> RawSplit:
@@ -67,7 +72,7 @@ def _class_folders(classes: list[str], names: list[str], data_prefix: str, read)
     return RawSplit(images, np.array(labels), classes)
 
 
-class FC100(Dataset):
+class FC100(CIFAR100Subset):
     """Reads ``fc100.zip`` holding ``FC100_{train,val,test}.pickle`` (``data`` N×32×32×3, ``labels``)."""
 
     name = "fc100"
@@ -75,9 +80,6 @@ class FC100(Dataset):
     folder = "fc100"
     files = (RemoteFile("fc100.zip", f"{_ZENODO}/fc100.zip"),)
     splits = {"train": SplitInfo(60, 600), "val": SplitInfo(20, 600), "test": SplitInfo(20, 600)}
-    channels = 3
-    native_size = 32
-    mean, std = CIFAR_MEAN, CIFAR_STD
     prepare_hint = "A local copy is a folder holding fc100.zip or the files FC100_train.pickle, FC100_val.pickle, FC100_test.pickle."
 
     def read_split(self, raw: Path, split: str) -> RawSplit:

@@ -18,25 +18,14 @@ from harness.data.integrity import open_zip
 _BASE = "https://github.com/brendenlake/omniglot/raw/master/python"
 # SHA256 of the published files (the same values as TensorFlow Datasets' url_checksums/omniglot.txt
 # and ../shared/data/omniglot/SHA256SUMS).
-BACKGROUND = RemoteFile(
-    "images_background.zip", f"{_BASE}/images_background.zip",
-    sha256="ad41ab679c8b5d90b271ef46be6987cc81211774a695c29dcc5367b2b26ee640",
-)
-EVALUATION = RemoteFile(
-    "images_evaluation.zip", f"{_BASE}/images_evaluation.zip",
-    sha256="1f61a8f3366785b057fc117d9228e78a16e3d976c8953b2a10fcc74cf0609cee",
-)
-SMALL1 = RemoteFile(
-    "images_background_small1.zip", f"{_BASE}/images_background_small1.zip",
-    sha256="f38eb80f801274ac2b4dff5b24289016bfaba4a7d5bb50deebf27104ad6cb8a4",
-)
-SMALL2 = RemoteFile(
-    "images_background_small2.zip", f"{_BASE}/images_background_small2.zip",
-    sha256="3ccaa407515a8778e5d0861875af38b17e418f301ad5bb3b5a6b65d901a41c7f",
-)
-ALL_RUNS = RemoteFile(
-    "all_runs.zip", f"{_BASE}/one-shot-classification/all_runs.zip",
-    sha256="437c1eeab0af8484112e1b4cc0f3d541ec727f7c47b9b202da738af9dfd6c325",
+BACKGROUND, EVALUATION, SMALL1, SMALL2, ALL_RUNS = (
+    RemoteFile(name, f"{_BASE}/{folder}{name}", sha256=sha256) for folder, name, sha256 in (
+        ("", "images_background.zip", "ad41ab679c8b5d90b271ef46be6987cc81211774a695c29dcc5367b2b26ee640"),
+        ("", "images_evaluation.zip", "1f61a8f3366785b057fc117d9228e78a16e3d976c8953b2a10fcc74cf0609cee"),
+        ("", "images_background_small1.zip", "f38eb80f801274ac2b4dff5b24289016bfaba4a7d5bb50deebf27104ad6cb8a4"),
+        ("", "images_background_small2.zip", "3ccaa407515a8778e5d0861875af38b17e418f301ad5bb3b5a6b65d901a41c7f"),
+        ("one-shot-classification/", "all_runs.zip", "437c1eeab0af8484112e1b4cc0f3d541ec727f7c47b9b202da738af9dfd6c325"),
+    )
 )
 RUNS = 20
 RUN_WAYS = 20
