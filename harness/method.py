@@ -68,8 +68,9 @@ class Method(nn.Module):
         """Called once before training (after the method is on its device)."""
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """The parameters the runner optimises, by optimiser name (one optimiser each)."""
-        return {}
+        """The parameters the runner optimises, by optimiser name (one optimiser each). Default: one
+        optimiser for every parameter that requires a gradient (momentum targets switch theirs off)."""
+        return {"model": [p for p in self.parameters() if p.requires_grad]}
 
     def training_step(self, data: TrainData, step: int, progress: float, generator: torch.Generator) -> dict:
         """The loss of one step (``loss``, a tensor the runner back-propagates) and other scalars to log.

@@ -8,6 +8,7 @@ import math
 import torch
 
 from harness.config import TrainConfig
+from harness.errors import HarnessError
 
 
 def make_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
@@ -55,6 +56,9 @@ class Optimization:
     def state_dict(self) -> dict:
         return {name: opt.state_dict() for name, opt in self.optimizers.items()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, fix: str = "") -> None:
+        if set(state) != set(self.optimizers):
+            raise HarnessError(f"the checkpoint holds optimisers {sorted(state)}, and this method has {sorted(self.optimizers)} "
+                               f"(a checkpoint of an older harness or another method); {fix}")
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state[name])

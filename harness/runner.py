@@ -183,7 +183,7 @@ def load_checkpoint(path: Path, method: Method, optimization: Optimization, gene
     """Restore model, optimisers, sampler generator and RNG states from ``path`` (see ``read_checkpoint``)."""
     state = read_checkpoint(path, method.env.device, RESUME_FIX)
     method.load_state_dict(state["model"])
-    optimization.load_state_dict(state["optimizers"])
+    optimization.load_state_dict(state["optimizers"], RESUME_FIX)
     generator.set_state(state["generator"].cpu())
     torch.set_rng_state(state["torch_rng"].cpu())
     if state["cuda_rng"] and torch.cuda.is_available():

@@ -49,3 +49,15 @@ _add("bmssl-noinner", "unsupervised meta-learning", "bmssl:BMSSL",
      fixed={"method": {"inner_steps": 0}})
 _add("bmssl-fo", "unsupervised meta-learning", "bmssl:BMSSL", "BMSSL ablation: first-order meta-gradient", preset="bmssl",
      fixed={"method": {"first_order": True}})
+_add("moco", "self-supervised", "moco:MoCo", "MoCo v2 (Chen et al. 2020) on lightly, label-free; momentum encoder + queue, InfoNCE")
+_add("simsiam", "self-supervised", "simsiam:SimSiam",
+     "SimSiam (Chen & He 2021) on lightly, label-free; predictor + stop-gradient, symmetric negative cosine")
+_add("barlowtwins", "self-supervised", "barlowtwins:BarlowTwins",
+     "Barlow Twins (Zbontar et al. 2021) on lightly, label-free; cross-correlation to the identity")
+_add("vicreg", "self-supervised", "vicreg:VICReg",
+     "VICReg (Bardes et al. 2022) on lightly, label-free; variance, invariance, covariance terms")
+_add("swav", "self-supervised", "swav:SwAV", "SwAV (Caron et al. 2020) on lightly, label-free; prototypes + Sinkhorn")
+_add("dino", "self-supervised", "dino:DINO",
+     "DINO (Caron et al. 2021) on lightly, label-free; momentum teacher, centring and sharpening")
+_add("supervised", "supervised", "supervised:Supervised",
+     "supervised pre-training on all training classes, frozen features (Tian et al. 2020)")

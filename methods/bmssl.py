@@ -91,8 +91,6 @@ class BMSSL(SelfSupervised):
     def setup(self, data) -> None:
         self.views = self.view_generator("simclr")
 
-    def parameter_groups(self):
-        return {"meta": [*self.encoder.parameters(), *self.projection.parameters()]}
 
     # ------------------------------------------------------------------ tasks from unlabeled images
     def make_tasks(self, data, generator: torch.Generator) -> torch.Tensor:

@@ -50,8 +50,6 @@ class BYOL(SelfSupervised):
                 self.view_generator("byol2", gaussian_blur=self.cfg.gaussian_blur_2,
                                     solarization_prob=self.cfg.solarization_prob_2)]
 
-    def parameter_groups(self):
-        return {"online": [*self.encoder.parameters(), *self.projection.parameters(), *self.prediction.parameters()]}
 
     def momentum(self, progress: float) -> float:
         """τ from ``momentum_base`` to 1 along training progress (steps, or the time budget)."""

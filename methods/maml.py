@@ -68,8 +68,6 @@ class MAML(Method):
         shots = self.cfg.train_shots or self.env.shots
         self.sampler = EpisodeSampler(data.labels.cpu(), self.ways, shots, self.cfg.train_queries)
 
-    def parameter_groups(self):
-        return {"meta": list(self.net.parameters())}
 
     # ------------------------------------------------------------------ adaptation
     def adapted_query_logits(self, xs, ys, xq, steps: int, lr: float, first_order: bool) -> torch.Tensor:

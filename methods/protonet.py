@@ -64,8 +64,6 @@ class ProtoNet(Method):
     def setup(self, data) -> None:
         self.sampler = EpisodeSampler(data.labels.cpu(), self.ways, self.shots, self.cfg.train_queries)
 
-    def parameter_groups(self):
-        return {"encoder": list(self.encoder.parameters())}
 
     def training_step(self, data, step, progress, generator):
         support, support_labels, query, query_labels = (t[0].to(data.images.device) for t in self.sampler.sample(generator))

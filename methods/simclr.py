@@ -33,8 +33,6 @@ class SimCLR(SelfSupervised):
         self.projection = SimCLRProjectionHead(self.feature_dim, cfg.projection_hidden, cfg.projection_dim)
         self.criterion = NTXentLoss(temperature=cfg.temperature)
 
-    def parameter_groups(self):
-        return {"model": [*self.encoder.parameters(), *self.projection.parameters()]}
 
     def loss(self, views, progress):
         """NT-Xent of two batches of views of the same images."""

@@ -76,7 +76,7 @@ class Payload:
 
 
 TRAINING_METHODS = ["protonet", "maml", "maml-fo", "anil", "simclr", "byol", "bmssl", "bmssl-noboot",
-                    "bmssl-noinner", "bmssl-fo"]
+                    "bmssl-noinner", "bmssl-fo", "moco", "simsiam", "barlowtwins", "vicreg", "swav", "dino", "supervised"]
 TINY = {"protonet": ["method.train_ways=5", "method.train_queries=2"], "bmssl": ["method.ways=4"]}
 
 
