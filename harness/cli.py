@@ -49,9 +49,10 @@ def list_rows(kind: str) -> list[list[str]]:
             rows.append([entry.name, entry.family, entry.description, _short(defaults)])
         return rows
     if kind == "benchmarks":
-        from harness.benchmarks import BENCHMARKS
+        from harness.benchmarks import registry
 
-        return [[b.name, b.description, _short(b.summary())] for b in BENCHMARKS]
+        return [[b.name, " ".join(filter(None, [b.description, b.source and f"({b.source})"])), _short(b.summary())]
+                for b in registry()]
     if kind in ("heads", "backbones"):
         from harness import catalog
 
@@ -75,7 +76,7 @@ def cmd_run(args) -> int:
     from harness.runner import execute
 
     resolved = resolve(args.method, args.bench, args.config, args.set or [])
-    check_data(resolved)
+    check_data(resolved, download=not args.no_download)
     cfg = resolved.config
     runs_dir = Path(args.runs_dir)
     run_dir = Path(args.run_dir) if args.run_dir else None
@@ -246,11 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the newest unfinished run of this config and seed from its last checkpoint "
                         "(or --run-dir); a finished one is reported, not rerun")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-download", action="store_true",
+                   help="a built-in dataset that is not under the data root is an error (default: fetch it, "
+                        "checksum-verified, from $HARNESS_DATA_MIRROR or its public URLs)")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("eval", help="score a trained run's checkpoint on another benchmark or with another head")
     p.add_argument("--run", required=True, help="the trained run's directory")
-    p.add_argument("--bench", required=True, help="benchmark to score on")
+    p.add_argument("--bench", required=True, help="benchmark to score on: a name or a benchmark file (path.yaml[:NAME])")
     p.add_argument("--head", help="evaluation head (default: the run's head)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--runs-dir", default=str(default_runs_dir()), help="where the new record goes (default ./runs or $HARNESS_RUNS)")
@@ -280,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", required=True, help="method name (see `harness list methods`)")
-    p.add_argument("--bench", required=True, help="benchmark name (see `harness list benchmarks`)")
+    p.add_argument("--bench", required=True,
+                   help="benchmark name (see `harness list benchmarks`) or a benchmark file, path.yaml[:NAME]")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0); test episodes come from bench.episode_seed")
     p.add_argument("--config", help="YAML file of overrides: {bench|data|train|eval|method: {key: value}}")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",

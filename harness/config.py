@@ -73,6 +73,8 @@ class TrainConfig:
     val_episodes: int = field(default=200, metadata=at_least(1))
     log_every: int = field(default=10, metadata=at_least(1))
     clip_grad_norm: float = field(default=0.0, metadata=at_least(0))  # 0 → no clipping
+    precision: Literal["32", "bf16", "16"] = "32"  # training under autocast (16: with gradient scaling)
+    compile: bool = False  # torch.compile the method's modules for training
 
 
 def probability() -> dict:
@@ -129,8 +131,8 @@ GROUPS = ("bench", "data", "train", "eval", "method", "views")
 UNHASHED = {("data", "root")}
 # Keys added after runs were recorded, with their defaults: hashed only when set otherwise, so that
 # earlier runs keep their identity (a sweep still finds them finished).
-ADDED_KEYS = {("train", "clip_grad_norm"): 0.0, ("eval", "logreg_steps"): 100, ("eval", "logreg_lr"): 0.1,
-              ("eval", "logreg_l2"): 1e-3}
+ADDED_KEYS = {("train", "clip_grad_norm"): 0.0, ("train", "precision"): "32", ("train", "compile"): False,
+              ("eval", "logreg_steps"): 100, ("eval", "logreg_lr"): 0.1, ("eval", "logreg_l2"): 1e-3}
 
 
 @dataclass
@@ -212,7 +214,10 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     bad = ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
     if origin is Literal:
-        if value not in typing.get_args(tp):
+        options = typing.get_args(tp)
+        if isinstance(value, int) and not isinstance(value, bool) and str(value) in options:
+            value = str(value)  # --set train.precision=16 reads as a number
+        if value not in options:
             raise bad
         return value
     if origin in (tuple, list):

@@ -15,7 +15,7 @@ import torch
 
 from harness.catalog import HEADS
 from harness.errors import HarnessError
-from harness.benchmarks import get_benchmark
+from harness.benchmarks import get_benchmark, reference
 from harness.protocol import Benchmark
 from harness.resolve import check_head, resolve, stored_overrides
 from harness.store import CHECKPOINT, new_run_id, read_config, read_record, write_record, write_scores
@@ -44,14 +44,15 @@ def evaluate_run(run_dir: Path, bench: str, head: str | None, runs_dir: Path, de
     if source.get("status") != "ok":
         raise HarnessError(f"{run_dir} did not finish (status {source.get('status')}); resume it first with `harness run --resume`")
     tree = read_config(run_dir)
-    resolved = resolve(tree["method_name"], tree["benchmark"], overrides=stored_overrides(tree))
-    target = get_benchmark(bench)
+    resolved = resolve(tree["method_name"], reference(tree["benchmark"], source.get("benchmark_file")),
+                       overrides=stored_overrides(tree))
+    target = Benchmark.of(get_benchmark(bench), resolved.config.data.root)
     head = head or source["head"]
     HEADS.get(head)
     check_head(resolved.method_class, head)
 
     cfg = copy.deepcopy(resolved.config)
-    cfg.benchmark, cfg.bench = bench, target.bench_config()
+    cfg.benchmark, cfg.bench = target.spec.name, target.spec.bench_config()
     cfg.eval.head = head
     cfg.data.holdout, cfg.data.train_fraction = "", 1.0
     torch_device = resolve_device(device)
@@ -59,14 +60,17 @@ def evaluate_run(run_dir: Path, bench: str, head: str | None, runs_dir: Path, de
     if method.trains:
         fix = "score another run, or train this configuration again with `harness run` (without --resume)"
         method.load_state_dict(read_checkpoint(Path(run_dir) / CHECKPOINT, torch_device, fix)["model"])
-    data = Benchmark.of(target, cfg.data.root).load(cfg, with_train=False)
+    target.ensure_available()
+    data = target.load(cfg, with_train=False)
     data.test.images = match_channels(data.test.images, method.env.channels)
 
     config_hash = hashlib.sha256(f"{source['config_hash']}|{cfg.hash()}".encode()).hexdigest()[:12]
-    out_dir = Path(runs_dir) / new_run_id(cfg.method_name, bench, source["seed"], config_hash)
-    record = base_record(resolved, source["seed"], out_dir, torch_device)
-    record.update(kind="eval", benchmark=bench, trained_on=source["benchmark"], source_run=source["run_id"],
-                  config_hash=config_hash, head=head, steps=source.get("steps"), train_seconds=source.get("train_seconds"))
+    out_dir = Path(runs_dir) / new_run_id(cfg.method_name, cfg.benchmark, source["seed"], config_hash)
+    record = {k: v for k, v in base_record(resolved, source["seed"], out_dir, torch_device).items()
+              if k not in ("benchmark_file", "benchmark_sha256")}  # the source's; the target's follow
+    record.update(kind="eval", benchmark=cfg.benchmark, trained_on=source["benchmark"], source_run=source["run_id"],
+                  config_hash=config_hash, head=head, steps=source.get("steps"), train_seconds=source.get("train_seconds"),
+                  **target.provenance())
     with run_lock(out_dir):
         start_record(out_dir, {**cfg.to_dict(), "source_run": source["run_id"]}, record)
         try:

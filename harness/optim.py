@@ -1,14 +1,19 @@
 """Optimisation, owned by the runner: one optimiser per parameter group a method declares, the
-learning-rate schedule, and the step itself (zero, backward, clip, step). Methods only return losses."""
+learning-rate schedule, mixed precision, and the step itself (zero, backward, clip, step). Methods only
+return losses."""
 
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import torch
 
 from harness.config import TrainConfig
 from harness.errors import HarnessError
+
+
+SCALER = "grad_scaler"  # the float16 gradient scaler's state, next to the optimisers' in checkpoints
 
 
 def make_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
@@ -29,10 +34,17 @@ def lr_factor(schedule: str, progress: float) -> float:
 class Optimization:
     """The optimisers of one method's parameter groups, scheduled and stepped together."""
 
-    def __init__(self, groups: dict[str, list], train: TrainConfig):
-        self.train = train
+    def __init__(self, groups: dict[str, list], train: TrainConfig, device: torch.device = torch.device("cpu")):
+        self.train, self.device = train, device
         self.optimizers = {name: make_optimizer(params, train) for name, params in groups.items()}
         self.params = [p for opt in self.optimizers.values() for g in opt.param_groups for p in g["params"]]
+        # float16 needs its loss scaled against underflow; bfloat16 has float32's range and does not.
+        self.scaler = torch.amp.GradScaler(device.type) if train.precision == "16" else None
+
+    def autocast(self):
+        """The context a training step's forward pass runs in: autocast to ``train.precision``."""
+        dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(self.train.precision)
+        return torch.autocast(self.device.type, dtype=dtype) if dtype else nullcontext()
 
     def schedule(self, progress: float) -> float:
         """Set every group's learning rate for ``progress``; returns that rate."""
@@ -46,17 +58,27 @@ class Optimization:
         """Back-propagate ``outputs["loss"]`` and step every optimiser; returns the outputs detached."""
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
-        outputs["loss"].backward()
+        loss = outputs["loss"].float()
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        if self.scaler:
+            for opt in self.optimizers.values():
+                self.scaler.unscale_(opt)  # clipping sees the true gradients
         if self.train.clip_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.params, self.train.clip_grad_norm)
         for opt in self.optimizers.values():
-            opt.step()
+            self.scaler.step(opt) if self.scaler else opt.step()
+        if self.scaler:
+            self.scaler.update()
         return {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in outputs.items()}
 
     def state_dict(self) -> dict:
-        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+        state = {name: opt.state_dict() for name, opt in self.optimizers.items()}
+        return {**state, SCALER: self.scaler.state_dict()} if self.scaler else state
 
     def load_state_dict(self, state: dict, fix: str = "") -> None:
+        if self.scaler and SCALER in state:
+            state = dict(state)
+            self.scaler.load_state_dict(state.pop(SCALER))
         if set(state) != set(self.optimizers):
             raise HarnessError(f"the checkpoint holds optimisers {sorted(state)}, and this method has {sorted(self.optimizers)} "
                                f"(a checkpoint of an older harness or another method); {fix}")

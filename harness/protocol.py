@@ -4,7 +4,9 @@ benchmark's data as a run's configuration asks for it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +14,9 @@ import numpy as np
 from harness.config import BenchConfig, RunConfig
 from harness.data import get_dataset
 from harness.data.base import Dataset, ImageSet, data_root
+from harness.data.imagefolder import ImageFolder, ImageFolderSpec
 from harness.episodes import Episodes, sample_episodes
-from harness.errors import ConfigError, UnknownNameError
+from harness.errors import ConfigError, DataError, UnknownNameError
 
 FRACTION_KEY = 0x5EED  # fixed Philox key of the train_fraction subsample (same subset for every run)
 VAL_SEED_OFFSET = 1_000_003  # validation episodes never coincide with test episodes' seed
@@ -26,7 +29,7 @@ class BenchmarkSpec:
     name: str
     description: str
     family: str
-    dataset: str
+    dataset: str | ImageFolderSpec  # a registered dataset's name, or a benchmark file's image folder
     image_size: int
     splits: dict = field(default_factory=dict)
     ways: int = 5
@@ -39,6 +42,7 @@ class BenchmarkSpec:
     test_rotations: bool = False  # test classes ×4 by rotation (part of the protocol)
     official_episodes: bool = False  # test episodes ship with the dataset; bench.* is fixed
     val_within_group: bool = False  # validation episodes draw all classes from one group
+    source: str = ""  # the benchmark file it was read from ("" for the harness's own)
 
     def bench_config(self) -> BenchConfig:
         return BenchConfig(self.ways, self.shots, self.queries, self.episodes, self.episode_seed)
@@ -47,7 +51,7 @@ class BenchmarkSpec:
         protocol = "official episodes" if self.official_episodes else f"{self.episodes} episodes, seed {self.episode_seed}"
         return {
             "protocol": f"{self.ways}-way {self.shots}-shot, {self.queries} queries/class, {protocol}",
-            "dataset": self.dataset,
+            "dataset": str(self.dataset),
             "image_size": self.image_size,
             "head": self.head,
         }
@@ -62,6 +66,10 @@ class BenchmarkSpec:
                         f"official ones. Remove the override, or pick a benchmark with sampled episodes."
                     )
             return
+        missing = [f"{role} ({self.splits.get(role)})" for role in ("train", "test") if self.splits.get(role) not in dataset.splits]
+        if missing:
+            raise DataError(f"{self.name} needs a train and a test split, and its dataset {dataset.name} has no "
+                            f"{' or '.join(missing)} split; it has {', '.join(dataset.splits) or 'none'}")
         info = dataset.splits[self.splits["test"]]
         classes = info.classes * (4 if self.test_rotations else 1) if info.classes else None
         if classes is not None and bench.ways > classes:
@@ -71,7 +79,8 @@ class BenchmarkSpec:
         if info.per_class is not None and bench.shots + bench.queries > info.per_class:
             raise ConfigError(
                 f"bench.shots + bench.queries = {bench.shots + bench.queries} exceeds the {info.per_class} images per "
-                f"test class of {self.name}; lower bench.shots or bench.queries"
+                f"test class of {self.name}" + (f" (class {info.smallest} has {info.per_class})" if info.smallest else "")
+                + "; lower bench.shots or bench.queries" + (", or add images to that class" if info.smallest else "")
             )
 
 
@@ -99,16 +108,33 @@ class Benchmark:
 
     @classmethod
     def of(cls, spec: BenchmarkSpec, root: str = "") -> Benchmark:
-        """``spec`` with its dataset, its data under ``root`` (""→ $HARNESS_DATA or the default cache)."""
-        return cls(spec, get_dataset(spec.dataset), data_root(root))
+        """``spec`` with its dataset, its data under ``root`` (""→ $HARNESS_DATA or the default cache). An
+        image folder's benchmark without ``splits`` uses the folder's train / val / test splits."""
+        path = data_root(root)
+        if isinstance(spec.dataset, str):
+            return cls(spec, get_dataset(spec.dataset), path)
+        dataset = ImageFolder(spec.dataset, spec.image_size, path, spec.splits.get("train", "train"))
+        if not spec.splits:
+            spec = replace(spec, splits={role: role for role in ("train", "val", "test") if role in dataset.splits})
+        return cls(spec, dataset, path)
 
     def check(self, bench: BenchConfig) -> None:
         """Reject protocol values the benchmark cannot honour, before any data is loaded."""
         self.spec.check(bench, self.dataset)
 
-    def ensure_available(self) -> None:
-        """Raise the missing-dataset error (with the command that fixes it)."""
-        self.dataset.ensure_available(self.root)
+    def ensure_available(self, download: bool = False) -> None:
+        """Raise the missing-dataset error (with the command that fixes it), or with ``download`` fetch
+        the files; an image folder is decoded now (its unreadable images are named before any run starts)."""
+        self.dataset.ensure_available(self.root, download)
+
+    def provenance(self) -> dict:
+        """For a record: a benchmark file's path and the SHA256 of its definition (settings, and an image
+        folder's images), so that tables never mix two definitions under one name; {} for the harness's own."""
+        if not self.spec.source:
+            return {}
+        definition = {k: v for k, v in asdict(self.spec).items() if k not in ("description", "source", "dataset")}
+        blob = json.dumps({**definition, **self.dataset.definition()}, sort_keys=True, default=str)
+        return {"benchmark_file": self.spec.source, "benchmark_sha256": hashlib.sha256(blob.encode()).hexdigest()}
 
     def training_classes(self, rotations: bool) -> int | None:
         """Classes of the training split (×4 with rotations as classes), or None where unknown."""
@@ -136,7 +162,7 @@ class Benchmark:
         train = dataset.load(root, spec.splits["train"], size)
         if cfg.data.holdout:
             train, data.val = split_off_group(train, cfg.data.holdout, dataset)
-        elif spec.splits.get("val"):
+        elif spec.splits.get("val") in dataset.splits:
             data.val = dataset.load(root, spec.splits["val"], size)
         if cfg.data.train_fraction < 1.0:
             train = subsample(train, cfg.data.train_fraction)

@@ -58,6 +58,7 @@ def plan_replays(table, only: list[str] | None, seeds: list[int] | None) -> list
     """The stored runs of the table's measured cells (rows in ``only``, seeds in ``seeds``)."""
     import difflib
 
+    from harness.benchmarks import reference
     from harness.sweep.plan import Run
     from harness.resolve import resolve, stored_overrides
     from harness.store import read_config
@@ -84,11 +85,12 @@ def plan_replays(table, only: list[str] | None, seeds: list[int] | None) -> list
                     raise HarnessError(f"{row.label} ({column.label}): run {record['run_id']} was made by `harness eval`; "
                                        "reproduce re-runs training runs only")
                 overrides = dict(stored_overrides(read_config(Path(record["run_dir"]))))
-                config_hash = resolve(record["method"], record["benchmark"], overrides=overrides).config.hash()
+                bench = reference(record["benchmark"], record.get("benchmark_file"))
+                config_hash = resolve(record["method"], bench, overrides=overrides).config.hash()
                 key = f"{config_hash}-s{record['seed']}"
                 run = Run(key, f"{row.label} | {column.label} seed {record['seed']}", record["method"],
                           record["benchmark"], record["seed"], overrides, config_hash, "",
-                          threads=int(record.get("threads") or 0))
+                          threads=int(record.get("threads") or 0), bench_file=record.get("benchmark_file") or "")
                 replays.append(Replay(row.label, column.label, record, tolerance, run))
     if not replays:
         raise HarnessError(f"{spec.path}: no stored run matches" + (f" --only {', '.join(only)}" if only else "")

@@ -79,11 +79,12 @@ def method_class(name: str):
 def resolve(method: str, benchmark: str, config_file: str | None = None, sets: list[str] | tuple = (),
             overrides: Mapping[str, Any] | None = None) -> Resolved:
     """Defaults → benchmark → preset → fixed → ``config_file`` → ``overrides`` (dotted keys, e.g. a sweep's
-    grid point or a tuning trial) → ``sets`` (``--set`` text); then validate."""
+    grid point or a tuning trial) → ``sets`` (``--set`` text); then validate. ``benchmark`` is a registered
+    name or a benchmark file (``path.yaml``, ``path.yaml:NAME``); the config holds the benchmark's name."""
     entry, cls = method_class(method)
     spec = get_benchmark(benchmark)
     cfg = RunConfig(
-        method_name=method, benchmark=benchmark, bench=spec.bench_config(),
+        method_name=method, benchmark=spec.name, bench=spec.bench_config(),
         data=DataConfig(class_rotations=spec.class_rotations), train=TrainConfig(), eval=EvalConfig(),
         method=cls.Config(), views=ViewConfig() if getattr(cls, "uses_views", False) else None,
     )
@@ -115,8 +116,8 @@ def resolve(method: str, benchmark: str, config_file: str | None = None, sets: l
     check_bounds(cfg)
     bench = Benchmark.of(spec, cfg.data.root)
     bench.check(cfg.bench)
-    if not cfg.eval.test and not (cfg.data.holdout or spec.splits.get("val")):
-        raise ConfigError(f"eval.test=false scores only the validation split, and {benchmark} has none: "
+    if not cfg.eval.test and not (cfg.data.holdout or bench.spec.splits.get("val")):
+        raise ConfigError(f"eval.test=false scores only the validation split, and {spec.name} has none: "
                           "set data.holdout to a group of training classes")
     cls.check_config(cfg, bench)
     check_head(cls, cfg.eval.head)
@@ -176,6 +177,7 @@ def check_training_classes(run: RunConfig, benchmark: Benchmark, key: str, ways:
                           f"{run.benchmark} has {available}; use at most {available}")
 
 
-def check_data(resolved: Resolved) -> None:
-    """Raise the missing-dataset error (with the command that fixes it) before any work starts."""
-    resolved.benchmark.ensure_available()
+def check_data(resolved: Resolved, download: bool = False) -> None:
+    """Raise the missing-dataset error (with the command that fixes it) before any work starts, or with
+    ``download`` fetch the missing files (``harness run``'s fetch on first use)."""
+    resolved.benchmark.ensure_available(download)

@@ -100,11 +100,15 @@ def base_record(resolved: Resolved, seed: int, run_dir: Path, device: torch.devi
         "started": now(),
         "device": provenance.device_name(device),
         "threads": torch.get_num_threads(),
+        "precision": cfg.train.precision,
+        "compiled": cfg.train.compile,
+        "world_size": 1,
         "platform": provenance.platform_name(),
         "host": provenance.host(),
         "command": provenance.command_line(),
         "versions": provenance.versions(),
         "git": provenance.git_state(),
+        **resolved.benchmark.provenance(),  # a benchmark file's path and hash
     }
 
 
@@ -202,7 +206,10 @@ def train(method: Method, cfg: RunConfig, data: BenchmarkData, run_dir: Path, se
         num_classes=data.train.num_classes if uses_labels else None,
     )
     method.setup(train_data)
-    optimization = Optimization(method.parameter_groups(), tc)
+    optimization = Optimization(method.parameter_groups(), tc, device)
+    if tc.compile:
+        for module in method.children():
+            module.compile()
     generator = torch.Generator().manual_seed(seed)
     checkpoint = run_dir / CHECKPOINT
     step, seconds, done = 0, 0.0, False
@@ -220,7 +227,9 @@ def train(method: Method, cfg: RunConfig, data: BenchmarkData, run_dir: Path, se
         started = time.perf_counter()
         progress = training_progress(step, seconds, tc.steps, budget)
         lr = optimization.schedule(progress)
-        metrics = optimization.step(method.training_step(train_data, step, progress, generator))
+        with optimization.autocast():
+            outputs = method.training_step(train_data, step, progress, generator)
+        metrics = optimization.step(outputs)
         step += 1
         logged = step % tc.log_every == 0 or step == tc.steps
         validate = data.val_episodes is not None and tc.val_every and step % tc.val_every == 0

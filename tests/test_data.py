@@ -105,7 +105,7 @@ def test_missing_dataset_names_files_and_commands(tmp_path, monkeypatch, capsys,
     message = str(err.value)
     assert "mini-imagenet-cache-test.pkl" in message and "harness data download miniimagenet" in message
     assert "harness data prepare miniimagenet --from PATH" in message
-    assert run_cli("run", "--method", "pixels", "--bench", "miniimagenet-5w1s", "--runs-dir", runs_dir) == 2
+    assert run_cli("run", "--method", "pixels", "--bench", "miniimagenet-5w1s", "--no-download", "--runs-dir", runs_dir) == 2
     assert "harness data download miniimagenet" in capsys.readouterr().err and not runs_dir.exists()
 
 

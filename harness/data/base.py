@@ -71,6 +71,7 @@ class SplitInfo:
 
     classes: int | None  # None where only loading the files tells
     per_class: int | None  # images in the smallest class
+    smallest: str = ""  # that class (its folder), where known
 
 
 @dataclass(frozen=True)
@@ -229,12 +230,28 @@ class Dataset:
         """Decode ``split`` from another layout researchers keep (None: not understood)."""
         return None
 
-    def ensure_available(self, root: Path) -> None:
-        """Raise the missing-dataset error now, before any run directory is made."""
+    def ensure_available(self, root: Path, download: bool = False) -> None:
+        """Raise the missing-dataset error now, before any run directory is made; with ``download``,
+        fetch the missing files instead (from the mirror or their URLs, checksum-verified), saying so."""
         if self.cached and self.missing_files(root):
             native = [self.cache_path(root, split, self.native_size) for split in self.splits]
-            if not all(p.is_file() for p in native):
+            if all(p.is_file() for p in native):
+                return
+            if not download:
                 raise self.missing_error(root)
+            mirror = os.environ.get("HARNESS_DATA_MIRROR")
+            source = f"the mirror {mirror}" if mirror else "their public URLs"
+            print(f"harness: {self.name} is not under {root}: downloading {', '.join(f.name for f in self.missing_files(root))} "
+                  f"from {source} into {self.raw_dir(root)} (checksum-verified; --no-download turns this off)",
+                  file=sys.stderr, flush=True)
+            try:
+                self.download(root)
+            except DataError as exc:
+                raise DataError(f"fetching {self.name} on first use failed: {exc}") from None
+
+    def definition(self) -> dict:
+        """What a benchmark hash covers of this dataset (an image folder adds its images' SHA256)."""
+        return {"dataset": self.name}
 
     def missing_error(self, root: Path) -> DataError:
         names = ", ".join(f.name for f in self.missing_files(root))

@@ -222,8 +222,25 @@ def label_groups(groups: list[RunGroup]) -> None:
         group.label = label
 
 
+def check_same_definition(groups: list[RunGroup], context: str) -> None:
+    """Error unless every run in ``groups`` was scored on one definition of its benchmark: the same
+    ``benchmark_sha256`` (records of the harness's own benchmarks have none)."""
+    first: dict[str | None, str] = {}
+    for record in (r for group in groups for r in group.runs):
+        first.setdefault(record.get("benchmark_sha256"), run_id(record))
+    if len(first) > 1:
+        (hash_a, run_a), (hash_b, run_b) = list(first.items())[:2]
+        raise HarnessError(
+            f"{context}: runs of one benchmark name were made on different definitions of it: benchmark hash "
+            f"{hash_a or 'none (a built-in benchmark)'} (run {run_a}) vs {hash_b or 'none (a built-in benchmark)'} "
+            f"(run {run_b}); its benchmark file or its images changed between them. Move the runs of the other "
+            "definition out of the runs directory, or give the changed benchmark a new name")
+
+
 def check_same_episodes(groups: list[RunGroup], context: str) -> None:
-    """Error unless every run in ``groups`` was scored on the same test episodes."""
+    """Error unless every run in ``groups`` was scored on one definition of its benchmark
+    (``check_same_definition``) and on the same test episodes."""
+    check_same_definition(groups, context)
     first: dict[str, tuple[str, dict]] = {}
     for group in groups:
         for record in group.runs:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +58,10 @@ def names(value: Any, context: str) -> list[str] | None:
 @dataclass(frozen=True)
 class Column:
     label: str
-    benchmark: str
+    benchmark: str  # the benchmark's name
     head: str | None
     where: dict
+    source: str = ""  # its benchmark file, where it has one
 
 
 @dataclass(frozen=True)
@@ -225,23 +226,31 @@ def load_spec(path: Path) -> TableSpec:
 
 def check_names(spec: TableSpec) -> None:
     """Unknown methods, benchmarks and config keys in a spec are errors with the closest match
-    (a typo would otherwise be a table of empty cells)."""
-    from harness.benchmarks import BENCHMARKS
+    (a typo would otherwise be a table of empty cells). A column's benchmark may be a benchmark file
+    (relative to the spec's folder): it becomes the benchmark's name."""
+    from harness.benchmarks import get_benchmark, registry
     from harness.methods import METHODS
 
     for i, row in enumerate(spec.rows):
         check_name(METHODS, row.method, f"{spec.path}: rows[{i}] ({row.label!r}): method")
         check_where_keys(row.where, [row.method], f"{spec.path}: rows[{i}] ({row.label!r})")
     methods = [row.method for row in spec.rows]
+    benchmarks = registry()
     for i, column in enumerate(spec.columns):
-        check_name(BENCHMARKS, column.benchmark, f"{spec.path}: columns[{i}] ({column.label!r}): benchmark")
+        try:
+            found = get_benchmark(column.benchmark, spec.path.parent)
+        except HarnessError as exc:
+            raise ConfigError(f"{spec.path}: columns[{i}] ({column.label!r}): benchmark: {exc}") from None
+        spec.columns[i] = replace(column, benchmark=found.name, source=found.source)
+        if found.name not in benchmarks:  # leaderboards and plots may name a column's file benchmark
+            benchmarks.add(found.name, found)
         check_where_keys(column.where, methods, f"{spec.path}: columns[{i}] ({column.label!r})")
     for i, request in enumerate(spec.leaderboards):
         for benchmark in request.benchmarks or []:
-            check_name(BENCHMARKS, benchmark, f"{spec.path}: leaderboards[{i}]: benchmark")
+            check_name(benchmarks, benchmark, f"{spec.path}: leaderboards[{i}]: benchmark")
     for i, request in enumerate(spec.plots):
         for benchmark in request.benchmarks:
-            check_name(BENCHMARKS, benchmark, f"{spec.path}: plots[{i}]: benchmark")
+            check_name(benchmarks, benchmark, f"{spec.path}: plots[{i}]: benchmark")
         for method in request.methods or []:
             check_name(METHODS, method, f"{spec.path}: plots[{i}]: method")
         check_where_keys(request.where, request.methods or methods, f"{spec.path}: plots[{i}]")

@@ -38,8 +38,11 @@ class SweepSpec:
         self.grid, self.base = Grid(self.grid), Overrides(self.base)
 
     def default_name(self) -> str:
+        from harness.benchmarks import is_file_ref
+
         digest = hashlib.sha256(json.dumps({**asdict(self), "base": dict(self.base)}, sort_keys=True, default=str).encode()).hexdigest()[:8]
-        readable = f"{'+'.join(self.methods)}_{'+'.join(self.benches)}"
+        benches = [Path(b).stem if is_file_ref(b) else b for b in self.benches]
+        readable = f"{'+'.join(self.methods)}_{'+'.join(benches)}"
         return f"{readable[:60]}-{digest}"
 
 

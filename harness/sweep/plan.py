@@ -49,6 +49,7 @@ class Run:
     config_hash: str
     run_dir: str
     threads: int = 0  # torch threads for this run (0: the task's); reproduce sets the stored run's
+    bench_file: str = ""  # the benchmark's file, for benchmarks defined outside the harness
 
 
 def add_runs(runs: dict[str, Run], label: str, method: str, bench: str, overrides: dict, seeds: list[int],
@@ -66,7 +67,8 @@ def add_runs(runs: dict[str, Run], label: str, method: str, bench: str, override
         seeds = untrained_seeds
     for seed in seeds:
         key = f"{config_hash}-s{seed}"
-        runs.setdefault(key, Run(key, f"{label} seed {seed}", method, bench, seed, overrides, config_hash, ""))
+        runs.setdefault(key, Run(key, f"{label} seed {seed}", method, resolved.config.benchmark, seed, overrides,
+                                 config_hash, "", bench_file=resolved.benchmark.spec.source))
 
 
 def plan_runs(spec: SweepSpec) -> list[Run]:
@@ -97,14 +99,15 @@ def plan_runs(spec: SweepSpec) -> list[Run]:
 def table_runs(spec) -> list[Run]:
     """Every run a table spec's measured cells need: each row × column, with the row's and the
     column's config filters as settings, and the spec's seeds for methods that train (seed 0 else)."""
+    from harness.benchmarks import reference
     from harness.report.spec import merge_where
 
     runs: dict[str, Run] = {}
     for row in spec.rows:
         for column in spec.columns:
             overrides = dict(Overrides(merge_where(row, column, spec.path)).grouped())
-            add_runs(runs, f"{row.label} | {column.label}", row.method, column.benchmark, overrides, spec.seeds,
-                     untrained_seeds=[0])
+            add_runs(runs, f"{row.label} | {column.label}", row.method, reference(column.benchmark, column.source),
+                     overrides, spec.seeds, untrained_seeds=[0])
     return list(runs.values())
 
 

@@ -67,11 +67,12 @@ class SweepTask:
 def execute_run(run: Run, device: str) -> dict:
     """Run (or resume) one planned run; refuses when its configuration no longer resolves to the
     planned hash (the harness or a preset changed since planning)."""
+    from harness.benchmarks import reference
     from harness.resolve import check_data, resolve
     from harness.runner import execute
     from harness.store import CHECKPOINT, summary_line
 
-    resolved = resolve(run.method, run.benchmark, overrides=run.overrides)
+    resolved = resolve(run.method, reference(run.benchmark, run.bench_file), overrides=run.overrides)
     if resolved.config.hash() != run.config_hash:
         raise HarnessError(f"{run.label} now resolves to config hash {resolved.config.hash()}, not {run.config_hash} "
                            f"as planned: the harness or its presets changed since; plan the sweep again")
