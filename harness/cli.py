@@ -126,6 +126,7 @@ def resume_command(args, run_dir: Path) -> str:
     parts += ["--config", args.config] if args.config else []
     parts += [token for item in args.set or [] for token in ("--set", item)]
     parts += ["--device", args.device] if args.device != "auto" else []
+    parts += ["--no-download"] if args.no_download else []
     return shlex.join([*parts, "--run-dir", str(run_dir), "--resume"])
 
 

@@ -8,6 +8,7 @@ import sys
 import pytest
 import yaml
 
+from harness.config import ADDED_KEYS
 from harness.overrides import Overrides
 from harness.errors import ConfigError, UnknownNameError
 from harness.resolve import resolve
@@ -142,7 +143,7 @@ def test_views_are_their_own_group_and_hash_as_before():
     tree = simclr.to_dict()
     tree["method"].update(tree.pop("views"))
     tree["data"].pop("root")
-    for group, key in (("train", "clip_grad_norm"), ("eval", "logreg_steps"), ("eval", "logreg_lr"), ("eval", "logreg_l2")):
+    for group, key in ADDED_KEYS:
         tree[group].pop(key)
     blob = json.dumps(tree, sort_keys=True, separators=(",", ":"), default=list)
     assert simclr.hash() == hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -155,7 +156,7 @@ def test_a_stored_config_from_before_views_were_a_group_resolves_again():
     config = resolve("simclr", "synthetic-5w1s", sets=["views.min_scale=0.7"]).config
     old = config.to_dict()
     old["method"].update(old.pop("views"))  # how config.yaml stored it then
-    for group, key in (("train", "clip_grad_norm"), ("eval", "logreg_steps"), ("eval", "logreg_lr"), ("eval", "logreg_l2")):
+    for group, key in ADDED_KEYS:
         old[group].pop(key)
     again = resolve("simclr", "synthetic-5w1s", overrides=stored_overrides(old)).config
     assert again.views.min_scale == 0.7 and again.hash() == config.hash()

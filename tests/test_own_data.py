@@ -123,6 +123,7 @@ def test_split_files_json_and_csv(tmp_path):
         assert bench.spec.splits == {"train": "train", "test": "test"} and bench.dataset.channels == channels
         test = bench.dataset.load(bench.root, "test")
         assert test.images.shape == (36, channels, 28, 28) and test.class_names == classes[6:]
+        assert bench.dataset.load(bench.root, "test", 16).images.shape == (36, channels, 16, 16)
         assert len(bench.dataset.mean) == channels and all(0 < s < 1 for s in bench.dataset.std)
 
 

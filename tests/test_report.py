@@ -344,6 +344,23 @@ def test_table_latex_uses_booktabs_bold_underline_and_escapes(store, tmp_path):
     assert any(store["g-failed"]["run_id"] in line for line in comments)
 
 
+def test_table_rows_print_under_their_blocks(store, tmp_path):
+    rows = [{"label": "A", "method": "meth-a", "block": "meta & learning"}, {"label": "B", "method": "meth-b",
+            "block": "meta & learning"}, {"label": "C_1", "method": "meth-c", "block": "self-supervised"}]
+    spec = write_spec(tmp_path / "tables", rows=rows)
+    assert main(["table", str(spec), "--runs-dir", str(store["runs_dir"])]) == 0
+    md = [line.split("|")[1].strip() for line in (tmp_path / "tables" / "toy.md").read_text().splitlines()
+          if line.startswith("| ")]
+    assert md[:6] == ["Method", "*meta & learning*", "A", "B", "*self-supervised*", "C_1"]
+    tex = (tmp_path / "tables" / "toy.tex").read_text().splitlines()
+    first = tex.index(r"\multicolumn{3}{l}{\emph{meta \& learning}} " + "\\\\")
+    assert tex[first - 1] == r"\midrule" and tex[first + 1].startswith("A & ")
+    assert r"\midrule\multicolumn{3}{l}{\emph{self-supervised}} " + "\\\\" in tex
+    frame = read_csv(tmp_path / "tables" / "toy.csv")
+    assert dict(zip(frame["row"], frame["block"].fillna(""))) == {
+        "A": "meta & learning", "B": "meta & learning", "C_1": "self-supervised", **{r: "" for r in ("Humans", "Deep convnet")}}
+
+
 def test_table_csv_has_plain_numbers_marks_and_kinds(store, tmp_path):
     spec = write_spec(tmp_path / "tables")
     main(["table", str(spec), "--runs-dir", str(store["runs_dir"])])

@@ -4,10 +4,10 @@ A folder of class subfolders of images (any format PIL reads, grey or colour), s
 val / test by subfolders (``train/<class>/*``) or by a split file: a JSON ``{"train": [classes],
 "val": [...], "test": [...]}`` or one CSV per split with ``filename,label`` rows (Ravi & Larochelle's
 format; ``filename`` lies in ``<folder>/<label>/`` or in ``<folder>/``). Every split is decoded once,
-at the benchmark's image size, into the same checksummed uint8 caches as the built-in datasets,
-under ``<data root>/imagefolder/<listing digest>/``: adding, removing or changing an image gives a
-new listing digest and so a fresh decode. ``facts.json`` there holds the channels, the mean and std
-of the training split and the SHA256 of every image's bytes (which a record's benchmark hash covers).
+at the benchmark's image size (other sizes from the originals), into the same checksummed uint8
+caches as the built-in datasets, under ``<data root>/imagefolder/<listing digest>/``: adding, removing
+or changing an image gives a new listing digest and so a fresh decode. ``facts.json`` there holds the
+channels, the training split's mean and std and the SHA256 of every image (a benchmark hash covers it).
 """
 
 from __future__ import annotations
@@ -180,6 +180,7 @@ class ImageFolder(Dataset):
         digest = hashlib.sha256(json.dumps([spec.channels, image_size, listing]).encode()).hexdigest()
         self.name = re.sub(r"[^A-Za-z0-9._+-]", "_", Path(spec.folder).name) or "images"
         self.folder = f"imagefolder/{digest[:16]}"
+        self.facts_path, self.decode_size = root / self.folder / "facts.json", image_size
         self.splits = {}
         for split, classes in self.members.items():
             smallest = min(classes, key=lambda c: len(classes[c]))
@@ -187,10 +188,6 @@ class ImageFolder(Dataset):
             self.splits[split] = SplitInfo(len(classes), len(classes[smallest]),
                                            str(folder) if folder.name == smallest else smallest)
         self.prepare_hint = f"Your images are read from {spec.folder}."
-
-    @property
-    def facts_path(self) -> Path:
-        return self.root / self.folder / "facts.json"
 
     @property
     def channels(self) -> int:  # declared, else as decoded, else read from the image headers
@@ -238,7 +235,7 @@ class ImageFolder(Dataset):
         print(f"harness: decoding the {count} images of {self.spec.folder} into {self.root / self.folder} (once)",
               file=sys.stderr, flush=True)
         for split in self.splits:
-            raw, split_digest = self._decode(split)
+            raw, split_digest = self._decode(split, self.native_size)
             digest.update(f"{split}:{split_digest}\n".encode())
             imageset = _to_imageset(raw, self.native_size, channels, f"{self.name}/{split}")
             save_cache(_imageset_state(imageset), self.cache_path(self.root, split, self.native_size))
@@ -252,15 +249,20 @@ class ImageFolder(Dataset):
         return {"dataset": self.name, "images_sha256": facts["sha256"], "channels": self.channels,
                 "mean": list(self.mean), "std": list(self.std)}
 
-    def read_split(self, raw: Path, split: str) -> RawSplit:
-        return self._decode(split)[0]
+    def load(self, root: Path, split: str, size: int = 0):
+        """As :meth:`Dataset.load`; another size than the benchmark's is decoded from the original images."""
+        self.decode_size = size or self.native_size
+        return super().load(root, split, size)
 
-    def _decode(self, split: str) -> tuple[RawSplit, str]:
-        """The split's images at the native size, and the SHA256 over their names and bytes; unreadable
+    def read_split(self, raw: Path, split: str) -> RawSplit:
+        return self._decode(split, self.decode_size)[0]
+
+    def _decode(self, split: str, size: int) -> tuple[RawSplit, str]:
+        """The split's images at ``size`` px, and the SHA256 over their names and bytes; unreadable
         images are one DataError naming them."""
         from PIL import Image
 
-        mode, size = ("L" if self.channels == 1 else "RGB"), self.native_size
+        mode = "L" if self.channels == 1 else "RGB"
         images, labels, bad = [], [], []
         digest = hashlib.sha256()
         for label, (name, paths) in enumerate(self.members[split].items()):

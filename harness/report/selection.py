@@ -7,7 +7,9 @@ Which runs count
   counts: the latest ``finished`` time, then the larger run id; the older ones are listed as
   ignored. Failed and unfinished runs never count; they are listed in a note under the table.
   Runs scored on different test episodes (their ``episode_digest`` differs) are never mixed in
-  one leaderboard, table column or plot point set: that is an error naming both digests.
+  one leaderboard, table column or plot point set: that is an error naming both digests. Nor are
+  runs of one benchmark name made on two definitions of it (their ``benchmark_sha256`` differs: a
+  benchmark file or its images changed; the harness's own benchmarks record none).
 
 Labels
   When a method has several configurations in one leaderboard (or plot), each is labelled by the

@@ -69,6 +69,7 @@ class Row:
     label: str
     method: str
     where: dict
+    block: str = ""  # the group of rows it is printed under (e.g. "self-supervised")
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,8 @@ class TableSpec:
         seeds: 0-2                            # the seeds of every learned row (default 0)
         columns:                              # one per benchmark (and/or shots, head, filter)
           - {label: 20-way 1-shot, benchmark: omniglot-small1-20w1s-lake, head: prototype, where: {...}}
-        rows:                                 # one per method (configuration)
-          - {label: SimCLR, method: simclr, where: {data.train_fraction: 1.0}}
+        rows:                                 # one per method (configuration); block: printed under that heading
+          - {label: SimCLR, method: simclr, where: {data.train_fraction: 1.0}, block: self-supervised}
         references:                           # published numbers: quoted, not measured, never ranked
           - {label: Humans, citation: Lake et al. 2015, bibkey: lake2015, values: {20-way 1-shot: 4.5}}
         notes: [free text printed under the table]
@@ -176,9 +177,9 @@ def load_spec(path: Path) -> TableSpec:
     rows = []
     for i, item in enumerate(check_list(tree["rows"], f"{path}: rows")):
         context = f"{path}: rows[{i}]"
-        item = check_keys(item, {"label", "method", "where"}, {"method"}, context)
+        item = check_keys(item, {"label", "method", "where", "block"}, {"method"}, context)
         rows.append(Row(str(item.get("label", item["method"])), str(item["method"]),
-                        check_where(item.get("where"), context)))
+                        check_where(item.get("where"), context), str(item.get("block", ""))))
     column_labels = [c.label for c in columns]
     references = []
     for i, item in enumerate(tree.get("references") or []):

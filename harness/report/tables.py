@@ -149,11 +149,19 @@ def render_table(table: PaperTable, fmt: str, made_by: str) -> str:
 
 
 def measured_rows(table: PaperTable, fmt: str) -> list[list[str]]:
-    """The measured rows' cells as Markdown or LaTeX (escaped, best bold, ties underlined)."""
+    """The measured rows' cells as Markdown or LaTeX (escaped, best bold, ties underlined), each block of
+    rows under a heading row."""
     escape, mark = (latex_escape, mark_latex) if fmt == "latex" else (str, mark_markdown)
-    return [[escape(row.label), *(mark(escape(table_cell_text(cell, table.spec)),
-                                       cell.standing.mark if cell.standing else "") for cell in cells)]
-            for row, cells in zip(table.spec.rows, table.cells)]
+    out, block = [], ""
+    for row, cells in zip(table.spec.rows, table.cells):
+        if row.block and row.block != block:
+            rule = r"\midrule" if out else ""
+            heading = rf"{rule}\multicolumn{{{len(cells) + 1}}}{{l}}{{\emph{{{escape(row.block)}}}}}"
+            out.append([heading] if fmt == "latex" else [f"*{row.block}*", *[""] * len(cells)])
+        block = row.block
+        out.append([escape(row.label), *(mark(escape(table_cell_text(cell, table.spec)),
+                                              cell.standing.mark if cell.standing else "") for cell in cells)])
+    return out
 
 
 def table_markdown(table: PaperTable, made_by: str) -> str:
@@ -206,7 +214,7 @@ def table_csv(table: PaperTable) -> str:
     for row, cells in zip(spec.rows, table.cells):
         for column, cell in zip(spec.columns, cells):
             group, standing = cell.group, cell.standing
-            line = {"row": row.label, "column": column.label, "benchmark": column.benchmark,
+            line = {"row": row.label, "block": row.block, "column": column.label, "benchmark": column.benchmark,
                     "kind": "measured" if group else "missing", "method": row.method, "metric": spec.metric,
                     "value_pct": None, "ci95_pct": None, "mark": "", "rank": None, "p_vs_best_holm": None,
                     "seeds": "", "episodes": None, "citation": "", "runs": "", "commits": "", "note": ""}
@@ -227,7 +235,7 @@ def table_csv(table: PaperTable) -> str:
                 lines.append({"row": ref.label, "column": column.label, "benchmark": column.benchmark, "kind": "quoted",
                               "metric": spec.metric, "value_pct": ref.values[column.label], "citation": ref.citation,
                               "note": "quoted, not measured"})
-    columns = ["row", "column", "benchmark", "kind", "method", "metric", "value_pct", "ci95_pct", "mark", "rank",
+    columns = ["row", "block", "column", "benchmark", "kind", "method", "metric", "value_pct", "ci95_pct", "mark", "rank",
                "p_vs_best_holm", "seeds", "episodes", "citation", "runs", "commits", "note"]
     frame = pd.DataFrame(lines, columns=columns)
     frame["rank"] = frame["rank"].astype("Int64")
