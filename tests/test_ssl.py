@@ -11,11 +11,10 @@ from PIL import Image
 from harness.augment import TensorViews, lightly_transform
 from harness.config import ViewConfig
 from harness.method import TrainData
-from harness.protocol import Benchmark
 from harness.resolve import resolve
-from harness.runner import build_method, execute
+from harness.runner import build_method
 
-from conftest import run_cli
+from conftest import run_cli, train_with_permuted_labels
 
 
 def test_ntxent_prefers_matching_views():
@@ -68,25 +67,8 @@ def test_training_never_sees_labels(name, tmp_path, monkeypatch):
     sets = ["train.steps=3", "train.batch_size=8", "bench.episodes=20"]
     if name == "bmssl":
         sets += ["method.ways=4", "train.batch_size=2"]
-    resolved = resolve(name, "synthetic-5w1s", sets=sets)
-    seen = []
-    original_setup = resolved.method_class.setup
-    monkeypatch.setattr(resolved.method_class, "setup", lambda self, data: seen.append(data.labels) or original_setup(self, data))
-    execute(resolved, 0, tmp_path / "plain", progress=False)
-
-    original_load = Benchmark.load
-
-    def permuted(self, cfg, with_train=True):
-        data = original_load(self, cfg, with_train)
-        data.train.labels = data.train.labels[torch.randperm(len(data.train.labels), generator=torch.Generator().manual_seed(5))]
-        return data
-
-    monkeypatch.setattr(Benchmark, "load", permuted)
-    execute(resolved, 0, tmp_path / "permuted", progress=False)
-    assert seen == [None, None]
-    a = torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "permuted" / "checkpoint.pt", weights_only=False)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    seen, same = train_with_permuted_labels(resolve(name, "synthetic-5w1s", sets=sets), tmp_path, monkeypatch)
+    assert seen == [None, None] and same
 
 
 SIZE, SAMPLES = 32, 1500

@@ -11,12 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.protocol import Benchmark
 from harness.resolve import resolve
 from harness.runner import build_method, execute
 from harness.store import read_record, read_scores
 
-from conftest import interrupt_at_step, only_run, run_cli
+from conftest import interrupt_at_step, only_run, run_cli, train_with_permuted_labels
 
 METHODS = ["moco", "simsiam", "barlowtwins", "vicreg"]
 SMALL = ["method.projection_hidden=64", "method.projection_dim=32"]  # fast, small heads for unit tests
@@ -187,23 +186,8 @@ def test_training_never_sees_labels(name, tmp_path, monkeypatch):
     """The method gets no labels; permuting the training labels changes nothing."""
     resolved = resolve(name, "synthetic-5w1s", sets=["train.steps=3", "train.batch_size=8", "bench.episodes=20", *SMALL])
     assert resolved.method_class.uses_labels is False
-    seen = []
-    original_setup = resolved.method_class.setup
-    monkeypatch.setattr(resolved.method_class, "setup", lambda self, data: seen.append(data.labels) or original_setup(self, data))
-    execute(resolved, 0, tmp_path / "plain", progress=False)
-    original_load = Benchmark.load
-
-    def permuted(self, cfg, with_train=True):
-        data = original_load(self, cfg, with_train)
-        data.train.labels = data.train.labels[torch.randperm(len(data.train.labels), generator=torch.Generator().manual_seed(5))]
-        return data
-
-    monkeypatch.setattr(Benchmark, "load", permuted)
-    execute(resolved, 0, tmp_path / "permuted", progress=False)
-    assert seen == [None, None]
-    a = torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "permuted" / "checkpoint.pt", weights_only=False)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    seen, same = train_with_permuted_labels(resolved, tmp_path, monkeypatch)
+    assert seen == [None, None] and same
 
 
 @pytest.mark.parametrize("name, sets", [

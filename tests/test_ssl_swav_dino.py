@@ -11,12 +11,11 @@ import torch.nn.functional as F
 
 from harness.errors import ConfigError
 from harness.method import TrainData
-from harness.protocol import Benchmark
 from harness.resolve import resolve
 from harness.runner import build_method, execute
 from harness.store import read_record, read_scores
 
-from conftest import interrupt_at_step, only_run, run_cli
+from conftest import interrupt_at_step, only_run, run_cli, train_with_permuted_labels
 
 FAST = ["train.steps=3", "train.batch_size=16", "bench.episodes=50", "train.val_episodes=10"]
 MULTI_CROP = ["method.small_crops=2", "method.small_crop_size=16"]  # synthetic images are 28 px
@@ -169,22 +168,7 @@ def test_labels_reach_only_the_supervised_baseline(name, tmp_path, monkeypatch):
     """swav and dino get no labels (permuting them changes nothing); supervised gets them (and learns from them)."""
     resolved = resolve(name, "synthetic-5w1s", sets=[
         "train.steps=2", "train.batch_size=8", "bench.episodes=5", "train.val_episodes=5"])
-    seen = []
-    original_setup = resolved.method_class.setup
-    monkeypatch.setattr(resolved.method_class, "setup", lambda self, data: seen.append(data.labels) or original_setup(self, data))
-    execute(resolved, 0, tmp_path / "plain", progress=False)
-    original_load = Benchmark.load
-
-    def permuted(self, cfg, with_train=True):
-        data = original_load(self, cfg, with_train)
-        data.train.labels = data.train.labels[torch.randperm(len(data.train.labels), generator=torch.Generator().manual_seed(5))]
-        return data
-
-    monkeypatch.setattr(Benchmark, "load", permuted)
-    execute(resolved, 0, tmp_path / "permuted", progress=False)
-    a = torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "permuted" / "checkpoint.pt", weights_only=False)["model"]
-    same = all(torch.equal(a[k], b[k]) for k in a)
+    seen, same = train_with_permuted_labels(resolved, tmp_path, monkeypatch)
     if name == "supervised":
         assert all(isinstance(labels, torch.Tensor) for labels in seen) and len(seen) == 2 and not same
     else:
