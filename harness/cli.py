@@ -44,7 +44,7 @@ def list_rows(kind: str) -> list[list[str]]:
 
         rows = []
         for entry in METHODS:
-            defaults = Overrides().merged(*(settings for _, settings in preset_layers([entry.preset])),
+            defaults = Overrides().merged(*(settings for _, settings in preset_layers(entry.presets)),
                                           Overrides.from_tree(entry.fixed))
             rows.append([entry.name, entry.family, entry.description, _short(defaults)])
         return rows

@@ -48,7 +48,7 @@ def preset_layers(presets: list[str], *keys: str) -> list[tuple[str, Overrides]]
 
 def presets_of(entry, cls) -> list[str]:
     """The preset files a method's settings come from: the shared views preset (methods with views), its own."""
-    return [VIEWS_PRESET, entry.preset] if getattr(cls, "uses_views", False) else [entry.preset]
+    return [VIEWS_PRESET, *entry.presets] if getattr(cls, "uses_views", False) else entry.presets
 
 
 def stored_overrides(tree: dict) -> Overrides:

@@ -14,6 +14,13 @@ from harness.method import Method
 from harness.samplers import sample_images
 
 
+def env_view_generator(env, kind: str = "simclr", size: int = 0, **changes):
+    """A view generator for a method's run (``env.views``: its ``views.*`` settings) at ``size`` px
+    (0: the run's image size), with some settings ``changes``d."""
+    view_cfg = dataclasses.replace(env.views, **changes)
+    return make_views(view_cfg, env.channels, size or env.image_size, env.mean, env.std, kind)
+
+
 class SelfSupervised(Method):
     """Base for methods that learn an encoder without labels (they never receive any) from augmented
     views (the run's ``views.*`` settings). The default step: a batch of ``train.batch_size`` images, one
@@ -42,8 +49,7 @@ class SelfSupervised(Method):
         """A view generator for the run's ``views.*`` settings at ``size`` px (0: the run's image size);
         ``changes`` override some (e.g. BYOL's second view). ``kind`` names lightly's transform for
         ``views.views=lightly``."""
-        view_cfg = dataclasses.replace(self.env.views, **changes)
-        return make_views(view_cfg, self.env.channels, size or self.env.image_size, self.env.mean, self.env.std, kind)
+        return env_view_generator(self.env, kind, size, **changes)
 
     def training_step(self, data, step, progress, generator):
         images = self.image_batch(data, self.env.batch_size, generator)

@@ -1,5 +1,6 @@
 """Method registry. Each method is one module in this package; entries are lazy, so listing the
-methods imports none of them. A method's defaults per benchmark family are in ``presets/<preset>.yaml``;
+methods imports none of them. A method's defaults per benchmark family are in ``presets/<preset>.yaml``
+(``a+b``: b's settings over a's);
 ``fixed`` settings define an ablation and cannot be overridden."""
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ class MethodEntry(Entry):
     family: str = ""
     preset: str = ""
     fixed: dict = field(default_factory=dict)
+
+    @property
+    def presets(self) -> list[str]:
+        """Its preset files, later ones winning."""
+        return self.preset.split("+")
 
 
 METHODS: Registry[MethodEntry] = Registry("method")
@@ -49,6 +55,16 @@ _add("bmssl-noinner", "unsupervised meta-learning", "bmssl:BMSSL",
      fixed={"method": {"inner_steps": 0}})
 _add("bmssl-fo", "unsupervised meta-learning", "bmssl:BMSSL", "BMSSL ablation: first-order meta-gradient", preset="bmssl",
      fixed={"method": {"first_order": True}})
+_add("umtra", "unsupervised meta-learning", "umtra:UMTRA",
+     "UMTRA (Khodadadeh et al. 2019): MAML on tasks of N random unlabeled images, augmentations as queries")
+_add("cactus-protonet", "unsupervised meta-learning", "cactus:CactusProtoNet",
+     "CACTUs-ProtoNets (Hsu et al. 2019): ProtoNet on k-means pseudo-labels of a SimCLR/BYOL embedding",
+     preset="protonet+cactus")
+_add("cactus-maml", "unsupervised meta-learning", "cactus:CactusMAML",
+     "CACTUs-MAML (Hsu et al. 2019): MAML on k-means pseudo-labels of a SimCLR/BYOL embedding",
+     preset="maml+cactus")
+_add("psco", "unsupervised meta-learning", "psco:PsCo",
+     "PsCo (Jang et al. 2023): pseudo-supervised contrast; momentum queue, Sinkhorn pseudo-labels, few-shot tasks")
 _add("moco", "self-supervised", "moco:MoCo", "MoCo v2 (Chen et al. 2020) on lightly, label-free; momentum encoder + queue, InfoNCE")
 _add("simsiam", "self-supervised", "simsiam:SimSiam",
      "SimSiam (Chen & He 2021) on lightly, label-free; predictor + stop-gradient, symmetric negative cosine")
