@@ -71,11 +71,14 @@ def _short(mapping: dict) -> str:
 
 
 def cmd_run(args) -> int:
+    from harness.distributed import check_procs
     from harness.resolve import check_data, resolve
     from harness.store import RunStore, new_run_id
-    from harness.runner import execute
+    from harness.runner import check_world, execute, execute_processes
 
     resolved = resolve(args.method, args.bench, args.config, args.set or [])
+    check_procs(args.procs, args.device)
+    check_world(resolved, args.procs)
     check_data(resolved, download=not args.no_download)
     cfg = resolved.config
     runs_dir = Path(args.runs_dir)
@@ -92,8 +95,12 @@ def cmd_run(args) -> int:
     if run_dir is None:
         run_dir = runs_dir / new_run_id(cfg.method_name, cfg.benchmark, args.seed, cfg.hash())
     try:
-        record = execute(resolved, args.seed, run_dir, device=args.device, resume=args.resume,
-                         progress=not args.no_progress)
+        if args.procs > 1:
+            record = execute_processes(args.procs, resolved, args.seed, run_dir, args.device, args.resume,
+                                       not args.no_progress)
+        else:
+            record = execute(resolved, args.seed, run_dir, device=args.device, resume=args.resume,
+                             progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"harness: interrupted; continue this run from its last checkpoint with: {resume_command(args, run_dir)}",
               file=sys.stderr)
@@ -251,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-download", action="store_true",
                    help="a built-in dataset that is not under the data root is an error (default: fetch it, "
                         "checksum-verified, from $HARNESS_DATA_MIRROR or its public URLs)")
+    p.add_argument("--procs", type=int, default=1,
+                   help="processes for this one run (default 1): gloo on the CPU, nccl with one GPU each; the "
+                        "global batch is split over them and the result is the one-process run's (README, Scaling out)")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("eval", help="score a trained run's checkpoint on another benchmark or with another head")

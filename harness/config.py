@@ -75,6 +75,7 @@ class TrainConfig:
     clip_grad_norm: float = field(default=0.0, metadata=at_least(0))  # 0 → no clipping
     precision: Literal["32", "bf16", "16"] = "32"  # training under autocast (16: with gradient scaling)
     compile: bool = False  # torch.compile the method's modules for training
+    sync_batchnorm: bool = True  # on several processes: batch norm over the global batch (harness/distributed.py)
 
 
 def probability() -> dict:
@@ -132,6 +133,7 @@ UNHASHED = {("data", "root")}
 # Keys added after runs were recorded, with their defaults: hashed only when set otherwise, so that
 # earlier runs keep their identity (a sweep still finds them finished).
 ADDED_KEYS = {("train", "clip_grad_norm"): 0.0, ("train", "precision"): "32", ("train", "compile"): False,
+              ("train", "sync_batchnorm"): True, ("method", "meta_batch"): 1,
               ("eval", "logreg_steps"): 100, ("eval", "logreg_lr"): 0.1, ("eval", "logreg_l2"): 1e-3}
 
 

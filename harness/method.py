@@ -17,7 +17,15 @@ import torch
 from torch import nn
 
 from harness.config import RunConfig, ViewConfig
+from harness.distributed import SINGLE, World
+from harness.errors import ConfigError
 from harness.protocol import Benchmark
+
+
+def check_shares(key: str, total: int, procs: int) -> None:
+    if total % procs:
+        raise ConfigError(f"{key}={total} does not split into {procs} equal shares (one per process); use a "
+                          f"{key} divisible by {procs}, or another --procs")
 
 
 @dataclass
@@ -34,6 +42,7 @@ class MethodEnv:
     shots: int
     batch_size: int
     views: ViewConfig | None = None  # the run's views.* settings, for methods that use views
+    world: World = SINGLE  # the processes this run is split over (harness/distributed.py)
 
 
 @dataclass
@@ -52,6 +61,10 @@ class Method(nn.Module):
     trains: ClassVar[bool] = True
     uses_labels: ClassVar[bool] = True
     default_head: ClassVar[str | None] = None  # None → the benchmark's head
+    # On several processes (--procs): what each process takes its share of ("images" of a batch,
+    # "tasks" of a meta-batch; "" → one process only), and whether batch norm then spans the shards.
+    splits: ClassVar[str] = ""
+    synced_batchnorm: ClassVar[bool] = False
 
     def __init__(self, cfg: Any, env: MethodEnv):
         super().__init__()
@@ -62,6 +75,12 @@ class Method(nn.Module):
     @classmethod
     def check_config(cls, run: RunConfig, benchmark: Benchmark) -> None:
         """Raise ConfigError for settings that are valid one by one, or on this benchmark, but not together."""
+
+    @classmethod
+    def check_world(cls, run: RunConfig, procs: int) -> None:
+        """Raise ConfigError if this run cannot be split over ``procs`` processes (default: the global
+        batch, ``train.batch_size`` images or tasks, must split into equal shares)."""
+        check_shares("train.batch_size", run.train.batch_size, procs)
 
     # -------------------------------------------------------------- training
     def setup(self, data: TrainData) -> None:

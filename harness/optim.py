@@ -1,6 +1,6 @@
 """Optimisation, owned by the runner: one optimiser per parameter group a method declares, the
-learning-rate schedule, mixed precision, and the step itself (zero, backward, clip, step). Methods only
-return losses."""
+learning-rate schedule, mixed precision, and the step itself (zero, backward, average over processes,
+clip, step). Methods only return losses."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from contextlib import nullcontext
 import torch
 
 from harness.config import TrainConfig
+from harness.distributed import SINGLE, World
 from harness.errors import HarnessError
 
 
@@ -34,8 +35,9 @@ def lr_factor(schedule: str, progress: float) -> float:
 class Optimization:
     """The optimisers of one method's parameter groups, scheduled and stepped together."""
 
-    def __init__(self, groups: dict[str, list], train: TrainConfig, device: torch.device = torch.device("cpu")):
-        self.train, self.device = train, device
+    def __init__(self, groups: dict[str, list], train: TrainConfig, device: torch.device = torch.device("cpu"),
+                 world: World = SINGLE):
+        self.train, self.device, self.world = train, device, world
         self.optimizers = {name: make_optimizer(params, train) for name, params in groups.items()}
         self.params = [p for opt in self.optimizers.values() for g in opt.param_groups for p in g["params"]]
         # float16 needs its loss scaled against underflow; bfloat16 has float32's range and does not.
@@ -60,6 +62,7 @@ class Optimization:
             opt.zero_grad(set_to_none=True)
         loss = outputs["loss"].float()
         (self.scaler.scale(loss) if self.scaler else loss).backward()
+        self.world.average_gradients(self.params)  # several processes: the mean of their shares' gradients
         if self.scaler:
             for opt in self.optimizers.values():
                 self.scaler.unscale_(opt)  # clipping sees the true gradients

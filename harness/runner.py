@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from harness import files, provenance, tboard
+from harness.distributed import SINGLE, World, synchronise_batchnorm
 from harness.config import check_seed
 from harness.errors import ConfigError, HarnessError, RunFailed
 from harness.evaluation import EvalResult, evaluate
@@ -70,20 +71,39 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.deterministic = True
 
 
-def build_method(resolved: Resolved, seed: int, device: torch.device) -> Method:
-    """The method, initialised from ``seed`` and moved to ``device``."""
+def build_method(resolved: Resolved, seed: int, device: torch.device, world: World = SINGLE) -> Method:
+    """The method, initialised from ``seed`` (identically on every process of ``world``) and moved to
+    ``device``; on several processes its batch norm spans them where the method splits batches."""
     cfg, dataset = resolved.config, resolved.benchmark.dataset
     env = MethodEnv(dataset.channels, cfg.data.image_size, dataset.mean, dataset.std, device,
-                    ways=cfg.bench.ways, shots=cfg.bench.shots, batch_size=cfg.train.batch_size, views=cfg.views)
+                    ways=cfg.bench.ways, shots=cfg.bench.shots, batch_size=cfg.train.batch_size, views=cfg.views,
+                    world=world)
     seed_everything(seed)
-    return resolved.method_class(cfg.method, env).to(device)
+    method = resolved.method_class(cfg.method, env)
+    if world.size > 1 and method.synced_batchnorm and cfg.train.sync_batchnorm:
+        synchronise_batchnorm(method)
+    return method.to(device)
+
+
+def check_world(resolved: Resolved, procs: int) -> None:
+    """A run splits over ``procs`` processes only where its method says how, in equal shares."""
+    if procs == 1:
+        return
+    cls, cfg = resolved.method_class, resolved.config
+    if not cls.splits:
+        from harness.methods import METHODS
+
+        able = [e.name for e in METHODS if getattr(e.load(), "splits", "")]
+        raise ConfigError(f"{cfg.method_name} runs on one process (its training step has no split over processes); "
+                          f"--procs {procs} works for {', '.join(able)}; use --procs 1")
+    cls.check_world(cfg, procs)
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def base_record(resolved: Resolved, seed: int, run_dir: Path, device: torch.device) -> dict:
+def base_record(resolved: Resolved, seed: int, run_dir: Path, device: torch.device, world: World = SINGLE) -> dict:
     cfg = resolved.config
     return {
         "run_id": run_dir.name,
@@ -102,7 +122,9 @@ def base_record(resolved: Resolved, seed: int, run_dir: Path, device: torch.devi
         "threads": torch.get_num_threads(),
         "precision": cfg.train.precision,
         "compiled": cfg.train.compile,
-        "world_size": 1,
+        "world_size": world.size,
+        "backend": world.backend or None,
+        "devices": process_devices(device, world),
         "platform": provenance.platform_name(),
         "host": provenance.host(),
         "command": provenance.command_line(),
@@ -110,6 +132,19 @@ def base_record(resolved: Resolved, seed: int, run_dir: Path, device: torch.devi
         "git": provenance.git_state(),
         **resolved.benchmark.provenance(),  # a benchmark file's path and hash
     }
+
+
+def process_devices(device: torch.device, world: World) -> list[str]:
+    """Every process's host and device, in rank order."""
+    index = torch.cuda.current_device() if device.type == "cuda" and device.index is None else device.index
+    mine = f"{provenance.host()}:{device.type}{'' if index is None else f':{index}'}"
+    if world.size == 1:
+        return [mine]
+    import torch.distributed as dist
+
+    everyone = [None] * world.size
+    dist.all_gather_object(everyone, mine)
+    return everyone
 
 
 class TrainLog:
@@ -197,8 +232,9 @@ def load_checkpoint(path: Path, method: Method, optimization: Optimization, gene
 
 def train(method: Method, cfg: RunConfig, data: BenchmarkData, run_dir: Path, seed: int, resume: bool,
           show_progress: bool) -> dict:
-    """The shared loop. Returns training facts for the record (steps, seconds, validation accuracy)."""
-    device, tc = method.env.device, cfg.train
+    """The shared loop. Returns training facts for the record (steps, seconds, validation accuracy).
+    On several processes each trains its share in lockstep; only process 0 writes or validates."""
+    device, tc, world = method.env.device, cfg.train, method.env.world
     uses_labels = method.uses_labels
     train_data = TrainData(
         images=data.train.images.to(device),
@@ -206,7 +242,7 @@ def train(method: Method, cfg: RunConfig, data: BenchmarkData, run_dir: Path, se
         num_classes=data.train.num_classes if uses_labels else None,
     )
     method.setup(train_data)
-    optimization = Optimization(method.parameter_groups(), tc, device)
+    optimization = Optimization(method.parameter_groups(), tc, device, world)
     if tc.compile:
         for module in method.children():
             module.compile()
@@ -216,12 +252,14 @@ def train(method: Method, cfg: RunConfig, data: BenchmarkData, run_dir: Path, se
     if resume and checkpoint.is_file():
         state = load_checkpoint(checkpoint, method, optimization, generator)
         step, seconds, done = state["step"], state["train_seconds"], state["done"]
-    log = TrainLog(run_dir / TRAIN_LOG, keep_until=step)
-    board = tboard.TrainBoard(run_dir, step, seconds)
+    writes = world.is_main
+    log = TrainLog(run_dir / TRAIN_LOG, keep_until=step) if writes else None
+    board = tboard.TrainBoard(run_dir, step, seconds) if writes else None
     budget = tc.budget_minutes * 60
     val_accuracy = None
     bar = tqdm(total=tc.steps, initial=step, desc=f"{cfg.method_name} {cfg.benchmark}", unit="step",
-               disable=not show_progress, mininterval=0.5 if sys.stderr.isatty() else 30, dynamic_ncols=True)
+               disable=not (show_progress and writes), mininterval=0.5 if sys.stderr.isatty() else 30,
+               dynamic_ncols=True)
     method.train()
     while not done and step < tc.steps and not (budget and seconds >= budget):
         started = time.perf_counter()
@@ -234,12 +272,13 @@ def train(method: Method, cfg: RunConfig, data: BenchmarkData, run_dir: Path, se
         logged = step % tc.log_every == 0 or step == tc.steps
         validate = data.val_episodes is not None and tc.val_every and step % tc.val_every == 0
         if logged or validate:
-            values = {k: float(v) for k, v in metrics.items()}
+            values = world.average_scalars({k: float(v) for k, v in metrics.items()})
             if not all(math.isfinite(v) for v in values.values()):
                 bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
                 raise RunFailed(f"training diverged at step {step}: {bad}; lower train.lr or check the inputs")
-        seconds += time.perf_counter() - started  # training time only: validation is not charged to the budget
-        if logged or validate:
+        # training time only (validation is not charged to the budget); process 0's clock decides for all
+        seconds = world.broadcast_float(seconds + time.perf_counter() - started)
+        if (logged or validate) and writes:
             row = {"step": step, "seconds": round(seconds, 3), "lr": lr, **values}
             if validate:
                 val_accuracy = validation_accuracy(method, cfg, data)
@@ -250,12 +289,13 @@ def train(method: Method, cfg: RunConfig, data: BenchmarkData, run_dir: Path, se
             bar.set_postfix({k: f"{v:.4g}" for k, v in values.items() if k == "loss"} |
                             ({"val": f"{val_accuracy:.3f}"} if val_accuracy is not None else {}))
         bar.update(1)
-        if step % tc.checkpoint_every == 0:
+        if step % tc.checkpoint_every == 0 and writes:
             save_checkpoint(checkpoint, method, optimization, step, seconds, generator, done=False)
     bar.close()
-    if data.val_episodes is not None:
+    if data.val_episodes is not None and writes:
         val_accuracy = validation_accuracy(method, cfg, data)
-    save_checkpoint(checkpoint, method, optimization, step, seconds, generator, done=True)
+    if writes:
+        save_checkpoint(checkpoint, method, optimization, step, seconds, generator, done=True)
     return {"steps": step, "train_seconds": round(seconds, 3), "val_accuracy": val_accuracy,
             "budget_exhausted": bool(budget and seconds >= budget and step < tc.steps)}
 
@@ -339,14 +379,17 @@ def record_failure(run_dir: Path, record: dict, exc: BaseException) -> None:
 
 
 def execute(resolved: Resolved, seed: int, run_dir: Path, device: str = "auto", resume: bool = False,
-            progress: bool = True) -> dict:
+            progress: bool = True, world: World = SINGLE) -> dict:
     """Run (or resume) one configuration with one seed into ``run_dir``; returns the final record.
 
     The seed, the device and (on resume) the checkpoint are checked before anything is written; the
     directory is locked for the whole run (``run_lock``). A failure is recorded (``record_failure``)
-    and re-raised."""
+    and re-raised. On several processes (``world``), process 0 does all of this and the others only
+    train their shares (``follow``)."""
     run_dir = Path(run_dir)
     check_seed(seed)
+    if not world.is_main:
+        return follow(resolved, seed, run_dir, resolve_device(device), resume, world)
     existing = read_record(run_dir)
     if existing and not resume:
         raise HarnessError(f"{run_dir} already holds a run ({existing['status']}); pass --resume to continue it")
@@ -356,17 +399,27 @@ def execute(resolved: Resolved, seed: int, run_dir: Path, device: str = "auto", 
     with run_lock(run_dir):
         if resume and (run_dir / CHECKPOINT).is_file():
             read_checkpoint(run_dir / CHECKPOINT, fix=RESUME_FIX, mmap=True)
-        return _execute_locked(resolved, seed, run_dir, torch_device, resume, progress)
+        return _execute_locked(resolved, seed, run_dir, torch_device, resume, progress, world)
+
+
+def follow(resolved: Resolved, seed: int, run_dir: Path, torch_device: torch.device, resume: bool, world: World) -> dict:
+    """Process 1.. of a run: the collectives of process 0's ``_execute_locked`` in the same order, training
+    its share of every step (resuming from process 0's checkpoint), writing nothing."""
+    limit_threads()
+    process_devices(torch_device, world)
+    method = build_method(resolved, seed, torch_device, world)
+    data = resolved.benchmark.load(resolved.config, with_train=True)
+    return {"rank": world.rank, **train(method, resolved.config, data, run_dir, seed, resume, False)}
 
 
 def _execute_locked(resolved: Resolved, seed: int, run_dir: Path, torch_device: torch.device, resume: bool,
-                    progress: bool) -> dict:
+                    progress: bool, world: World = SINGLE) -> dict:
     limit_threads()
-    record = base_record(resolved, seed, run_dir, torch_device)
+    record = base_record(resolved, seed, run_dir, torch_device, world)
     wall_started = time.perf_counter()
     start_record(run_dir, resolved.config.to_dict(), record)
     try:
-        method = build_method(resolved, seed, torch_device)
+        method = build_method(resolved, seed, torch_device, world)
         data = resolved.benchmark.load(resolved.config, with_train=method.trains)
         if method.trains:
             record.update(train(method, resolved.config, data, run_dir, seed, resume, progress))
@@ -385,3 +438,22 @@ def _execute_locked(resolved: Resolved, seed: int, run_dir: Path, torch_device: 
     write_record(run_dir, record)
     tboard.write_result(run_dir, record)
     return {**record, "run_dir": str(run_dir)}
+
+
+def execute_processes(procs: int, resolved: Resolved, seed: int, run_dir: Path, device: str = "auto",
+                      resume: bool = False, progress: bool = True) -> dict:
+    """``execute`` as ``procs`` processes on this machine (``harness run --procs``); process 0's record."""
+    from harness.distributed import launch
+
+    launch(procs, device, execute_as, resolved, seed, str(run_dir), device, resume, progress)
+    record = read_record(Path(run_dir))
+    if not record or record.get("status") != "ok":
+        raise HarnessError(f"the {procs}-process run in {run_dir} did not finish: "
+                           f"{(record or {}).get('reason') or 'no record was written'}")
+    return record
+
+
+def execute_as(world: World, resolved: Resolved, seed: int, run_dir: str, device: str, resume: bool,
+               progress: bool) -> None:
+    """One process's part of a run (the target ``launch`` and SLURM tasks call)."""
+    execute(resolved, seed, Path(run_dir), device, resume, progress, world)

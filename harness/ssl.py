@@ -24,10 +24,12 @@ def env_view_generator(env, kind: str = "simclr", size: int = 0, **changes):
 class SelfSupervised(Method):
     """Base for methods that learn an encoder without labels (they never receive any) from augmented
     views (the run's ``views.*`` settings). The default step: a batch of ``train.batch_size`` images, one
-    batch of views from each of ``view_generators()``, then ``loss(views, progress)``."""
+    batch of views from each of ``view_generators()``, then ``loss(views, progress)`` — on several
+    processes, of this process's share of each batch of views (methods with ``splits = "images"``)."""
 
     uses_labels = False
     uses_views = True
+    synced_batchnorm = True  # on several processes each takes a share of the batch's images
 
     @classmethod
     def check_config(cls, run, benchmark) -> None:
@@ -53,7 +55,7 @@ class SelfSupervised(Method):
 
     def training_step(self, data, step, progress, generator):
         images = self.image_batch(data, self.env.batch_size, generator)
-        return self.loss([views(images, generator) for views in self.views], progress)
+        return self.loss([self.env.world.shard(views(images, generator)) for views in self.views], progress)
 
     def loss(self, views: list[torch.Tensor], progress: float) -> dict:
         """The loss (``loss``, and other scalars to log) of one batch of views per view generator."""

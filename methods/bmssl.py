@@ -67,6 +67,15 @@ class BMSSLConfig:
 
 class BMSSL(SelfSupervised):
     Config = BMSSLConfig
+    splits = "tasks"  # several processes: a share of the tasks each, batch norm over all of them
+
+    @classmethod
+    def check_world(cls, run, procs: int) -> None:
+        super().check_world(run, procs)
+        if run.method.adapt == "all":
+            raise ConfigError("method.adapt=all forwards each task on its own through the adapted network, which "
+                              "batch norm synchronised over processes would mix; run it with --procs 1, or use "
+                              "method.adapt=head")
 
     @classmethod
     def check_config(cls, run, benchmark) -> None:
@@ -154,7 +163,7 @@ class BMSSL(SelfSupervised):
 
     # ------------------------------------------------------------------ the bi-level loss
     def training_step(self, data, step, progress, generator):
-        return self.loss(self.make_tasks(data, generator))
+        return self.loss(self.env.world.shard(self.make_tasks(data, generator)))
 
     def loss(self, views: torch.Tensor) -> dict:
         """The outer loss of tasks of normalised views [B, N, V, C, H, W] (and its two terms)."""

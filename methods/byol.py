@@ -30,6 +30,7 @@ class BYOLConfig:
 
 class BYOL(SelfSupervised):
     Config = BYOLConfig
+    splits = "images"  # a per-image loss: the mean of the processes' means is the global mean
 
     def __init__(self, cfg: BYOLConfig, env):
         super().__init__(cfg, env)

@@ -55,6 +55,7 @@ class Cactus:
 
     uses_labels = False
     uses_views = True
+    splits = ""  # one process: the embedding phase has no split
 
     @classmethod
     def check_config(cls, run, benchmark) -> None:

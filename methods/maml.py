@@ -51,6 +51,7 @@ class MAMLConfig:
 class MAML(Method):
     Config = MAMLConfig
     default_head = "adapt"
+    splits = "tasks"  # several processes: each adapts to its share of the meta-batch (second order too)
 
     @classmethod
     def check_config(cls, run, benchmark) -> None:
@@ -89,7 +90,8 @@ class MAML(Method):
 
     # ------------------------------------------------------------------ training and evaluation
     def training_step(self, data, step, progress, generator):
-        support, support_labels, query, query_labels = self.sampler.sample(generator, self.env.batch_size)
+        support, support_labels, query, query_labels = (
+            self.env.world.shard(t) for t in self.sampler.sample(generator, self.env.batch_size))
         device = data.images.device
         xs = self._normalize_tasks(data.images[support.to(device)])
         xq = self._normalize_tasks(data.images[query.to(device)])

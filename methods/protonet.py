@@ -18,7 +18,7 @@ from harness.catalog import BACKBONES
 from harness.config import at_least
 from harness.heads import prototypes
 from harness.libs import learn2learn
-from harness.method import Method
+from harness.method import Method, check_shares
 from harness.resolve import check_training_classes
 from harness.samplers import EpisodeSampler
 
@@ -32,6 +32,7 @@ class ProtoNetConfig:
     train_shots: int = field(default=0, metadata=at_least(0))
     train_queries: int = field(default=15, metadata=at_least(1))
     distance: Literal["euclidean", "cosine"] = "euclidean"
+    meta_batch: int = field(default=1, metadata=at_least(1))  # episodes per step, each forwarded on its own
 
 
 def prototype_logits(support, support_labels, query, ways: int, distance: str = "euclidean") -> torch.Tensor:
@@ -47,6 +48,11 @@ def prototype_logits(support, support_labels, query, ways: int, distance: str = 
 
 class ProtoNet(Method):
     Config = ProtoNetConfig
+    splits = "tasks"  # several processes: a share of the meta-batch's episodes each
+
+    @classmethod
+    def check_world(cls, run, procs: int) -> None:
+        check_shares("method.meta_batch", run.method.meta_batch, procs)
 
     @classmethod
     def check_config(cls, run, benchmark) -> None:
@@ -66,9 +72,15 @@ class ProtoNet(Method):
 
 
     def training_step(self, data, step, progress, generator):
-        support, support_labels, query, query_labels = (t[0].to(data.images.device) for t in self.sampler.sample(generator))
-        images = self.normalize(data.images[torch.cat([support, query])])
-        return self.loss(images[: len(support)], support_labels, images[len(support):], query_labels)
+        """The mean loss of ``meta_batch`` episodes (this process's share of them)."""
+        episodes = self.sampler.sample(generator, self.cfg.meta_batch)
+        losses = []
+        for support, support_labels, query, query_labels in zip(*(self.env.world.shard(t) for t in episodes)):
+            support, support_labels, query, query_labels = (
+                t.to(data.images.device) for t in (support, support_labels, query, query_labels))
+            images = self.normalize(data.images[torch.cat([support, query])])
+            losses.append(self.loss(images[: len(support)], support_labels, images[len(support):], query_labels))
+        return {k: torch.stack([out[k] for out in losses]).mean() for k in losses[0]}
 
     def loss(self, support, support_labels, query, query_labels) -> dict:
         """The query cross-entropy of an episode (normalised images and episode labels)."""

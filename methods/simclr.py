@@ -24,6 +24,7 @@ class SimCLRConfig:
 
 class SimCLR(SelfSupervised):
     Config = SimCLRConfig
+    splits = "images"  # several processes: NT-Xent over the embeddings gathered from all of them
 
     def __init__(self, cfg: SimCLRConfig, env):
         super().__init__(cfg, env)
@@ -31,7 +32,7 @@ class SimCLR(SelfSupervised):
         from lightly.models.modules import SimCLRProjectionHead
 
         self.projection = SimCLRProjectionHead(self.feature_dim, cfg.projection_hidden, cfg.projection_dim)
-        self.criterion = NTXentLoss(temperature=cfg.temperature)
+        self.criterion = NTXentLoss(temperature=cfg.temperature, gather_distributed=env.world.size > 1)
 
 
     def loss(self, views, progress):

@@ -26,6 +26,7 @@ class SimSiamConfig:
 
 class SimSiam(SelfSupervised):
     Config = SimSiamConfig
+    splits = "images"  # a per-image loss: the mean of the processes' means is the global mean
 
     def __init__(self, cfg: SimSiamConfig, env):
         super().__init__(cfg, env)

@@ -64,4 +64,4 @@ class UMTRA(MAML):
                 query.unflatten(0, (batch, ways * queries)), labels.repeat_interleave(queries).expand(batch, -1))
 
     def training_step(self, data, step, progress, generator):
-        return self.loss(*self.make_tasks(data, generator))
+        return self.loss(*(self.env.world.shard(t) for t in self.make_tasks(data, generator)))

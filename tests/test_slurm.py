@@ -186,3 +186,35 @@ def test_requeued_task_resumes_from_its_checkpoint_to_the_same_result(tmp_path, 
 def train_losses(run_dir: Path) -> list[tuple[str, str]]:
     with open(run_dir / "train_log.csv", newline="") as fh:
         return [(row["step"], row["loss"]) for row in csv.DictReader(fh)]
+
+
+def test_a_two_process_run_and_its_requeue(tmp_path, capsys):
+    """A profile with tasks_per_node: 2 makes each run a 2-process job (one run, both tasks); requeued
+    while training, both processes resume from process 0's checkpoint, and the result equals an
+    uninterrupted 2-process run's."""
+    profile = tmp_path / "two-tasks.yaml"
+    profile.write_text("partition: debug\ncpus_per_task: 1\ntasks_per_node: 2\ntime_min: 30\nsignal_delay_s: 30\n")
+    grid = ("--methods", "simclr", "--benches", "synthetic-5w1s", "--set", "train.steps=400",
+            "--set", "train.checkpoint_every=20", "--set", "train.batch_size=16", "--set", "method.projection_hidden=32",
+            "--set", "method.projection_dim=16", "--set", "bench.episodes=100",
+            "--executor", "slurm", "--profile", str(profile), "--name", "twoproc")
+    interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
+    assert run_cli("sweep", *grid, "--runs-dir", interrupted) == 0
+    assert run_cli("sweep", *grid, "--runs-dir", straight) == 0
+    job = only_job(interrupted, "twoproc")
+    run_dir = Path(Sweep(interrupted, "twoproc").runs()[0].run_dir)
+    stdout = Path(job["log"]).with_suffix(".out")
+
+    wait_until(lambda: (run_dir / CHECKPOINT).is_file(), "the first checkpoint", log=stdout)
+    subprocess.run(["scontrol", "requeue", job["job_id"]], check=True)
+    capsys.readouterr()
+    assert run_cli("sweep", *grid, "--runs-dir", interrupted, "--wait") == 0
+    assert run_cli("sweep", *grid, "--runs-dir", straight, "--wait") == 0
+    logs = "".join(p.read_text() for p in Path(job["log"]).parent.glob(f"{job['job_id']}*.out"))
+    assert "from its checkpoint (process 0 of 2)" in logs and "from its checkpoint (process 1 of 2)" in logs
+
+    a, b = read_record(run_dir), list(RunStore(straight))[0]
+    assert a["status"] == b["status"] == "ok" and a["world_size"] == b["world_size"] == 2 and a["backend"] == "gloo"
+    assert a["accuracy"] == b["accuracy"]
+    assert np.array_equal(read_scores(run_dir)[1], read_scores(b["run_dir"])[1])
+    assert train_losses(run_dir) == train_losses(Path(b["run_dir"]))

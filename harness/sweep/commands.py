@@ -10,7 +10,7 @@ from harness.errors import ConfigError
 from harness.store import default_runs_dir
 from harness.sweep.grid import SWEEP_FILE_KEYS, load_sweep_file, sweep_spec
 from harness.sweep.plan import Sweep, plan_runs, table_runs
-from harness.sweep.profiles import EXECUTORS, choose_executor, load_profile
+from harness.sweep.profiles import EXECUTORS, choose_executor, load_profile, processes_per_run
 from harness.sweep.status import cmd_status
 from harness.sweep.submit import Launch, dry_run, launch_runs, wait
 
@@ -36,6 +36,8 @@ def cmd_sweep(args) -> int:
         default_name = f"table-{table.path.stem}"
     else:
         grid_runs, grid, default_name = plan_runs(spec), asdict(spec), spec.default_name()
+    if executor == "slurm":
+        check_split(grid_runs, processes_per_run(profile))
     sweep = Sweep(Path(args.runs_dir), str(args.name or sweep_file.get("name") or default_name))
     launch = Launch(executor, profile, profile_source, parallelism, args.device)
     if args.dry_run:
@@ -44,6 +46,18 @@ def cmd_sweep(args) -> int:
     if args.wait:
         return wait(sweep, grid_runs, args.runs_dir)
     return 0
+
+
+def check_split(runs, procs: int) -> None:
+    """With a multi-process profile every run must split over ``procs`` processes (``check_world``)."""
+    if procs == 1:
+        return
+    from harness.benchmarks import reference
+    from harness.resolve import resolve
+    from harness.runner import check_world
+
+    for run in {r.config_hash: r for r in runs}.values():
+        check_world(resolve(run.method, reference(run.benchmark, run.bench_file), overrides=run.overrides), procs)
 
 
 def add_commands(sub) -> None:

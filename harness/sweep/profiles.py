@@ -19,6 +19,8 @@ PROFILE_KEYS = {
     "cpus_per_task": (int, "cpus_per_task"),
     "mem_gb": (float, "mem"),
     "gpus_per_node": (int, "gpus_per_node"),
+    "nodes": (int, "nodes"),
+    "tasks_per_node": (int, "ntasks_per_node"),  # > 1 (or nodes > 1): each run is a multi-process job
     "constraint": (str, "constraint"),
     "account": (str, "account"),
     "qos": (str, "qos"),
@@ -73,6 +75,11 @@ def load_profile(name: str | None) -> tuple[dict, str]:
             raise ConfigError(f"{path}: setup must be a list of shell lines, got {value!r}")
         profile[key] = value
     return profile, str(path)
+
+
+def processes_per_run(profile: dict) -> int:
+    """How many processes each run of a SLURM sweep is split over (nodes × tasks per node)."""
+    return profile.get("nodes", 1) * profile.get("tasks_per_node", 1)
 
 
 def slurm_parameters(profile: dict, sweep_name: str) -> dict:

@@ -41,19 +41,27 @@ class SweepTask:
                 os.environ[key] = value
         import torch
 
+        from harness.distributed import leave, slurm_world
+
         threads = self.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0"))
         records, failures = [], []
-        for run in self.runs:
-            if run.threads or threads:
-                torch.set_num_threads(run.threads or threads)
-            try:
-                records.append(execute_run(run, self.device))
-            except Exception as exc:
-                traceback.print_exc()
-                written = getattr(exc, "written_files", [])
-                failures.append(f"{run.label}: {type(exc).__name__}: {exc}"
-                                + (f" (record: {written[-1]})" if written else ""))
-                print(f"harness: run failed: {failures[-1]}", file=sys.stderr, flush=True)
+        world = slurm_world(self.device)  # a job of several tasks: one run split over them
+        try:
+            for run in self.runs:
+                if run.threads or threads:
+                    torch.set_num_threads(run.threads or threads)
+                try:
+                    records.append(execute_run(run, self.device, world))
+                except Exception as exc:
+                    traceback.print_exc()
+                    written = getattr(exc, "written_files", [])
+                    failures.append(f"{run.label}: {type(exc).__name__}: {exc}"
+                                    + (f" (record: {written[-1]})" if written else ""))
+                    print(f"harness: run failed: {failures[-1]}", file=sys.stderr, flush=True)
+                    if world.size > 1:
+                        break  # the other processes of this run cannot go on without this one
+        finally:
+            leave()
         if failures:
             raise RunFailed(f"{len(failures)} of {len(self.runs)} runs failed:\n  " + "\n  ".join(failures))
         return records
@@ -64,13 +72,16 @@ class SweepTask:
         return DelayedSubmission(self)
 
 
-def execute_run(run: Run, device: str) -> dict:
+def execute_run(run: Run, device: str, world=None) -> dict:
     """Run (or resume) one planned run; refuses when its configuration no longer resolves to the
     planned hash (the harness or a preset changed since planning)."""
     from harness.benchmarks import reference
     from harness.resolve import check_data, resolve
+    from harness.distributed import SINGLE
     from harness.runner import execute
     from harness.store import CHECKPOINT, summary_line
+
+    world = world or SINGLE
 
     resolved = resolve(run.method, reference(run.benchmark, run.bench_file), overrides=run.overrides)
     if resolved.config.hash() != run.config_hash:
@@ -80,7 +91,9 @@ def execute_run(run: Run, device: str) -> dict:
     run_dir = Path(run.run_dir)
     resuming = (run_dir / CHECKPOINT).is_file()
     print(f"{'resuming' if resuming else 'starting'} {run.label} in {run_dir}"
-          f"{' from its checkpoint' if resuming else ''}", flush=True)
-    record = execute(resolved, run.seed, run_dir, device=device, resume=True, progress=True)
-    print(summary_line(record), flush=True)
+          f"{' from its checkpoint' if resuming else ''}"
+          f"{f' (process {world.rank} of {world.size})' if world.size > 1 else ''}", flush=True)
+    record = execute(resolved, run.seed, run_dir, device=device, resume=True, progress=world.is_main, world=world)
+    if world.is_main:
+        print(summary_line(record), flush=True)
     return record
