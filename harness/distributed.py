@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -104,8 +105,8 @@ class _AllReduceSum(torch.autograd.Function):
 
 class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm whose training statistics are those of the global batch, on CPU (gloo) and CUDA
-    alike (torch's SyncBatchNorm rejects CPU tensors): per-channel sums, sums of squares and counts
-    are all-reduced with gradients flowing back to every process."""
+    alike (torch's SyncBatchNorm rejects CPU tensors): per-channel sums and counts, then sums of squared
+    deviations, are all-reduced with gradients flowing back to every process."""
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() < 2:
@@ -117,12 +118,10 @@ class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
         dims = [0, *range(2, x.dim())]
         shape = [1, -1, *([1] * (x.dim() - 2))]
         xf = x.float()
-        local = torch.cat([xf.sum(dims), (xf * xf).sum(dims),
-                           xf.new_full((1,), x.numel() / x.shape[1])])
-        total = _AllReduceSum.apply(local)
-        channels, count = x.shape[1], total[-1]
-        mean = total[:channels] / count
-        var = total[channels:2 * channels] / count - mean * mean
+        # two passes, as torch's own batch norm: the mean, then the squared deviations from it
+        total = _AllReduceSum.apply(torch.cat([xf.sum(dims), xf.new_full((1,), x.numel() / x.shape[1])]))
+        mean, count = total[:-1] / total[-1], total[-1]
+        var = _AllReduceSum.apply((xf - mean.view(shape)).pow(2).sum(dims)) / count
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
@@ -148,6 +147,50 @@ def synchronise_batchnorm(module: nn.Module) -> nn.Module:
         else:
             synchronise_batchnorm(child)
     return module
+
+
+@contextmanager
+def meta_batch_statistics(module: nn.Module, world: World):
+    """Batch-norm running statistics for a meta-batch whose tasks are forwarded one by one (and split
+    over processes): inside, each layer records every task's batch statistics; on leaving, its running
+    mean and variance take one momentum step towards their mean over all tasks of all processes — the
+    same on 1 or N processes (one process updating once per task could not be matched)."""
+    layers = [m for m in module.modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.training]
+    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in layers]
+    sums = [torch.zeros(2, m.num_features, device=m.running_mean.device, dtype=torch.float64) for m in layers]
+    tasks = torch.zeros(1, device=sums[0].device if sums else "cpu", dtype=torch.float64)
+
+    def record(index):
+        def hook(layer, inputs, output):
+            sums[index][0] += layer.running_mean.double()  # momentum 1: the running values are this task's
+            sums[index][1] += layer.running_var.double()
+            if index == 0:
+                tasks.add_(1)
+        return hook
+
+    handles = [m.register_forward_hook(record(i)) for i, m in enumerate(layers)]
+    for m in layers:
+        m.momentum = 1.0
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        if layers:
+            flat = torch.cat([tasks, *(s.flatten() for s in sums)])
+            if world.size > 1:
+                flat = flat.to(device_of(world))
+                dist.all_reduce(flat)
+                flat = flat.to(tasks.device)
+            count, flat = flat[0], flat[1:]
+            for m, (momentum, mean, var, tracked), s in zip(layers, saved, flat.view(len(layers), 2, -1)):
+                rate = momentum if momentum is not None else 1 / float(tracked + 1)
+                m.momentum = momentum
+                # new tensors, not in-place: the tasks' backward passes still hold the old ones
+                m.running_mean = (1 - rate) * mean + rate * (s[0] / count).to(mean.dtype)
+                m.running_var = (1 - rate) * var + rate * (s[1] / count).to(var.dtype)
+                m.num_batches_tracked = tracked + 1
 
 
 # ---------------------------------------------------------------- starting processes

@@ -3,10 +3,14 @@
 Episodic training with the harness's tensor sampler: prototypes are the class means of the support
 embeddings and the logits are negative squared euclidean distances (learn2learn's
 ``PrototypicalClassifier``). Training ways/shots/queries are set apart from the test protocol
-(Snell et al. train 60-way on Omniglot). Evaluated with the ``prototype`` head."""
+(Snell et al. train 60-way on Omniglot). ``meta_batch`` episodes per step are each forwarded on their
+own and their losses averaged; their batch-norm running statistics move once per step, towards the
+episodes' mean (``meta_batch_statistics``, so that the tasks can be split over processes). Evaluated
+with the ``prototype`` head."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -16,6 +20,7 @@ import torch.nn.functional as F
 from harness.backbones import build_backbone
 from harness.catalog import BACKBONES
 from harness.config import at_least
+from harness.distributed import meta_batch_statistics
 from harness.heads import prototypes
 from harness.libs import learn2learn
 from harness.method import Method, check_shares
@@ -74,12 +79,14 @@ class ProtoNet(Method):
     def training_step(self, data, step, progress, generator):
         """The mean loss of ``meta_batch`` episodes (this process's share of them)."""
         episodes = self.sampler.sample(generator, self.cfg.meta_batch)
-        losses = []
-        for support, support_labels, query, query_labels in zip(*(self.env.world.shard(t) for t in episodes)):
-            support, support_labels, query, query_labels = (
-                t.to(data.images.device) for t in (support, support_labels, query, query_labels))
-            images = self.normalize(data.images[torch.cat([support, query])])
-            losses.append(self.loss(images[: len(support)], support_labels, images[len(support):], query_labels))
+        world, losses = self.env.world, []
+        several = self.cfg.meta_batch > 1 or world.size > 1
+        with meta_batch_statistics(self.encoder, world) if several else nullcontext():
+            for support, support_labels, query, query_labels in zip(*(world.shard(t) for t in episodes)):
+                support, support_labels, query, query_labels = (
+                    t.to(data.images.device) for t in (support, support_labels, query, query_labels))
+                images = self.normalize(data.images[torch.cat([support, query])])
+                losses.append(self.loss(images[: len(support)], support_labels, images[len(support):], query_labels))
         return {k: torch.stack([out[k] for out in losses]).mean() for k in losses[0]}
 
     def loss(self, support, support_labels, query, query_labels) -> dict:
