@@ -20,7 +20,7 @@ from harness.store import read_record
 from conftest import run_cli
 
 STEPS = 20
-COMMON = [f"train.steps={STEPS}", "train.log_every=1", "train.checkpoint_every=1000", "bench.episodes=100",
+COMMON = [f"train.steps={STEPS}", "train.log_every=1", "train.checkpoint_every=1000", "bench.episodes=60",
           "train.val_episodes=10"]
 CASES = {
     # SGD: Adam's first steps are lr·sign(g), so float32 rounding in a near-zero gradient element (the

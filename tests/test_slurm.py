@@ -194,7 +194,7 @@ def test_a_two_process_run_and_its_requeue(tmp_path, capsys):
     uninterrupted 2-process run's."""
     profile = tmp_path / "two-tasks.yaml"
     profile.write_text("partition: debug\ncpus_per_task: 1\ntasks_per_node: 2\ntime_min: 30\nsignal_delay_s: 30\n")
-    grid = ("--methods", "simclr", "--benches", "synthetic-5w1s", "--set", "train.steps=400",
+    grid = ("--methods", "simclr", "--benches", "synthetic-5w1s", "--set", "train.steps=250",
             "--set", "train.checkpoint_every=20", "--set", "train.batch_size=16", "--set", "method.projection_hidden=32",
             "--set", "method.projection_dim=16", "--set", "bench.episodes=100",
             "--executor", "slurm", "--profile", str(profile), "--name", "twoproc")
