@@ -67,6 +67,7 @@ def test_batch_leaves_every_file_as_it_was_when_anything_fails(tmp_path):
 
 
 TRAINED = [e.name for e in METHODS if e.name not in ("pixels", "mhd")]
+CACTUS = ["method.encoder_steps=1", "method.partitions=2", "method.clusters=30", "method.encoder_batch_size=16"]
 
 
 @pytest.mark.parametrize("method", [e.name for e in METHODS])
@@ -77,6 +78,7 @@ def test_a_step_capped_run_replays_bit_identically(method, tmp_path):
         assert run_cli("run", "--method", method, "--bench", "synthetic-5w1s", "--seed", "3",
                        "--set", "train.steps=2", "--set", "bench.episodes=10", "--set", "train.val_episodes=2",
                        "--set", "train.checkpoint_every=1",
+                       *[a for s in (CACTUS if method.startswith("cactus") else []) for a in ("--set", s)],
                        "--run-dir", tmp_path / attempt, "--no-progress") == 0
         record = read_record(tmp_path / attempt)
         outcomes.append((record["accuracy"], read_scores(tmp_path / attempt)[1]))

@@ -76,8 +76,11 @@ class Payload:
 
 
 TRAINING_METHODS = ["protonet", "maml", "maml-fo", "anil", "simclr", "byol", "bmssl", "bmssl-noboot",
-                    "bmssl-noinner", "bmssl-fo", "moco", "simsiam", "barlowtwins", "vicreg", "swav", "dino", "supervised"]
-TINY = {"protonet": ["method.train_ways=5", "method.train_queries=2"], "bmssl": ["method.ways=4"]}
+                    "bmssl-noinner", "bmssl-fo", "moco", "simsiam", "barlowtwins", "vicreg", "swav", "dino", "supervised",
+                    "umtra", "cactus-protonet", "cactus-maml", "psco"]
+TINY = {"protonet": ["method.train_ways=5", "method.train_queries=2"], "bmssl": ["method.ways=4"],
+        "cactus": ["train.steps=2", "method.encoder_steps=1", "method.partitions=2", "method.clusters=30",
+                   "method.encoder_batch_size=8"]}
 
 
 def test_every_training_method_is_listed_here():
@@ -94,7 +97,7 @@ def test_every_methods_checkpoint_loads_as_plain_tensors(method, tmp_path):
                                                        "eval.test=false", *TINY.get(method.split("-")[0], [])])
     execute(resolved, 0, tmp_path, progress=False)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert state["step"] == 1 and state["optimizers"] and read_checkpoint(tmp_path / "checkpoint.pt")["done"] is True
+    assert state["step"] == resolved.config.train.steps and state["optimizers"] and read_checkpoint(tmp_path / "checkpoint.pt")["done"] is True
 
 
 def test_a_checkpoint_that_runs_code_is_refused_by_eval_and_resume(run_copy, runs_dir, tmp_path, capsys):
