@@ -15,7 +15,8 @@ from harness.runner import execute
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 TRAINING = [entry.name for entry in METHODS if entry.family != "reference"]
-SMALL = {"protonet": ["method.train_ways=5", "method.train_queries=5"], "bmssl": ["method.ways=8"]}
+SMALL = {"protonet": ["method.train_ways=5", "method.train_queries=5"], "bmssl": ["method.ways=8"],
+         "cactus": ["method.encoder_steps=2", "method.partitions=2", "method.clusters=30"]}
 
 
 @pytest.mark.parametrize("precision", ["32", "bf16"])
