@@ -219,10 +219,11 @@ def leave() -> None:
 
 
 def check_procs(procs: int, device: str) -> None:
-    """``--procs`` must be at least 1, and on CUDA at most the GPUs there are."""
+    """``--procs`` must be at least 1, and several on CUDA at most the GPUs there are (one process is
+    the runner's own device check)."""
     if procs < 1:
         raise ConfigError(f"--procs {procs}: a run needs at least one process; use --procs 1 (the default) or more")
-    if backend_for(device) == "nccl" and procs > torch.cuda.device_count():
+    if procs > 1 and backend_for(device) == "nccl" and procs > torch.cuda.device_count():
         raise ConfigError(f"--procs {procs} on CUDA takes one GPU per process and {torch.cuda.device_count()} are "
                           f"visible; use --procs {torch.cuda.device_count()} or fewer, or --device cpu")
 
