@@ -276,8 +276,11 @@ def train(method: Method, cfg: RunConfig, data: BenchmarkData, run_dir: Path, se
             if not all(math.isfinite(v) for v in values.values()):
                 bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
                 raise RunFailed(f"training diverged at step {step}: {bad}; lower train.lr or check the inputs")
-        # training time only (validation is not charged to the budget); process 0's clock decides for all
-        seconds = world.broadcast_float(seconds + time.perf_counter() - started)
+        # training time only (validation is not charged to the budget); under a time budget process 0's
+        # clock decides for all (without one, every process runs the same steps: no collective needed)
+        seconds += time.perf_counter() - started
+        if budget:
+            seconds = world.broadcast_float(seconds)
         if (logged or validate) and writes:
             row = {"step": step, "seconds": round(seconds, 3), "lr": lr, **values}
             if validate:
