@@ -16,4 +16,4 @@ test:  ## committed tables and site regenerate unchanged from committed evidence
 	$(PYTHON) -m harness.cli table results/tables/*.yaml
 	$(PYTHON) -m harness.cli site
 	@git status --porcelain -- results/ | { ! grep . ; } || { echo "harness table changed results/ (above): commit the regenerated files or fix the change"; exit 1; }
-	$(PYTHON) -m pytest -q -ra
+	$(PYTHON) -m pytest -q -ra --durations=25

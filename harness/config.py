@@ -76,6 +76,9 @@ class TrainConfig:
     precision: Literal["32", "bf16", "16"] = "32"  # training under autocast (16: with gradient scaling)
     compile: bool = False  # torch.compile the method's modules for training
     sync_batchnorm: bool = True  # on several processes: batch norm over the global batch (harness/distributed.py)
+    # the harness's batch norm (two-pass sums) instead of torch's kernel, whose CPU statistics of channels-last
+    # activations round by up to ~1e-4: a run on N processes then equals the 1-process run to rounding
+    exact_batchnorm: bool = False
 
 
 def probability() -> dict:
@@ -133,7 +136,8 @@ UNHASHED = {("data", "root")}
 # Keys added after runs were recorded, with their defaults: hashed only when set otherwise, so that
 # earlier runs keep their identity (a sweep still finds them finished).
 ADDED_KEYS = {("train", "clip_grad_norm"): 0.0, ("train", "precision"): "32", ("train", "compile"): False,
-              ("train", "sync_batchnorm"): True, ("method", "meta_batch"): 1,
+              ("train", "sync_batchnorm"): True, ("train", "exact_batchnorm"): False,
+              ("method", "meta_batch"): 1,
               ("eval", "logreg_steps"): 100, ("eval", "logreg_lr"): 0.1, ("eval", "logreg_l2"): 1e-3}
 
 

@@ -103,25 +103,31 @@ class _AllReduceSum(torch.autograd.Function):
         return grad
 
 
-class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """Batch norm whose training statistics are those of the global batch, on CPU (gloo) and CUDA
-    alike (torch's SyncBatchNorm rejects CPU tensors): per-channel sums and counts, then sums of squared
-    deviations, are all-reduced with gradients flowing back to every process."""
+class HarnessBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm whose training statistics the harness computes: two passes of summation (the mean, then
+    the squared deviations from it), over the global batch where ``synchronised`` (the per-channel sums
+    and counts all-reduced, with gradients flowing back to every process), on CPU (gloo) and CUDA alike
+    (torch's SyncBatchNorm rejects CPU tensors). Torch's own CPU kernel rounds the statistics of
+    channels-last activations (a 1-channel input's conv output) by up to ~1e-4, more than the split over
+    processes does; computing them here on 1 and N processes alike keeps the two runs equal to rounding."""
+
+    synchronised = False
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() < 2:
             raise ValueError(f"batch norm expects [N, C, ...] inputs, got {x.dim()}-d")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or not dist.is_initialized() or dist.get_world_size() == 1:
+        if not self.training:
             return super().forward(x)
+        reduce = (_AllReduceSum.apply if self.synchronised and dist.is_initialized() and dist.get_world_size() > 1
+                  else lambda t: t)
         dims = [0, *range(2, x.dim())]
         shape = [1, -1, *([1] * (x.dim() - 2))]
-        xf = x.float()
-        # two passes, as torch's own batch norm: the mean, then the squared deviations from it
-        total = _AllReduceSum.apply(torch.cat([xf.sum(dims), xf.new_full((1,), x.numel() / x.shape[1])]))
+        xf = x.float().contiguous()
+        total = reduce(torch.cat([xf.sum(dims), xf.new_full((1,), x.numel() / x.shape[1])]))
         mean, count = total[:-1] / total[-1], total[-1]
-        var = _AllReduceSum.apply((xf - mean.view(shape)).pow(2).sum(dims)) / count
+        var = reduce((xf - mean.view(shape)).pow(2).sum(dims)) / count
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
@@ -134,18 +140,19 @@ class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
         return y.to(x.dtype)
 
 
-def synchronise_batchnorm(module: nn.Module) -> nn.Module:
-    """``module`` with every batch-norm layer that keeps batch statistics replaced by ``SyncedBatchNorm``
-    (same parameters and buffers, so checkpoints are interchangeable with one-process runs)."""
+def replace_batchnorm(module: nn.Module, synchronised: bool) -> nn.Module:
+    """``module`` with every batch-norm layer replaced by a ``HarnessBatchNorm`` (``synchronised`` over the
+    processes or not) with the same parameters and buffers, so checkpoints stay interchangeable."""
     for name, child in module.named_children():
-        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, SyncedBatchNorm):
-            synced = SyncedBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, HarnessBatchNorm):
+            layer = HarnessBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
                                      child.track_running_stats).to(next(child.buffers(), torch.zeros(())).device)
-            synced.load_state_dict(child.state_dict())
-            synced.requires_grad_(any(p.requires_grad for p in child.parameters()))
-            setattr(module, name, synced)
+            layer.load_state_dict(child.state_dict())
+            layer.requires_grad_(any(p.requires_grad for p in child.parameters()))
+            layer.synchronised = synchronised
+            setattr(module, name, layer)
         else:
-            synchronise_batchnorm(child)
+            replace_batchnorm(child, synchronised)
     return module
 
 

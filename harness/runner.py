@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from harness import files, provenance, tboard
-from harness.distributed import SINGLE, World, synchronise_batchnorm
+from harness.distributed import SINGLE, World, replace_batchnorm
 from harness.config import check_seed
 from harness.errors import ConfigError, HarnessError, RunFailed
 from harness.evaluation import EvalResult, evaluate
@@ -73,15 +73,17 @@ def seed_everything(seed: int) -> None:
 
 def build_method(resolved: Resolved, seed: int, device: torch.device, world: World = SINGLE) -> Method:
     """The method, initialised from ``seed`` (identically on every process of ``world``) and moved to
-    ``device``; on several processes its batch norm spans them where the method splits batches."""
+    ``device``; on several processes its batch norm spans them where the method splits batches, and with
+    ``train.exact_batchnorm`` the harness computes every batch norm's statistics (harness/distributed.py)."""
     cfg, dataset = resolved.config, resolved.benchmark.dataset
     env = MethodEnv(dataset.channels, cfg.data.image_size, dataset.mean, dataset.std, device,
                     ways=cfg.bench.ways, shots=cfg.bench.shots, batch_size=cfg.train.batch_size, views=cfg.views,
                     world=world)
     seed_everything(seed)
     method = resolved.method_class(cfg.method, env)
-    if world.size > 1 and method.synced_batchnorm and cfg.train.sync_batchnorm:
-        synchronise_batchnorm(method)
+    synchronised = world.size > 1 and method.synced_batchnorm and cfg.train.sync_batchnorm
+    if synchronised or cfg.train.exact_batchnorm:
+        replace_batchnorm(method, synchronised)
     return method.to(device)
 
 
