@@ -78,11 +78,11 @@ def view_spec(spec_path: Path, runs_dir: Path | None = None) -> SpecView:
     store = Store(RunStore(runs_dir or spec.evidence))
     view = SpecView(spec, store, build_table(spec, store))
     for request in spec.leaderboards:
-        for board in build_boards(store, request.benchmarks, request.head, request.test, request.alpha):
+        for board in build_boards(store, request.benchmarks, request.head, request.test, request.alpha, request.where):
             view.boards.setdefault(board.selection.benchmark, (board, request.test, request.alpha))
     for column in spec.columns:  # a board for every column with finished runs, unless the spec asks for one
         if column.benchmark not in view.boards and column.benchmark in store.benchmarks():
-            board, = build_boards(store, [column.benchmark], None, spec.test, spec.alpha)
+            board, = build_boards(store, [column.benchmark], None, spec.test, spec.alpha, column.where)
             view.boards[column.benchmark] = (board, spec.test, spec.alpha)
     named = [c.benchmark for c in spec.columns] + list(view.boards) + [b for p in spec.plots for b in p.benchmarks]
     view.benchmarks = list(dict.fromkeys(named))

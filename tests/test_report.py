@@ -23,7 +23,8 @@ from scipy import stats
 
 from harness.cli import main
 from harness.errors import ConfigError, HarnessError
-from harness.report.selection import Store
+from harness.report.leaderboard import build_boards
+from harness.report.selection import Store, read_settings
 from harness.report.spec import load_spec
 from harness.report.stats import holm, paired_test
 from harness.report.tables import build_table
@@ -69,7 +70,7 @@ def make_run(runs_dir: Path, method: str, bench: str, seed: int, counts, *, fini
     }
     for key, value in (settings or {}).items():
         group, _, name = key.partition(".")
-        tree[group][name] = value
+        tree.setdefault(group, {})[name] = value
     config_hash = hashlib.sha256(json.dumps([method, bench, settings or {}], sort_keys=True).encode()).hexdigest()[:12]
     stamp = finished[:19].replace("-", "").replace(":", "").replace("T", "-")
     run_id = f"{stamp}-{method}-{bench}-s{seed}-{config_hash[:8]}-{_made['n']:04d}"
@@ -488,3 +489,33 @@ def test_importing_the_commands_loads_no_heavy_library():
     code = ("import sys, harness.cli; harness.cli.build_parser(); "
             "print(sorted(m for m in ('torch', 'pandas', 'matplotlib', 'scipy', 'numpy') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def test_older_runs_settings_read_as_the_config_hash_sees_them(tmp_path):
+    """View settings stored under method.* (before views were a group) and keys added since a run was made
+    (at the defaults it ran with) compare equal to a newer run's, so one configuration stays one line."""
+    old = make_run(tmp_path, "meth-a", "toy-5w1s", 0, COUNTS["meth-a"], finished="2026-01-01T00:00:00+00:00",
+                   settings={"method.cj_bright": 0.8})
+    new = make_run(tmp_path, "meth-a", "toy-5w1s", 1, COUNTS["meth-a"], finished="2026-01-02T00:00:00+00:00",
+                   settings={"views.cj_bright": 0.8, "eval.logreg_steps": 100, "train.exact_batchnorm": False})
+    changed = make_run(tmp_path, "meth-a", "toy-5w1s", 2, COUNTS["meth-a"], finished="2026-01-03T00:00:00+00:00",
+                       settings={"views.cj_bright": 0.8, "eval.logreg_steps": 50})
+    assert read_settings(old) == read_settings(new)
+    assert "method.cj_bright" not in read_settings(old)
+    assert read_settings(changed)["eval.logreg_steps"] == 50
+
+
+def test_a_leaderboard_keeps_only_the_runs_its_filter_names(tmp_path):
+    for seed in range(2):
+        make_run(tmp_path, "meth-a", "toy-5w1s", seed, COUNTS["meth-a"], finished=f"2026-01-0{seed + 1}T00:00:00+00:00")
+        make_run(tmp_path, "meth-b", "toy-5w1s", seed, COUNTS["meth-b"], finished=f"2026-01-0{seed + 1}T00:00:00+00:00")
+        make_run(tmp_path, "meth-a", "toy-5w1s", seed, COUNTS["meth-f"], finished=f"2026-01-0{seed + 3}T00:00:00+00:00",
+                 settings={"data.train_fraction": 0.1})
+    store = Store(RunStore(tmp_path))
+    every, = build_boards(store, ["toy-5w1s"], None, "wilcoxon", 0.05)
+    full, = build_boards(store, ["toy-5w1s"], None, "wilcoxon", 0.05, {"data.train_fraction": 1.0})
+    assert sorted(g.label for g in every.groups) == ["meth-a [data.train_fraction=0.1]", "meth-a [data.train_fraction=1.0]",
+                                                     "meth-b"]
+    assert sorted(g.label for g in full.groups) == ["meth-a", "meth-b"]
+    with pytest.raises(HarnessError, match="matching"):
+        build_boards(store, ["toy-5w1s"], None, "wilcoxon", 0.05, {"data.train_fraction": 0.5})

@@ -32,7 +32,7 @@ def make_spec_outputs(spec: TableSpec, store: Store) -> tuple[list[Path], list[d
     written = [write_output(path, render_table(table, fmt, made_by_spec(spec.path, path)))
                for fmt, path in spec.outputs.items()]
     for request in spec.leaderboards:
-        boards = build_boards(store, request.benchmarks, request.head, request.test, request.alpha)
+        boards = build_boards(store, request.benchmarks, request.head, request.test, request.alpha, request.where)
         used += [r for board in boards for r in board.records]
         written += [write_output(path, render_leaderboard(boards, fmt, made_by_spec(spec.path, path), request.test,
                                                           request.alpha))

@@ -25,15 +25,17 @@ class Board:
         return [r for g in self.groups for r in g.runs]
 
 
-def build_boards(store: Store, benchmarks: list[str] | None, head: str | None, test: str, alpha: float) -> list[Board]:
-    """One board per benchmark (all benchmarks with ok runs when none are named)."""
+def build_boards(store: Store, benchmarks: list[str] | None, head: str | None, test: str, alpha: float,
+                 where: dict | None = None) -> list[Board]:
+    """One board per benchmark (all benchmarks with ok runs when none are named), of the runs matching ``where``."""
     available = store.benchmarks()
     boards = []
     for benchmark in benchmarks or available:
-        selection = store.select(benchmark, head=head)
+        selection = store.select(benchmark, head=head, where=where)
         if not selection.groups:
             raise HarnessError(
-                f"no finished runs on '{benchmark}'" + (f" with head '{head}'" if head else "") + f" under "
+                f"no finished runs on '{benchmark}'" + (f" with head '{head}'" if head else "")
+                + (f" matching {where}" if where else "") + " under "
                 f"{store.describe()}. Benchmarks with finished runs there: {', '.join(available) or '(none)'}. "
                 "Check --bench and --runs-dir, or make runs with `harness run`")
         check_same_episodes(selection.groups, f"leaderboard {benchmark}")

@@ -23,12 +23,12 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from harness.config import GROUPS
+from harness.config import ADDED_KEYS, GROUPS, ViewConfig
 from harness.errors import ConfigError, HarnessError
 from harness.overrides import Overrides
 from harness.store import CONFIG, RunStore, newest_key, read_config, read_scores
@@ -38,6 +38,7 @@ RECORD_FIELDS = ("kind", "trained_on", "head", "distance")
 CONFIG_ALIASES = {"eval.head": "head", "eval.distance": "distance"}
 # Config keys that say where things are or which run a record came from, not what was computed.
 UNCOMPARED = {"data.root", "source_run", "method_name"}
+VIEW_KEYS = {f.name for f in fields(ViewConfig)}
 
 
 @dataclass
@@ -146,6 +147,12 @@ def read_settings(record: dict) -> dict[str, Any]:
     flat.update(Overrides.from_tree(groups))
     for key in (*UNCOMPARED, *CONFIG_ALIASES):
         flat.pop(key, None)
+    # as the config hash sees them: view settings stored under method.* (before views were a group) are
+    # views.*, and keys added since a run was made have the defaults it ran with
+    for key in [k for k in flat if k.startswith("method.") and k.removeprefix("method.") in VIEW_KEYS]:
+        flat.setdefault("views." + key.removeprefix("method."), flat.pop(key))
+    for (group, key), default in ADDED_KEYS.items():
+        flat.setdefault(f"{group}.{key}", default)
     flat.update({name: record.get(name) for name in RECORD_FIELDS})
     return flat
 

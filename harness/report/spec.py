@@ -87,6 +87,7 @@ class LeaderboardRequest:
     test: str
     alpha: float
     outputs: dict[str, Path]
+    where: dict = field(default_factory=dict)  # only runs matching this filter (e.g. all training data)
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ class TableSpec:
         notes: [free text printed under the table]
         outputs: {md: x.md, latex: x.tex, csv: x.csv}   # default: all three, named after the spec
         leaderboards:                         # optional, made by the same command
-          - {benchmarks: [omniglot-small1-20w1s-lake], outputs: {md: ../leaderboards/x.md}}
+          - {benchmarks: [omniglot-small1-20w1s-lake], where: {data.train_fraction: 1.0}, outputs: {md: ../leaderboards/x.md}}
         plots:                                # optional: kind curves|shots|scarcity, out: file prefix
           - {kind: scarcity, benchmarks: [B], methods: [a, b], where: {train.budget_minutes: 3},
              out: ../plots/scarcity-B}
@@ -202,11 +203,13 @@ def load_spec(path: Path) -> TableSpec:
     leaderboards = []
     for i, item in enumerate(tree.get("leaderboards") or []):
         context = f"{path}: leaderboards[{i}]"
-        item = check_keys(item, {"benchmarks", "head", "test", "alpha", "outputs"}, {"benchmarks", "outputs"}, context)
+        item = check_keys(item, {"benchmarks", "head", "test", "alpha", "outputs", "where"}, {"benchmarks", "outputs"},
+                          context)
         board_test, board_alpha = check_test(item.get("test", test), item.get("alpha", alpha), context)
         leaderboards.append(LeaderboardRequest(names(item["benchmarks"], f"{context}: benchmarks"), item.get("head"),
                                                board_test, board_alpha,
-                                               check_outputs(item["outputs"], f"{context}: outputs", base)))
+                                               check_outputs(item["outputs"], f"{context}: outputs", base),
+                                               check_where(item.get("where"), context)))
     plots = []
     for i, item in enumerate(tree.get("plots") or []):
         context = f"{path}: plots[{i}]"
@@ -249,6 +252,7 @@ def check_names(spec: TableSpec) -> None:
     for i, request in enumerate(spec.leaderboards):
         for benchmark in request.benchmarks or []:
             check_name(benchmarks, benchmark, f"{spec.path}: leaderboards[{i}]: benchmark")
+        check_where_keys(request.where, methods, f"{spec.path}: leaderboards[{i}]")
     for i, request in enumerate(spec.plots):
         for benchmark in request.benchmarks:
             check_name(benchmarks, benchmark, f"{spec.path}: plots[{i}]: benchmark")
