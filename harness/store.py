@@ -129,6 +129,12 @@ def read_scores(run_dir: Path):
     return correct.mean(axis=1), correct
 
 
+def read_losses(run_dir: Path) -> list[float]:
+    """The training loss at every logged step (``train_log.csv``), in step order."""
+    with open(Path(run_dir) / TRAIN_LOG, newline="") as fh:
+        return [float(row["loss"]) for row in csv.DictReader(fh)]
+
+
 def newest_key(record: dict) -> tuple[str, str]:
     """Sort key, oldest first: finish time, then run id (ids start with the start time)."""
     return (str(record.get("finished") or ""), str(record.get("run_id") or Path(record["run_dir"]).name))

@@ -5,7 +5,6 @@ meta-learner (the tasks of a meta-batch split); what is recorded; and the refusa
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from harness.distributed import SINGLE, HarnessBatchNorm, World, replace_batchno
 from harness.errors import ConfigError
 from harness.resolve import resolve
 from harness.runner import check_world
-from harness.store import read_record
+from harness.store import read_losses, read_record
 
 from conftest import run_cli
 
@@ -34,11 +33,6 @@ CASES = {  # method: (settings, steps run and compared, test accuracy compared)
 }
 
 
-def losses(run_dir: Path) -> list[float]:
-    with open(run_dir / "train_log.csv", newline="") as fh:
-        return [float(row["loss"]) for row in csv.DictReader(fh)]
-
-
 def run(name: str, run_dir: Path, procs: int) -> dict:
     settings, steps, _ = CASES[name]
     sets = [a for s in [*COMMON, f"train.steps={steps}", *settings] for a in ("--set", s)]
@@ -51,7 +45,7 @@ def run(name: str, run_dir: Path, procs: int) -> dict:
 @pytest.mark.parametrize("name", list(CASES))
 def test_two_processes_give_the_one_process_run(name, tmp_path):
     one, two = run(name, tmp_path / "one", 1), run(name, tmp_path / "two", 2)
-    a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    a, b = read_losses(tmp_path / "one"), read_losses(tmp_path / "two")
     assert len(a) == len(b) == CASES[name][1]
     assert all(abs(x - y) <= 1e-4 * abs(x) for x, y in zip(a, b)), list(zip(a, b))
     if CASES[name][2]:

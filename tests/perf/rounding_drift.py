@@ -9,7 +9,6 @@ relative difference at each step and the test accuracies. The README's "Scaling 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import tempfile
 from pathlib import Path
@@ -18,14 +17,10 @@ import torch
 
 from harness.resolve import resolve
 from harness.runner import execute, execute_processes
+from harness.store import read_losses
 
 COMMON = ["train.steps=20", "train.log_every=1", "train.checkpoint_every=1000", "bench.episodes=60",
           "train.val_episodes=10"]
-
-
-def losses(run_dir: Path) -> list[float]:
-    with open(run_dir / "train_log.csv", newline="") as fh:
-        return [float(row["loss"]) for row in csv.DictReader(fh)]
 
 
 def drift(a: list[float], b: list[float]) -> list[float]:
@@ -46,13 +41,13 @@ def main() -> None:
         with torch.backends.mkldnn.flags(enabled=False):
             perturbed = execute(resolved, 0, runs["no-onednn"], device="cpu", progress=False)
         many = execute_processes(args.procs, resolved, 0, runs["many"], device="cpu", progress=False)
-        reference = losses(runs["one"])
+        reference = read_losses(runs["one"])
         print(json.dumps({"method": args.method, "sets": args.sets, "procs": args.procs,
                           "accuracy_pct": {"1 process": round(100 * one["accuracy"], 2),
                                            "1 process, oneDNN off": round(100 * perturbed["accuracy"], 2),
                                            f"{args.procs} processes": round(100 * many["accuracy"], 2)},
-                          "relative_loss_drift": {"oneDNN off": drift(reference, losses(runs["no-onednn"])),
-                                                  f"{args.procs} processes": drift(reference, losses(runs["many"]))}}))
+                          "relative_loss_drift": {"oneDNN off": drift(reference, read_losses(runs["no-onednn"])),
+                                                  f"{args.procs} processes": drift(reference, read_losses(runs["many"]))}}))
 
 
 if __name__ == "__main__":
