@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from harness import reproduce, site, tune
+from harness import kernels, reproduce, site, tune
 from harness.errors import HarnessError, RunFailed
 from harness.report import commands as report_commands
 from harness.store import default_runs_dir, summary_line
@@ -71,15 +71,11 @@ def _short(mapping: dict) -> str:
 
 
 def cmd_run(args) -> int:
-    from harness.distributed import check_procs
-    from harness.resolve import check_data, resolve
-    from harness.store import RunStore, new_run_id
-    from harness.runner import check_world, execute, execute_processes
+    from harness import kernels
+    from harness.resolve import resolve
+    from harness.store import RunStore, new_run_id, read_record
 
     resolved = resolve(args.method, args.bench, args.config, args.set or [])
-    check_procs(args.procs, args.device)
-    check_world(resolved, args.procs)
-    check_data(resolved, download=not args.no_download)
     cfg = resolved.config
     runs_dir = Path(args.runs_dir)
     run_dir = Path(args.run_dir) if args.run_dir else None
@@ -94,6 +90,16 @@ def cmd_run(args) -> int:
         run_dir = Path(pending["run_dir"]) if pending else None
     if run_dir is None:
         run_dir = runs_dir / new_run_id(cfg.method_name, cfg.benchmark, args.seed, cfg.hash())
+    # before torch starts: a resumed run continues under the kernels its record names, a new one at train.kernels
+    stored = read_record(run_dir) if args.resume else None
+    kernels.pin((stored and kernels.record_pins(stored)) or kernels.level_pins(cfg.train.kernels))
+    from harness.distributed import check_procs
+    from harness.resolve import check_data
+    from harness.runner import check_world, execute, execute_processes
+
+    check_procs(args.procs, args.device)
+    check_world(resolved, args.procs)
+    check_data(resolved, download=not args.no_download)
     try:
         if args.procs > 1:
             record = execute_processes(args.procs, resolved, args.seed, run_dir, args.device, args.resume,
@@ -141,6 +147,11 @@ def resume_command(args, run_dir: Path) -> str:
 
 
 def cmd_eval(args) -> int:
+    from harness import kernels
+    from harness.store import read_record
+
+    trained = read_record(Path(args.run)) or {}
+    kernels.pin(kernels.record_pins(trained) or kernels.level_pins("portable"))  # the trained run's, before torch starts
     from harness.crosseval import evaluate_run
 
     try:
@@ -308,6 +319,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        kernels.pin(kernels.level_pins("portable"))  # the default for whatever this command runs; run and eval may re-pin
         return args.handler(args)
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)

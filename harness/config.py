@@ -79,6 +79,9 @@ class TrainConfig:
     # the harness's batch norm (two-pass sums) instead of torch's kernel, whose CPU statistics of channels-last
     # activations round by up to ~1e-4: a run on N processes then equals the 1-process run to rounding
     exact_batchnorm: bool = False
+    # CPU kernels: portable pins torch and oneDNN to AVX2 on x86 (runs replay bit-identically on any AVX2-or-better
+    # machine); native lets them pick the CPU's best (harness/kernels.py)
+    kernels: Literal["portable", "native"] = "portable"
 
 
 def probability() -> dict:
@@ -137,6 +140,7 @@ UNHASHED = {("data", "root")}
 # earlier runs keep their identity (a sweep still finds them finished).
 ADDED_KEYS = {("train", "clip_grad_norm"): 0.0, ("train", "precision"): "32", ("train", "compile"): False,
               ("train", "sync_batchnorm"): True, ("train", "exact_batchnorm"): False,
+              ("train", "kernels"): "portable",
               ("method", "meta_batch"): 1,
               ("eval", "logreg_steps"): 100, ("eval", "logreg_lr"): 0.1, ("eval", "logreg_l2"): 1e-3}
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from harness import files, provenance, tboard
+from harness import files, kernels, provenance, tboard
 from harness.distributed import SINGLE, World, replace_batchnorm
 from harness.config import check_seed
 from harness.errors import ConfigError, HarnessError, RunFailed
@@ -128,6 +128,7 @@ def base_record(resolved: Resolved, seed: int, run_dir: Path, device: torch.devi
         "backend": world.backend or None,
         "devices": process_devices(device, world),
         "platform": provenance.platform_name(),
+        "kernels": kernels.describe(device, cfg.train.kernels),
         "host": provenance.host(),
         "command": provenance.command_line(),
         "versions": provenance.versions(),

@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from harness import kernels
+
+# Tests train in this process: its kernels are pinned before torch starts, as the CLI pins a run's.
+kernels.pin(kernels.level_pins("portable"))
+
 MIRROR = os.environ.get("HARNESS_DATA_MIRROR", "")
 
 

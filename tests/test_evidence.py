@@ -141,7 +141,7 @@ def test_sweep_table_collect_regenerate_and_reproduce(tmp_path, capsys, monkeypa
 
     assert run_cli("reproduce", spec, "--only", "pixels", "--executor", "local", "--runs-dir", "again") == 0
     out = capsys.readouterr().out
-    assert "identical" in out and "1 identical, 0 within tolerance, 0 different" in out
+    assert "identical" in out and "1 identical, 0 consistent, 0 different" in out
 
     stored = next(p for p in evidence.iterdir() if "-protonet-" in p.name and "-s0-" in p.name)
     accuracies, correct = read_scores(stored)

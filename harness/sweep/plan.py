@@ -50,6 +50,7 @@ class Run:
     run_dir: str
     threads: int = 0  # torch threads for this run (0: the task's); reproduce sets the stored run's
     bench_file: str = ""  # the benchmark's file, for benchmarks defined outside the harness
+    kernels: dict | None = None  # CPU kernel pins (harness/kernels.py); None: the configuration's train.kernels
 
 
 def add_runs(runs: dict[str, Run], label: str, method: str, bench: str, overrides: dict, seeds: list[int],

@@ -5,6 +5,7 @@ task per run, throttled by the profile's parallelism) or as local worker process
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import time
@@ -16,7 +17,7 @@ from harness.errors import HarnessError, RunFailed
 from harness.sweep.plan import Run, Sweep, assign_run_dirs, finished_index, new_run_dir, now
 from harness.sweep.profiles import slurm_parameters
 from harness.sweep.status import RunStatus, assess, print_status, print_warnings
-from harness.sweep.task import SweepTask, task_env
+from harness.sweep.task import SweepTask, run_pins, task_env
 
 LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # local workers have no time limit worth the name
 
@@ -51,7 +52,10 @@ def submit(sweep: Sweep, runs: list[Run], executor: str, profile: dict, parallel
         ex = submitit.LocalExecutor(folder=sweep.logs_folder)
         ex.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)
         lanes = min(parallelism, len(runs))
-        groups = [runs[i::lanes] for i in range(lanes)]
+        by_pins: dict[str, list[Run]] = {}  # a worker process trains under one set of kernel pins
+        for run in runs:
+            by_pins.setdefault(json.dumps(run_pins(run), sort_keys=True), []).append(run)
+        groups = [g for same in by_pins.values() for g in (same[i::lanes] for i in range(min(lanes, len(same))))]
         threads = max(1, (os.cpu_count() or 1) // lanes)
         tasks = [SweepTask(group, device, task_env(), threads) for group in groups]
     try:

@@ -9,6 +9,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from harness import kernels
 from harness.errors import HarnessError, RunFailed
 from harness.sweep.plan import Run
 
@@ -39,6 +40,7 @@ class SweepTask:
         for key, value in self.env.items():
             if key.startswith("HARNESS_") or key not in os.environ:
                 os.environ[key] = value
+        kernels.pin(run_pins(self.runs[0]))  # before torch starts (submit groups runs of equal pins)
         import torch
 
         from harness.distributed import leave, slurm_world
@@ -72,6 +74,17 @@ class SweepTask:
         return DelayedSubmission(self)
 
 
+def run_pins(run: Run) -> kernels.Pins:
+    """The kernel pins ``run`` trains under: a replayed record's, else its configuration's level."""
+    if run.kernels:
+        return run.kernels
+    from harness.benchmarks import reference
+    from harness.resolve import resolve
+
+    return kernels.level_pins(resolve(run.method, reference(run.benchmark, run.bench_file),
+                                      overrides=run.overrides).config.train.kernels)
+
+
 def execute_run(run: Run, device: str, world=None) -> dict:
     """Run (or resume) one planned run; refuses when its configuration no longer resolves to the
     planned hash (the harness or a preset changed since planning)."""
@@ -88,6 +101,7 @@ def execute_run(run: Run, device: str, world=None) -> dict:
         raise HarnessError(f"{run.label} now resolves to config hash {resolved.config.hash()}, not {run.config_hash} "
                            f"as planned: the harness or its presets changed since; plan the sweep again")
     check_data(resolved)
+    kernels.pin(run_pins(run))  # an error, naming both, where this process's torch runs other kernels
     run_dir = Path(run.run_dir)
     resuming = (run_dir / CHECKPOINT).is_file()
     print(f"{'resuming' if resuming else 'starting'} {run.label} in {run_dir}"
