@@ -20,9 +20,10 @@ from pathlib import Path
 from harness.errors import HarnessError
 
 LEVELS = ("portable", "native")
-PIN_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+PIN_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 # The portable level per architecture (platform.machine()); elsewhere portable and native are the same.
-PORTABLE = {arch: {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"} for arch in ("x86_64", "AMD64")}
+PORTABLE = {arch: {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                                   "MKL_ENABLE_INSTRUCTIONS": "AVX2"} for arch in ("x86_64", "AMD64")}
 NATIVE_ISA = "native"  # what the record says where oneDNN chose its own ISA
 
 Pins = dict[str, "str | None"]  # variable → value (None: unset, the library chooses)
@@ -41,9 +42,10 @@ def record_pins(record: dict) -> Pins | None:
     kernels = record.get("kernels") or {}
     if not kernels.get("cpu_capability"):
         return None
-    isa = kernels.get("onednn_isa")
+    isa, mkl = kernels.get("onednn_isa"), kernels.get("mkl_isa")
     return {"ATEN_CPU_CAPABILITY": kernels["cpu_capability"].lower(),
-            "ONEDNN_MAX_CPU_ISA": None if isa in (None, NATIVE_ISA) else isa}
+            "ONEDNN_MAX_CPU_ISA": None if isa in (None, NATIVE_ISA) else isa,
+            "MKL_ENABLE_INSTRUCTIONS": None if mkl in (None, NATIVE_ISA) else mkl}
 
 
 def pin(pins: Pins) -> None:
@@ -58,7 +60,8 @@ def pin(pins: Pins) -> None:
 
         running = torch.backends.cpu.get_cpu_capability()
         wanted = (pins.get("ATEN_CPU_CAPABILITY") or running).upper()
-        if wanted != running.upper() or pins.get("ONEDNN_MAX_CPU_ISA") != current.get("ONEDNN_MAX_CPU_ISA"):
+        libraries = [name for name in PIN_VARIABLES[1:] if pins.get(name) != current.get(name)]
+        if wanted != running.upper() or libraries:
             set_variables(current)
             raise HarnessError(
                 f"this process's torch already runs {running} kernels ({describe_pins(current)}); the run needs "
@@ -103,7 +106,8 @@ def describe(device, level: str) -> dict:
     import torch
 
     out = {"level": level, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-           "onednn_isa": os.environ.get("ONEDNN_MAX_CPU_ISA") or NATIVE_ISA, "threads": torch.get_num_threads(),
+           "onednn_isa": os.environ.get("ONEDNN_MAX_CPU_ISA") or NATIVE_ISA,
+           "mkl_isa": os.environ.get("MKL_ENABLE_INSTRUCTIONS") or NATIVE_ISA, "threads": torch.get_num_threads(),
            "torch": torch.__version__, "cpu": cpu_identity()}
     if torch.device(device).type == "cuda":
         index = torch.device(device).index or 0
@@ -136,9 +140,10 @@ def replay_key(record: dict) -> tuple | None:
     if not kernels:
         return None
     cpu = kernels.get("cpu") or {}
-    key = (kernels.get("torch"), kernels.get("cpu_capability"), kernels.get("onednn_isa"), kernels.get("threads"),
+    key = (kernels.get("torch"), kernels.get("cpu_capability"), kernels.get("onednn_isa"), kernels.get("mkl_isa"),
+           kernels.get("threads"),
            cpu.get("arch"), record.get("world_size", 1))
-    if kernels.get("onednn_isa") == NATIVE_ISA:
+    if NATIVE_ISA in (kernels.get("onednn_isa"), kernels.get("mkl_isa")):
         key += (cpu.get("flags_digest"),)
     cuda = kernels.get("cuda")
     if cuda:

@@ -20,7 +20,8 @@ def capability_under(pins: dict) -> str:
 
 def test_a_records_kernels_are_pinned_in_a_fresh_process():
     record = {"kernels": {"cpu_capability": "DEFAULT", "onednn_isa": "native"}}
-    assert kernels.record_pins(record) == {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": None}
+    assert kernels.record_pins(record) == {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": None,
+                                           "MKL_ENABLE_INSTRUCTIONS": None}
     assert capability_under(kernels.record_pins(record)) == "DEFAULT"
     assert kernels.record_pins({"accuracy": 0.5}) is None  # an older record names no kernels
 
@@ -31,7 +32,7 @@ def test_other_kernels_once_torch_runs_are_an_error():
     running = torch.backends.cpu.get_cpu_capability()
     other = "default" if running != "DEFAULT" else "avx2"
     with pytest.raises(HarnessError, match="fresh process"):
-        kernels.pin({"ATEN_CPU_CAPABILITY": other, "ONEDNN_MAX_CPU_ISA": None})
+        kernels.pin({**kernels.level_pins("native"), "ATEN_CPU_CAPABILITY": other})
     assert capability_under(kernels.level_pins("portable")) in ("AVX2", "DEFAULT")  # DEFAULT: a CPU without AVX2
 
 
