@@ -71,7 +71,6 @@ def _short(mapping: dict) -> str:
 
 
 def cmd_run(args) -> int:
-    from harness import kernels
     from harness.resolve import resolve
     from harness.store import RunStore, new_run_id, read_record
 
@@ -147,11 +146,11 @@ def resume_command(args, run_dir: Path) -> str:
 
 
 def cmd_eval(args) -> int:
-    from harness import kernels
     from harness.store import read_record
 
-    trained = read_record(Path(args.run)) or {}
-    kernels.pin(kernels.record_pins(trained) or kernels.level_pins("portable"))  # the trained run's, before torch starts
+    pins = kernels.record_pins(read_record(Path(args.run)) or {})
+    if pins:  # the trained run's kernels, before torch starts (else main's portable default)
+        kernels.pin(pins)
     from harness.crosseval import evaluate_run
 
     try:

@@ -82,7 +82,8 @@ def statistical(replay: Replay, cell_replays: list[Replay]) -> str:
           f"{replay.stored.get('kernels', {}).get('cpu_capability', 'unrecorded')})"
     if len(reproduced) >= 2 and len(stored) >= 2:
         p = stats.ttest_ind(reproduced, stored, equal_var=False).pvalue
-        p = 1.0 if math.isnan(p) else float(p)  # equal, constant samples
+        if math.isnan(p):  # both samples constant: the same value or not
+            p = 1.0 if set(reproduced) == set(stored) else 0.0
         replay.rule = f"{why}: Welch t-test of {len(reproduced)} v {len(stored)} seeds, p = {p:.3f}"
         return "consistent" if p >= ALPHA else "DIFFERENT"
     if len(stored) >= 2:
@@ -92,7 +93,7 @@ def statistical(replay: Replay, cell_replays: list[Replay]) -> str:
         gap = replay.reproduced["accuracy"] - sum(stored) / n
         replay.rule = f"{why}: one seed v {n} stored seeds' sd, ± {100 * bound:.2f} about their mean"
         return "consistent" if abs(gap) <= bound else "DIFFERENT"
-    bound = 1.0 * math.hypot(replay.stored.get("ci95") or 0.0, replay.reproduced.get("ci95") or 0.0)
+    bound = math.hypot(replay.stored.get("ci95") or 0.0, replay.reproduced.get("ci95") or 0.0)
     replay.rule = f"{why}: one stored seed, the two runs' 95% CIs over episodes, ± {100 * bound:.2f}"
     return "consistent" if abs(replay.difference()) <= bound else "DIFFERENT"
 
