@@ -50,7 +50,8 @@ class Run:
     run_dir: str
     threads: int = 0  # torch threads for this run (0: the task's); reproduce sets the stored run's
     bench_file: str = ""  # the benchmark's file, for benchmarks defined outside the harness
-    kernels: dict | None = None  # CPU kernel pins (harness/kernels.py); None: the configuration's train.kernels
+    kernels: dict | None = None  # CPU kernel pins (harness/kernels.py), a replayed record's; None: ``level``'s
+    level: str = "portable"  # the configuration's train.kernels
 
 
 def add_runs(runs: dict[str, Run], label: str, method: str, bench: str, overrides: dict, seeds: list[int],
@@ -69,7 +70,8 @@ def add_runs(runs: dict[str, Run], label: str, method: str, bench: str, override
     for seed in seeds:
         key = f"{config_hash}-s{seed}"
         runs.setdefault(key, Run(key, f"{label} seed {seed}", method, resolved.config.benchmark, seed, overrides,
-                                 config_hash, "", bench_file=resolved.benchmark.spec.source))
+                                 config_hash, "", bench_file=resolved.benchmark.spec.source,
+                                 level=resolved.config.train.kernels))
 
 
 def plan_runs(spec: SweepSpec) -> list[Run]:

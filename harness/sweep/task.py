@@ -75,14 +75,9 @@ class SweepTask:
 
 
 def run_pins(run: Run) -> kernels.Pins:
-    """The kernel pins ``run`` trains under: a replayed record's, else its configuration's level."""
-    if run.kernels:
-        return run.kernels
-    from harness.benchmarks import reference
-    from harness.resolve import resolve
-
-    return kernels.level_pins(resolve(run.method, reference(run.benchmark, run.bench_file),
-                                      overrides=run.overrides).config.train.kernels)
+    """The kernel pins ``run`` trains under: a replayed record's, else its configuration's level (known
+    without importing torch, so a task pins them before torch starts)."""
+    return run.kernels or kernels.level_pins(run.level)
 
 
 def execute_run(run: Run, device: str, world=None) -> dict:
