@@ -145,7 +145,7 @@ def replay_key(record: dict) -> tuple | None:
         return None
     cpu = kernels.get("cpu") or {}
     key = (kernels.get("torch"), kernels.get("cpu_capability"), kernels.get("onednn_isa"), kernels.get("mkl_isa"),
-           kernels.get("threads"), cpu.get("arch"), cpu.get("vendor"), record.get("world_size", 1))
+           kernels.get("threads"), cpu.get("arch"), cpu.get("vendor"), record.get("world_size") or 1)
     if NATIVE_ISA in (kernels.get("onednn_isa"), kernels.get("mkl_isa")):
         key += (cpu.get("flags_digest"),)
     cuda = kernels.get("cuda")

@@ -65,7 +65,7 @@ def judge(replays: list[Replay]) -> list[str]:
             r.rule = "exact (same kernels)"
             verdicts.append("identical" if same and r.stored["accuracy"] == r.reproduced["accuracy"] else "DIFFERENT")
         elif same:
-            r.rule = "other kernels"
+            r.rule = "other kernels" if r.stored.get("kernels") else "kernels not recorded"
             verdicts.append("identical")
         else:
             verdicts.append(statistical(r, [o for o in replays if o.reproduced and (o.row, o.column) == (r.row, r.column)]))
