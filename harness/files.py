@@ -69,16 +69,48 @@ def batch() -> Iterator[None]:
             os.replace(tmp, path)
 
 
+OWNER_MARK = ".harness-owned"  # in a folder the harness replaces as a whole: who made it
+
+
+def check_owned(path: Path, owner: str) -> None:
+    """Refuse to replace ``path`` unless it is absent, an empty folder, or a folder ``owner`` made (its
+    ``OWNER_MARK`` says so): a command deletes only what it made."""
+    from harness.errors import ConfigError
+
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_dir() or path.is_symlink():
+        raise ConfigError(f"{path} is not a folder: {owner} writes a folder there and will not replace it; "
+                          "choose a new or empty folder")
+    mark = path / OWNER_MARK
+    made_by = mark.read_text().strip() if mark.is_file() else None
+    if made_by == owner or not any(path.iterdir()):
+        return
+    entries = sum(1 for _ in path.iterdir())
+    why = (f"it was made by {made_by}" if made_by else
+           f"it holds {entries} entr{'y' if entries == 1 else 'ies'} and no {OWNER_MARK} file naming {owner}")
+    raise ConfigError(f"{path} is not a folder {owner} made ({why}), and replacing it would delete its contents; "
+                      "choose a new or empty folder")
+
+
 @contextmanager
-def stage_dir(path: str | Path) -> Iterator[Path]:
+def stage_dir(path: str | Path, owner: str) -> Iterator[Path]:
     """Yield an empty temporary directory beside ``path`` that replaces ``path`` (a directory)
-    when the block succeeds, or when the enclosing ``batch()`` does."""
+    when the block succeeds, or when the enclosing ``batch()`` does. ``path`` must be absent, empty,
+    or a folder ``owner`` made (``check_owned``); the new one is marked as ``owner``'s."""
     path = Path(path)
+    check_owned(path, owner)
+    pending = _BATCH.get()
+    if pending and any(target.resolve() == path.resolve() for _, target in pending):
+        from harness.errors import ConfigError
+
+        raise ConfigError(f"{path} would be written twice by one command (two specs name it as their folder); "
+                          "give each its own")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
-    pending = _BATCH.get()
     try:
         yield tmp
+        (tmp / OWNER_MARK).write_text(owner + "\n")
         os.chmod(tmp, 0o777 & ~_umask())
         if pending is None:
             with batch():

@@ -401,6 +401,10 @@ def execute(resolved: Resolved, seed: int, run_dir: Path, device: str = "auto", 
         raise HarnessError(f"{run_dir} already holds a run ({existing['status']}); pass --resume to continue it")
     if existing and existing.get("status") == "ok":
         return existing  # read_record adds run_dir
+    if not existing and run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir()):
+        raise HarnessError(f"{run_dir} is not empty and holds no run record, so it is not a run directory: a run "
+                           "writes only into a new or empty folder (or continues its own with --resume); "
+                           "choose another --run-dir")
     torch_device = resolve_device(device)
     with run_lock(run_dir):
         if resume and (run_dir / CHECKPOINT).is_file():

@@ -268,7 +268,7 @@ def build_site(spec_paths: list[Path], out: Path, runs_dir: Path | None = None) 
     plots = plot_sources(views)
     pages = render_site(views, plots)
     out = Path(out)
-    with files.batch(), files.stage_dir(out) as staged:
+    with files.batch(), files.stage_dir(out, "`harness site`") as staged:
         for relative, text in pages.items():
             (staged / relative).parent.mkdir(parents=True, exist_ok=True)
             (staged / relative).write_text(text, encoding="utf-8")

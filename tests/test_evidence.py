@@ -54,16 +54,17 @@ def test_batch_leaves_every_file_as_it_was_when_anything_fails(tmp_path):
     (tmp_path / "a.md").write_text("old a")
     (tmp_path / "ev").mkdir()
     (tmp_path / "ev" / "kept").write_text("old evidence")
+    (tmp_path / "ev" / files.OWNER_MARK).write_text("the test\n")
     with pytest.raises(RuntimeError):
         with files.batch():
             files.write_text(tmp_path / "a.md", "new a")
             files.write_text(tmp_path / "b.md", "new b")
-            with files.stage_dir(tmp_path / "ev") as staged:
+            with files.stage_dir(tmp_path / "ev", "the test") as staged:
                 (staged / "new").write_text("new evidence")
             raise RuntimeError("a later output failed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.md", "ev"]
     assert (tmp_path / "a.md").read_text() == "old a"
-    assert [p.name for p in (tmp_path / "ev").iterdir()] == ["kept"]
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == [files.OWNER_MARK, "kept"]
 
 
 TRAINED = [e.name for e in METHODS if e.name not in ("pixels", "mhd")]
@@ -131,7 +132,7 @@ def test_sweep_table_collect_regenerate_and_reproduce(tmp_path, capsys, monkeypa
     assert len([r for r in RunStore(Path("runs")) if r["status"] == "ok"]) == 3  # protonet × 2 seeds, pixels × 1
     assert run_cli("table", spec, "--collect-from", "runs") == 0
     evidence = tmp_path / "results" / "runs" / "tiny"
-    assert len(list(evidence.iterdir())) == 3
+    assert len([p for p in evidence.iterdir() if p.is_dir()]) == 3
     assert not list(evidence.rglob("checkpoint.pt"))
     made = {p: p.read_bytes() for p in (tmp_path / "results" / "tables").glob("tiny.*")}
     shutil.rmtree("runs")

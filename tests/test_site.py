@@ -95,7 +95,7 @@ def test_site_has_every_page_regenerates_byte_identically_and_needs_no_network(p
     assert build_site([project["spec"]], out) == (1 + 1 + 5, 1)
     first = site_files(out)
     run_pages = {f"runs/{r['run_id']}.html" for r in project["runs"]}
-    assert set(first) == {"index.html", f"bench/{BENCH}.html", "plots/curves-toy.png"} | run_pages
+    assert set(first) == {".harness-owned", "index.html", f"bench/{BENCH}.html", "plots/curves-toy.png"} | run_pages
     assert first["plots/curves-toy.png"] == (project["root"] / "results" / "plots" / "curves-toy.png").read_bytes()
     (out / "screenshot.png").write_bytes(b"taken by hand")
     assert build_site([project["spec"]], out) == (7, 1)

@@ -45,11 +45,18 @@ def make_spec_outputs(spec: TableSpec, store: Store) -> tuple[list[Path], list[d
 
 
 def write_evidence(spec: TableSpec, records: list[dict]) -> Path:
-    """Replace the spec's evidence folder by the evidence of exactly ``records``."""
-    with files.stage_dir(spec.evidence) as staged:
+    """Replace the spec's evidence folder by the evidence of exactly ``records`` (a folder only this
+    spec's `harness table` made: ``evidence_owner``)."""
+    with files.stage_dir(spec.evidence, evidence_owner(spec)) as staged:
         for record in {r["run_dir"]: r for r in records}.values():
             copy_evidence(record, staged)
     return spec.evidence
+
+
+def evidence_owner(spec: TableSpec) -> str:
+    """Who owns a spec's evidence folder: that spec's `harness table` (its path relative to the folder)."""
+    relative = Path(os.path.relpath(spec.path.resolve(), spec.evidence.resolve())).as_posix()
+    return f"`harness table {relative}`"
 
 
 def runs_dir_of(args) -> Path:
