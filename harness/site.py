@@ -70,13 +70,15 @@ def view_spec(spec_path: Path, runs_dir: Path | None = None) -> SpecView:
     """Read a spec and fill it from its committed evidence (or ``runs_dir``), as ``harness table`` does."""
     from harness.report.leaderboard import build_boards
     from harness.report.selection import Store
-    from harness.report.spec import load_spec
-    from harness.report.tables import build_table
+    from harness.report.spec import load_spec, rung_specs
+    from harness.report.tables import build_table, without_rungs
     from harness.store import RunStore
 
     spec = load_spec(spec_path)
     store = Store(RunStore(runs_dir or spec.evidence))
-    view = SpecView(spec, store, build_table(spec, store))
+    table = build_table(spec, store)
+    store = without_rungs(store, table, [build_table(rung, store) for rung in rung_specs(spec)])
+    view = SpecView(spec, store, table)
     for request in spec.leaderboards:
         for board in build_boards(store, request.benchmarks, request.head, request.test, request.alpha, request.where):
             view.boards.setdefault(board.selection.benchmark, (board, request.test, request.alpha))

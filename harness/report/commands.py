@@ -12,9 +12,9 @@ from harness.report.leaderboard import build_boards, render_leaderboard
 from harness.report.plots import make_plot, plot_curves
 from harness.report.render import FORMATS, SUFFIXES, write_output
 from harness.report.selection import Store, make_labels, read_settings
-from harness.report.spec import CURVE_X, TableSpec, load_spec, plot_request
+from harness.report.spec import CURVE_X, TableSpec, load_spec, plot_request, rung_specs
 from harness.report.stats import ALPHA, TESTS, check_test
-from harness.report.tables import build_table, render_table
+from harness.report.tables import build_table, render_table, without_rungs
 from harness.store import RunStore, copy_evidence, default_runs_dir, read_record
 
 
@@ -25,12 +25,17 @@ def made_by_spec(spec_path: Path, out_path: Path) -> str:
 
 
 def make_spec_outputs(spec: TableSpec, store: Store) -> tuple[list[Path], list[dict]]:
-    """Write the spec's table, leaderboards and plots; returns the files written and the records
-    they use (call inside ``files.batch()`` so that a failure writes nothing)."""
+    """Write the spec's table at each ladder rung, its leaderboards and plots (of rung 1's runs); returns
+    the files written and the records they use (call inside ``files.batch()`` so that a failure writes
+    nothing)."""
     table = build_table(spec, store)
-    used = list(table.records)
-    written = [write_output(path, render_table(table, fmt, made_by_spec(spec.path, path)))
-               for fmt, path in spec.outputs.items()]
+    rungs = [build_table(rung, store) for rung in rung_specs(spec)]
+    used, written = list(table.records), []
+    for made in [table, *rungs]:
+        used += made.records
+        written += [write_output(path, render_table(made, fmt, made_by_spec(spec.path, path)))
+                    for fmt, path in made.spec.outputs.items()]
+    store = without_rungs(store, table, rungs)
     for request in spec.leaderboards:
         boards = build_boards(store, request.benchmarks, request.head, request.test, request.alpha, request.where)
         used += [r for board in boards for r in board.records]

@@ -168,6 +168,12 @@ class Store:
     def describe(self) -> str:
         return self.run_store.describe()
 
+    def without(self, run_dirs: set[str]) -> Store:
+        """The same store less the runs in ``run_dirs``."""
+        view = Store(self.run_store)
+        view.records, view._settings = [r for r in self.records if r["run_dir"] not in run_dirs], self._settings
+        return view
+
     def settings(self, record: dict) -> dict[str, Any]:
         """The run's settings (``read_settings``), read once."""
         run_dir = record["run_dir"]

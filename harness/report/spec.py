@@ -70,6 +70,16 @@ class Row:
     method: str
     where: dict
     block: str = ""  # the group of rows it is printed under (e.g. "self-supervised")
+    seeds: tuple[int, ...] | None = None  # its training seeds where not the spec's (a ladder rung's)
+
+
+@dataclass(frozen=True)
+class Rung:
+    """A ladder rung: the rows' step caps times ``multiple``, for ``rows`` (labels) with ``seeds``."""
+
+    multiple: int
+    seeds: tuple[int, ...]
+    rows: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,14 @@ class TableSpec:
         plots:                                # optional: kind curves|shots|scarcity, out: file prefix
           - {kind: scarcity, benchmarks: [B], methods: [a, b], where: {train.budget_minutes: 3},
              out: ../plots/scarcity-B}
+        ladder:                               # optional budget rungs beyond the table's own (rung 1)
+          - {multiple: 4, seeds: 0-2, rows: [SimCLR]}   # every step setting of these rows × 4
+          - {multiple: 4, seeds: 0}                     # rows: default every learned row
+
+    A ladder rung is the same table with each learned row's step settings (``train.steps`` and any other
+    ``*steps`` key of its ``where``) times ``multiple``, each rung its own run and schedule; rows that do
+    not train appear at every rung as they are. Entries of one multiple merge (a row's seeds are the union).
+    ``harness table`` writes each rung beside the table as ``<output stem>-x<multiple>``.
 
     Output and evidence paths are relative to the spec's folder; ``--runs-dir`` reads another store
     and ``--collect-from DIR`` copies the evidence of every run used from DIR into ``evidence``. ``where`` keys are config keys
@@ -151,10 +169,66 @@ class TableSpec:
     outputs: dict[str, Path]
     leaderboards: list[LeaderboardRequest]
     plots: list[PlotRequest]
+    ladder: list[Rung] = field(default_factory=list)
+    multiple: int = 1  # the rung this table is (1: the spec's own)
 
 
 SPEC_KEYS = {"title", "caption", "metric", "decimals", "test", "alpha", "evidence", "seeds", "columns", "rows",
-             "references", "notes", "outputs", "leaderboards", "plots"}
+             "references", "notes", "outputs", "leaderboards", "plots", "ladder"}
+MAX_MULTIPLE = 1000
+
+
+def load_ladder(value: Any, rows: list[Row], seeds: list[int], path: Path) -> list[Rung]:
+    labels = [row.label for row in rows]
+    rungs = []
+    for i, item in enumerate(value or []):
+        context = f"{path}: ladder[{i}]"
+        item = check_keys(item, {"multiple", "seeds", "rows"}, {"multiple"}, context)
+        multiple = item["multiple"]
+        if not isinstance(multiple, int) or isinstance(multiple, bool) or not 2 <= multiple <= MAX_MULTIPLE:
+            raise ConfigError(f"{context}: multiple must be an integer from 2 to {MAX_MULTIPLE} (rung 1 is the table "
+                              f"itself), got {multiple!r}")
+        chosen = names(item.get("rows"), f"{context}: rows") or [r.label for r in rows if step_keys(r)]
+        for label in chosen:
+            if label not in labels:
+                close = difflib.get_close_matches(label, labels, n=1)
+                raise ConfigError(f"{context}: rows: no row labelled {label!r}"
+                                  + (f"; did you mean {close[0]!r}?" if close else "") + f". Rows: {', '.join(labels)}")
+            if not step_keys(rows[labels.index(label)]):
+                raise ConfigError(f"{context}: row {label!r} sets no train.steps in its where, so it has no step "
+                                  "cap to multiply; give it one, or leave it out of the rung")
+        rungs.append(Rung(multiple, tuple(parse_seeds(item.get("seeds", seeds))), tuple(chosen)))
+    return rungs
+
+
+def step_keys(row: Row) -> list[str]:
+    """The step settings of a learned row's filter (``train.steps``, ``method.encoder_steps``, ...)."""
+    if "train.steps" not in row.where:
+        return []
+    return [key for key, value in row.where.items()
+            if key.endswith("steps") and isinstance(value, int) and not isinstance(value, bool)]
+
+
+def rung_specs(spec: TableSpec) -> list[TableSpec]:
+    """The table at each ladder rung, in increasing multiple: scaled rows, their seeds, own outputs."""
+    out = []
+    for multiple in sorted({rung.multiple for rung in spec.ladder}):
+        seeds: dict[str, set[int]] = {}
+        for rung in spec.ladder:
+            if rung.multiple == multiple:
+                for label in rung.rows:
+                    seeds.setdefault(label, set()).update(rung.seeds)
+        rows = []
+        for row in spec.rows:
+            if not step_keys(row):
+                rows.append(row)  # no training: the same runs at every rung
+            elif row.label in seeds:
+                where = {k: v * multiple if k in step_keys(row) else v for k, v in row.where.items()}
+                rows.append(replace(row, where=where, seeds=tuple(sorted(seeds[row.label]))))
+        outputs = {fmt: p.with_name(f"{p.stem}-x{multiple}{p.suffix}") for fmt, p in spec.outputs.items()}
+        out.append(replace(spec, title=f"{spec.title} — {multiple}× the step caps", caption=None, rows=rows,
+                           outputs=outputs, leaderboards=[], plots=[], ladder=[], multiple=multiple))
+    return out
 
 
 def load_spec(path: Path) -> TableSpec:
@@ -223,7 +297,8 @@ def load_spec(path: Path) -> TableSpec:
     seeds = parse_seeds(tree.get("seeds", 0))
     title = str(tree.get("title", path.stem))
     spec = TableSpec(path, title, tree.get("caption"), metric, decimals, test, float(alpha), evidence, seeds,
-                     columns, rows, references, notes, outputs, leaderboards, plots)
+                     columns, rows, references, notes, outputs, leaderboards, plots,
+                     load_ladder(tree.get("ladder"), rows, seeds, path))
     check_names(spec)
     return spec
 

@@ -39,7 +39,8 @@ class PaperTable:
 
 
 def build_table(spec: TableSpec, store: Store) -> PaperTable:
-    """Fill every cell: the one matching group per row and column, ranked within the column."""
+    """Fill every cell: the one matching group per row and column, ranked within the column. A table of
+    no finished run is an error, except at a ladder rung (not made yet: every cell missing)."""
     cells = [[Cell(None) for _ in spec.columns] for _ in spec.rows]
     excluded, superseded = [], []
     for j, column in enumerate(spec.columns):
@@ -63,10 +64,16 @@ def build_table(spec: TableSpec, store: Store) -> PaperTable:
         check_same_episodes([g for _, g in present], f"{spec.path}: column '{column.label}' ({column.benchmark})")
         for (i, _), standing in zip(present, rank_groups([g for _, g in present], spec.test, spec.alpha)):
             cells[i][j].standing = standing
-    if not any(cell.group for row in cells for cell in row):
+    if spec.multiple == 1 and not any(cell.group for row in cells for cell in row):
         raise HarnessError(f"{spec.path}: no finished run for any cell under {store.describe()}; make them "
                            "(harness reproduce / harness run) or point --runs-dir at the runs directory that has them")
     return PaperTable(spec, cells, excluded, sorted(superseded, key=newest_key))
+
+
+def without_rungs(store: Store, table: PaperTable, rungs: list[PaperTable]) -> Store:
+    """``store`` less the runs only a ladder rung uses: a spec's leaderboards and plots are of rung 1."""
+    kept = {r["run_dir"] for r in table.records}
+    return store.without({r["run_dir"] for rung in rungs for r in rung.records} - kept)
 
 
 def training_notes(table: PaperTable) -> list[str]:
@@ -82,7 +89,7 @@ def training_notes(table: PaperTable) -> list[str]:
             steps = sorted({int(r.get("steps") or 0) for r in runs})
             seconds = statistics.fmean(float(r.get("train_seconds") or 0) for r in runs)
             trained.append(f"{where} {'/'.join(map(str, steps))} steps, {seconds:.0f} s")
-            if len(runs) < len(spec.seeds):
+            if len(runs) < len(row.seeds or spec.seeds):
                 short.append(f"{where}: seeds {', '.join(map(str, cell.group.seeds))}")
             if any(r.get("budget_exhausted") for r in runs):
                 budget.append(where)
@@ -90,7 +97,7 @@ def training_notes(table: PaperTable) -> list[str]:
     if trained:
         notes.append("Training per run (steps; mean training seconds over seeds): " + "; ".join(trained) + ".")
     if short:
-        notes.append(f"Fewer seeds than the spec's {len(spec.seeds)}: " + "; ".join(short) + ".")
+        notes.append("Fewer seeds than planned: " + "; ".join(short) + ".")
     if budget:
         notes.append("Stopped by a wall-clock budget (train.budget_minutes), so not exactly reproducible: "
                      + ", ".join(budget) + ".")

@@ -100,17 +100,21 @@ def plan_runs(spec: SweepSpec) -> list[Run]:
 
 
 def table_runs(spec) -> list[Run]:
-    """Every run a table spec's measured cells need: each row × column, with the row's and the
-    column's config filters as settings, and the spec's seeds for methods that train (seed 0 else)."""
+    """Every run a table spec's measured cells need, at each of its ladder rungs: each row × column, with
+    the row's and the column's config filters as settings, and the row's seeds (else the spec's) for
+    methods that train (seed 0 else)."""
     from harness.benchmarks import reference
-    from harness.report.spec import merge_where
+    from harness.report.spec import merge_where, rung_specs
 
     runs: dict[str, Run] = {}
-    for row in spec.rows:
-        for column in spec.columns:
-            overrides = dict(Overrides(merge_where(row, column, spec.path)).grouped())
-            add_runs(runs, f"{row.label} | {column.label}", row.method, reference(column.benchmark, column.source),
-                     overrides, spec.seeds, untrained_seeds=[0])
+    for table in [spec, *rung_specs(spec)]:
+        rung = f" ×{table.multiple}" if table.multiple > 1 else ""
+        for row in table.rows:
+            for column in table.columns:
+                overrides = dict(Overrides(merge_where(row, column, table.path)).grouped())
+                add_runs(runs, f"{row.label}{rung} | {column.label}", row.method,
+                         reference(column.benchmark, column.source), overrides, list(row.seeds or table.seeds),
+                         untrained_seeds=[0])
     return list(runs.values())
 
 

@@ -1,0 +1,53 @@
+"""Budget ladders (issue 26): a table spec's rungs multiply each learned row's step caps; `sweep --table`
+plans one run per rung with its own schedule and skips finished ones; `harness table` writes every rung."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import run_cli
+from test_evidence import tiny_spec
+
+from harness.errors import ConfigError
+from harness.report.spec import load_spec, rung_specs
+from harness.store import RunStore
+from harness.sweep.plan import table_runs
+
+LADDER = [{"multiple": 2, "seeds": 0}, {"multiple": 3, "seeds": "0-1", "rows": ["protonet"]}]
+
+
+def test_a_ladder_plans_one_run_per_rung_and_seed(tmp_path):
+    spec = load_spec(tiny_spec(tmp_path, ladder=LADDER))
+    planned = sorted((r.method, r.overrides.get("train.steps"), r.seed) for r in table_runs(spec))
+    assert planned == [("pixels", None, 0), ("protonet", 2, 0), ("protonet", 2, 1), ("protonet", 4, 0),
+                       ("protonet", 6, 0), ("protonet", 6, 1)]
+    x2, x3 = rung_specs(spec)
+    assert (x2.multiple, x2.outputs["md"].name, [r.label for r in x2.rows]) == (2, "tiny-x2.md", ["protonet", "pixels"])
+    assert x3.rows[0].where["train.steps"] == 6 and x3.rows[0].seeds == (0, 1)
+
+
+@pytest.mark.parametrize("ladder, message", [
+    ([{"multiple": 1}], "from 2 to"),
+    ([{"multiple": 2, "rows": ["protonett"]}], "did you mean 'protonet'"),
+    ([{"multiple": 2, "rows": ["pixels"]}], "no step cap"),
+    ([{"multiple": 2, "seed": 0}], "unknown key"),
+])
+def test_bad_ladders_are_one_clear_error(tmp_path, ladder, message):
+    with pytest.raises(ConfigError, match=message):
+        load_spec(tiny_spec(tmp_path, ladder=ladder))
+
+
+def test_sweep_table_makes_every_rung_once_and_table_writes_each(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    spec = tiny_spec(tmp_path / "tables", ladder=LADDER)
+    assert run_cli("sweep", "--table", spec, "--executor", "local", "--runs-dir", "runs", "--wait") == 0
+    records = [r for r in RunStore(tmp_path / "runs") if r["status"] == "ok"]
+    assert sorted((r["method"], r["steps"], r["seed"]) for r in records) == [
+        ("pixels", 0, 0), ("protonet", 2, 0), ("protonet", 2, 1), ("protonet", 4, 0), ("protonet", 6, 0),
+        ("protonet", 6, 1)]
+    capsys.readouterr()
+    assert run_cli("sweep", "--table", spec, "--executor", "local", "--runs-dir", "runs", "--dry-run") == 0
+    assert "0 to submit" in capsys.readouterr().out
+    assert run_cli("table", spec, "--collect-from", "runs") == 0
+    x3 = (tmp_path / "tables" / "tiny-x3.md").read_text()
+    assert "3× the step caps" in x3 and "protonet 6 steps" in x3
+    assert len([p for p in (tmp_path / "runs" / "tiny").iterdir() if p.is_dir()]) == 6  # every rung's evidence
