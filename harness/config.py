@@ -63,6 +63,8 @@ class TrainConfig:
 
     steps: int = field(default=1000, metadata=at_least(0))
     budget_minutes: float = field(default=0.0, metadata=at_least(0))  # 0 → no time limit
+    # > 0: train for the steps this many FLOPs buy (harness/compute.py), counted on a probe step; replaces steps
+    budget_flops: float = field(default=0.0, metadata=at_least(0))
     lr: float = field(default=1e-3, metadata=positive())
     weight_decay: float = field(default=0.0, metadata=at_least(0))
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
@@ -140,7 +142,7 @@ UNHASHED = {("data", "root")}
 # earlier runs keep their identity (a sweep still finds them finished).
 ADDED_KEYS = {("train", "clip_grad_norm"): 0.0, ("train", "precision"): "32", ("train", "compile"): False,
               ("train", "sync_batchnorm"): True, ("train", "exact_batchnorm"): False,
-              ("train", "kernels"): "portable",
+              ("train", "kernels"): "portable", ("train", "budget_flops"): 0.0,
               ("method", "meta_batch"): 1,
               ("eval", "logreg_steps"): 100, ("eval", "logreg_lr"): 0.1, ("eval", "logreg_l2"): 1e-3}
 

@@ -19,8 +19,9 @@ from harness.benchmarks import get_benchmark, reference
 from harness.protocol import Benchmark
 from harness.resolve import check_head, resolve, stored_overrides
 from harness.store import CHECKPOINT, new_run_id, read_config, read_record, write_record, write_scores
+from harness.checkpoint import read_checkpoint
 from harness.runner import (
-    base_record, build_method, now, read_checkpoint, record_failure, resolve_device, result_fields, run_lock, score,
+    base_record, build_method, now, record_failure, resolve_device, result_fields, run_lock, score,
     start_record,
 )
 

@@ -91,6 +91,11 @@ class Method(nn.Module):
         optimiser for every parameter that requires a gradient (momentum targets switch theirs off)."""
         return {"model": [p for p in self.parameters() if p.requires_grad]}
 
+    def phase_starts(self) -> list[int]:
+        """The steps where the training step changes kind (CACTUs: embedding, then meta-training); the
+        runner counts the FLOPs of each phase's first steps (harness/compute.py)."""
+        return [0]
+
     def training_step(self, data: TrainData, step: int, progress: float, generator: torch.Generator) -> dict:
         """The loss of one step (``loss``, a tensor the runner back-propagates) and other scalars to log.
         ``progress`` is how far training is, 0..1 (by steps, or by the time budget)."""

@@ -12,13 +12,13 @@ import csv
 import fcntl
 import math
 import os
-import pickle
 import random
 import sys
 import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from harness import files, kernels, provenance, tboard
+from harness import compute, files, kernels, provenance, tboard
+from harness.checkpoint import RESUME_FIX, load_checkpoint, read_checkpoint, save_checkpoint
 from harness.distributed import SINGLE, World, replace_batchnorm
 from harness.config import check_seed
 from harness.errors import ConfigError, HarnessError, RunFailed
@@ -41,8 +42,6 @@ from harness.store import (
 )
 
 LOCK = ".lock"  # in each run directory: held (flock) by the one process writing it
-CHECKPOINT_KEYS = {"step", "train_seconds", "done", "model", "optimizers", "generator", "torch_rng", "cuda_rng"}
-RESUME_FIX = "delete it to restart the run from step 0 (`harness run ... --resume` then trains it from scratch)"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -85,6 +84,36 @@ def build_method(resolved: Resolved, seed: int, device: torch.device, world: Wor
     if synchronised or cfg.train.exact_batchnorm:
         replace_batchnorm(method, synchronised)
     return method.to(device)
+
+
+def budgeted(resolved: Resolved, seed: int, device: torch.device) -> RunConfig:
+    """The configuration training runs under: with ``train.budget_flops``, ``train.steps`` is the number of
+    steps the budget buys, from the FLOPs of a throwaway copy's setup and first two steps (counts depend
+    only on shapes, so a replay derives the same steps). The stored configuration and its hash keep the
+    budget, not the steps."""
+    cfg = resolved.config
+    if not cfg.train.budget_flops:
+        return cfg
+    probe = build_method(resolved, seed, device)
+    if probe.phase_starts() != [0]:
+        raise ConfigError(f"train.budget_flops works for methods whose steps are all alike; {cfg.method_name}'s "
+                          "training has phases (harness/compute.py): set train.steps instead")
+    data = resolved.benchmark.load(cfg, with_train=True)
+    train_data = TrainData(data.train.images.to(device), data.train.labels.to(device) if probe.uses_labels else None,
+                           data.train.num_classes if probe.uses_labels else None)
+    with compute.counting() as setup:
+        probe.setup(train_data)
+    optimization = Optimization(probe.parameter_groups(), cfg.train, device)
+    generator, counts = torch.Generator().manual_seed(seed), []
+    for step in range(2):
+        with compute.counting() as count:
+            with optimization.autocast():
+                outputs = probe.training_step(train_data, step, 0.0, generator)
+            optimization.step(outputs)
+        counts.append(count.total)
+    once = max(0, counts[0] - counts[1])
+    steps = compute.steps_for_budget(cfg.train.budget_flops, setup.total + once, counts[1])
+    return replace(cfg, train=replace(cfg.train, steps=steps))
 
 
 def check_world(resolved: Resolved, procs: int) -> None:
@@ -182,57 +211,6 @@ def training_progress(step: int, seconds: float, steps: int, budget_seconds: flo
     return min(1.0, max(by_steps, seconds / budget_seconds if budget_seconds else 0.0))
 
 
-def save_checkpoint(path: Path, method: Method, optimization: Optimization, step: int, seconds: float,
-                    generator: torch.Generator, done: bool) -> None:
-    state = {
-        "step": step,
-        "train_seconds": seconds,
-        "done": done,
-        "model": method.state_dict(),
-        "optimizers": optimization.state_dict(),
-        "generator": generator.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    files.torch_save(state, path)
-
-
-def read_checkpoint(path: Path, device: torch.device | str = "cpu", fix: str = "", mmap: bool = False) -> dict:
-    """A checkpoint as ``save_checkpoint`` writes it, loaded with ``weights_only=True``: tensors and
-    plain containers only, so a doctored file cannot run code. A missing, corrupt or foreign file is a
-    HarnessError (``fix`` says what to do). ``mmap``: map the tensors instead of reading them (a cheap check)."""
-    path = Path(path)
-    if not path.is_file():
-        raise HarnessError(f"{path} is missing; {fix}")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as exc:
-        if "Weights only load failed" not in str(exc):
-            raise HarnessError(f"cannot read {path}: it is truncated or corrupt ({str(exc).splitlines()[0]}); {fix}") from None
-        found = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line), "")
-        raise HarnessError(f"refusing to load {path}: it holds objects other than tensors and plain containers, which "
-                           f"could run code when unpickled ({found or 'a non-tensor object'}); the harness never "
-                           f"writes such checkpoints, so this file did not come from it. {fix}") from None
-    except Exception as exc:  # torch reports damage as RuntimeError, EOFError, KeyError, ... depending on where
-        detail = (str(exc).splitlines() or [""])[0]
-        raise HarnessError(f"cannot read {path}: it is truncated or corrupt ({type(exc).__name__}: {detail}); {fix}") from None
-    if not isinstance(state, dict) or not CHECKPOINT_KEYS <= state.keys():
-        raise HarnessError(f"{path} is not a harness checkpoint (it lacks {', '.join(sorted(CHECKPOINT_KEYS))}); {fix}")
-    return state
-
-
-def load_checkpoint(path: Path, method: Method, optimization: Optimization, generator: torch.Generator) -> dict:
-    """Restore model, optimisers, sampler generator and RNG states from ``path`` (see ``read_checkpoint``)."""
-    state = read_checkpoint(path, method.env.device, RESUME_FIX)
-    method.load_state_dict(state["model"])
-    optimization.load_state_dict(state["optimizers"], RESUME_FIX)
-    generator.set_state(state["generator"].cpu())
-    torch.set_rng_state(state["torch_rng"].cpu())
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
-    return state
-
-
 def train(method: Method, cfg: RunConfig, data: BenchmarkData, run_dir: Path, seed: int, resume: bool,
           show_progress: bool) -> dict:
     """The shared loop. Returns training facts for the record (steps, seconds, validation accuracy).
@@ -244,17 +222,20 @@ def train(method: Method, cfg: RunConfig, data: BenchmarkData, run_dir: Path, se
         labels=data.train.labels.to(device) if uses_labels else None,
         num_classes=data.train.num_classes if uses_labels else None,
     )
-    method.setup(train_data)
+    with compute.counting() as setup:
+        method.setup(train_data)
     optimization = Optimization(method.parameter_groups(), tc, device, world)
     if tc.compile:
         for module in method.children():
             module.compile()
     generator = torch.Generator().manual_seed(seed)
     checkpoint = run_dir / CHECKPOINT
-    step, seconds, done = 0, 0.0, False
+    step, seconds, done, counts = 0, 0.0, False, {}
     if resume and checkpoint.is_file():
         state = load_checkpoint(checkpoint, method, optimization, generator)
-        step, seconds, done = state["step"], state["train_seconds"], state["done"]
+        step, seconds, done, counts = state["step"], state["train_seconds"], state["done"], state.get("flops", {})
+    starts = method.phase_starts()
+    watched = compute.watched_steps(starts, tc.steps)
     writes = world.is_main
     log = TrainLog(run_dir / TRAIN_LOG, keep_until=step) if writes else None
     board = tboard.TrainBoard(run_dir, step, seconds) if writes else None
@@ -268,9 +249,12 @@ def train(method: Method, cfg: RunConfig, data: BenchmarkData, run_dir: Path, se
         started = time.perf_counter()
         progress = training_progress(step, seconds, tc.steps, budget)
         lr = optimization.schedule(progress)
-        with optimization.autocast():
-            outputs = method.training_step(train_data, step, progress, generator)
-        metrics = optimization.step(outputs)
+        with compute.counting(step in watched and step not in counts) as count:
+            with optimization.autocast():
+                outputs = method.training_step(train_data, step, progress, generator)
+            metrics = optimization.step(outputs)
+        if count.total:
+            counts[step] = count.total * world.size  # equal shares
         step += 1
         logged = step % tc.log_every == 0 or step == tc.steps
         validate = data.val_episodes is not None and tc.val_every and step % tc.val_every == 0
@@ -296,14 +280,15 @@ def train(method: Method, cfg: RunConfig, data: BenchmarkData, run_dir: Path, se
                             ({"val": f"{val_accuracy:.3f}"} if val_accuracy is not None else {}))
         bar.update(1)
         if step % tc.checkpoint_every == 0 and writes:
-            save_checkpoint(checkpoint, method, optimization, step, seconds, generator, done=False)
+            save_checkpoint(checkpoint, method, optimization, step, seconds, generator, done=False, flops=counts)
     bar.close()
     if data.val_episodes is not None and writes:
         val_accuracy = validation_accuracy(method, cfg, data)
     if writes:
-        save_checkpoint(checkpoint, method, optimization, step, seconds, generator, done=True)
+        save_checkpoint(checkpoint, method, optimization, step, seconds, generator, done=True, flops=counts)
     return {"steps": step, "train_seconds": round(seconds, 3), "val_accuracy": val_accuracy,
-            "budget_exhausted": bool(budget and seconds >= budget and step < tc.steps)}
+            "budget_exhausted": bool(budget and seconds >= budget and step < tc.steps),
+            "flops": compute.training_flops(setup.total, starts, counts, step)}
 
 
 def validation_accuracy(method: Method, cfg: RunConfig, data: BenchmarkData) -> float:
@@ -417,9 +402,10 @@ def follow(resolved: Resolved, seed: int, run_dir: Path, torch_device: torch.dev
     its share of every step (resuming from process 0's checkpoint), writing nothing."""
     limit_threads()
     process_devices(torch_device, world)
+    config = budgeted(resolved, seed, torch_device)
     method = build_method(resolved, seed, torch_device, world)
     data = resolved.benchmark.load(resolved.config, with_train=True)
-    return {"rank": world.rank, **train(method, resolved.config, data, run_dir, seed, resume, False)}
+    return {"rank": world.rank, **train(method, config, data, run_dir, seed, resume, False)}
 
 
 def _execute_locked(resolved: Resolved, seed: int, run_dir: Path, torch_device: torch.device, resume: bool,
@@ -429,14 +415,19 @@ def _execute_locked(resolved: Resolved, seed: int, run_dir: Path, torch_device: 
     wall_started = time.perf_counter()
     start_record(run_dir, resolved.config.to_dict(), record)
     try:
+        config = budgeted(resolved, seed, torch_device)  # before the method: it re-seeds
         method = build_method(resolved, seed, torch_device, world)
         data = resolved.benchmark.load(resolved.config, with_train=method.trains)
         if method.trains:
-            record.update(train(method, resolved.config, data, run_dir, seed, resume, progress))
+            record.update(train(method, config, data, run_dir, seed, resume, progress))
+            if config.train.budget_flops:
+                record["flops"]["budget"] = config.train.budget_flops
         else:
-            record.update(steps=0, train_seconds=0.0, val_accuracy=None)
+            record.update(steps=0, train_seconds=0.0, val_accuracy=None, flops=compute.training_flops(0, [], {}, 0))
         if resolved.config.eval.test:
-            result = score(method, resolved.config, data)
+            with compute.counting() as evaluation:
+                result = score(method, resolved.config, data)
+            record["flops"]["eval"] = evaluation.total
             write_scores(run_dir, result.accuracies, result.correct)
             record.update(result_fields(result, data.test_episodes.digest))
         record.update(status="ok", finished=now(), wall_seconds=round(time.perf_counter() - wall_started, 3),

@@ -90,7 +90,7 @@ class Cactus:
         self.sampler = None
 
     def load_encoder(self, run_dir: Path) -> None:
-        from harness.runner import RESUME_FIX, read_checkpoint
+        from harness.checkpoint import RESUME_FIX, read_checkpoint
 
         state = read_checkpoint(run_dir / "checkpoint.pt", self.env.device, RESUME_FIX)
         try:
@@ -132,6 +132,9 @@ class Cactus:
         return PartitionSampler(samplers)
 
     # ------------------------------------------------------------------ training
+    def phase_starts(self) -> list[int]:
+        return [0, self.cfg.encoder_steps] if self.cfg.encoder_steps else [0]
+
     def training_step(self, data, step, progress, generator):
         if step < self.cfg.encoder_steps:
             return self.embedding.training_step(data, step, step / self.cfg.encoder_steps, generator)

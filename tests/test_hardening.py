@@ -91,7 +91,8 @@ def test_every_training_method_is_listed_here():
 
 @pytest.mark.parametrize("method", TRAINING_METHODS)
 def test_every_methods_checkpoint_loads_as_plain_tensors(method, tmp_path):
-    from harness.runner import execute, read_checkpoint
+    from harness.checkpoint import read_checkpoint
+    from harness.runner import execute
 
     resolved = resolve(method, "synthetic-5w1s", sets=["train.steps=1", "train.batch_size=2", "train.val_episodes=1",
                                                        "eval.test=false", *TINY.get(method.split("-")[0], [])])
