@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from harness import kernels, reproduce, site, tune
+from harness import accounting, kernels, reproduce, site, tune
 from harness.errors import HarnessError, RunFailed
 from harness.report import commands as report_commands
 from harness.store import default_runs_dir, summary_line
@@ -17,7 +17,7 @@ from harness.sweep import commands as sweep_commands
 
 LIST_KINDS = ("methods", "benchmarks", "heads", "backbones", "datasets")
 # Further command groups, each with add_commands(sub); they import heavy libraries only inside commands.
-COMMAND_MODULES = (report_commands, sweep_commands, tune, reproduce, site)
+COMMAND_MODULES = (report_commands, sweep_commands, tune, reproduce, site, accounting)
 
 
 # ------------------------------------------------------------------------------------------ list

@@ -91,9 +91,10 @@ class Method(nn.Module):
         optimiser for every parameter that requires a gradient (momentum targets switch theirs off)."""
         return {"model": [p for p in self.parameters() if p.requires_grad]}
 
-    def phase_starts(self) -> list[int]:
-        """The steps where the training step changes kind (CACTUs: embedding, then meta-training); the
-        runner counts the FLOPs of each phase's first steps (harness/compute.py)."""
+    @classmethod
+    def phase_starts(cls, cfg: Any) -> list[int]:
+        """The steps where the training step changes kind (CACTUs: embedding, then meta-training), for the
+        method's settings ``cfg``; the runner counts the FLOPs of each phase's first steps (harness/compute.py)."""
         return [0]
 
     def training_step(self, data: TrainData, step: int, progress: float, generator: torch.Generator) -> dict:

@@ -95,7 +95,7 @@ def budgeted(resolved: Resolved, seed: int, device: torch.device) -> RunConfig:
     if not cfg.train.budget_flops:
         return cfg
     probe = build_method(resolved, seed, device)
-    if probe.phase_starts() != [0]:
+    if probe.phase_starts(probe.cfg) != [0]:
         raise ConfigError(f"train.budget_flops works for methods whose steps are all alike; {cfg.method_name}'s "
                           "training has phases (harness/compute.py): set train.steps instead")
     data = resolved.benchmark.load(cfg, with_train=True)
@@ -234,7 +234,7 @@ def train(method: Method, cfg: RunConfig, data: BenchmarkData, run_dir: Path, se
     if resume and checkpoint.is_file():
         state = load_checkpoint(checkpoint, method, optimization, generator)
         step, seconds, done, counts = state["step"], state["train_seconds"], state["done"], state.get("flops", {})
-    starts = method.phase_starts()
+    starts = method.phase_starts(method.cfg)
     watched = compute.watched_steps(starts, tc.steps)
     writes = world.is_main
     log = TrainLog(run_dir / TRAIN_LOG, keep_until=step) if writes else None

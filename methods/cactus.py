@@ -132,8 +132,9 @@ class Cactus:
         return PartitionSampler(samplers)
 
     # ------------------------------------------------------------------ training
-    def phase_starts(self) -> list[int]:
-        return [0, self.cfg.encoder_steps] if self.cfg.encoder_steps else [0]
+    @classmethod
+    def phase_starts(cls, cfg) -> list[int]:
+        return [0, cfg.encoder_steps] if cfg.encoder_steps else [0]
 
     def training_step(self, data, step, progress, generator):
         if step < self.cfg.encoder_steps:

@@ -68,3 +68,23 @@ def test_budget_flops_buys_steps_and_replays_exactly(tmp_path):
     with pytest.raises(ConfigError, match="buys no training step"):
         execute(resolve("protonet", "synthetic-5w1s", sets=[*TINY, f"train.budget_flops={step / 2}"]), 0,
                 tmp_path / "c", progress=False)
+
+
+@pytest.mark.parametrize("method, sets", [
+    ("protonet", ["train.steps=5"]),
+    ("cactus-protonet", ["train.steps=5", "method.encoder_steps=2", "method.partitions=2", "method.clusters=30",
+                         "method.encoder_batch_size=16"]),
+])
+def test_harness_flops_recounts_a_stored_run_as_it_counted_itself(method, sets, tmp_path):
+    from conftest import run_cli
+
+    from harness.store import read_record, write_record
+
+    made = execute(resolve(method, "synthetic-5w1s", sets=[*TINY, *sets]), 0, tmp_path / "run", progress=False)
+    record = read_record(tmp_path / "run")
+    record.pop("run_dir")
+    write_record(tmp_path / "run", {k: v for k, v in record.items() if k != "flops"})  # as made before accounting
+    assert run_cli("flops", tmp_path) == 0
+    again = read_record(tmp_path / "run")["flops"]
+    assert {k: v for k, v in again.items() if k != "counted"} == {k: v for k, v in made["flops"].items() if k != "counted"}
+    assert "recomputed by `harness flops`" in again["counted"]

@@ -51,3 +51,20 @@ def test_sweep_table_makes_every_rung_once_and_table_writes_each(tmp_path, monke
     x3 = (tmp_path / "tables" / "tiny-x3.md").read_text()
     assert "3× the step caps" in x3 and "protonet 6 steps" in x3
     assert len([p for p in (tmp_path / "runs" / "tiny").iterdir() if p.is_dir()]) == 6  # every rung's evidence
+
+
+def test_the_compute_plot_draws_every_rung_against_training_flops(tmp_path, monkeypatch):
+    import pandas as pd
+
+    monkeypatch.chdir(tmp_path)
+    spec = tiny_spec(tmp_path / "tables", ladder=LADDER,
+                     plots=[{"kind": "compute", "benchmarks": ["synthetic-5w1s"], "out": "compute-tiny"}])
+    assert run_cli("sweep", "--table", spec, "--executor", "local", "--runs-dir", "runs", "--wait") == 0
+    assert run_cli("table", spec, "--runs-dir", "runs") == 0
+    points = pd.read_csv(tmp_path / "tables" / "compute-tiny.csv")
+    protonet = points[points["row"] == "protonet"].sort_values("multiple")
+    assert list(protonet["multiple"]) == [1, 2, 3]
+    assert protonet["train_flops"].is_monotonic_increasing and protonet["train_flops"].iloc[0] > 0
+    assert list(protonet["seeds"]) == ["0 1", "0", "0 1"]
+    assert points[points["row"] == "pixels"]["train_flops"].tolist() == [0.0]
+    assert (tmp_path / "tables" / "compute-tiny.png").stat().st_size > 0

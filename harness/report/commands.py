@@ -9,7 +9,7 @@ from harness import files
 from harness.errors import ConfigError, HarnessError
 from harness.overrides import Overrides
 from harness.report.leaderboard import build_boards, render_leaderboard
-from harness.report.plots import make_plot, plot_curves
+from harness.report.plots import make_plot, plot_compute, plot_curves
 from harness.report.render import FORMATS, SUFFIXES, write_output
 from harness.report.selection import Store, make_labels, read_settings
 from harness.report.spec import CURVE_X, TableSpec, load_spec, plot_request, rung_specs
@@ -43,7 +43,10 @@ def make_spec_outputs(spec: TableSpec, store: Store) -> tuple[list[Path], list[d
                                                           request.alpha))
                     for fmt, path in request.outputs.items()]
     for request in spec.plots:
-        paths, records = make_plot(store, request, made_by_spec(spec.path, request.prefix))
+        if request.kind == "compute":  # from the table at every rung
+            paths, records = plot_compute([table, *rungs], request, made_by_spec(spec.path, request.prefix))
+        else:
+            paths, records = make_plot(store, request, made_by_spec(spec.path, request.prefix))
         written += paths
         used += records
     return written, used

@@ -1,4 +1,5 @@
-"""Plots: training curves, accuracy vs shots and data-scarcity curves as PNG, PDF and CSV (matplotlib)."""
+"""Plots: training curves, accuracy vs shots, data-scarcity curves and a table's error against training
+FLOPs across its ladder, as PNG, PDF and CSV (matplotlib)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from pathlib import Path
 
 from harness import files
 from harness.errors import HarnessError
-from harness.report.render import csv_text, provenance_text, write_output
+from harness.report.render import csv_text, percent, provenance_text, write_output
 from harness.report.selection import RunGroup, Store, check_same_episodes, commit_of, make_labels, run_id
-from harness.report.spec import PlotRequest
+from harness.report.spec import PlotRequest, step_keys
 from harness.store import TRAIN_LOG
 
 
@@ -87,6 +88,67 @@ def new_figure():
     import matplotlib.pyplot as plt
 
     return plt, *plt.subplots(figsize=(6, 4), layout="constrained")
+
+
+def plot_compute(tables: list, request: PlotRequest, made_by: str) -> tuple[list[Path], list[dict]]:
+    """The table's metric against training FLOPs (log axis) at each ladder rung (``tables``: the table at
+    rung 1, 4, ...): one line per learned row, its 95% CI across seeds, coloured by block; rows that do not
+    train as dashed levels. The CSV keeps each point's FLOPs, training seconds and seeds."""
+    import pandas as pd
+
+    spec, (benchmark,) = tables[0].spec, request.benchmarks
+    column = next((j for j, c in enumerate(spec.columns) if c.benchmark == benchmark), None)
+    if column is None:
+        raise HarnessError(f"{spec.path}: a compute plot of {benchmark} needs a column on it")
+    lines: dict[str, list] = {}
+    for table in tables:
+        for row, cells in zip(table.spec.rows, table.cells):
+            group = cells[column].group
+            if group is None or (table.spec.multiple > 1 and not step_keys(row)):  # untrained: the same run at every rung
+                continue
+            flops = [(r.get("flops") or {}).get("train") for r in group.runs]
+            if None in flops:
+                raise HarnessError(f"run {run_id(group.runs[flops.index(None)])} has no training FLOPs: add them with "
+                                   f"`harness flops {spec.evidence}`")
+            lines.setdefault(row.label, []).append({
+                "row": row.label, "block": row.block, "multiple": table.spec.multiple, "train_flops": sum(flops) / len(flops),
+                "value_pct": round(percent(group.accuracy, spec.metric), 4), "ci95_pct": round(100 * group.ci95, 4),
+                "train_seconds": group.train_seconds, "seeds": " ".join(map(str, group.seeds)),
+                "runs": " ".join(run_id(r) for r in group.runs), "_records": group.runs})
+    if not lines:
+        raise HarnessError(f"{spec.path}: no finished run to draw a compute plot of {benchmark}")
+    plt, fig, ax = new_figure()
+    fig.set_size_inches(8, 5)
+    blocks = list(dict.fromkeys(row.block for row in spec.rows))
+    colours = {block: plt.get_cmap("tab10")(i % 10) for i, block in enumerate(blocks)}
+    markers, seen = "osD^v<>ph*", {}
+    for label, points in lines.items():
+        points = sorted({p["multiple"]: p for p in points}.values(), key=lambda p: p["multiple"])
+        lines[label] = points
+        block = points[0]["block"]
+        if not points[0]["train_flops"]:  # no training: a level, not a point
+            ax.axhline(points[0]["value_pct"], color="grey", linestyle="--", linewidth=1, label=label)
+            continue
+        seen[block] = seen.get(block, -1) + 1  # the rows of a block: one colour, each its own marker
+        marker = markers[seen[block] % len(markers)]
+        ax.errorbar([p["train_flops"] for p in points], [p["value_pct"] for p in points],
+                    yerr=[p["ci95_pct"] for p in points], color=colours[block], marker=marker, capsize=2,
+                    linewidth=1, markersize=4, label=f"{label} ({block})" if block else label)
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs (FlopCounterMode; log scale)")
+    ax.set_ylabel(f"test {spec.metric} (%) ± 95% CI")
+    title = f"{spec.metric.capitalize()} against training compute: {benchmark}"
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="x-small", ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    records = [r for points in lines.values() for p in points for r in p["_records"]]
+    try:
+        written = save_figure(fig, request.prefix, title, provenance_text(made_by, records))
+    finally:
+        plt.close(fig)
+    rows = [{k: v for k, v in p.items() if k != "_records"} for points in lines.values() for p in points]
+    csv_path = request.prefix.with_name(request.prefix.name + ".csv")
+    return written + [write_output(csv_path, csv_text(pd.DataFrame(rows)))], records
 
 
 def make_plot(store: Store, request: PlotRequest, made_by: str) -> tuple[list[Path], list[dict]]:

@@ -16,7 +16,7 @@ from harness.report.selection import RECORD_FIELDS, check_where
 from harness.report.stats import ALPHA, check_test
 
 METRICS = ("accuracy", "error")
-PLOT_KINDS = ("curves", "shots", "scarcity")
+PLOT_KINDS = ("curves", "shots", "scarcity", "compute")
 CURVE_X = ("step", "seconds")
 
 
@@ -137,6 +137,7 @@ class TableSpec:
         plots:                                # optional: kind curves|shots|scarcity, out: file prefix
           - {kind: scarcity, benchmarks: [B], methods: [a, b], where: {train.budget_minutes: 3},
              out: ../plots/scarcity-B}
+          - {kind: compute, benchmarks: [B], out: ../plots/compute-B}   # error vs training FLOPs, every rung
         ladder:                               # optional budget rungs beyond the table's own (rung 1)
           - {multiple: 4, seeds: 0-2, rows: [SimCLR]}   # every step setting of these rows × 4
           - {multiple: 4, seeds: 0}                     # rows: default every learned row
@@ -376,7 +377,7 @@ def plot_request(kind: str, benchmarks: list[str] | None, methods: list[str] | N
         raise ConfigError(f"{context}: plot kind must be one of {', '.join(PLOT_KINDS)}, got {kind!r}")
     if not benchmarks:
         raise ConfigError(f"{context}: a {kind} plot needs benchmarks")
-    if kind in ("curves", "scarcity") and len(benchmarks) != 1:
+    if kind in ("curves", "scarcity", "compute") and len(benchmarks) != 1:
         raise ConfigError(f"{context}: a {kind} plot is about one benchmark, got {', '.join(benchmarks)}")
     if kind == "curves" and not methods:
         raise ConfigError(f"{context}: a curves plot needs the method(s) whose training curves to draw")
