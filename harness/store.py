@@ -30,6 +30,7 @@ from typing import Any, TypedDict
 import yaml
 
 from harness import files
+from harness.errors import HarnessError
 
 RESULT, CONFIG, EPISODES, TRIALS = "result.json", "config.yaml", "episodes.csv", "trials.npy"
 CHECKPOINT, TRAIN_LOG, ERROR_LOG = "checkpoint.pt", "train_log.csv", "error.log"
@@ -129,6 +130,49 @@ def read_scores(run_dir: Path):
     return correct.mean(axis=1), correct
 
 
+def check_evidence(record: dict) -> None:
+    """An ok run's files agree with its record, or one HarnessError naming the file: ``trials.npy`` loads,
+    has the record's episodes × queries and gives its accuracy; ``config.yaml`` is a mapping; every value
+    in ``train_log.csv`` is a number."""
+    import numpy as np
+
+    run_dir = Path(record["run_dir"])
+    accuracy, shape = record.get("accuracy"), (record.get("episodes"), record.get("queries_per_episode"))
+    if accuracy is None and not (run_dir / TRIALS).exists():
+        return  # eval.test=false: validated only, no test outcomes to check
+    if not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool) or not all(isinstance(n, int) for n in shape):
+        raise HarnessError(f"{run_dir / RESULT}: an ok record without a numeric accuracy, episodes and "
+                           "queries_per_episode; the run is damaged: re-run it or remove it")
+    try:
+        correct = np.load(run_dir / TRIALS, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise HarnessError(f"{run_dir / TRIALS}: unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                           "the run's evidence is damaged: re-run it or restore the file") from None
+    if correct.dtype != bool or correct.shape != shape:
+        raise HarnessError(f"{run_dir / TRIALS}: {correct.dtype} {correct.shape}, not the record's {shape[0]} episodes × "
+                           f"{shape[1]} queries of booleans; the evidence is damaged or from another run")
+    if abs(float(correct.mean()) - accuracy) > 1e-9:
+        raise HarnessError(f"{run_dir / RESULT}: accuracy {accuracy!r} disagrees with {TRIALS} "
+                           f"({float(correct.mean())!r}); one of them was changed: re-run it or restore both")
+    try:
+        config = yaml.safe_load((run_dir / CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise HarnessError(f"{run_dir / CONFIG}: unreadable ({type(exc).__name__}); the run is damaged") from None
+    if not isinstance(config, dict):
+        raise HarnessError(f"{run_dir / CONFIG}: not a mapping of settings; the run is damaged")
+    if (run_dir / TRAIN_LOG).is_file():
+        with open(run_dir / TRAIN_LOG, newline="") as fh:
+            for line, row in enumerate(csv.DictReader(fh), start=2):
+                for key, value in row.items():
+                    if value in ("", None):
+                        continue
+                    try:
+                        float(value)
+                    except (TypeError, ValueError):
+                        raise HarnessError(f"{run_dir / TRAIN_LOG}, line {line}: {key}={str(value)[:40]!r} is not a "
+                                           "number; the training log is damaged") from None
+
+
 def read_losses(run_dir: Path) -> list[float]:
     """The training loss at every logged step (``train_log.csv``), in step order."""
     with open(Path(run_dir) / TRAIN_LOG, newline="") as fh:
@@ -155,10 +199,12 @@ class RunStore:
         self.runs_dirs = [Path(d) for d in runs_dirs]
         self.runs_dir = self.runs_dirs[0]
         records: list[RunRecord] = []
+        self.unreadable: list[Path] = []  # result.json files that are not a record
         for runs_dir in self.runs_dirs:
             if runs_dir.is_dir():
-                found = (read_record(p) for p in sorted(runs_dir.iterdir()) if (p / RESULT).is_file())
-                records += [r for r in found if r is not None]
+                for path in sorted(p for p in runs_dir.iterdir() if (p / RESULT).is_file()):
+                    record = read_record(path)
+                    records.append(record) if record else self.unreadable.append(path / RESULT)
         self.records = sorted(records, key=newest_key)  # oldest first
 
     def __iter__(self):

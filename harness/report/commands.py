@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from harness import files
@@ -132,6 +133,19 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    for spec in [load_spec(Path(path)) for path in args.spec]:
+        try:
+            store = Store(RunStore(spec.evidence))
+            for table in [spec, *rung_specs(spec)]:
+                build_table(table, store)
+        except HarnessError as exc:
+            print(f"harness: {spec.path}: {exc}", file=sys.stderr)
+            return 1
+        print(f"{spec.path}: {len(store.records)} runs in {spec.evidence}, each consistent with its files")
+    return 0
+
+
 def cmd_plot(args) -> int:
     kind = args.plot_kind
     if kind == "curves" and args.runs:
@@ -188,6 +202,14 @@ def add_commands(sub) -> None:
     p.add_argument("--alpha", type=float, default=ALPHA, help=f"significance level of the tie test (default {ALPHA})")
     p.add_argument("--runs-dir", help="result store (default ./runs or $HARNESS_RUNS)")
     p.set_defaults(handler=cmd_leaderboard)
+
+    p = sub.add_parser("verify", help="check a table spec's committed evidence: every run's files against its record",
+                       description="Every run in each spec's evidence folder: its record readable, its trials giving "
+                                   "its accuracy with the record's episodes and queries, its config and training log "
+                                   "readable; and the spec's tables buildable from them. Exit 1 naming the first "
+                                   "damaged file.")
+    p.add_argument("spec", nargs="+", metavar="SPEC.yaml", help="table spec(s), e.g. results/tables/*.yaml")
+    p.set_defaults(handler=cmd_verify)
 
     p = sub.add_parser("table", help="paper table(s) from spec files: writes the outputs each spec names")
     p.add_argument("spec", nargs="+", metavar="SPEC.yaml", help="table spec(s), e.g. results/tables/*.yaml")

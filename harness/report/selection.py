@@ -31,7 +31,7 @@ from typing import Any
 from harness.config import ADDED_KEYS, GROUPS, ViewConfig
 from harness.errors import ConfigError, HarnessError
 from harness.overrides import Overrides
-from harness.store import CONFIG, RunStore, newest_key, read_config, read_scores
+from harness.store import CONFIG, RunStore, check_evidence, newest_key, read_config, read_scores
 
 RECORD_FIELDS = ("kind", "trained_on", "head", "distance")
 # Config keys that repeat a record field (the record holds the resolved value).
@@ -161,6 +161,14 @@ class Store:
     """The records of a run store, with each run's flattened settings read on demand."""
 
     def __init__(self, run_store: RunStore):
+        """Every report reads its runs through here: an unreadable record, or an ok run whose files
+        disagree with it (``check_evidence``), is one error naming the file."""
+        if run_store.unreadable:
+            raise HarnessError(f"{run_store.unreadable[0]}: not a readable run record (truncated or edited); "
+                               "restore it from git or remove the run directory")
+        for record in run_store.records:
+            if record.get("status") == "ok":
+                check_evidence(record)
         self.run_store = run_store
         self.records = run_store.records
         self._settings: dict[str, dict] = {}
@@ -170,8 +178,9 @@ class Store:
 
     def without(self, run_dirs: set[str]) -> Store:
         """The same store less the runs in ``run_dirs``."""
-        view = Store(self.run_store)
-        view.records, view._settings = [r for r in self.records if r["run_dir"] not in run_dirs], self._settings
+        view = object.__new__(Store)  # checked already
+        view.run_store, view._settings = self.run_store, self._settings
+        view.records = [r for r in self.records if r["run_dir"] not in run_dirs]
         return view
 
     def settings(self, record: dict) -> dict[str, Any]:
