@@ -118,7 +118,8 @@ def plot_compute(tables: list, request: PlotRequest, made_by: str) -> tuple[list
     if not lines:
         raise HarnessError(f"{spec.path}: no finished run to draw a compute plot of {benchmark}")
     plt, fig, ax = new_figure()
-    fig.set_size_inches(8, 5)
+    fig.set_size_inches(12, 5.5)
+    levels = iter(["--", ":", "-.", (0, (5, 1))])
     blocks = list(dict.fromkeys(row.block for row in spec.rows))
     colours = {block: plt.get_cmap("tab10")(i % 10) for i, block in enumerate(blocks)}
     markers, seen = "osD^v<>ph*", {}
@@ -127,7 +128,7 @@ def plot_compute(tables: list, request: PlotRequest, made_by: str) -> tuple[list
         lines[label] = points
         block = points[0]["block"]
         if not points[0]["train_flops"]:  # no training: a level, not a point
-            ax.axhline(points[0]["value_pct"], color="grey", linestyle="--", linewidth=1, label=label)
+            ax.axhline(points[0]["value_pct"], color="grey", linestyle=next(levels, "--"), linewidth=1, label=label)
             continue
         seen[block] = seen.get(block, -1) + 1  # the rows of a block: one colour, each its own marker
         marker = markers[seen[block] % len(markers)]
@@ -137,7 +138,7 @@ def plot_compute(tables: list, request: PlotRequest, made_by: str) -> tuple[list
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs (FlopCounterMode; log scale)")
     ax.set_ylabel(f"test {spec.metric} (%) ± 95% CI")
-    title = f"{spec.metric.capitalize()} against training compute: {benchmark}"
+    title = f"Test {spec.metric} against training FLOPs: {benchmark}"
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="x-small", ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
