@@ -19,9 +19,8 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-import yaml
 
-from harness.config import coerce, load_yaml
+from harness.config import coerce, load_yaml, read_yaml
 from harness.data import DATASETS
 from harness.data.imagefolder import ImageFolderSpec
 from harness.errors import ConfigError, HarnessError, UnknownNameError
@@ -35,7 +34,7 @@ BENCHMARKS: Registry[BenchmarkSpec] = Registry("benchmark")  # the harness's own
 
 for _file in sorted(resources.files(__name__).iterdir(), key=lambda p: p.name):
     if _file.name.endswith(".yaml"):
-        _tree = yaml.safe_load(_file.read_text())
+        _tree = read_yaml(_file.read_text(), _file.name)
         _shared = {k: v for k, v in _tree.items() if k != "benchmarks"}
         for _name, _own in _tree["benchmarks"].items():
             BENCHMARKS.add(_name, BenchmarkSpec(name=_name, **{**_shared, **_own}))

@@ -16,6 +16,7 @@ from harness.store import default_runs_dir, summary_line
 from harness.sweep import commands as sweep_commands
 
 LIST_KINDS = ("methods", "benchmarks", "heads", "backbones", "datasets")
+MAX_MESSAGE = 2000  # characters of an error message
 # Further command groups, each with add_commands(sub); they import heavy libraries only inside commands.
 COMMAND_MODULES = (report_commands, sweep_commands, tune, reproduce, site, accounting)
 
@@ -321,7 +322,10 @@ def main(argv: list[str] | None = None) -> int:
         kernels.pin(kernels.level_pins("portable"))  # the default for whatever this command runs; run and eval may re-pin
         return args.handler(args)
     except HarnessError as exc:
-        print(f"harness: error: {exc}", file=sys.stderr)
+        message = str(exc)
+        if len(message) > MAX_MESSAGE:  # a message quoting a huge value stays readable
+            message = message[:MAX_MESSAGE] + f" … (cut at {MAX_MESSAGE:,} of {len(message):,} characters)"
+        print(f"harness: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)

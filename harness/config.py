@@ -195,18 +195,71 @@ class RunConfig:
 # ---------------------------------------------------------------- reading overrides
 
 
+MAX_YAML_BYTES = 1_000_000
+MAX_YAML_NODES = 100_000  # counted with every alias expanded: a 325-byte alias bomb expands to billions
+
+
+def yaml_nodes(node, sizes: dict[int, int]) -> int:
+    """How many nodes ``node`` stands for with its aliases expanded (memoised: linear in the document)."""
+    if id(node) not in sizes:
+        sizes[id(node)] = 0  # a recursive alias counts once
+        children = node.value if isinstance(node.value, list) else []
+        sizes[id(node)] = 1 + sum(yaml_nodes(c, sizes) for pair in children
+                                  for c in (pair if isinstance(pair, tuple) else (pair,)))
+    return sizes[id(node)]
+
+
+def read_yaml(text: str, source: str):
+    """Parse YAML text strictly: a duplicate key or an expansion of more than ``MAX_YAML_NODES`` nodes is
+    a ConfigError naming ``source`` (and the line), as is bad syntax."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{source} is {len(text):,} characters; YAML inputs are at most {MAX_YAML_BYTES:,}")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if yaml_nodes(node, {}) > MAX_YAML_NODES:
+            raise ConfigError(f"{source} expands to more than {MAX_YAML_NODES:,} values through its aliases (*name); "
+                              "write the values out or use fewer aliases")
+        for mapping in (n for n in walk_nodes(node, set()) if isinstance(n, yaml.MappingNode)):
+            seen = {}
+            for key, _ in mapping.value:
+                if isinstance(key, yaml.ScalarNode) and key.value in seen:
+                    raise ConfigError(f"{source}, line {key.start_mark.line + 1}: key '{key.value[:60]}' is given twice "
+                                      f"(first on line {seen[key.value] + 1}); YAML would keep only the last, so merge them")
+                if isinstance(key, yaml.ScalarNode):
+                    seen[key.value] = key.start_mark.line
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {str(exc)[:500]}") from None
+    finally:
+        loader.dispose()
+
+
+def walk_nodes(node, seen: set[int]):
+    """Every node of a composed YAML document once (aliases are the same node)."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    yield node
+    if isinstance(node.value, list):
+        for item in node.value:
+            for child in item if isinstance(item, tuple) else (item,):
+                yield from walk_nodes(child, seen)
+
+
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping, with a clear error for a missing file, bad encoding or bad syntax."""
+    """Read a YAML mapping, with a clear error for a missing file, bad encoding, bad syntax, a duplicate
+    key or an alias bomb (``read_yaml``)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        tree = read_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
                           f"save it as UTF-8") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path} must hold a mapping of config groups (bench, data, train, eval, method)")
     return tree

@@ -9,12 +9,10 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-import yaml
-
 from harness.catalog import BACKBONES, HEADS
 from harness.config import (
     GROUPS, BenchConfig, ConfigError, DataConfig, EvalConfig, RunConfig, TrainConfig, ViewConfig, check_bounds,
-    load_yaml, set_value,
+    load_yaml, read_yaml, set_value,
 )
 from harness.overrides import Overrides
 from harness.benchmarks import get_benchmark
@@ -40,7 +38,7 @@ def preset_layers(presets: list[str], *keys: str) -> list[tuple[str, Overrides]]
     trees = []
     for preset in presets:
         path = resources.files("harness.methods").joinpath("presets", f"{preset}.yaml")
-        trees.append((preset, (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}))
+        trees.append((preset, (read_yaml(path.read_text(), f"preset {preset}.yaml") or {}) if path.is_file() else {}))
     return [(source, Overrides.from_tree(tree[key], source))
             for key in ("default", *keys) for preset, tree in trees if tree.get(key)
             for source in [f"preset {preset}.yaml [{key}]"]]

@@ -30,6 +30,7 @@ from typing import Any, TypedDict
 import yaml
 
 from harness import files
+from harness.config import read_yaml
 from harness.errors import HarnessError
 
 RESULT, CONFIG, EPISODES, TRIALS = "result.json", "config.yaml", "episodes.csv", "trials.npy"
@@ -87,7 +88,7 @@ def write_config(run_dir: Path, tree: dict) -> None:
 
 
 def read_config(run_dir: Path) -> dict:
-    return yaml.safe_load((Path(run_dir) / CONFIG).read_text())
+    return read_yaml((Path(run_dir) / CONFIG).read_text(), str(Path(run_dir) / CONFIG))
 
 
 def write_record(run_dir: Path, record: dict) -> None:
@@ -155,8 +156,8 @@ def check_evidence(record: dict) -> None:
         raise HarnessError(f"{run_dir / RESULT}: accuracy {accuracy!r} disagrees with {TRIALS} "
                            f"({float(correct.mean())!r}); one of them was changed: re-run it or restore both")
     try:
-        config = yaml.safe_load((run_dir / CONFIG).read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        config = read_config(run_dir)
+    except (OSError, UnicodeDecodeError, HarnessError) as exc:
         raise HarnessError(f"{run_dir / CONFIG}: unreadable ({type(exc).__name__}); the run is damaged") from None
     if not isinstance(config, dict):
         raise HarnessError(f"{run_dir / CONFIG}: not a mapping of settings; the run is damaged")

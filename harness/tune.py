@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from pathlib import Path
 
 from harness.errors import ConfigError
@@ -35,7 +36,13 @@ def draw_trials(space: dict[str, list], trials: int) -> list[dict[str, object]]:
     """``trials`` distinct grid points, drawn with a fixed Philox key (the whole grid if it is smaller)."""
     import numpy as np
 
+    from harness.config import MAX_SWEEP_RUNS
+
     keys = sorted(space)
+    size = math.prod(len(space[k]) for k in keys)
+    if size > MAX_SWEEP_RUNS:  # counted before the grid is made, as sweeps count theirs
+        raise ConfigError(f"the search space is a grid of {size:,} points ({' × '.join(str(len(space[k])) for k in keys)}); "
+                          f"at most {MAX_SWEEP_RUNS:,}: give fewer values per key")
     grid = list(itertools.product(*(space[k] for k in keys)))
     order = np.argsort(np.random.Philox(key=TUNING_SEED).random_raw(len(grid)), kind="stable")
     return [dict(zip(keys, grid[i])) for i in order[:trials]]
