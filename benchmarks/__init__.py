@@ -125,9 +125,15 @@ def _read_file(path: Path, mtime_ns: int, size: int) -> tuple[BenchmarkSpec, ...
     return tuple(_file_spec(str(name), {**shared, **(own or {})}, path) for name, own in entries.items())
 
 
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")  # a benchmark's name becomes part of run directory names
+
+
 def _file_spec(name: str, settings: dict, path: Path) -> BenchmarkSpec:
     """A benchmark of a file outside the package, every value checked."""
-    context = f"{path}: benchmark {name}"
+    context = f"{path}: benchmark {name[:100]!r}"
+    if not SAFE_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(f"{context}: a benchmark name is letters, digits and . _ + - (at most 100, starting with a "
+                          "letter or digit, no '..'), since it becomes part of every run directory's name; rename it")
     unknown, missing = sorted(set(settings) - set(FILE_KEYS)), sorted({"dataset", "image_size"} - set(settings))
     if unknown or missing:
         raise ConfigError(f"{context}: " + (f"unknown key(s) {', '.join(map(str, unknown))}; " if unknown else "")

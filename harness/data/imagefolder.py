@@ -86,6 +86,13 @@ def _image_names() -> set[str]:
     return {suffix.lower() for suffix in Image.registered_extensions()}
 
 
+def confined(root: Path, relative: str, source: Path) -> None:
+    """A split file's class or file name must name something inside the image folder."""
+    if Path(relative).is_absolute() or not (root / relative).resolve().is_relative_to(root.resolve()):
+        raise ConfigError(f"{source}: {relative[:200]!r} lies outside the image folder {root}; a split file names "
+                          "classes (and files) relative to it, with no absolute paths or '..'")
+
+
 def _images(folder: Path, suffixes: set[str]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes and not p.name.startswith(".") and p.is_file())
 
@@ -101,6 +108,8 @@ def _json_split(path: Path, root: Path, suffixes: set[str]) -> dict[str, dict[st
         raise DataError(f"split file {path} cannot be read ({type(exc).__name__}: {exc}); {LAYOUT}") from None
     if not isinstance(lists, dict) or not all(isinstance(v, list) for v in lists.values()):
         raise DataError(f"split file {path} must hold {{\"train\": [class folder names], \"test\": [...]}}, got {str(lists)[:80]}")
+    for c in (c for classes in lists.values() for c in classes):
+        confined(root, str(c), path)
     missing = sorted({str(c) for classes in lists.values() for c in classes if not (root / str(c)).is_dir()})
     if missing:
         raise DataError(f"split file {path} names {len(missing)} classes with no folder in {root}: {_listed(missing)}. "
@@ -120,6 +129,7 @@ def _csv_split(path: Path, root: Path) -> dict[str, list[Path]]:
         if len(row) != 2:
             raise DataError(f"split file {path}: rows are filename,label, got {','.join(row)!r}")
         filename, label = row
+        confined(root, str(Path(label) / filename), path)
         found = next((p for p in (root / label / filename, root / filename) if p.is_file()), None)
         if found:
             members.setdefault(label, []).append(found)

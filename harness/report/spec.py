@@ -39,10 +39,21 @@ def check_list(value: Any, context: str) -> list:
     return value
 
 
+def spec_path(base: Path, value: Any, context: str) -> Path:
+    """A path a spec names, relative to its folder ``base``: it must stay inside ``base``'s parent (the
+    results folder beside the spec's folder: ../runs, ../plots, ...); absolute paths are refused."""
+    text = str(value)
+    path = Path(os.path.normpath(base / text))
+    if Path(text).is_absolute() or not path.resolve().is_relative_to(base.resolve().parent):
+        raise ConfigError(f"{context}: {text[:200]!r} lies outside {base.resolve().parent}; a spec writes only under "
+                          "the folder that holds its own folder, with relative paths (e.g. ../plots/x)")
+    return path
+
+
 def check_outputs(value: Any, context: str, base: Path) -> dict[str, Path]:
-    """``{format: path}`` with paths relative to ``base`` (the spec's folder), normalised."""
+    """``{format: path}`` with paths relative to ``base`` (the spec's folder), normalised (``spec_path``)."""
     outputs = check_keys(value, set(FORMATS), set(), context)
-    return {fmt: Path(os.path.normpath(base / str(path))) for fmt, path in outputs.items()}
+    return {fmt: spec_path(base, path, f"{context}: {fmt}") for fmt, path in outputs.items()}
 
 
 def names(value: Any, context: str) -> list[str] | None:
@@ -293,7 +304,8 @@ def load_spec(path: Path) -> TableSpec:
         plots.append(plot_request(item["kind"], names(item["benchmarks"], f"{context}: benchmarks"),
                                   names(item.get("methods"), f"{context}: methods"), item.get("head"),
                                   item.get("y", "loss"), item.get("x", "step"),
-                                  Path(os.path.normpath(base / str(item["out"]))), context, item.get("where")))
+                                  spec_path(base, item["out"], f"{context}: out"), context, item.get("where")))
+    # read anywhere (a runs directory of yours); --collect-from writes it only if absent, empty or its own
     evidence = Path(os.path.normpath(base / str(tree.get("evidence", f"../runs/{path.stem}"))))
     seeds = parse_seeds(tree.get("seeds", 0))
     title = str(tree.get("title", path.stem))
