@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
 from harness import accounting, kernels, reproduce, site, tune
-from harness.errors import HarnessError, RunFailed
+from harness.errors import HarnessError, RunFailed, Terminated
 from harness.report import commands as report_commands
 from harness.store import default_runs_dir, summary_line
 from harness.sweep import commands as sweep_commands
@@ -100,6 +101,7 @@ def cmd_run(args) -> int:
     check_procs(args.procs, args.device)
     check_world(resolved, args.procs)
     check_data(resolved, download=not args.no_download)
+    signal.signal(signal.SIGTERM, terminate)  # a scheduler's kill is recorded like Ctrl-C, with the resume command
     try:
         if args.procs > 1:
             record = execute_processes(args.procs, resolved, args.seed, run_dir, args.device, args.resume,
@@ -107,14 +109,19 @@ def cmd_run(args) -> int:
         else:
             record = execute(resolved, args.seed, run_dir, device=args.device, resume=args.resume,
                              progress=not args.no_progress)
-    except KeyboardInterrupt:
-        print(f"harness: interrupted; continue this run from its last checkpoint with: {resume_command(args, run_dir)}",
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"harness: {how}; continue this run from its last checkpoint with: {resume_command(args, run_dir)}",
               file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:
         raise run_error(exc) from None
     print(summary_line(record))
     return 0
+
+
+def terminate(signum, frame) -> None:
+    raise Terminated
 
 
 def run_error(exc: Exception) -> HarnessError:

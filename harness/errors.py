@@ -39,3 +39,7 @@ class UnknownNameError(ConfigError):
             message += f" {hint}"
         super().__init__(message)
         self.name, self.valid, self.closest = name, valid, close[0] if close else None
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was sent SIGTERM (what SLURM and most schedulers send): handled like Ctrl-C."""

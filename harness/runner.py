@@ -30,7 +30,7 @@ from harness import compute, files, kernels, provenance, tboard
 from harness.checkpoint import RESUME_FIX, load_checkpoint, read_checkpoint, save_checkpoint
 from harness.distributed import SINGLE, World, replace_batchnorm
 from harness.config import check_seed
-from harness.errors import ConfigError, HarnessError, RunFailed
+from harness.errors import ConfigError, HarnessError, RunFailed, Terminated
 from harness.evaluation import EvalResult, evaluate
 from harness.config import RunConfig
 from harness.method import Method, MethodEnv, TrainData
@@ -356,7 +356,8 @@ def start_record(run_dir: Path, config: dict, record: dict) -> None:
 def record_failure(run_dir: Path, record: dict, exc: BaseException) -> None:
     """Write ``error.log`` and the failed record for ``exc``; ``exc.written_files`` then lists the
     files that could be written, so that messages point only at files that exist."""
-    reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+    reason = ("terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted" if isinstance(exc, KeyboardInterrupt)
+              else f"{type(exc).__name__}: {exc}")
     record.update(status="failed", reason=reason, finished=now())
     written: list[Path] = []
     try:
