@@ -16,12 +16,30 @@ from typing import Any
 _BATCH: ContextVar[list[tuple[Path, Path]] | None] = ContextVar("_BATCH", default=None)
 
 
+def clear_litter(path: Path) -> None:
+    """Remove what a killed earlier write of ``path`` left beside it: its ``.<name>.*.part`` temporaries
+    and ``.<name>.old`` (one writer per output: a new write of it starts clean)."""
+    if not path.parent.is_dir():
+        return
+    for stale in [*path.parent.glob(f".{glob_escape(path.name)}.{'?' * 8}.part"), path.with_name(f".{path.name}.old")]:
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        elif stale.exists() or stale.is_symlink():
+            stale.unlink(missing_ok=True)
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds
     (inside ``batch()``: only when the whole batch succeeds)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if _BATCH.get() is None or not any(target == path for _, target in _BATCH.get()):
+        clear_litter(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -107,6 +125,7 @@ def stage_dir(path: str | Path, owner: str) -> Iterator[Path]:
         raise ConfigError(f"{path} would be written twice by one command (two specs name it as their folder); "
                           "give each its own")
     path.parent.mkdir(parents=True, exist_ok=True)
+    clear_litter(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
         yield tmp

@@ -104,3 +104,18 @@ def test_run_dir_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert digest(folder) == before
     assert run_cli("run", "--method", "pixels", "--bench", "synthetic-5w1s", "--set", "bench.episodes=5",
                    "--run-dir", tmp_path / "empty-ok") == 0
+
+
+def test_a_killed_write_leaves_nothing_the_next_write_keeps(made, tmp_path):
+    """What a kill during `table --collect-from` or `site` leaves (.part temporaries, a .old folder) is
+    cleared by the next write of the same output."""
+    spec = tiny_spec(made / "tables", evidence="../ev-litter")
+    tables = made / "tables"
+    (tables / ".tiny.md.abcd1234.part").write_text("half a table")
+    (made / ".ev-litter.abcd1234.part").mkdir()
+    (made / ".ev-litter.old").mkdir()
+    assert run_cli("table", spec, "--collect-from", made / "runs") == 0
+    assert not list(tables.glob(".tiny.md.*")) and not list(made.glob(".ev-litter*"))
+    (tmp_path / ".site.abcd1234.part").mkdir()
+    assert run_cli("site", spec, "--out", tmp_path / "site") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
