@@ -22,25 +22,9 @@ DEFAULT_METHODS = "simclr,byol,dino,bmssl,psco,protonet,maml"
 
 def measure(method: str, bench: str, steps: int) -> float:
     """In this (fresh) process: the runner's training steps per second of ``method``."""
-    import torch
+    from common import timed, training_step
 
-    from harness.method import TrainData
-    from harness.optim import Optimization
-    from harness.resolve import resolve
-    from harness.runner import build_method
-
-    from common import timed
-
-    resolved = resolve(method, bench)
-    model = build_method(resolved, 0, torch.device("cpu"))
-    data = resolved.benchmark.load(resolved.config)
-    labels = model.uses_labels
-    train = TrainData(data.train.images, data.train.labels if labels else None,
-                      data.train.num_classes if labels else None)
-    model.setup(train)
-    optimization = Optimization(model.parameter_groups(), resolved.config.train, torch.device("cpu"))
-    generator = torch.Generator().manual_seed(0)
-    return timed(lambda i: optimization.step(model.training_step(train, i, 0.0, generator)), steps)
+    return timed(training_step(method, bench), steps)
 
 
 def in_fresh_process(method: str, bench: str, steps: int, level: str) -> float:

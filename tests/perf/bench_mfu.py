@@ -21,13 +21,9 @@ kernels.pin(kernels.level_pins("portable"))
 
 import torch  # noqa: E402  (after the pin)
 
-from common import timed  # noqa: E402
+from common import timed, training_step  # noqa: E402
 from harness import compute  # noqa: E402
-from harness.method import TrainData  # noqa: E402
 from harness.methods import METHODS  # noqa: E402
-from harness.optim import Optimization  # noqa: E402
-from harness.resolve import resolve  # noqa: E402
-from harness.runner import build_method  # noqa: E402
 
 
 def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
@@ -43,19 +39,7 @@ def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
 
 def measure(name: str, bench: str, steps: int) -> tuple[int, float]:
     """(FLOPs of one training step, training steps per second) of ``name`` with its preset."""
-    resolved = resolve(name, bench)
-    method = build_method(resolved, 0, torch.device("cpu"))
-    data = resolved.benchmark.load(resolved.config, with_train=True)
-    labels = method.uses_labels
-    train = TrainData(data.train.images, data.train.labels if labels else None,
-                      data.train.num_classes if labels else None)
-    method.setup(train)
-    optimization = Optimization(method.parameter_groups(), resolved.config.train, torch.device("cpu"))
-    generator = torch.Generator().manual_seed(0)
-
-    def step(i: int) -> None:
-        optimization.step(method.training_step(train, i, 0.0, generator))
-
+    step = training_step(name, bench)
     with compute.counting() as count:
         step(0)
     return count.total, timed(lambda i: step(i + 1), steps, warmup=1)

@@ -27,3 +27,25 @@ def report(name: str, steps_per_s: float, ref: float | None, limit: float) -> di
     line.update(of_limit=round(steps_per_s / limit, 3))
     print(json.dumps(line), flush=True)
     return line
+
+
+def training_step(name: str, bench: str):
+    """``step(i)``: one of ``name``'s training steps with its preset on ``bench``, as the runner makes it
+    (method, training data, setup, the runner's optimisation), on the CPU."""
+    import torch
+
+    from harness.method import TrainData
+    from harness.optim import Optimization
+    from harness.resolve import resolve
+    from harness.runner import build_method
+
+    resolved = resolve(name, bench)
+    method = build_method(resolved, 0, torch.device("cpu"))
+    data = resolved.benchmark.load(resolved.config, with_train=True)
+    labels = method.uses_labels
+    train = TrainData(data.train.images, data.train.labels if labels else None,
+                      data.train.num_classes if labels else None)
+    method.setup(train)
+    optimization = Optimization(method.parameter_groups(), resolved.config.train, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(0)
+    return lambda i: optimization.step(method.training_step(train, i, 0.0, generator))
