@@ -196,6 +196,7 @@ class RunConfig:
 
 
 MAX_YAML_BYTES = 1_000_000
+MAX_TEXT = 1000  # characters of a text setting (a name, a path, an alphabet)
 MAX_YAML_NODES = 100_000  # counted with every alias expanded: a 325-byte alias bomb expands to billions
 
 
@@ -277,7 +278,7 @@ def _type_name(tp: Any) -> str:
 def coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and return it in that type."""
     origin = typing.get_origin(tp)
-    bad = ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
+    bad = ConfigError(f"{key} must be {_type_name(tp)}, got {repr(value)[:200]}")
     if origin is Literal:
         options = typing.get_args(tp)
         if isinstance(value, int) and not isinstance(value, bool) and str(value) in options:
@@ -326,6 +327,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is str:
         if isinstance(value, (dict, list)) or value is None:
             raise bad
+        if len(str(value)) > MAX_TEXT:
+            raise ConfigError(f"{key} is {len(str(value)):,} characters long; a setting's text is at most {MAX_TEXT}")
         return str(value)
     return value
 

@@ -230,6 +230,10 @@ def check_procs(procs: int, device: str) -> None:
     the runner's own device check)."""
     if procs < 1:
         raise ConfigError(f"--procs {procs}: a run needs at least one process; use --procs 1 (the default) or more")
+    cores = os.cpu_count() or 1
+    if procs > cores and backend_for(device) != "nccl":
+        raise ConfigError(f"--procs {procs} on the CPU is more processes than this machine's {cores} cores; "
+                          f"use --procs {cores} or fewer")
     if procs > 1 and backend_for(device) == "nccl" and procs > torch.cuda.device_count():
         raise ConfigError(f"--procs {procs} on CUDA takes one GPU per process and {torch.cuda.device_count()} are "
                           f"visible; use --procs {torch.cuda.device_count()} or fewer, or --device cpu")

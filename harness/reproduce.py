@@ -170,6 +170,8 @@ def cmd_reproduce(args) -> int:
     from harness.report.tables import build_table
     from harness.store import RunStore, default_runs_dir
 
+    if args.parallelism is not None and args.parallelism < 1:
+        raise ConfigError(f"--parallelism must be a positive integer, got {args.parallelism}")
     spec = load_spec(Path(args.spec))
     table = build_table(spec, Store(RunStore(spec.evidence)))
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None

@@ -88,7 +88,13 @@ def write_config(run_dir: Path, tree: dict) -> None:
 
 
 def read_config(run_dir: Path) -> dict:
-    return read_yaml((Path(run_dir) / CONFIG).read_text(), str(Path(run_dir) / CONFIG))
+    """A run's ``config.yaml`` (a mapping of setting groups), or one error naming it."""
+    path = Path(run_dir) / CONFIG
+    tree = read_yaml(path.read_text(), str(path))
+    if not isinstance(tree, dict):
+        raise HarnessError(f"{path} holds {type(tree).__name__}, not the mapping of setting groups a run stores; "
+                           "the run is damaged")
+    return tree
 
 
 def write_record(run_dir: Path, record: dict) -> None:

@@ -113,6 +113,10 @@ def duplicates_note(superseded: list[dict]) -> str:
 
 
 def write_output(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically; returns ``path``."""
+    """Write ``text`` to ``path`` atomically; returns ``path`` (a folder there is an error, not replaced)."""
+    if Path(path).is_dir():
+        from harness.errors import ConfigError
+
+        raise ConfigError(f"{path} is a folder; give a file name to write, e.g. {Path(path) / 'leaderboard.md'}")
     files.write_text(path, text)
     return path

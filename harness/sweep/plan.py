@@ -137,10 +137,21 @@ class Sweep:
     def runs(self) -> list[Run]:
         if not self.exists():
             return []
-        return [Run(**r) for r in json.loads(self.plan_path.read_text())["runs"]]
+        return [Run(**r) for r in self.read_plan()["runs"]]
+
+    def read_plan(self) -> dict:
+        """``plan.json``, or one error naming it when it is damaged."""
+        try:
+            plan = json.loads(self.plan_path.read_text())
+            [Run(**r) for r in plan["runs"]]
+            return plan
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise HarnessError(f"{self.plan_path} is damaged ({type(exc).__name__}); it lists the sweep's runs: "
+                               f"restore it, or remove {self.dir} and submit the sweep again (finished runs are "
+                               "skipped)") from None
 
     def save_plan(self, runs: list[Run], grid: dict) -> None:
-        created = json.loads(self.plan_path.read_text())["created"] if self.exists() else now()
+        created = self.read_plan().get("created", now()) if self.exists() else now()
         files.write_json(self.plan_path, {"name": self.name, "created": created, "updated": now(),
                                           "last_grid": grid, "runs": [asdict(r) for r in runs]})
 

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import socket
 import subprocess
@@ -207,7 +206,7 @@ def list_sweeps(runs_dir: Path) -> int:
         statuses, _ = assess(sweep, sweep.runs())
         counts = Counter(s.category for s in statuses)
         rows.append([sweep.name, len(statuses), counts["done"], counts["active"], counts["failed"], counts["new"],
-                     json.loads(plan.read_text())["updated"]])
+                     sweep.read_plan().get("updated", "")])
     print(tabulate(rows, headers=["sweep", "runs", "done", "pending/running", "failed", "not submitted", "updated"]))
     return 0
 
