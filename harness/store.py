@@ -24,6 +24,8 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -245,6 +247,23 @@ class RunStore:
         """The newest run of this configuration and seed whatever its status (to resume)."""
         matches = [r for r in self.records if run_key(r) == (config_hash, seed)]
         return max(matches, key=lambda r: (str(r.get("started") or ""), r["run_dir"])) if matches else None
+
+
+@contextmanager
+def claimed(runs_dir: Path, config_hash: str, seed: int) -> Iterator[RunRecord | None]:
+    """Hold the runs directory's claim on one computation (config hash, seed) across sweeps: waits while
+    another process holds it (an exclusive ``flock`` on ``<runs dir>/.claims/<hash>-s<seed>``), then yields
+    the ok record that exists by then, if any, so that a computation is made once per runs directory."""
+    import fcntl
+
+    folder = Path(runs_dir) / ".claims"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{config_hash}-s{seed}", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield RunStore(runs_dir).newest_ok(config_hash, seed)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def copy_evidence(record: dict, dest_runs_dir: Path) -> Path:

@@ -61,3 +61,23 @@ def test_a_huge_text_setting_is_refused_before_a_run_exists(tmp_path, capsys):
     assert run_cli("run", "--method", "pixels", "--bench", "synthetic-5w1s", "--set", "data.holdout=" + "x" * 100_000,
                    "--runs-dir", tmp_path / "runs") == 2
     assert "100,000 characters long" in error(capsys) and not (tmp_path / "runs").exists()
+
+
+def test_two_sweeps_over_one_grid_make_each_computation_once(tmp_path):
+    """Issue 25 item 11: the one-writer rule holds across sweeps, in the run store (a claim per config hash
+    and seed): two sweeps of different names submitted together make the run once, and both finish."""
+    import subprocess
+    import sys
+
+    from harness.store import RunStore
+
+    grid = ["--methods", "protonet", "--benches", "synthetic-5w1s", "--seeds", "0", "--set", "train.steps=40",
+            "--set", "bench.episodes=10", "--executor", "local", "--runs-dir", str(tmp_path / "runs"), "--wait"]
+    sweeps = [subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", *grid, "--name", name],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for name in ("a", "b")]
+    outputs = [p.communicate(timeout=600)[0] for p in sweeps]
+    assert [p.returncode for p in sweeps] == [0, 0], outputs
+    ok = [r for r in RunStore(tmp_path / "runs") if r["status"] == "ok"]
+    assert len(ok) == 1, [r["run_dir"] for r in ok]
+    logs = " ".join(p.read_text() for p in (tmp_path / "runs" / "sweeps").glob("*/logs/*/*_log.out"))
+    assert "made meanwhile by another sweep" in logs  # both submitted it; the second waited on the claim

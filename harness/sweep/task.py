@@ -86,8 +86,7 @@ def execute_run(run: Run, device: str, world=None) -> dict:
     from harness.benchmarks import reference
     from harness.resolve import check_data, resolve
     from harness.distributed import SINGLE
-    from harness.runner import execute
-    from harness.store import CHECKPOINT, summary_line
+    from harness.store import claimed
 
     world = world or SINGLE
 
@@ -98,6 +97,19 @@ def execute_run(run: Run, device: str, world=None) -> dict:
     check_data(resolved)
     kernels.pin(run_pins(run))  # an error, naming both, where this process's torch runs other kernels
     run_dir = Path(run.run_dir)
+    if world.size > 1:  # its processes meet in collectives: no claim to wait on between them
+        return run_planned(resolved, run, run_dir, device, world)
+    with claimed(run_dir.parent, run.config_hash, run.seed) as done:  # one computation per runs directory
+        if done and Path(done["run_dir"]) != run_dir:
+            print(f"{run.label}: made meanwhile by another sweep in {done['run_dir']}", flush=True)
+            return done
+        return run_planned(resolved, run, run_dir, device, world)
+
+
+def run_planned(resolved, run: Run, run_dir: Path, device: str, world) -> dict:
+    from harness.runner import execute
+    from harness.store import CHECKPOINT, summary_line
+
     resuming = (run_dir / CHECKPOINT).is_file()
     print(f"{'resuming' if resuming else 'starting'} {run.label} in {run_dir}"
           f"{' from its checkpoint' if resuming else ''}"
