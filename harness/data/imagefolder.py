@@ -280,7 +280,7 @@ class ImageFolder(Dataset):
                 try:
                     data = path.read_bytes()
                     with Image.open(io.BytesIO(data)) as image:
-                        images.append(np.asarray(image.convert(mode).resize((size, size), Image.BILINEAR)))
+                        images.append(np.asarray(eight_bit(image).convert(mode).resize((size, size), Image.BILINEAR)))
                 except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
                     bad.append(f"{path} ({type(exc).__name__}: {exc})")
                     continue
@@ -290,7 +290,31 @@ class ImageFolder(Dataset):
             total = sum(map(len, self.members[split].values()))
             raise DataError(f"{len(bad)} of {total} images in split '{split}' of image folder {self.spec.folder} "
                             f"cannot be read: {_listed(bad, 3)}. Replace or delete them (and drop them from a split file)")
+        if images and all(int(a.max()) == int(a.min()) for a in images):
+            paths = [str(p) for classes in self.members[split].values() for p in classes]
+            raise DataError(f"every image of split '{split}' of image folder {self.spec.folder} decodes to a single "
+                            f"value (e.g. {_listed(paths, 3)}): no signal to learn or score; check how they were "
+                            "saved (their mode and content)")
         return RawSplit(images, np.array(labels), list(self.members[split])), digest.hexdigest()
+
+
+def eight_bit(image):
+    """``image`` as PIL mode L or RGB(A-free) with its full range kept: 16-bit and 32-bit grey scaled to 0..255
+    (PIL's own conversion clips them), float grey read as 0..1 (or 0..255), and transparency composited over
+    white (content drawn in the alpha channel stays visible)."""
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        if image.mode == "F" and values.max() <= 1.0:
+            top = 1.0
+        return Image.fromarray(np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8), "L")
+    if image.mode in ("LA", "RGBA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image
 
 
 def channel_stats(images) -> tuple[list[float], list[float]]:
