@@ -447,7 +447,15 @@ def execute_processes(procs: int, resolved: Resolved, seed: int, run_dir: Path, 
     """``execute`` as ``procs`` processes on this machine (``harness run --procs``); process 0's record."""
     from harness.distributed import launch
 
-    launch(procs, device, execute_as, resolved, seed, str(run_dir), device, resume, progress)
+    try:
+        launch(procs, device, execute_as, resolved, seed, str(run_dir), device, resume, progress)
+    except HarnessError as exc:  # a process died: process 0 may not have recorded why
+        record = read_record(Path(run_dir))
+        if record and record.get("status") == "running":
+            record.update(status="failed", reason=str(exc), finished=now())
+            write_record(Path(run_dir), record)
+        raise HarnessError(f"{exc}; the run is recorded failed in {run_dir}; continue it from its last checkpoint "
+                           f"with --run-dir {run_dir} --resume") from None
     record = read_record(Path(run_dir))
     if not record or record.get("status") != "ok":
         raise HarnessError(f"the {procs}-process run in {run_dir} did not finish: "
