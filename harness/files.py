@@ -158,7 +158,14 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def torch_save(obj: Any, path: str | Path) -> None:
+    import errno
+
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError:  # torch's writer reports a full disk as an enforce failure (inline_container.cc)
+            if shutil.disk_usage(tmp.parent).free < 1 << 20:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path)) from None
+            raise

@@ -48,3 +48,25 @@ def test_a_killed_process_of_a_two_process_run_is_recorded_failed(tmp_path):
     assert process.returncode != 0 and f"--run-dir {run_dir} --resume" in err, err
     record = read_record(run_dir)
     assert record["status"] == "failed" and "died" in record["reason"], record
+
+
+def test_a_full_disk_is_named_as_such(tmp_path, capsys):
+    """Where a small filesystem can be mounted (root): a run that fills it fails with "No space left on
+    device", not torch's writer error (its record cannot be updated on a full disk, and the message names
+    no file it could not write)."""
+    from conftest import run_cli
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(disk)], capture_output=True).returncode:
+        import pytest
+
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        code = run_cli("run", "--method", "protonet", "--bench", "synthetic-5w1s", "--set", "train.steps=2",
+                       "--set", "train.checkpoint_every=1", "--set", "bench.episodes=5", "--run-dir", disk / "run",
+                       "--no-progress")
+        err = capsys.readouterr().err
+        assert code != 0 and "No space left on device" in err and "inline_container" not in err, err
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
