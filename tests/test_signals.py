@@ -19,11 +19,14 @@ def test_sigterm_records_the_run_terminated_with_its_resume_command(tmp_path):
     run_dir = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", *RUN, "--run-dir", str(run_dir)],
                                stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (run_dir / "checkpoint.pt").is_file() and time.time() < deadline:
-        time.sleep(0.5)
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=60)
+    try:
+        deadline = time.time() + 120
+        while not (run_dir / "checkpoint.pt").is_file() and time.time() < deadline and process.poll() is None:
+            time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()  # never leave a 100,000-step run behind
     assert process.returncode == 143, err
     assert "terminated (SIGTERM)" in err and f"--run-dir {run_dir} --resume" in err
     record = read_record(run_dir)
@@ -36,15 +39,19 @@ def test_a_killed_process_of_a_two_process_run_is_recorded_failed(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", *RUN, "--set", "method.meta_batch=2",
                                 "--procs", "2", "--device", "cpu", "--run-dir", str(run_dir)],
                                stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 180
-    while not (run_dir / "checkpoint.pt").is_file() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.5)
-    children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
-    workers = [int(c) for c in children
-               if "spawn_main" in open(f"/proc/{c}/cmdline").read().replace("\0", " ")]
-    assert len(workers) == 2, children
-    os.kill(max(workers), signal.SIGKILL)  # the later-spawned process: rank 1
-    _, err = process.communicate(timeout=120)
+    try:
+        deadline = time.time() + 180
+        while not (run_dir / "checkpoint.pt").is_file() and time.time() < deadline and process.poll() is None:
+            time.sleep(0.5)
+        children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+        workers = [int(c) for c in children
+                   if "spawn_main" in open(f"/proc/{c}/cmdline").read().replace("\0", " ")]
+        assert len(workers) == 2, children
+        os.kill(max(workers), signal.SIGKILL)  # the later-spawned process: rank 1
+        _, err = process.communicate(timeout=120)
+    finally:
+        subprocess.run(["pkill", "-9", "-P", str(process.pid)])
+        process.kill()
     assert process.returncode != 0 and f"--run-dir {run_dir} --resume" in err, err
     record = read_record(run_dir)
     assert record["status"] == "failed" and "died" in record["reason"], record
