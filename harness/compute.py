@@ -26,6 +26,20 @@ class Count:
     total: int = 0
 
 
+class Totals:
+    """In place of ``FlopCounterMode``'s module tracker: everything counts under "Global" only. The tracker
+    hooks every module's outputs for backward, which kept each scored episode's graph alive (MAML's test
+    adaptation over 150 episodes: 9.5 GB counted against 1.5 GB uncounted)."""
+
+    parents = frozenset({"Global"})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return None
+
+
 @contextmanager
 def counting(active: bool = True) -> Iterator[Count]:
     """Count the FLOPs of the block (``active=False``: run it uncounted, ``total`` stays 0)."""
@@ -35,7 +49,9 @@ def counting(active: bool = True) -> Iterator[Count]:
         return
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as mode:
+    mode = FlopCounterMode(display=False)
+    mode.mod_tracker = Totals()
+    with mode:
         yield count
     count.total = int(mode.get_total_flops())
 
