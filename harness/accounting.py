@@ -63,9 +63,7 @@ def cmd_flops(args) -> int:
         key = record["config_hash"]
         if key not in by_config:
             by_config[key] = counted_flops(run_dir, record)
-        stored = dict(record)
-        stored.pop("run_dir", None)
-        write_record(run_dir, {**stored, "flops": by_config[key]})
+        write_record(run_dir, {**record, "flops": by_config[key]})  # write_record drops run_dir
         added += 1
         print(f"{run_dir}: {by_config[key]['train']:.4g} training FLOPs, {by_config[key]['eval']:.4g} to score")
     print(f"added FLOPs to {added} record(s) ({len(by_config)} configuration(s) replayed)")

@@ -86,6 +86,14 @@ def build_method(resolved: Resolved, seed: int, device: torch.device, world: Wor
     return method.to(device)
 
 
+def training_data(method: Method, data: BenchmarkData) -> TrainData:
+    """The training split on the method's device; labels only for a method that uses them."""
+    device, labels = method.env.device, method.uses_labels
+    return TrainData(images=data.train.images.to(device),
+                     labels=data.train.labels.to(device) if labels else None,
+                     num_classes=data.train.num_classes if labels else None)
+
+
 def budgeted(resolved: Resolved, seed: int, device: torch.device) -> RunConfig:
     """The configuration training runs under: with ``train.budget_flops``, ``train.steps`` is the number of
     steps the budget buys, from the FLOPs of a throwaway copy's setup and first two steps (counts depend
@@ -98,9 +106,7 @@ def budgeted(resolved: Resolved, seed: int, device: torch.device) -> RunConfig:
     if probe.phase_starts(probe.cfg) != [0]:
         raise ConfigError(f"train.budget_flops works for methods whose steps are all alike; {cfg.method_name}'s "
                           "training has phases (harness/compute.py): set train.steps instead")
-    data = resolved.benchmark.load(cfg, with_train=True)
-    train_data = TrainData(data.train.images.to(device), data.train.labels.to(device) if probe.uses_labels else None,
-                           data.train.num_classes if probe.uses_labels else None)
+    train_data = training_data(probe, resolved.benchmark.load(cfg, with_train=True))
     with compute.counting() as setup:
         probe.setup(train_data)
     optimization = Optimization(probe.parameter_groups(), cfg.train, device)
@@ -216,12 +222,7 @@ def train(method: Method, cfg: RunConfig, data: BenchmarkData, run_dir: Path, se
     """The shared loop. Returns training facts for the record (steps, seconds, validation accuracy).
     On several processes each trains its share in lockstep; only process 0 writes or validates."""
     device, tc, world = method.env.device, cfg.train, method.env.world
-    uses_labels = method.uses_labels
-    train_data = TrainData(
-        images=data.train.images.to(device),
-        labels=data.train.labels.to(device) if uses_labels else None,
-        num_classes=data.train.num_classes if uses_labels else None,
-    )
+    train_data = training_data(method, data)
     with compute.counting() as setup:
         method.setup(train_data)
     optimization = Optimization(method.parameter_groups(), tc, device, world)

@@ -34,17 +34,13 @@ def training_step(name: str, bench: str):
     (method, training data, setup, the runner's optimisation), on the CPU."""
     import torch
 
-    from harness.method import TrainData
     from harness.optim import Optimization
     from harness.resolve import resolve
-    from harness.runner import build_method
+    from harness.runner import build_method, training_data
 
     resolved = resolve(name, bench)
     method = build_method(resolved, 0, torch.device("cpu"))
-    data = resolved.benchmark.load(resolved.config, with_train=True)
-    labels = method.uses_labels
-    train = TrainData(data.train.images, data.train.labels if labels else None,
-                      data.train.num_classes if labels else None)
+    train = training_data(method, resolved.benchmark.load(resolved.config, with_train=True))
     method.setup(train)
     optimization = Optimization(method.parameter_groups(), resolved.config.train, torch.device("cpu"))
     generator = torch.Generator().manual_seed(0)
