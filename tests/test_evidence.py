@@ -15,7 +15,7 @@ from conftest import run_cli
 
 from harness import files
 from harness.errors import ConfigError
-from harness.sweep.plan import finished_index
+from harness.sweep.plan import Sweep
 from harness.methods import METHODS
 from harness.report.spec import load_spec
 from harness.store import RunStore, read_record, read_scores, write_record, write_scores
@@ -42,7 +42,7 @@ def test_newest_ok_run_is_the_latest_finished_one_for_every_command(tmp_path):
     store = RunStore(runs)
     assert store.newest_ok("abc123", 0)["run_id"] == "20260101-000000-planned-early"
     assert store.newest_ok("abc123", 1) is None
-    assert finished_index(runs)[("abc123", 0)]["run_id"] == "20260101-000000-planned-early"
+    assert Sweep(runs, "s").finished()[("abc123", 0)]["run_id"] == "20260101-000000-planned-early"
     newest, superseded = store.newest(store.records)
     assert [r["run_id"] for r in newest.values()] == ["20260101-000000-planned-early"]
     assert [r["run_id"] for r in superseded] == ["20260102-000000-made-later"]

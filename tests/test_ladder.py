@@ -51,6 +51,9 @@ def test_sweep_table_makes_every_rung_once_and_table_writes_each(tmp_path, monke
     x3 = (tmp_path / "tables" / "tiny-x3.md").read_text()
     assert "3× the step caps" in x3 and "protonet 6 steps" in x3
     assert len([p for p in (tmp_path / "runs" / "tiny").iterdir() if p.is_dir()]) == 6  # every rung's evidence
+    capsys.readouterr()  # a new machine with no runs directory: the committed evidence is not re-made
+    assert run_cli("sweep", "--table", spec, "--executor", "local", "--runs-dir", "fresh", "--dry-run") == 0
+    assert "0 to submit, 6 already done" in capsys.readouterr().out
 
 
 def test_the_compute_plot_draws_every_rung_against_training_flops(tmp_path, monkeypatch):

@@ -32,13 +32,14 @@ def cmd_sweep(args) -> int:
         from harness.report.spec import load_spec
 
         table = load_spec(Path(args.table))
-        grid_runs, grid = table_runs(table), {"table": str(table.path)}
+        grid_runs, grid = table_runs(table), {"table": str(table.path), "evidence": str(table.evidence)}
         default_name = f"table-{table.path.stem}"
     else:
         grid_runs, grid, default_name = plan_runs(spec), asdict(spec), spec.default_name()
     if executor == "slurm":
         check_split(grid_runs, processes_per_run(profile))
-    sweep = Sweep(Path(args.runs_dir), str(args.name or sweep_file.get("name") or default_name))
+    sweep = Sweep(Path(args.runs_dir), str(args.name or sweep_file.get("name") or default_name),
+                  table.evidence if args.table else None)
     launch = Launch(executor, profile, profile_source, parallelism, args.device)
     if args.dry_run:
         return dry_run(sweep, grid_runs, launch, args)

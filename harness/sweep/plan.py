@@ -121,7 +121,7 @@ def table_runs(spec) -> list[Run]:
 class Sweep:
     """A sweep's directory: its plan, its submissions and its logs."""
 
-    def __init__(self, runs_dir: Path, name: str):
+    def __init__(self, runs_dir: Path, name: str, evidence: Path | None = None):
         if not NAME_PATTERN.fullmatch(name):
             raise ConfigError(f"sweep name '{name}' must be letters, digits and . _ + - (at most 100, "
                               f"starting with a letter or digit)")
@@ -130,6 +130,7 @@ class Sweep:
         self.plan_path = self.dir / "plan.json"
         self.submissions_dir = self.dir / "submissions"
         self.logs_folder = self.dir / "logs" / "%j"  # submitit's folder; %j becomes the job id
+        self.evidence = evidence  # sweep --table: the table's committed runs, finished without a re-run
 
     def exists(self) -> bool:
         return self.plan_path.is_file()
@@ -174,6 +175,14 @@ class Sweep:
                                "host": sub["host"], "log": str(task_log(sub["logs_folder"], job_id))}
         return latest
 
+    def finished(self) -> dict[tuple[str, int], dict]:
+        """(config hash, seed) → the newest ``ok`` record under the runs directory or, for a table's
+        sweep, in the table's committed evidence (named now, or when the plan was saved)."""
+        from harness.store import RunStore
+
+        evidence = self.evidence or (self.read_plan()["last_grid"].get("evidence") if self.exists() else None)
+        return RunStore(self.runs_dir, *([Path(evidence)] if evidence else [])).finished()
+
     @contextmanager
     def locked(self):
         """One ``harness sweep`` at a time per sweep (plan and submissions stay consistent)."""
@@ -211,9 +220,3 @@ def assign_run_dirs(sweep: Sweep, grid_runs: list[Run], finished: dict) -> list[
         planned[run.key] = run
     return list(planned.values())
 
-
-def finished_index(runs_dir: Path) -> dict[tuple[str, int], dict]:
-    """(config hash, seed) → the newest ``ok`` record under ``runs_dir``."""
-    from harness.store import RunStore
-
-    return RunStore(runs_dir).finished()

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.sweep.plan import Run, Sweep, finished_index
+from harness.sweep.plan import Run, Sweep
 
 # SLURM states in which a job may still produce its result.
 ACTIVE_STATES = frozenset({
@@ -136,7 +136,7 @@ def assess(sweep: Sweep, runs: list[Run]) -> tuple[list[RunStatus], list[str]]:
     """Each run's status from the records, the submissions and the scheduler (see the module doc)."""
     from harness.store import read_record
 
-    finished = finished_index(sweep.runs_dir)
+    finished = sweep.finished()
     jobs = sweep.latest_jobs()
     slurm_ids = {jobs[r.key]["job_id"] for r in runs if r.key in jobs and jobs[r.key]["executor"] == "slurm"}
     states, warnings = slurm_states(slurm_ids) if slurm_ids else ({}, [])

@@ -14,7 +14,7 @@ from contextlib import redirect_stderr
 from dataclasses import dataclass
 
 from harness.errors import HarnessError, RunFailed
-from harness.sweep.plan import Run, Sweep, assign_run_dirs, finished_index, new_run_dir, now
+from harness.sweep.plan import Run, Sweep, assign_run_dirs, new_run_dir, now
 from harness.sweep.profiles import slurm_parameters
 from harness.sweep.status import RunStatus, assess, print_status, print_warnings
 from harness.sweep.task import SweepTask, run_pins, task_env
@@ -85,7 +85,7 @@ def sbatch_lines(profile: dict, sweep: Sweep, count: int, parallelism: int) -> l
 def triage(sweep: Sweep, grid_runs: list[Run], args) -> tuple[list[Run], list[RunStatus], list[RunStatus], list[str]]:
     """Fix the runs' directories and assess them: (the merged plan, each run's status, the runs to
     submit, warnings)."""
-    plan = assign_run_dirs(sweep, grid_runs, finished_index(sweep.runs_dir))
+    plan = assign_run_dirs(sweep, grid_runs, sweep.finished())
     statuses, warnings = assess(sweep, grid_runs)
     return plan, statuses, select(statuses, args), warnings
 
