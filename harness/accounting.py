@@ -29,7 +29,8 @@ def counted_flops(run_dir: Path, record: dict) -> dict:
     """The ``flops`` block of a stored run, from a scratch replay of its first steps."""
     from harness import compute
     from harness.benchmarks import reference
-    from harness.resolve import resolve, stored_overrides
+    from harness.resolve import resolve
+    from harness.settings import stored_overrides
     from harness.runner import execute
     from harness.store import read_config
 

@@ -74,6 +74,7 @@ def _short(mapping: dict) -> str:
 
 def cmd_run(args) -> int:
     from harness.resolve import resolve
+    from harness.settings import config_hash
     from harness.store import RunStore, new_run_id, read_record
 
     resolved = resolve(args.method, args.bench, args.config, args.set or [])
@@ -82,15 +83,15 @@ def cmd_run(args) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else None
     if args.resume and run_dir is None:
         store = RunStore(runs_dir)
-        done = store.newest_ok(cfg.hash(), args.seed)
+        done = store.newest_ok(config_hash(cfg), args.seed)
         if done:
             print(f"already finished: {done['run_dir']}")
             print(summary_line(done))
             return 0
-        pending = store.latest(cfg.hash(), args.seed)
+        pending = store.latest(config_hash(cfg), args.seed)
         run_dir = Path(pending["run_dir"]) if pending else None
     if run_dir is None:
-        run_dir = runs_dir / new_run_id(cfg.method_name, cfg.benchmark, args.seed, cfg.hash())
+        run_dir = runs_dir / new_run_id(cfg.method_name, cfg.benchmark, args.seed, config_hash(cfg))
     # before torch starts: a resumed run continues under the kernels its record names, a new one at train.kernels
     stored = read_record(run_dir) if args.resume else None
     kernels.pin((stored and kernels.record_pins(stored)) or kernels.level_pins(cfg.train.kernels))

@@ -1,17 +1,16 @@
-"""Typed run configuration: groups of dataclasses, YAML / ``--set`` overrides, validation, hashing.
+"""Typed run configuration: groups of dataclasses, YAML / ``--set`` overrides, validation.
 
-A run's configuration has five groups: ``bench`` (the test protocol), ``data``, ``train``, ``eval``
-and ``method`` (the method's own dataclass). Values are resolved in this order, later wins:
-dataclass defaults → benchmark definition → method preset (``default`` then the benchmark's family)
-→ the method entry's fixed settings → ``--config FILE.yaml`` → ``--set key=value``.
-Every value is type-checked; a field's ``metadata`` may bound it (``min``, ``max``, ``gt``).
+A run's configuration has the groups ``bench`` (the test protocol), ``data``, ``train``, ``eval``,
+``method`` (the method's own dataclass) and, for methods that learn from augmented views, ``views``.
+Values are resolved in this order, later wins: dataclass defaults → benchmark definition → method
+preset (``default`` then the benchmark's family) → the method entry's fixed settings → ``--config FILE.yaml`` → ``--set key=value``.
+Every value is type-checked; a field's ``metadata`` may bound it (``min``, ``max``, ``gt``) and mark it
+``added`` later. Canonical form, migrations and the hash: ``harness/settings.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import re
 import types
@@ -33,6 +32,15 @@ def at_least(low: float) -> dict:
 def positive() -> dict:
     """Field metadata: the value must be > 0."""
     return {"gt": 0}
+
+
+ADDED = "added"  # field metadata key: see added()
+
+
+def added(metadata: dict | None = None) -> dict:
+    """Field metadata for a key added after runs were recorded (with its bounds, if any): hashed only
+    when set otherwise, and read back at its default from runs stored without it (harness/settings.py)."""
+    return {**(metadata or {}), ADDED: True}
 
 
 @dataclass
@@ -64,7 +72,7 @@ class TrainConfig:
     steps: int = field(default=1000, metadata=at_least(0))
     budget_minutes: float = field(default=0.0, metadata=at_least(0))  # 0 → no time limit
     # > 0: train for the steps this many FLOPs buy (harness/compute.py), counted on a probe step; replaces steps
-    budget_flops: float = field(default=0.0, metadata=at_least(0))
+    budget_flops: float = field(default=0.0, metadata=added(at_least(0)))
     lr: float = field(default=1e-3, metadata=positive())
     weight_decay: float = field(default=0.0, metadata=at_least(0))
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
@@ -74,16 +82,16 @@ class TrainConfig:
     val_every: int = field(default=0, metadata=at_least(0))  # 0 → validate only at the end
     val_episodes: int = field(default=200, metadata=at_least(1))
     log_every: int = field(default=10, metadata=at_least(1))
-    clip_grad_norm: float = field(default=0.0, metadata=at_least(0))  # 0 → no clipping
-    precision: Literal["32", "bf16", "16"] = "32"  # training under autocast (16: with gradient scaling)
-    compile: bool = False  # torch.compile the method's modules for training
-    sync_batchnorm: bool = True  # on several processes: batch norm over the global batch (harness/distributed.py)
+    clip_grad_norm: float = field(default=0.0, metadata=added(at_least(0)))  # 0 → no clipping
+    precision: Literal["32", "bf16", "16"] = field(default="32", metadata=added())  # training under autocast (16: with gradient scaling)
+    compile: bool = field(default=False, metadata=added())  # torch.compile the method's modules for training
+    sync_batchnorm: bool = field(default=True, metadata=added())  # on several processes: batch norm over the global batch (harness/distributed.py)
     # the harness's batch norm (two-pass sums) instead of torch's kernel, whose CPU statistics of channels-last
     # activations round by up to ~1e-4: a run on N processes then equals the 1-process run to rounding
-    exact_batchnorm: bool = False
+    exact_batchnorm: bool = field(default=False, metadata=added())
     # CPU kernels: portable pins torch and oneDNN to AVX2 on x86 (runs replay bit-identically on any AVX2-or-better
     # machine); native lets them pick the CPU's best (harness/kernels.py)
-    kernels: Literal["portable", "native"] = "portable"
+    kernels: Literal["portable", "native"] = field(default="portable", metadata=added())
 
 
 def probability() -> dict:
@@ -121,9 +129,9 @@ class EvalConfig:
     distance: Literal["euclidean", "cosine"] = "euclidean"
     batch_size: int = field(default=512, metadata=at_least(1))
     test: bool = True  # false: score only the validation split (blind tuning)
-    logreg_steps: int = field(default=100, metadata=at_least(1))  # the logreg head: full-batch Adam steps,
-    logreg_lr: float = field(default=0.1, metadata=positive())  # its learning rate
-    logreg_l2: float = field(default=1e-3, metadata=at_least(0))  # and its L2 penalty
+    logreg_steps: int = field(default=100, metadata=added(at_least(1)))  # the logreg head: full-batch Adam steps,
+    logreg_lr: float = field(default=0.1, metadata=added(positive()))  # its learning rate
+    logreg_l2: float = field(default=1e-3, metadata=added(at_least(0)))  # and its L2 penalty
 
     def head_settings(self) -> dict:
         """The settings of the ``head`` it names, as the head's constructor takes them."""
@@ -136,17 +144,6 @@ SEED_MAX = 2**63 - 1  # training seeds: 0..SEED_MAX (a signed 64-bit integer, as
 MAX_SWEEP_RUNS = 10_000  # runs one sweep may plan (methods × benchmarks × settings × seeds)
 
 GROUPS = ("bench", "data", "train", "eval", "method", "views")
-# Keys that say where things are, not what is computed: excluded from the config hash.
-UNHASHED = {("data", "root")}
-# Keys added after runs were recorded, with their defaults: hashed only when set otherwise, so that
-# earlier runs keep their identity (a sweep still finds them finished).
-ADDED_KEYS = {("train", "clip_grad_norm"): 0.0, ("train", "precision"): "32", ("train", "compile"): False,
-              ("train", "sync_batchnorm"): True, ("train", "exact_batchnorm"): False,
-              ("train", "kernels"): "portable", ("train", "budget_flops"): 0.0,
-              ("method", "meta_batch"): 1,
-              ("eval", "logreg_steps"): 100, ("eval", "logreg_lr"): 0.1, ("eval", "logreg_l2"): 1e-3}
-
-
 @dataclass
 class RunConfig:
     """A fully resolved run configuration (without the seed: hash + seed identify a run)."""
@@ -177,19 +174,6 @@ class RunConfig:
         for name in self.groups():
             out[name] = dataclasses.asdict(self.group(name))
         return out
-
-    def hash(self) -> str:
-        """A stable digest of everything that affects the computed result. The ``views`` group is hashed
-        as part of ``method`` (where view settings lived before they were a group), so runs keep their identity."""
-        tree = self.to_dict()
-        tree["method"].update(tree.pop("views", {}))
-        for group, key in UNHASHED:
-            tree[group].pop(key, None)
-        for (group, key), default in ADDED_KEYS.items():
-            if tree[group].get(key) == default:
-                del tree[group][key]
-        blob = json.dumps(tree, sort_keys=True, separators=(",", ":"), default=list)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------- reading overrides

@@ -8,7 +8,6 @@ are resized to it; grey ↔ RGB is converted when the channel counts differ). Th
 from __future__ import annotations
 
 import copy
-import hashlib
 from pathlib import Path
 
 import torch
@@ -17,7 +16,8 @@ from harness.catalog import HEADS
 from harness.errors import HarnessError
 from harness.benchmarks import get_benchmark, reference
 from harness.protocol import Benchmark
-from harness.resolve import check_head, resolve, stored_overrides
+from harness.resolve import check_head, resolve
+from harness.settings import derived_hash, stored_overrides
 from harness.store import CHECKPOINT, new_run_id, read_config, read_record, write_record, write_scores
 from harness.checkpoint import read_checkpoint
 from harness.runner import (
@@ -65,7 +65,7 @@ def evaluate_run(run_dir: Path, bench: str, head: str | None, runs_dir: Path, de
     data = target.load(cfg, with_train=False)
     data.test.images = match_channels(data.test.images, method.env.channels)
 
-    config_hash = hashlib.sha256(f"{source['config_hash']}|{cfg.hash()}".encode()).hexdigest()[:12]
+    config_hash = derived_hash(source["config_hash"], cfg)
     out_dir = Path(runs_dir) / new_run_id(cfg.method_name, cfg.benchmark, source["seed"], config_hash)
     record = {k: v for k, v in base_record(resolved, source["seed"], out_dir, torch_device).items()
               if k not in ("benchmark_file", "benchmark_sha256")}  # the source's; the target's follow

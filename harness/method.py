@@ -60,6 +60,7 @@ class Method(nn.Module):
     Config: ClassVar[type]
     trains: ClassVar[bool] = True
     uses_labels: ClassVar[bool] = True
+    uses_views: ClassVar[bool] = False  # learns from augmented views: has the views.* group
     default_head: ClassVar[str | None] = None  # None → the benchmark's head
     # On several processes (--procs): what each process takes its share of ("images" of a batch,
     # "tasks" of a meta-batch; "" → one process only), and whether batch norm then spans the shards.

@@ -104,7 +104,8 @@ def plan_replays(table, only: list[str] | None, seeds: list[int] | None) -> list
 
     from harness.benchmarks import reference
     from harness.sweep.plan import Run
-    from harness.resolve import resolve, stored_overrides
+    from harness.resolve import resolve
+    from harness.settings import config_hash, stored_overrides
     from harness.store import read_config
 
     spec = table.spec
@@ -129,10 +130,10 @@ def plan_replays(table, only: list[str] | None, seeds: list[int] | None) -> list
                                        "reproduce re-runs training runs only")
                 overrides = dict(stored_overrides(read_config(Path(record["run_dir"]))))
                 bench = reference(record["benchmark"], record.get("benchmark_file"))
-                config_hash = resolve(record["method"], bench, overrides=overrides).config.hash()
-                key = f"{config_hash}-s{record['seed']}"
+                digest = config_hash(resolve(record["method"], bench, overrides=overrides).config)
+                key = f"{digest}-s{record['seed']}"
                 run = Run(key, f"{row.label} | {column.label} seed {record['seed']}", record["method"],
-                          record["benchmark"], record["seed"], overrides, config_hash, "",
+                          record["benchmark"], record["seed"], overrides, digest, "",
                           threads=int(record.get("threads") or 0), bench_file=record.get("benchmark_file") or "",
                           kernels=kernels.record_pins(record))
                 replays.append(Replay(row.label, column.label, record, list(cell.group.runs), run))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -11,8 +10,8 @@ from typing import Any
 
 from harness.catalog import BACKBONES, HEADS
 from harness.config import (
-    GROUPS, BenchConfig, ConfigError, DataConfig, EvalConfig, RunConfig, TrainConfig, ViewConfig, check_bounds,
-    load_yaml, read_yaml, set_value,
+    ConfigError, DataConfig, EvalConfig, RunConfig, TrainConfig, ViewConfig, check_bounds, load_yaml, read_yaml,
+    set_value,
 )
 from harness.overrides import Overrides
 from harness.benchmarks import get_benchmark
@@ -46,32 +45,7 @@ def preset_layers(presets: list[str], *keys: str) -> list[tuple[str, Overrides]]
 
 def presets_of(entry, cls) -> list[str]:
     """The preset files a method's settings come from: the shared views preset (methods with views), its own."""
-    return [VIEWS_PRESET, *entry.presets] if getattr(cls, "uses_views", False) else entry.presets
-
-
-def stored_overrides(tree: dict) -> Overrides:
-    """A stored run's config.yaml as overrides that resolve it again (without where its data lived). Runs
-    recorded before ``views.*`` was a group kept view settings under ``method.*``; they move over."""
-    from harness.config import UNHASHED
-
-    settings = Overrides.from_tree({g: tree[g] for g in GROUPS if g in tree})
-    view_keys = {f.name for f in dataclasses.fields(ViewConfig)}
-    _, cls = method_class(tree["method_name"])
-    moved = {}
-    for key, value in settings.items():
-        group, _, name = key.partition(".")
-        if getattr(cls, "uses_views", False) and group == "method" and name in view_keys:
-            key = f"views.{name}"
-        if (group, name) not in UNHASHED:
-            moved[key] = value
-    return Overrides(moved)
-
-
-def method_class(name: str):
-    from harness.methods import METHODS
-
-    entry = METHODS.get(name)
-    return entry, entry.load()
+    return [VIEWS_PRESET, *entry.presets] if cls.uses_views else entry.presets
 
 
 def resolve(method: str, benchmark: str, config_file: str | None = None, sets: list[str] | tuple = (),
@@ -79,12 +53,15 @@ def resolve(method: str, benchmark: str, config_file: str | None = None, sets: l
     """Defaults → benchmark → preset → fixed → ``config_file`` → ``overrides`` (dotted keys, e.g. a sweep's
     grid point or a tuning trial) → ``sets`` (``--set`` text); then validate. ``benchmark`` is a registered
     name or a benchmark file (``path.yaml``, ``path.yaml:NAME``); the config holds the benchmark's name."""
-    entry, cls = method_class(method)
+    from harness.methods import METHODS
+
+    entry = METHODS.get(method)
+    cls = entry.load()
     spec = get_benchmark(benchmark)
     cfg = RunConfig(
         method_name=method, benchmark=spec.name, bench=spec.bench_config(),
         data=DataConfig(class_rotations=spec.class_rotations), train=TrainConfig(), eval=EvalConfig(),
-        method=cls.Config(), views=ViewConfig() if getattr(cls, "uses_views", False) else None,
+        method=cls.Config(), views=ViewConfig() if cls.uses_views else None,
     )
     layers = preset_layers(presets_of(entry, cls), spec.family, spec.name)
     layers.append((f"method {method} (fixed)", Overrides.from_tree(entry.fixed)))
@@ -123,19 +100,6 @@ def resolve(method: str, benchmark: str, config_file: str | None = None, sets: l
     if backbone:
         check_backbone_input(backbone, bench.dataset.channels, cfg.data.image_size)
     return Resolved(cfg, entry, bench, cls)
-
-
-def config_keys(methods: list[str]) -> set[str]:
-    """Every ``group.key`` a run of one of ``methods`` has in its config.yaml (imports the methods)."""
-    keys = {"benchmark"}
-    for name, cls in (("bench", BenchConfig), ("data", DataConfig), ("train", TrainConfig), ("eval", EvalConfig)):
-        keys |= {f"{name}.{f.name}" for f in dataclasses.fields(cls)}
-    for method in set(methods):
-        cls = method_class(method)[1]
-        keys |= {f"method.{f.name}" for f in dataclasses.fields(cls.Config)}
-        if getattr(cls, "uses_views", False):
-            keys |= {f"views.{f.name}" for f in dataclasses.fields(ViewConfig)}
-    return keys
 
 
 def check_head(cls: type, head: str) -> None:

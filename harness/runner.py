@@ -37,6 +37,7 @@ from harness.method import Method, MethodEnv, TrainData
 from harness.optim import Optimization
 from harness.protocol import BenchmarkData
 from harness.resolve import Resolved
+from harness.settings import config_hash
 from harness.store import (
     CHECKPOINT, ERROR_LOG, RESULT, TRAIN_LOG, read_record, write_config, write_record, write_scores,
 )
@@ -149,7 +150,7 @@ def base_record(resolved: Resolved, seed: int, run_dir: Path, device: torch.devi
         "benchmark": cfg.benchmark,
         "trained_on": cfg.benchmark,
         "seed": seed,
-        "config_hash": cfg.hash(),
+        "config_hash": config_hash(cfg),
         "head": cfg.eval.head,
         "distance": cfg.eval.distance,
         "status": "running",

@@ -53,6 +53,7 @@ def run_tuning(method: str, bench: str, space_file: str, trials: int, budget_min
     """Run the trials (resuming finished ones), pick the best validation accuracy, write the summary."""
     from harness.overrides import Overrides
     from harness.resolve import check_data, resolve
+    from harness.settings import config_hash
     from harness.store import RunStore, new_run_id
     from harness.runner import execute
 
@@ -67,8 +68,8 @@ def run_tuning(method: str, bench: str, space_file: str, trials: int, budget_min
         resolved = resolve(method, bench, overrides=fixed.merged(settings))
         check_data(resolved)
         cfg = resolved.config
-        record = RunStore(store).newest_ok(cfg.hash(), seed) or execute(
-            resolved, seed, store / new_run_id(method, bench, seed, cfg.hash()), device=device)
+        record = RunStore(store).newest_ok(config_hash(cfg), seed) or execute(
+            resolved, seed, store / new_run_id(method, bench, seed, config_hash(cfg)), device=device)
         rows.append({"settings": settings, "val_accuracy": record["val_accuracy"], "steps": record["steps"],
                      "train_seconds": record["train_seconds"], "run_id": record["run_id"]})
     best = max(rows, key=lambda r: r["val_accuracy"])

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from harness.backbones import build_backbone
 from harness.catalog import BACKBONES
-from harness.config import at_least
+from harness.config import added, at_least
 from harness.distributed import meta_batch_statistics
 from harness.heads import prototypes
 from harness.libs import learn2learn
@@ -37,7 +37,7 @@ class ProtoNetConfig:
     train_shots: int = field(default=0, metadata=at_least(0))
     train_queries: int = field(default=15, metadata=at_least(1))
     distance: Literal["euclidean", "cosine"] = "euclidean"
-    meta_batch: int = field(default=1, metadata=at_least(1))  # episodes per step, each forwarded on its own
+    meta_batch: int = field(default=1, metadata=added(at_least(1)))  # episodes per step, each forwarded on its own
 
 
 def prototype_logits(support, support_labels, query, ways: int, distance: str = "euclidean") -> torch.Tensor:

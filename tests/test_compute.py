@@ -12,6 +12,7 @@ from harness import compute
 from harness.backbones import conv4
 from harness.errors import ConfigError
 from harness.resolve import resolve
+from harness.settings import config_hash
 from harness.runner import execute
 from harness.store import read_scores
 
@@ -63,7 +64,7 @@ def test_budget_flops_buys_steps_and_replays_exactly(tmp_path):
     runs = [execute(resolve("protonet", "synthetic-5w1s", sets=[*TINY, *budget]), 0, tmp_path / name, progress=False)
             for name in ("a", "b")]
     assert [r["steps"] for r in runs] == [3, 3] and runs[0]["flops"]["budget"] == 3.5 * step
-    assert runs[0]["config_hash"] == resolve("protonet", "synthetic-5w1s", sets=[*TINY, *budget]).config.hash()
+    assert runs[0]["config_hash"] == config_hash(resolve("protonet", "synthetic-5w1s", sets=[*TINY, *budget]).config)
     assert np.array_equal(read_scores(tmp_path / "a")[1], read_scores(tmp_path / "b")[1])
     with pytest.raises(ConfigError, match="buys no training step"):
         execute(resolve("protonet", "synthetic-5w1s", sets=[*TINY, f"train.budget_flops={step / 2}"]), 0,

@@ -11,6 +11,7 @@ import torch
 
 from harness.errors import ConfigError
 from harness.resolve import resolve
+from harness.settings import config_hash
 from harness.runner import execute
 
 TINY = ["train.steps=2", "train.batch_size=4", "bench.episodes=10", "train.log_every=1", "train.checkpoint_every=1"]
@@ -63,5 +64,5 @@ def test_precision_values_and_the_default():
     assert resolve("simclr", "synthetic-5w1s", sets=["train.precision=16"]).config.train.precision == "16"
     with pytest.raises(ConfigError, match="train.precision must be one of '32', 'bf16', '16'"):
         resolve("simclr", "synthetic-5w1s", sets=["train.precision=8"])
-    plain = resolve("simclr", "synthetic-5w1s").config.hash()
-    assert resolve("simclr", "synthetic-5w1s", sets=["train.precision=bf16"]).config.hash() != plain
+    plain = config_hash(resolve("simclr", "synthetic-5w1s").config)
+    assert config_hash(resolve("simclr", "synthetic-5w1s", sets=["train.precision=bf16"]).config) != plain

@@ -493,16 +493,23 @@ def test_importing_the_commands_loads_no_heavy_library():
 
 def test_older_runs_settings_read_as_the_config_hash_sees_them(tmp_path):
     """View settings stored under method.* (before views were a group) and keys added since a run was made
-    (at the defaults it ran with) compare equal to a newer run's, so one configuration stays one line."""
-    old = make_run(tmp_path, "meth-a", "toy-5w1s", 0, COUNTS["meth-a"], finished="2026-01-01T00:00:00+00:00",
+    (at the defaults it ran with) compare equal to a newer run's, so one configuration stays one line. An
+    added key belongs to the method that declares it: a SimCLR run has no method.meta_batch."""
+    old = make_run(tmp_path, "simclr", "toy-5w1s", 0, COUNTS["meth-a"], finished="2026-01-01T00:00:00+00:00",
                    settings={"method.cj_bright": 0.8})
-    new = make_run(tmp_path, "meth-a", "toy-5w1s", 1, COUNTS["meth-a"], finished="2026-01-02T00:00:00+00:00",
+    new = make_run(tmp_path, "simclr", "toy-5w1s", 1, COUNTS["meth-a"], finished="2026-01-02T00:00:00+00:00",
                    settings={"views.cj_bright": 0.8, "eval.logreg_steps": 100, "train.exact_batchnorm": False})
-    changed = make_run(tmp_path, "meth-a", "toy-5w1s", 2, COUNTS["meth-a"], finished="2026-01-03T00:00:00+00:00",
+    changed = make_run(tmp_path, "simclr", "toy-5w1s", 2, COUNTS["meth-a"], finished="2026-01-03T00:00:00+00:00",
                        settings={"views.cj_bright": 0.8, "eval.logreg_steps": 50})
     assert read_settings(old) == read_settings(new)
-    assert "method.cj_bright" not in read_settings(old)
+    assert "method.cj_bright" not in read_settings(old) and "method.meta_batch" not in read_settings(old)
     assert read_settings(changed)["eval.logreg_steps"] == 50
+    protonet = make_run(tmp_path, "protonet", "toy-5w1s", 0, COUNTS["meth-a"], finished="2026-01-01T00:00:00+00:00",
+                        settings={"method.cj_bright": 0.8})
+    assert read_settings(protonet)["method.meta_batch"] == 1  # its own added key, at its default
+    assert read_settings(protonet)["method.cj_bright"] == 0.8  # protonet has no views: nothing moves
+    unregistered = make_run(tmp_path, "meth-a", "toy-5w1s", 0, COUNTS["meth-a"], finished="2026-01-01T00:00:00+00:00")
+    assert read_settings(unregistered)["train.exact_batchnorm"] is False  # shared groups only
 
 
 def test_a_leaderboard_keeps_only_the_runs_its_filter_names(tmp_path):

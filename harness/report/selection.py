@@ -23,14 +23,14 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from harness.config import ADDED_KEYS, GROUPS, ViewConfig
+from harness.config import GROUPS
 from harness.errors import ConfigError, HarnessError
-from harness.overrides import Overrides
+from harness.settings import canonical, flatten
 from harness.store import CONFIG, RunStore, check_evidence, newest_key, read_config, read_scores
 
 RECORD_FIELDS = ("kind", "trained_on", "head", "distance")
@@ -38,7 +38,6 @@ RECORD_FIELDS = ("kind", "trained_on", "head", "distance")
 CONFIG_ALIASES = {"eval.head": "head", "eval.distance": "distance"}
 # Config keys that say where things are or which run a record came from, not what was computed.
 UNCOMPARED = {"data.root", "source_run", "method_name"}
-VIEW_KEYS = {f.name for f in fields(ViewConfig)}
 
 
 @dataclass
@@ -138,21 +137,14 @@ class MissingValue:
 
 
 def read_settings(record: dict) -> dict[str, Any]:
-    """A run's settings: ``group.key`` → value from its config.yaml (plus ``benchmark``) and the
-    record fields ``kind``, ``trained_on``, ``head``, ``distance``."""
+    """A run's settings: ``group.key`` → value of its config.yaml in canonical form (``harness.settings``:
+    view settings under ``views.*``, keys added since the run was made at the defaults it ran with), beside
+    ``benchmark`` and the record fields ``kind``, ``trained_on``, ``head``, ``distance``."""
     run_dir = Path(record["run_dir"])
     tree = (read_config(run_dir) if (run_dir / CONFIG).is_file() else None) or {}
-    groups = {key: value for key, value in tree.items() if isinstance(value, dict)}
-    flat = {key: value for key, value in tree.items() if key not in groups}  # method_name, benchmark
-    flat.update(Overrides.from_tree(groups))
+    flat = flatten(canonical(tree)) if tree else {}
     for key in (*UNCOMPARED, *CONFIG_ALIASES):
         flat.pop(key, None)
-    # as the config hash sees them: view settings stored under method.* (before views were a group) are
-    # views.*, and keys added since a run was made have the defaults it ran with
-    for key in [k for k in flat if k.startswith("method.") and k.removeprefix("method.") in VIEW_KEYS]:
-        flat.setdefault("views." + key.removeprefix("method."), flat.pop(key))
-    for (group, key), default in ADDED_KEYS.items():
-        flat.setdefault(f"{group}.{key}", default)
     flat.update({name: record.get(name) for name in RECORD_FIELDS})
     return flat
 

@@ -358,7 +358,7 @@ def check_name(registry, name: str, context: str) -> None:
 
 def check_where_keys(where: dict, methods: list[str], context: str) -> None:
     """Every ``group.key`` of a filter must be a setting some run could have."""
-    from harness.resolve import config_keys  # imports the methods
+    from harness.settings import config_keys  # imports the methods
 
     if not where:
         return

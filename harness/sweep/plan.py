@@ -61,16 +61,17 @@ def add_runs(runs: dict[str, Run], label: str, method: str, bench: str, override
     stays). ``label`` names the point; a method that does not train gets ``untrained_seeds`` if given.
     Run directories are assigned later (``assign_run_dirs``)."""
     from harness.resolve import check_data, resolve
+    from harness.settings import config_hash
 
     resolved = resolve(method, bench, overrides=overrides)
     check_data(resolved)
-    config_hash = resolved.config.hash()
+    digest = config_hash(resolved.config)
     if untrained_seeds is not None and not resolved.method_class.trains:
         seeds = untrained_seeds
     for seed in seeds:
-        key = f"{config_hash}-s{seed}"
+        key = f"{digest}-s{seed}"
         runs.setdefault(key, Run(key, f"{label} seed {seed}", method, resolved.config.benchmark, seed, overrides,
-                                 config_hash, "", bench_file=resolved.benchmark.spec.source,
+                                 digest, "", bench_file=resolved.benchmark.spec.source,
                                  level=resolved.config.train.kernels))
 
 

@@ -85,14 +85,15 @@ def execute_run(run: Run, device: str, world=None) -> dict:
     planned hash (the harness or a preset changed since planning)."""
     from harness.benchmarks import reference
     from harness.resolve import check_data, resolve
+    from harness.settings import config_hash
     from harness.distributed import SINGLE
     from harness.store import claimed
 
     world = world or SINGLE
 
     resolved = resolve(run.method, reference(run.benchmark, run.bench_file), overrides=run.overrides)
-    if resolved.config.hash() != run.config_hash:
-        raise HarnessError(f"{run.label} now resolves to config hash {resolved.config.hash()}, not {run.config_hash} "
+    if config_hash(resolved.config) != run.config_hash:
+        raise HarnessError(f"{run.label} now resolves to config hash {config_hash(resolved.config)}, not {run.config_hash} "
                            f"as planned: the harness or its presets changed since; plan the sweep again")
     check_data(resolved)
     kernels.pin(run_pins(run))  # an error, naming both, where this process's torch runs other kernels

@@ -1,0 +1,116 @@
+"""What a run's settings are, in one place: the canonical form of a configuration tree, the declared
+migrations of stored trees, flattening, and the config hash.
+
+Canonical form
+    ``{"method_name", "benchmark", group: {key: value}}`` with every key the run's dataclasses declare
+    and view settings under ``views`` (methods that use views). A stored ``config.yaml`` reaches it by
+    the declared ``MIGRATIONS`` (oldest first) and by filling in each *added* key (a field whose
+    metadata is ``added(...)``: it came after runs were recorded) at its default, which is what a run
+    stored without it ran with. Reports, ``--where`` filters, ``reproduce`` and resume all read this form.
+The hash
+    Of the form runs were first hashed in, so that committed runs keep their identity: view settings
+    under ``method``, without ``UNHASHED`` keys, and without added keys at their defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+from harness.config import ADDED, GROUPS, BenchConfig, DataConfig, EvalConfig, RunConfig, TrainConfig, ViewConfig
+from harness.overrides import Overrides
+
+# Keys that say where things are, not what is computed: not hashed, not carried to a re-run.
+UNHASHED = {("data", "root")}
+SHARED_GROUPS = {"bench": BenchConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
+VIEW_KEYS = frozenset(f.name for f in dataclasses.fields(ViewConfig))
+
+
+def method_class(name: str) -> type:
+    """The registered method class (imports the method's module)."""
+    from harness.methods import METHODS
+
+    return METHODS.get(name).load()
+
+
+def group_classes(cls: type | None) -> dict[str, type]:
+    """Group name → the dataclass a run of method class ``cls`` has for it (None: a method this
+    installation does not register, whose runs a report may still read: the shared groups)."""
+    if cls is None:
+        return dict(SHARED_GROUPS)
+    groups = {**SHARED_GROUPS, "method": cls.Config}
+    return {**groups, "views": ViewConfig} if cls.uses_views else groups
+
+
+def added_defaults(cls: type) -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.metadata.get(ADDED)}
+
+
+def move_view_settings(tree: dict, cls: type | None) -> None:
+    """Runs recorded before ``views.*`` was a group kept view settings under ``method.*``."""
+    method = tree.get("method") or {}
+    moved = {key: method.pop(key) for key in [k for k in method if k in VIEW_KEYS]} if cls and cls.uses_views else {}
+    if moved:
+        tree["views"] = {**moved, **(tree.get("views") or {})}
+
+
+MIGRATIONS = (move_view_settings,)  # applied in order to every stored tree
+
+
+def canonical(tree: dict) -> dict:
+    """A stored or resolved configuration tree in canonical form (see the module doc)."""
+    tree = json.loads(json.dumps(tree, default=list))  # a copy, with tuples as the lists YAML stores
+    from harness.methods import METHODS
+
+    name = tree["method_name"]
+    cls = method_class(name) if name in METHODS else None
+    for migration in MIGRATIONS:
+        migration(tree, cls)
+    for group, group_cls in group_classes(cls).items():
+        if isinstance(tree.get(group), dict):
+            for key, default in added_defaults(group_cls).items():
+                tree[group].setdefault(key, default)
+    return tree
+
+
+def flatten(tree: dict) -> dict[str, Any]:
+    """``group.key`` → value for the groups, beside the tree's top-level values (``method_name``, ...)."""
+    groups = {key: value for key, value in tree.items() if isinstance(value, dict)}
+    return {**{k: v for k, v in tree.items() if k not in groups}, **Overrides.from_tree(groups)}
+
+
+def stored_overrides(tree: dict) -> Overrides:
+    """A stored run's configuration as overrides that resolve it again (without where its data lived)."""
+    tree = canonical(tree)
+    return Overrides({key: value for key, value in Overrides.from_tree({g: tree[g] for g in GROUPS if g in tree}).items()
+                      if tuple(key.split(".", 1)) not in UNHASHED})
+
+
+def config_keys(methods: list[str]) -> set[str]:
+    """Every ``group.key`` a run of one of ``methods`` has in canonical form (imports the methods)."""
+    keys = {"benchmark"}
+    for method in set(methods):
+        for group, cls in group_classes(method_class(method)).items():
+            keys |= {f"{group}.{f.name}" for f in dataclasses.fields(cls)}
+    return keys
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """A stable digest of everything that affects the computed result (see the module doc)."""
+    tree = cfg.to_dict()
+    for group in cfg.groups():
+        for key, default in added_defaults(type(cfg.group(group))).items():
+            if tree[group].get(key) == default:
+                del tree[group][key]
+    tree["method"].update(tree.pop("views", {}))
+    for group, key in UNHASHED:
+        tree[group].pop(key, None)
+    blob = json.dumps(tree, sort_keys=True, separators=(",", ":"), default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def derived_hash(source_hash: str, cfg: RunConfig) -> str:
+    """The configuration of a ``harness eval`` record: its source run's and the evaluation's together."""
+    return hashlib.sha256(f"{source_hash}|{config_hash(cfg)}".encode()).hexdigest()[:12]
