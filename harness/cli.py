@@ -79,19 +79,20 @@ def cmd_run(args) -> int:
 
     resolved = resolve(args.method, args.bench, args.config, args.set or [])
     cfg = resolved.config
+    digest = config_hash(cfg)
     runs_dir = Path(args.runs_dir)
     run_dir = Path(args.run_dir) if args.run_dir else None
     if args.resume and run_dir is None:
         store = RunStore(runs_dir)
-        done = store.newest_ok(config_hash(cfg), args.seed)
+        done = store.newest_ok(digest, args.seed)
         if done:
             print(f"already finished: {done['run_dir']}")
             print(summary_line(done))
             return 0
-        pending = store.latest(config_hash(cfg), args.seed)
+        pending = store.latest(digest, args.seed)
         run_dir = Path(pending["run_dir"]) if pending else None
     if run_dir is None:
-        run_dir = runs_dir / new_run_id(cfg.method_name, cfg.benchmark, args.seed, config_hash(cfg))
+        run_dir = runs_dir / new_run_id(cfg.method_name, cfg.benchmark, args.seed, digest)
     # before torch starts: a resumed run continues under the kernels its record names, a new one at train.kernels
     stored = read_record(run_dir) if args.resume else None
     kernels.pin((stored and kernels.record_pins(stored)) or kernels.level_pins(cfg.train.kernels))

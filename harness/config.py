@@ -3,7 +3,8 @@
 A run's configuration has the groups ``bench`` (the test protocol), ``data``, ``train``, ``eval``,
 ``method`` (the method's own dataclass) and, for methods that learn from augmented views, ``views``.
 Values are resolved in this order, later wins: dataclass defaults → benchmark definition → method
-preset (``default`` then the benchmark's family) → the method entry's fixed settings → ``--config FILE.yaml`` → ``--set key=value``.
+preset (``default`` then the benchmark's family) → the method entry's fixed settings → ``--config FILE.yaml``
+→ ``--set key=value``.
 Every value is type-checked; a field's ``metadata`` may bound it (``min``, ``max``, ``gt``) and mark it
 ``added`` later. Canonical form, migrations and the hash: ``harness/settings.py``.
 """
@@ -83,9 +84,11 @@ class TrainConfig:
     val_episodes: int = field(default=200, metadata=at_least(1))
     log_every: int = field(default=10, metadata=at_least(1))
     clip_grad_norm: float = field(default=0.0, metadata=added(at_least(0)))  # 0 → no clipping
-    precision: Literal["32", "bf16", "16"] = field(default="32", metadata=added())  # training under autocast (16: with gradient scaling)
+    # training under autocast (16: with gradient scaling)
+    precision: Literal["32", "bf16", "16"] = field(default="32", metadata=added())
     compile: bool = field(default=False, metadata=added())  # torch.compile the method's modules for training
-    sync_batchnorm: bool = field(default=True, metadata=added())  # on several processes: batch norm over the global batch (harness/distributed.py)
+    # on several processes: batch norm over the global batch (harness/distributed.py)
+    sync_batchnorm: bool = field(default=True, metadata=added())
     # the harness's batch norm (two-pass sums) instead of torch's kernel, whose CPU statistics of channels-last
     # activations round by up to ~1e-4: a run on N processes then equals the 1-process run to rounding
     exact_batchnorm: bool = field(default=False, metadata=added())

@@ -50,8 +50,10 @@ def added_defaults(cls: type) -> dict[str, Any]:
 
 def move_view_settings(tree: dict, cls: type | None) -> None:
     """Runs recorded before ``views.*`` was a group kept view settings under ``method.*``."""
+    if cls is None or not cls.uses_views:
+        return
     method = tree.get("method") or {}
-    moved = {key: method.pop(key) for key in [k for k in method if k in VIEW_KEYS]} if cls and cls.uses_views else {}
+    moved = {key: method.pop(key) for key in [k for k in method if k in VIEW_KEYS]}
     if moved:
         tree["views"] = {**moved, **(tree.get("views") or {})}
 
@@ -84,8 +86,8 @@ def flatten(tree: dict) -> dict[str, Any]:
 def stored_overrides(tree: dict) -> Overrides:
     """A stored run's configuration as overrides that resolve it again (without where its data lived)."""
     tree = canonical(tree)
-    return Overrides({key: value for key, value in Overrides.from_tree({g: tree[g] for g in GROUPS if g in tree}).items()
-                      if tuple(key.split(".", 1)) not in UNHASHED})
+    settings = Overrides.from_tree({group: tree[group] for group in GROUPS if group in tree})
+    return Overrides({key: value for key, value in settings.items() if tuple(key.split(".", 1)) not in UNHASHED})
 
 
 def config_keys(methods: list[str]) -> set[str]:

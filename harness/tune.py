@@ -67,9 +67,9 @@ def run_tuning(method: str, bench: str, space_file: str, trials: int, budget_min
     for settings in draw_trials(space, trials):
         resolved = resolve(method, bench, overrides=fixed.merged(settings))
         check_data(resolved)
-        cfg = resolved.config
-        record = RunStore(store).newest_ok(config_hash(cfg), seed) or execute(
-            resolved, seed, store / new_run_id(method, bench, seed, config_hash(cfg)), device=device)
+        digest = config_hash(resolved.config)
+        record = RunStore(store).newest_ok(digest, seed) or execute(
+            resolved, seed, store / new_run_id(method, bench, seed, digest), device=device)
         rows.append({"settings": settings, "val_accuracy": record["val_accuracy"], "steps": record["steps"],
                      "train_seconds": record["train_seconds"], "run_id": record["run_id"]})
     best = max(rows, key=lambda r: r["val_accuracy"])

@@ -92,8 +92,9 @@ def execute_run(run: Run, device: str, world=None) -> dict:
     world = world or SINGLE
 
     resolved = resolve(run.method, reference(run.benchmark, run.bench_file), overrides=run.overrides)
-    if config_hash(resolved.config) != run.config_hash:
-        raise HarnessError(f"{run.label} now resolves to config hash {config_hash(resolved.config)}, not {run.config_hash} "
+    digest = config_hash(resolved.config)
+    if digest != run.config_hash:
+        raise HarnessError(f"{run.label} now resolves to config hash {digest}, not {run.config_hash} "
                            f"as planned: the harness or its presets changed since; plan the sweep again")
     check_data(resolved)
     kernels.pin(run_pins(run))  # an error, naming both, where this process's torch runs other kernels
