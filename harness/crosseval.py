@@ -73,7 +73,7 @@ def evaluate_run(run_dir: Path, bench: str, head: str | None, runs_dir: Path, de
                   config_hash=config_hash, head=head, steps=source.get("steps"), train_seconds=source.get("train_seconds"),
                   **target.provenance())
     with run_lock(out_dir):
-        start_record(out_dir, {**cfg.to_dict(), "source_run": source["run_id"]}, record)
+        start_record(out_dir, {**stored_form(cfg), "source_run": source["run_id"]}, record)
         try:
             result = score(method, cfg, data)
             write_scores(out_dir, result.accuracies, result.correct)

@@ -14,6 +14,7 @@ from harness.config import (
     set_value,
 )
 from harness.overrides import Overrides
+from harness.settings import check_not_renamed
 from harness.benchmarks import get_benchmark
 from harness.protocol import Benchmark
 
@@ -80,6 +81,7 @@ def resolve(method: str, benchmark: str, config_file: str | None = None, sets: l
                     f"{source}: {key} is fixed at {fixed[key]!r} by {method} (that is what the ablation is); "
                     f"run the full method to change it"
                 )
+            check_not_renamed(key, type(cfg.method), source)
             try:
                 set_value(cfg, key, value)
             except ConfigError as exc:

@@ -37,7 +37,7 @@ from harness.method import Method, MethodEnv, TrainData
 from harness.optim import Optimization
 from harness.protocol import BenchmarkData
 from harness.resolve import Resolved
-from harness.settings import config_hash
+from harness.settings import config_hash, stored_form
 from harness.store import (
     CHECKPOINT, ERROR_LOG, RESULT, TRAIN_LOG, read_record, write_config, write_record, write_scores,
 )
@@ -416,7 +416,7 @@ def _execute_locked(resolved: Resolved, seed: int, run_dir: Path, torch_device: 
     limit_threads()
     record = base_record(resolved, seed, run_dir, torch_device, world)
     wall_started = time.perf_counter()
-    start_record(run_dir, resolved.config.to_dict(), record)
+    start_record(run_dir, stored_form(resolved.config), record)
     try:
         config = budgeted(resolved, seed, torch_device)  # before the method: it re-seeds
         method = build_method(resolved, seed, torch_device, world)

@@ -3,13 +3,18 @@ migrations of stored trees, flattening, and the config hash.
 
 Canonical form
     ``{"method_name", "benchmark", group: {key: value}}`` with every key the run's dataclasses declare
-    and view settings under ``views`` (methods that use views). A stored ``config.yaml`` reaches it by
-    the declared ``MIGRATIONS`` (oldest first) and by filling in each *added* key (a field whose
-    metadata is ``added(...)``: it came after runs were recorded) at its default, which is what a run
-    stored without it ran with. Reports, ``--where`` filters, ``reproduce`` and resume all read this form.
+    and view settings under ``views`` (methods that use views). A stored ``config.yaml`` names the
+    ``schema`` it was written in (none: 0); it reaches the canonical form by the declared ``MIGRATIONS``
+    newer than its schema (oldest first) and by filling in each *added* key (a field whose metadata is
+    ``added(...)``: it came after runs were recorded) at its default, which is what a run stored without
+    it ran with. Reports, ``--where`` filters, ``reproduce`` and resume all read this form.
+Renamed keys
+    ``RENAMES`` is the one declared map of keys that changed name; a stored tree migrates through it, and
+    a user's override or filter that names an old key is one error naming the new one.
 The hash
     Of the form runs were first hashed in, so that committed runs keep their identity: view settings
-    under ``method``, without ``UNHASHED`` keys, and without added keys at their defaults.
+    under ``method``, renamed keys under their old names, without ``UNHASHED`` keys, and without added
+    keys at their defaults.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass
+from importlib import import_module
 from typing import Any
 
 from harness.config import ADDED, GROUPS, BenchConfig, DataConfig, EvalConfig, RunConfig, TrainConfig, ViewConfig
+from harness.errors import ConfigError
 from harness.overrides import Overrides
 
 # Keys that say where things are, not what is computed: not hashed, not carried to a re-run.
@@ -58,7 +66,62 @@ def move_view_settings(tree: dict, cls: type | None) -> None:
         tree["views"] = {**moved, **(tree.get("views") or {})}
 
 
-MIGRATIONS = (move_view_settings,)  # applied in order to every stored tree
+@dataclass(frozen=True)
+class Rename:
+    """``old`` is ``new`` (since the schema ``MIGRATIONS`` names it at), for the methods whose ``method.*``
+    dataclass is ``owner`` (``module:Class``) or extends it. A tree stored before then without ``old`` ran with ``old`` at ``before``
+    (an added key's default). The hash keeps the old form: ``old`` (left out at ``before``), and ``new`` at
+    ``hashed_new``, the value it held there."""
+
+    owner: str
+    old: str
+    new: str
+    before: Any
+    hashed_new: Any
+
+    def applies(self, method_config: type | None) -> bool:
+        module, _, name = self.owner.partition(":")
+        return method_config is not None and issubclass(method_config, getattr(import_module(module), name))
+
+    def __call__(self, tree: dict, cls: type | None) -> None:
+        """The migration: a stored tree's ``old`` value to ``new``."""
+        if not self.applies(cls and cls.Config):
+            return
+        (old_group, old_key), (new_group, new_key) = self.old.split("."), self.new.split(".")
+        tree.setdefault(new_group, {})[new_key] = (tree.get(old_group) or {}).pop(old_key, self.before)
+
+    def hashed(self, tree: dict) -> None:
+        """A resolved tree's ``new`` value back under ``old``, as the hash first saw it."""
+        (old_group, old_key), (new_group, new_key) = self.old.split("."), self.new.split(".")
+        value, tree[new_group][new_key] = tree[new_group][new_key], self.hashed_new
+        if value != self.before:
+            tree[old_group][old_key] = value
+
+
+# Tasks per step have one key for every episodic method: ProtoNet's episodes per step were method.meta_batch
+# (train.batch_size, which ProtoNet did not read, stayed at TrainConfig's default of 64 in its stored runs).
+TASKS_PER_STEP = Rename("harness.methods.protonet:ProtoNetConfig", "method.meta_batch", "train.batch_size",
+                        before=1, hashed_new=64)
+RENAMES = (TASKS_PER_STEP,)
+
+
+SCHEMA = 2  # the schema of the trees this version writes (``stored_form``)
+# (schema a migration brings a tree to, the migration): each applies to the trees stored in an older schema
+MIGRATIONS = ((1, move_view_settings), (2, TASKS_PER_STEP))
+
+
+def stored_form(cfg: RunConfig) -> dict:
+    """A resolved configuration as a run's ``config.yaml`` stores it: its tree and the schema it is in."""
+    return {"schema": SCHEMA, **cfg.to_dict()}
+
+
+def check_not_renamed(key: str, method_config: type | None, source: str) -> None:
+    """A ConfigError if ``key`` is a renamed key of the method whose ``method.*`` dataclass is ``method_config``
+    (None: of any method)."""
+    for rename in RENAMES:
+        if key == rename.old and (method_config is None or rename.applies(method_config)):
+            raise ConfigError(f"{source}: {rename.old} is now {rename.new} (one key for tasks per step in every "
+                              f"episodic method); use {rename.new}")
 
 
 def canonical(tree: dict) -> dict:
@@ -68,8 +131,10 @@ def canonical(tree: dict) -> dict:
 
     name = tree["method_name"]
     cls = method_class(name) if name in METHODS else None
-    for migration in MIGRATIONS:
-        migration(tree, cls)
+    schema = tree.pop("schema", 0)
+    for version, migration in MIGRATIONS:
+        if schema < version:
+            migration(tree, cls)
     for group, group_cls in group_classes(cls).items():
         if isinstance(tree.get(group), dict):
             for key, default in added_defaults(group_cls).items():
@@ -102,6 +167,9 @@ def config_keys(methods: list[str]) -> set[str]:
 def config_hash(cfg: RunConfig) -> str:
     """A stable digest of everything that affects the computed result (see the module doc)."""
     tree = cfg.to_dict()
+    for rename in RENAMES:
+        if rename.applies(type(cfg.method)):
+            rename.hashed(tree)
     for group in cfg.groups():
         for key, default in added_defaults(type(cfg.group(group))).items():
             if tree[group].get(key) == default:

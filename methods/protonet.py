@@ -3,8 +3,8 @@
 Episodic training with the harness's tensor sampler: prototypes are the class means of the support
 embeddings and the logits are negative squared euclidean distances (learn2learn's
 ``PrototypicalClassifier``). Training ways/shots/queries are set apart from the test protocol
-(Snell et al. train 60-way on Omniglot). ``meta_batch`` episodes per step are each forwarded on their
-own and their losses averaged; their batch-norm running statistics move once per step, towards the
+(Snell et al. train 60-way on Omniglot). ``train.batch_size`` episodes per step (tasks per step, as for
+every episodic method) are each forwarded on their own and their losses averaged; their batch-norm running statistics move once per step, towards the
 episodes' mean (``meta_batch_statistics``, so that the tasks can be split over processes). Evaluated
 with the ``prototype`` head."""
 
@@ -19,11 +19,11 @@ import torch.nn.functional as F
 
 from harness.backbones import build_backbone
 from harness.catalog import BACKBONES
-from harness.config import added, at_least
+from harness.config import at_least
 from harness.distributed import meta_batch_statistics
 from harness.heads import prototypes
 from harness.libs import learn2learn
-from harness.method import Method, check_shares
+from harness.method import Method
 from harness.resolve import check_training_classes
 from harness.samplers import EpisodeSampler
 
@@ -37,7 +37,6 @@ class ProtoNetConfig:
     train_shots: int = field(default=0, metadata=at_least(0))
     train_queries: int = field(default=15, metadata=at_least(1))
     distance: Literal["euclidean", "cosine"] = "euclidean"
-    meta_batch: int = field(default=1, metadata=added(at_least(1)))  # episodes per step, each forwarded on its own
 
 
 def prototype_logits(support, support_labels, query, ways: int, distance: str = "euclidean") -> torch.Tensor:
@@ -54,10 +53,6 @@ def prototype_logits(support, support_labels, query, ways: int, distance: str = 
 class ProtoNet(Method):
     Config = ProtoNetConfig
     splits = "tasks"  # several processes: a share of the meta-batch's episodes each
-
-    @classmethod
-    def check_world(cls, run, procs: int) -> None:
-        check_shares("method.meta_batch", run.method.meta_batch, procs)
 
     @classmethod
     def check_config(cls, run, benchmark) -> None:
@@ -77,10 +72,10 @@ class ProtoNet(Method):
 
 
     def training_step(self, data, step, progress, generator):
-        """The mean loss of ``meta_batch`` episodes (this process's share of them)."""
-        episodes = self.sampler.sample(generator, self.cfg.meta_batch)
+        """The mean loss of ``train.batch_size`` episodes (this process's share of them)."""
+        episodes = self.sampler.sample(generator, self.env.batch_size)
         world, losses = self.env.world, []
-        several = self.cfg.meta_batch > 1 or world.size > 1
+        several = self.env.batch_size > 1 or world.size > 1
         with meta_batch_statistics(self.encoder, world) if several else nullcontext():
             for support, support_labels, query, query_labels in zip(*(world.shard(t) for t in episodes)):
                 support, support_labels, query, query_labels = (

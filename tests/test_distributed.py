@@ -20,7 +20,7 @@ from conftest import run_cli
 
 COMMON = ["train.log_every=1", "train.checkpoint_every=1000", "bench.episodes=60", "train.val_episodes=10"]
 CASES = {  # method: (settings, steps run, steps compared to 1e-4, test accuracy compared)
-    "protonet": (["method.meta_batch=2", "method.train_ways=5", "method.train_queries=3"], 20, 20, True),
+    "protonet": (["train.batch_size=2", "method.train_ways=5", "method.train_queries=3"], 20, 20, True),
     # SimCLR on this conv4 turns any float32 rounding difference into ~1e-3 by step 3 and points of accuracy
     # by step 20 (README, "Scaling out"; tests/perf/rounding_drift.py). So steps 1-2 are compared to 1e-4:
     # the first forward (shares, gathered embeddings, synchronised batch norm) and the first update
@@ -110,7 +110,7 @@ def test_harness_batchnorm_is_accurate_on_channels_last_activations():
 @pytest.mark.parametrize("name, sets, message", [
     ("moco", [], "runs on one process"),
     ("simclr", ["train.batch_size=33"], "train.batch_size=33 does not split into 2"),
-    ("protonet", ["method.meta_batch=3"], "method.meta_batch=3 does not split into 2"),
+    ("protonet", ["train.batch_size=3"], "train.batch_size=3 does not split into 2"),
     ("bmssl", ["method.adapt=all"], "adapt=all"),
 ])
 def test_runs_that_cannot_split_are_refused(name, sets, message):

@@ -18,7 +18,9 @@ from harness.runner import execute
 PINNED = json.loads((Path(__file__).parent / "pinned" / "synthetic-5w1s.json").read_text())
 SETTINGS = ["train.steps=4", "train.val_every=0", "train.log_every=1", "bench.episodes=40", "train.val_episodes=10",
             "train.schedule=cosine", "train.batch_size=8", "eval.batch_size=40"]
-EXTRA = {"bmssl adapt=all": ["train.batch_size=2", "method.ways=4", "method.adapt=all", "method.match=l2"]}
+EXTRA = {"bmssl adapt=all": ["train.batch_size=2", "method.ways=4", "method.adapt=all", "method.match=l2"],
+         # recorded with one episode per step (method.meta_batch's default then; since renamed train.batch_size)
+         "protonet": ["train.batch_size=1"]}
 # Pinned to AVX2 kernels, an Intel CPU with AVX-512 still rounds otherwise than the AMD machines that recorded
 # these (oneDNN/MKL choose by vendor too): bit-identity is asserted on the recorded CPU kind only
 SAME_KERNELS = (torch.backends.cpu.get_cpu_capability() == PINNED["cpu_capability"]

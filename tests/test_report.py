@@ -506,7 +506,8 @@ def test_older_runs_settings_read_as_the_config_hash_sees_them(tmp_path):
     assert read_settings(changed)["eval.logreg_steps"] == 50
     protonet = make_run(tmp_path, "protonet", "toy-5w1s", 0, COUNTS["meth-a"], finished="2026-01-01T00:00:00+00:00",
                         settings={"method.cj_bright": 0.8})
-    assert read_settings(protonet)["method.meta_batch"] == 1  # its own added key, at its default
+    assert read_settings(protonet)["train.batch_size"] == 1  # stored before method.meta_batch: one task per step
+    assert "method.meta_batch" not in read_settings(protonet)  # renamed train.batch_size (harness/settings.py)
     assert read_settings(protonet)["method.cj_bright"] == 0.8  # protonet has no views: nothing moves
     unregistered = make_run(tmp_path, "meth-a", "toy-5w1s", 0, COUNTS["meth-a"], finished="2026-01-01T00:00:00+00:00")
     assert read_settings(unregistered)["train.exact_batchnorm"] is False  # shared groups only

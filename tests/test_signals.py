@@ -36,7 +36,7 @@ def test_sigterm_records_the_run_terminated_with_its_resume_command(tmp_path):
 
 def test_a_killed_process_of_a_two_process_run_is_recorded_failed(tmp_path):
     run_dir = tmp_path / "two"
-    process = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", *RUN, "--set", "method.meta_batch=2",
+    process = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", *RUN, "--set", "train.batch_size=2",
                                 "--procs", "2", "--device", "cpu", "--run-dir", str(run_dir)],
                                stderr=subprocess.PIPE, text=True)
     try:

@@ -30,7 +30,7 @@ from typing import Any
 
 from harness.config import GROUPS
 from harness.errors import ConfigError, HarnessError
-from harness.settings import canonical, flatten
+from harness.settings import canonical, check_not_renamed, flatten
 from harness.store import CONFIG, RunStore, check_evidence, newest_key, read_config, read_scores
 
 RECORD_FIELDS = ("kind", "trained_on", "head", "distance")
@@ -122,6 +122,7 @@ def check_where(where: Mapping | None, context: str) -> dict:
     out = {}
     for key, value in where.items():
         key = CONFIG_ALIASES.get(key, key)
+        check_not_renamed(key, None, context)
         group = key.partition(".")[0]
         if key not in RECORD_FIELDS and not ("." in key and group in GROUPS):
             raise ConfigError(f"{context}: where key '{key}' is neither a config key (group.key with group one of "
