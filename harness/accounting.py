@@ -31,7 +31,7 @@ def counted_flops(run_dir: Path, record: dict) -> dict:
     from harness.benchmarks import reference
     from harness.resolve import resolve
     from harness.settings import stored_overrides
-    from harness.runner import execute
+    from harness.runner import RunRequest, execute
     from harness.store import read_config
 
     overrides = dict(stored_overrides(read_config(run_dir)))
@@ -41,7 +41,7 @@ def counted_flops(run_dir: Path, record: dict) -> dict:
     starts = [s for s in resolved.method_class.phase_starts(resolved.config.method) if s < steps] or [0]
     with tempfile.TemporaryDirectory() as scratch:
         short = resolve(record["method"], bench, overrides={**overrides, "train.steps": min(steps, starts[-1] + 2)})
-        made = execute(short, int(record["seed"]), Path(scratch) / "run", device="cpu", progress=False)
+        made = execute(RunRequest(short, int(record["seed"]), Path(scratch) / "run", "cpu", progress=False))
     flops = made["flops"]
     counts = {p["from_step"]: p["step"] + p["once"] for p in flops["phases"]}
     counts.update({p["from_step"] + 1: p["step"] for p in flops["phases"]})

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from harness import accounting, kernels, reproduce, site, tune
 from harness.errors import HarnessError, RunFailed, Terminated
+from harness.overrides import Overrides
 from harness.report import commands as report_commands
 from harness.store import default_runs_dir, summary_line
 from harness.sweep import commands as sweep_commands
@@ -34,6 +35,9 @@ def cmd_list(args) -> int:
         headers = ["name", "family", "description", "defaults"] if kind == "methods" else ["name", "description", "defaults"]
         print(f"{kind}:")
         print(tabulate(rows, headers=headers, tablefmt="simple", maxcolwidths=[None] * (len(headers) - 2) + [60, 60]))
+        if kind == "methods":
+            print("defaults: each preset's `default` level; a benchmark's family or name may change them: "
+                  "`harness show METHOD --bench BENCHMARK` gives every value a run gets there")
         print()
     return 0
 
@@ -65,6 +69,30 @@ def list_rows(kind: str) -> list[list[str]]:
     return [[e.name, e.description, ""] for e in DATASETS]
 
 
+def cmd_show(args) -> int:
+    """A method's settings: on one benchmark every value with its origin, else its presets level by level."""
+    from harness.resolve import config_listing, resolve
+
+    if args.bench:
+        print(config_listing(resolve(args.method, args.bench, sets=args.set or [])))
+        return 0
+    import dataclasses
+
+    from harness.methods import METHODS
+    from harness.resolve import preset_levels, presets_of
+
+    entry = METHODS.get(args.method)
+    cls = entry.load()
+    print(f"{entry.name} ({entry.family}): {entry.description}")
+    print("presets, by level (a benchmark takes `default`, then its family's level, then its own name's; later wins):")
+    for source, settings in preset_levels(presets_of(entry, cls)):
+        print(f"  {source}: {_short(settings)}")
+    print(f"  fixed by {entry.name}: {_short(Overrides.from_tree(entry.fixed)) or '(nothing)'}")
+    print("method.* defaults: " + _short({f.name: getattr(cls.Config(), f.name) for f in dataclasses.fields(cls.Config)}))
+    print(f"every value on one benchmark, with where it came from: harness show {entry.name} --bench BENCHMARK")
+    return 0
+
+
 def _short(mapping: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in mapping.items())
 
@@ -73,52 +101,77 @@ def _short(mapping: dict) -> str:
 
 
 def cmd_run(args) -> int:
-    from harness.resolve import resolve
+    from harness import rundir
+    from harness.resolve import config_listing, resolve
     from harness.settings import config_hash
-    from harness.store import RunStore, new_run_id, read_record
+    from harness.store import read_record
 
     resolved = resolve(args.method, args.bench, args.config, args.set or [])
+    if args.print_config:
+        print(config_listing(resolved))
+        if not args.dry_run:
+            return 0
     cfg = resolved.config
     digest = config_hash(cfg)
-    runs_dir = Path(args.runs_dir)
-    run_dir = Path(args.run_dir) if args.run_dir else None
-    if args.resume and run_dir is None:
-        store = RunStore(runs_dir)
-        done = store.newest_ok(digest, args.seed)
-        if done:
-            print(f"already finished: {done['run_dir']}")
-            print(summary_line(done))
-            return 0
-        pending = store.latest(digest, args.seed)
-        run_dir = Path(pending["run_dir"]) if pending else None
-    if run_dir is None:
-        run_dir = runs_dir / new_run_id(cfg.method_name, cfg.benchmark, args.seed, digest)
+    place = rundir.place(Path(args.runs_dir), cfg.method_name, cfg.benchmark, digest, args.seed,
+                         run_dir=Path(args.run_dir) if args.run_dir else None, resume=args.resume)
+    if place.done:
+        print(f"already finished: {place.run_dir}")
+        print(summary_line(place.done))
+        return 0
     # before torch starts: a resumed run continues under the kernels its record names, a new one at train.kernels
-    stored = read_record(run_dir) if args.resume else None
+    stored = read_record(place.run_dir) if args.resume else None
     kernels.pin((stored and kernels.record_pins(stored)) or kernels.level_pins(cfg.train.kernels))
     from harness.distributed import check_procs
-    from harness.resolve import check_data
-    from harness.runner import check_world, execute, execute_processes
+    from harness.runner import RunRequest, check_world, execute, execute_processes
 
     check_procs(args.procs, args.device)
     check_world(resolved, args.procs)
+    request = RunRequest(resolved, args.seed, place.run_dir, args.device, args.resume, not args.no_progress)
+    if args.dry_run:
+        return dry_run(request, download=not args.no_download)
+    from harness.resolve import check_data
+
     check_data(resolved, download=not args.no_download)
     signal.signal(signal.SIGTERM, terminate)  # a scheduler's kill is recorded like Ctrl-C, with the resume command
     try:
-        if args.procs > 1:
-            record = execute_processes(args.procs, resolved, args.seed, run_dir, args.device, args.resume,
-                                       not args.no_progress)
-        else:
-            record = execute(resolved, args.seed, run_dir, device=args.device, resume=args.resume,
-                             progress=not args.no_progress)
+        record = execute_processes(args.procs, request) if args.procs > 1 else execute(request)
     except KeyboardInterrupt as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        print(f"harness: {how}; continue this run from its last checkpoint with: {resume_command(args, run_dir)}",
+        print(f"harness: {how}; continue this run from its last checkpoint with: {resume_command(args, place.run_dir)}",
               file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:
         raise run_error(exc) from None
     print(summary_line(record))
+    return 0
+
+
+def dry_run(request, download: bool) -> int:
+    """Every check ``harness run`` makes before its first step, on this machine; nothing is written (a
+    missing dataset is not fetched: the checks that need its data are then named as not made)."""
+    from harness import rundir
+    from harness.errors import DataError
+    from harness.resolve import check_data
+    from harness.runner import prepare, resolve_device
+
+    cfg, run_dir = request.resolved.config, request.run_dir
+    existing = rundir.check_target(run_dir, request.resume)
+    try:
+        check_data(request.resolved)
+    except DataError as exc:
+        if not download:
+            raise
+        print(f"dry run: {cfg.method_name} on {cfg.benchmark}: the run would first fetch its data ({exc}); the checks "
+              "that need the data (episodes, training tasks, memory) were not made")
+        return 0
+    prepared = prepare(request.resolved, request.seed, resolve_device(request.device))
+    steps = prepared.config.train.steps if prepared.method.trains else 0
+    bought = f" (bought by train.budget_flops={cfg.train.budget_flops:g})" if cfg.train.budget_flops else ""
+    action = "resume" if existing else "write"
+    print(f"dry run: {cfg.method_name} on {cfg.benchmark}, seed {request.seed}: every check passed; nothing was made\n"
+          f"  would {action}: {run_dir}\n  training: {steps} steps{bought}; test: "
+          f"{len(prepared.data.test_episodes) if cfg.eval.test else 0} episodes")
     return 0
 
 
@@ -253,6 +306,34 @@ def cmd_results(args) -> int:
     return 0
 
 
+def cmd_prune(args) -> int:
+    """Remove the failed, interrupted and dead runs of a runs directory, after listing them."""
+    from tabulate import tabulate
+
+    from harness import rundir
+
+    runs = rundir.unfinished(Path(args.runs_dir))
+    if not runs:
+        print(f"nothing to prune under {args.runs_dir}: no failed, interrupted or dead runs")
+        return 0
+    print(tabulate([[Path(r["run_dir"]).name, r.get("status"), r.get("reason") or "(its process died)"] for r in runs],
+                   headers=["run", "status", "reason"], maxcolwidths=[None, None, 60]))
+    if args.dry_run:
+        print(f"dry run: would remove these {len(runs)} run directories")
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise HarnessError(f"harness prune removes these {len(runs)} run directories: confirm with --yes "
+                               "(or look first with --dry-run)")
+        if input(f"remove these {len(runs)} run directories? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing removed")
+            return 0
+    for record in runs:
+        rundir.remove(record)
+    print(f"removed {len(runs)} run directories from {args.runs_dir}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ parser
 
 
@@ -268,6 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", nargs="?", choices=LIST_KINDS, help="what to list (default: methods, benchmarks, heads)")
     p.set_defaults(handler=cmd_list)
 
+    p = sub.add_parser("show", help="a method's settings: every value on one benchmark (--bench) with where it came "
+                                     "from, else its presets level by level")
+    p.add_argument("method", help="method name (see `harness list methods`)")
+    p.add_argument("--bench", help="benchmark name or file: show the resolved configuration there")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="with --bench: an override to apply (repeatable)")
+    p.set_defaults(handler=cmd_show)
+
     p = sub.add_parser("run", help="train (if the method trains) and score one method on one benchmark")
     add_run_options(p)
     p.add_argument("--run-dir", help="exact run directory (default: a new one under --runs-dir)")
@@ -281,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--procs", type=int, default=1,
                    help="processes for this one run (default 1): gloo on the CPU, nccl with one GPU each; the "
                         "global batch is split over them and the result is the one-process run's (README, Scaling out)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved configuration, each value with where it came from (default, benchmark, "
+                        "preset level, --config, --set), and stop")
+    p.add_argument("--dry-run", action="store_true",
+                   help="make every check the run makes before its first step (settings, data, episodes, training "
+                        "tasks, memory, processes) and say what it would do; writes nothing")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("eval", help="score a trained run's checkpoint on another benchmark or with another head")
@@ -307,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["text", "md", "csv"], default="text")
     p.add_argument("--runs-dir", default=str(default_runs_dir()), help="result store (default ./runs or $HARNESS_RUNS)")
     p.set_defaults(handler=cmd_results)
+
+    p = sub.add_parser("prune", help="remove failed, interrupted and dead runs from a runs directory (lists them first)")
+    p.add_argument("--runs-dir", default=str(default_runs_dir()), help="result store (default ./runs or $HARNESS_RUNS)")
+    p.add_argument("--yes", action="store_true", help="remove without asking (needed when not at a terminal)")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    p.set_defaults(handler=cmd_prune)
 
     for module in COMMAND_MODULES:
         module.add_commands(sub)

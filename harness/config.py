@@ -82,7 +82,7 @@ class TrainConfig:
     checkpoint_every: int = field(default=500, metadata=at_least(1))
     val_every: int = field(default=0, metadata=at_least(0))  # 0 → validate only at the end
     val_episodes: int = field(default=200, metadata=at_least(1))
-    log_every: int = field(default=10, metadata=at_least(1))
+    log_every: int = field(default=10, metadata=at_least(1))  # a short run logs a tenth of its steps (runner)
     clip_grad_norm: float = field(default=0.0, metadata=added(at_least(0)))  # 0 → no clipping
     # training under autocast (16: with gradient scaling)
     precision: Literal["32", "bf16", "16"] = field(default="32", metadata=added())

@@ -17,13 +17,11 @@ from harness.errors import HarnessError
 from harness.benchmarks import get_benchmark, reference
 from harness.protocol import Benchmark
 from harness.resolve import check_head, resolve
-from harness.settings import derived_hash, stored_overrides
-from harness.store import CHECKPOINT, new_run_id, read_config, read_record, write_record, write_scores
+from harness.settings import derived_hash, stored_form, stored_overrides
+from harness.store import CHECKPOINT, read_config, read_record, write_scores
 from harness.checkpoint import read_checkpoint
-from harness.runner import (
-    base_record, build_method, now, record_failure, resolve_device, result_fields, run_lock, score,
-    start_record,
-)
+from harness import provenance, rundir
+from harness.runner import build_method, resolve_device, result_fields, score
 
 
 def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
@@ -66,21 +64,21 @@ def evaluate_run(run_dir: Path, bench: str, head: str | None, runs_dir: Path, de
     data.test.images = match_channels(data.test.images, method.env.channels)
 
     config_hash = derived_hash(source["config_hash"], cfg)
-    out_dir = Path(runs_dir) / new_run_id(cfg.method_name, cfg.benchmark, source["seed"], config_hash)
-    record = {k: v for k, v in base_record(resolved, source["seed"], out_dir, torch_device).items()
+    out_dir = rundir.new_run_dir(Path(runs_dir), cfg.method_name, cfg.benchmark, source["seed"], config_hash)
+    record = {k: v for k, v in rundir.base_record(resolved, source["seed"], out_dir, torch_device).items()
               if k not in ("benchmark_file", "benchmark_sha256")}  # the source's; the target's follow
     record.update(kind="eval", benchmark=cfg.benchmark, trained_on=source["benchmark"], source_run=source["run_id"],
                   config_hash=config_hash, head=head, steps=source.get("steps"), train_seconds=source.get("train_seconds"),
                   **target.provenance())
-    with run_lock(out_dir):
-        start_record(out_dir, {**stored_form(cfg), "source_run": source["run_id"]}, record)
+    with rundir.locked(out_dir):
+        rundir.start_record(out_dir, {**stored_form(cfg), "source_run": source["run_id"]}, record)
         try:
             result = score(method, cfg, data)
             write_scores(out_dir, result.accuracies, result.correct)
         except (Exception, KeyboardInterrupt) as exc:
-            record_failure(out_dir, record, exc)
+            rundir.fail_record(out_dir, record, exc)
             raise
-        record.update(result_fields(result, data.test_episodes.digest), status="ok", finished=now())
-        write_record(out_dir, record)
+        record.update(result_fields(result, data.test_episodes.digest), status="ok", finished=provenance.now())
+        rundir.finish_record(out_dir, record)
     record["run_dir"] = str(out_dir)
     return record

@@ -72,8 +72,12 @@ def eligible_classes(labels: np.ndarray, num_classes: int, ways: int, per_class:
     members, counts = class_members(labels, num_classes)
     eligible = counts >= per_class
     if eligible.sum() < ways:
+        largest = np.sort(counts)[::-1]
+        most_images = int(largest[ways - 1]) if ways <= len(largest) else 0
         raise ConfigError(f"{what} need {ways} classes with at least {per_class} images; only {int(eligible.sum())} "
-                          f"have that many. {fix}")
+                          f"have that many. Here {per_class} images per class allow at most {int(eligible.sum())}-way "
+                          f"episodes, and {ways}-way episodes at most {most_images} images per class (shots + "
+                          f"queries). {fix}")
     return members, eligible
 
 

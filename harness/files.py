@@ -1,7 +1,8 @@
-"""Atomic file writes: write under a temporary name in the same folder, then rename into place."""
+"""Atomic file writes (write under a temporary name in the same folder, then rename into place) and file locks."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -169,3 +170,17 @@ def torch_save(obj: Any, path: str | Path) -> None:
             if shutil.disk_usage(tmp.parent).free < 1 << 20:
                 raise OSError(errno.ENOSPC, "No space left on device", str(path)) from None
             raise
+
+
+@contextmanager
+def locked(path: Path, wait: bool = True) -> Iterator:
+    """Hold an exclusive ``flock`` on ``path`` (made if absent, never truncated; the OS releases it when the
+    process ends, even on kill -9) and yield its open handle. ``wait=False``: BlockingIOError at once if another
+    process holds it. A filesystem without ``flock`` raises OSError."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        try:
+            yield handle
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

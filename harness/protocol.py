@@ -141,6 +141,14 @@ class Benchmark:
         classes = self.dataset.splits[self.spec.splits["train"]].classes
         return classes * (4 if rotations else 1) if classes else None
 
+    def check_training_classes(self, run: RunConfig, key: str, ways: int) -> None:
+        """``ways``-way training episodes (set by ``key``) need that many training classes (rotations count ×4).
+        With ``data.holdout`` the held-out classes are known only once loaded; the sampler checks those."""
+        available = self.training_classes(run.data.class_rotations)
+        if available is not None and ways > available:
+            raise ConfigError(f"{key}={ways}: {ways}-way training episodes need {ways} training classes, and "
+                              f"{run.benchmark} has {available}; use at most {available}")
+
     def load(self, cfg: RunConfig, with_train: bool = True) -> BenchmarkData:
         """Load the test split and its episodes, and (``with_train``) the training and validation data
         shaped by ``data.*``: holdout group → validation, train_fraction subsample, class rotations."""

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import shlex
 import socket
 import subprocess
 import sys
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 import harness
 
 LIBRARIES = ("torch", "torchvision", "lightly", "learn2learn", "submitit", "numpy")
+
+
+def now() -> str:
+    """The current UTC time as records and plans store it (ISO 8601, seconds)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def versions() -> dict[str, str | None]:
@@ -71,6 +78,16 @@ def peak_memory_mb(device) -> float:
     if torch.device(device).type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_bytes() -> int:
+    """This machine's memory: physical, or the cgroup's limit where that is lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
 
 
 def command_line() -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -21,12 +21,15 @@ from harness.protocol import Benchmark
 
 @dataclass
 class Resolved:
-    """A resolved configuration with the registry objects it came from."""
+    """A resolved configuration with the registry objects it came from, and where each value came from
+    (``origins``: ``group.key`` → default, the benchmark, a preset level, the method's fixed settings, a
+    ``--config`` file, a sweep or ``--set``)."""
 
     config: RunConfig
     entry: Any  # MethodEntry
     benchmark: Benchmark
     method_class: type
+    origins: dict[str, str] = field(default_factory=dict)
 
 
 VIEWS_PRESET = "views"  # presets/views.yaml: the views.* settings per benchmark family, for every method with views
@@ -35,13 +38,23 @@ VIEWS_PRESET = "views"  # presets/views.yaml: the views.* settings per benchmark
 def preset_layers(presets: list[str], *keys: str) -> list[tuple[str, Overrides]]:
     """The presets' ``default`` settings, then their settings for each of ``keys`` (the benchmark's
     family, then the benchmark's own name), as (source, settings); at each level the later preset wins."""
-    trees = []
-    for preset in presets:
-        path = resources.files("harness.methods").joinpath("presets", f"{preset}.yaml")
-        trees.append((preset, (read_yaml(path.read_text(), f"preset {preset}.yaml") or {}) if path.is_file() else {}))
+    trees = [(preset, read_preset(preset)) for preset in presets]
     return [(source, Overrides.from_tree(tree[key], source))
             for key in ("default", *keys) for preset, tree in trees if tree.get(key)
             for source in [f"preset {preset}.yaml [{key}]"]]
+
+
+def preset_levels(presets: list[str]) -> list[tuple[str, Overrides]]:
+    """Every level of the presets (``default`` first, then each family or benchmark they name), as
+    (source, settings)."""
+    levels = {key: None for preset in presets for key in (read_preset(preset) or {})}
+    return preset_layers(presets, *(key for key in levels if key != "default"))
+
+
+def read_preset(preset: str) -> dict:
+    """A preset file's levels (``{}`` where the method has none)."""
+    path = resources.files("harness.methods").joinpath("presets", f"{preset}.yaml")
+    return (read_yaml(path.read_text(), f"preset {preset}.yaml") or {}) if path.is_file() else {}
 
 
 def presets_of(entry, cls) -> list[str]:
@@ -64,6 +77,9 @@ def resolve(method: str, benchmark: str, config_file: str | None = None, sets: l
         data=DataConfig(class_rotations=spec.class_rotations), train=TrainConfig(), eval=EvalConfig(),
         method=cls.Config(), views=ViewConfig() if cls.uses_views else None,
     )
+    origins = {f"{group}.{key}": "default" for group in cfg.groups() for key in vars(cfg.group(group))}
+    from_benchmark = f"benchmark {spec.name}"
+    origins.update({f"bench.{key}": from_benchmark for key in vars(cfg.bench)}, **{"data.class_rotations": from_benchmark})
     layers = preset_layers(presets_of(entry, cls), spec.family, spec.name)
     layers.append((f"method {method} (fixed)", Overrides.from_tree(entry.fixed)))
     user = []
@@ -87,8 +103,12 @@ def resolve(method: str, benchmark: str, config_file: str | None = None, sets: l
             except ConfigError as exc:
                 exc.args = (f"{source}: {exc}",)
                 raise
-    cfg.data.image_size = cfg.data.image_size or spec.image_size
-    cfg.eval.head = cfg.eval.head or cls.default_head or spec.head
+            origins[key] = source
+    if not cfg.data.image_size:
+        cfg.data.image_size, origins["data.image_size"] = spec.image_size, from_benchmark
+    if not cfg.eval.head:
+        cfg.eval.head = cls.default_head or spec.head
+        origins["eval.head"] = f"method {method}" if cls.default_head else from_benchmark
     HEADS.get(cfg.eval.head)
     check_bounds(cfg)
     bench = Benchmark.of(spec, cfg.data.root)
@@ -101,7 +121,7 @@ def resolve(method: str, benchmark: str, config_file: str | None = None, sets: l
     backbone = getattr(cfg.method, "backbone", None)
     if backbone:
         check_backbone_input(backbone, bench.dataset.channels, cfg.data.image_size)
-    return Resolved(cfg, entry, bench, cls)
+    return Resolved(cfg, entry, bench, cls, origins)
 
 
 def check_head(cls: type, head: str) -> None:
@@ -132,16 +152,24 @@ def check_backbone_input(backbone: str, channels: int, image_size: int) -> None:
                               f"method.backbone") from None
 
 
-def check_training_classes(run: RunConfig, benchmark: Benchmark, key: str, ways: int) -> None:
-    """``ways``-way training episodes need that many training classes (rotations count ×4). With
-    ``data.holdout`` the held-out classes are known only once loaded; the sampler checks those."""
-    available = benchmark.training_classes(run.data.class_rotations)
-    if available is not None and ways > available:
-        raise ConfigError(f"{key}={ways}: {ways}-way training episodes need {ways} training classes, and "
-                          f"{run.benchmark} has {available}; use at most {available}")
-
-
 def check_data(resolved: Resolved, download: bool = False) -> None:
     """Raise the missing-dataset error (with the command that fixes it) before any work starts, or with
     ``download`` fetch the missing files (``harness run``'s fetch on first use)."""
     resolved.benchmark.ensure_available(download)
+
+
+def config_listing(resolved: Resolved) -> str:
+    """The resolved configuration as YAML, each value followed by where it came from (``# origin``)."""
+    from harness.overrides import format_value
+    from harness.settings import config_hash
+
+    cfg = resolved.config
+    lines = [f"# {cfg.method_name} on {cfg.benchmark} (config hash {config_hash(cfg)}); after each value, where it "
+             "came from", f"method_name: {cfg.method_name}", f"benchmark: {cfg.benchmark}"]
+    for group in cfg.groups():
+        lines.append(f"{group}:")
+        values = [(f"  {key}: {format_value(value)}", resolved.origins.get(f"{group}.{key}", "default"))
+                  for key, value in vars(cfg.group(group)).items()]
+        width = max(len(text) for text, _ in values)
+        lines += [f"{text.ljust(width)}  # {origin}" for text, origin in values]
+    return "\n".join(lines)

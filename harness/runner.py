@@ -9,40 +9,58 @@ loss) is recorded as ``failed`` with the reason, never as a result.
 from __future__ import annotations
 
 import csv
-import fcntl
 import math
 import os
 import random
 import sys
 import time
-import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import replace
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from harness import compute, files, kernels, provenance, tboard
+from harness import compute, files, provenance, rundir, tboard
 from harness.checkpoint import RESUME_FIX, load_checkpoint, read_checkpoint, save_checkpoint
+from harness.config import RunConfig, check_seed
 from harness.distributed import SINGLE, World, replace_batchnorm
-from harness.config import check_seed
-from harness.errors import ConfigError, HarnessError, RunFailed, Terminated
+from harness.errors import ConfigError, HarnessError, RunFailed
 from harness.evaluation import EvalResult, evaluate
-from harness.config import RunConfig
 from harness.method import Method, MethodEnv, TrainData
 from harness.optim import Optimization
 from harness.protocol import BenchmarkData
 from harness.resolve import Resolved
-from harness.settings import config_hash, stored_form
-from harness.store import (
-    CHECKPOINT, ERROR_LOG, RESULT, TRAIN_LOG, read_record, write_config, write_record, write_scores,
-)
+from harness.settings import stored_form
+from harness.store import CHECKPOINT, TRAIN_LOG, read_record, write_scores
 
-LOCK = ".lock"  # in each run directory: held (flock) by the one process writing it
+
+@dataclass
+class RunRequest:
+    """One run to make (or resume): a resolved configuration and seed, its directory (``rundir.place``), the
+    device (auto, cpu or cuda), whether to continue the directory's run, a progress bar, the processes it is
+    split over, and its CPU threads (None: SLURM's allotment under SLURM, else torch's default)."""
+
+    resolved: Resolved
+    seed: int
+    run_dir: Path
+    device: str = "auto"
+    resume: bool = False
+    progress: bool = True
+    world: World = SINGLE
+    threads: int | None = None
+
+
+@dataclass
+class Prepared:
+    """A run ready to train, made before its directory: the configuration training runs under (a FLOP budget
+    turned into steps), the method (set up on its training data), the data, and the set-up's FLOPs."""
+
+    config: RunConfig
+    method: Method
+    data: BenchmarkData
+    train_data: TrainData | None
+    setup_flops: int
 
 
 def resolve_device(name: str) -> torch.device:
@@ -56,11 +74,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def limit_threads() -> None:
-    """Under SLURM, use the CPUs allotted to the task (oversubscribed OpenMP threads crawl)."""
-    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
-    if cpus and cpus.isdigit():
-        torch.set_num_threads(int(cpus))
+def set_threads(threads: int | None) -> None:
+    """The one thread rule: ``threads`` when given (a replayed record's, a sweep's ``--threads``), else under
+    SLURM the CPUs allotted to the task (oversubscribed OpenMP threads crawl), else torch's default."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    chosen = threads or (int(cpus) if cpus.isdigit() else 0)
+    if chosen:
+        torch.set_num_threads(chosen)
 
 
 def seed_everything(seed: int) -> None:
@@ -137,55 +157,6 @@ def check_world(resolved: Resolved, procs: int) -> None:
     cls.check_world(cfg, procs)
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def base_record(resolved: Resolved, seed: int, run_dir: Path, device: torch.device, world: World = SINGLE) -> dict:
-    cfg = resolved.config
-    return {
-        "run_id": run_dir.name,
-        "kind": "train",
-        "method": cfg.method_name,
-        "benchmark": cfg.benchmark,
-        "trained_on": cfg.benchmark,
-        "seed": seed,
-        "config_hash": config_hash(cfg),
-        "head": cfg.eval.head,
-        "distance": cfg.eval.distance,
-        "status": "running",
-        "reason": None,
-        "started": now(),
-        "device": provenance.device_name(device),
-        "threads": torch.get_num_threads(),
-        "precision": cfg.train.precision,
-        "compiled": cfg.train.compile,
-        "world_size": world.size,
-        "backend": world.backend or None,
-        "devices": process_devices(device, world),
-        "platform": provenance.platform_name(),
-        "kernels": kernels.describe(device, cfg.train.kernels),
-        "host": provenance.host(),
-        "command": provenance.command_line(),
-        "versions": provenance.versions(),
-        "git": provenance.git_state(),
-        **resolved.benchmark.provenance(),  # a benchmark file's path and hash
-    }
-
-
-def process_devices(device: torch.device, world: World) -> list[str]:
-    """Every process's host and device, in rank order."""
-    index = torch.cuda.current_device() if device.type == "cuda" and device.index is None else device.index
-    mine = f"{provenance.host()}:{device.type}{'' if index is None else f':{index}'}"
-    if world.size == 1:
-        return [mine]
-    import torch.distributed as dist
-
-    everyone = [None] * world.size
-    dist.all_gather_object(everyone, mine)
-    return everyone
-
-
 class TrainLog:
     """``train_log.csv``: one row per logged step; on resume, rows past the checkpoint are dropped."""
 
@@ -212,20 +183,23 @@ class TrainLog:
             csv.DictWriter(fh, self.columns, extrasaction="ignore", restval="", lineterminator="\n").writerow(row)
 
 
+def log_interval(log_every: int, steps: int) -> int:
+    """Steps between logged rows: ``train.log_every``, or a tenth of the run where that would log fewer than
+    two rows, so that a short run's curves have points to draw."""
+    return log_every if steps >= 2 * log_every else max(1, steps // 10)
+
+
 def training_progress(step: int, seconds: float, steps: int, budget_seconds: float) -> float:
     """How far training is, 0..1: by steps, or by time when a budget would end it sooner."""
     by_steps = step / steps if steps else 1.0
     return min(1.0, max(by_steps, seconds / budget_seconds if budget_seconds else 0.0))
 
 
-def train(method: Method, cfg: RunConfig, data: BenchmarkData, run_dir: Path, seed: int, resume: bool,
-          show_progress: bool) -> dict:
+def train(prepared: Prepared, run_dir: Path, seed: int, resume: bool, show_progress: bool) -> dict:
     """The shared loop. Returns training facts for the record (steps, seconds, validation accuracy).
     On several processes each trains its share in lockstep; only process 0 writes or validates."""
+    method, cfg, data, train_data = prepared.method, prepared.config, prepared.data, prepared.train_data
     device, tc, world = method.env.device, cfg.train, method.env.world
-    train_data = training_data(method, data)
-    with compute.counting() as setup:
-        method.setup(train_data)
     optimization = Optimization(method.parameter_groups(), tc, device, world)
     if tc.compile:
         for module in method.children():
@@ -242,6 +216,7 @@ def train(method: Method, cfg: RunConfig, data: BenchmarkData, run_dir: Path, se
     log = TrainLog(run_dir / TRAIN_LOG, keep_until=step) if writes else None
     board = tboard.TrainBoard(run_dir, step, seconds) if writes else None
     budget = tc.budget_minutes * 60
+    log_every = log_interval(tc.log_every, tc.steps)
     val_accuracy = None
     bar = tqdm(total=tc.steps, initial=step, desc=f"{cfg.method_name} {cfg.benchmark}", unit="step",
                disable=not (show_progress and writes), mininterval=0.5 if sys.stderr.isatty() else 30,
@@ -258,7 +233,7 @@ def train(method: Method, cfg: RunConfig, data: BenchmarkData, run_dir: Path, se
         if count.total:
             counts[step] = count.total * world.size  # equal shares
         step += 1
-        logged = step % tc.log_every == 0 or step == tc.steps
+        logged = step % log_every == 0 or step == tc.steps
         validate = data.val_episodes is not None and tc.val_every and step % tc.val_every == 0
         if logged or validate:
             values = world.average_scalars({k: float(v) for k, v in metrics.items()})
@@ -290,7 +265,7 @@ def train(method: Method, cfg: RunConfig, data: BenchmarkData, run_dir: Path, se
         save_checkpoint(checkpoint, method, optimization, step, seconds, generator, done=True, flops=counts)
     return {"steps": step, "train_seconds": round(seconds, 3), "val_accuracy": val_accuracy,
             "budget_exhausted": bool(budget and seconds >= budget and step < tc.steps),
-            "flops": compute.training_flops(setup.total, starts, counts, step)}
+            "flops": compute.training_flops(prepared.setup_flops, starts, counts, step)}
 
 
 def validation_accuracy(method: Method, cfg: RunConfig, data: BenchmarkData) -> float:
@@ -317,114 +292,85 @@ def result_fields(result: EvalResult, episodes_digest: str) -> dict:
     }
 
 
-@contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold ``run_dir/.lock`` (an exclusive ``flock``, which the OS releases when the process ends,
-    even on kill -9): one writer per run directory. If another process holds it, a HarnessError
-    names that process and nothing in the directory is changed."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(run_dir / LOCK, "a+")  # never truncates: the holder's note stays readable
-    except OSError as exc:
-        raise HarnessError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}; "
-                           f"pass a writable --runs-dir") from None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise HarnessError(f"{run_dir} is in use by {holder}: one process writes a run directory at a time; "
-                               f"wait for it to finish (or stop it), then resume") from None
-        except OSError as exc:  # e.g. Lustre mounted without flock: run, but say that nothing is guarded
-            print(f"harness: warning: cannot lock {run_dir / LOCK} ({exc.strerror}); a second process writing this "
-                  f"run directory would not be stopped", file=sys.stderr)
-        handle.truncate(0)
-        handle.write(f"pid {os.getpid()} on host {provenance.host()} since {now()}\n")
-        handle.flush()
-        yield
+def prepare(resolved: Resolved, seed: int, device: torch.device, world: World = SINGLE) -> Prepared:
+    """Everything a run does before its first step, and so every check that needs data or the method, before
+    any run directory exists: the FLOP budget's steps, the method, the data (holdout group, episodes against
+    the classes and images there are) and the method's set-up (its training tasks against the data)."""
+    check_memory(resolved, device)
+    config = budgeted(resolved, seed, device)  # before the method: it re-seeds
+    method = build_method(resolved, seed, device, world)
+    data = resolved.benchmark.load(resolved.config, with_train=method.trains)
+    train_data, setup_flops = None, 0
+    if method.trains:
+        train_data = training_data(method, data)
+        with compute.counting() as setup:
+            method.setup(train_data)
+        setup_flops = setup.total
+    return Prepared(config, method, data, train_data, setup_flops)
 
 
-def start_record(run_dir: Path, config: dict, record: dict) -> None:
-    """Write a run's config and its ``running`` record; a directory that cannot be written is a HarnessError."""
-    try:
-        write_config(run_dir, config)
-        write_record(run_dir, record)
-    except OSError as exc:
-        raise HarnessError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}; "
-                           f"pass a writable --runs-dir") from None
+def check_memory(resolved: Resolved, device: torch.device) -> None:
+    """A ConfigError, naming the settings, where the images or episodes a run holds in memory need more
+    than this machine has (the least they need: every class at its smallest size)."""
+    cfg, spec, dataset = resolved.config, resolved.benchmark.spec, resolved.benchmark.dataset
+    per_image = dataset.channels * cfg.data.image_size ** 2
+    images = sum((info.classes or 0) * (info.per_class or 0) for split, info in dataset.splits.items()
+                 if split in spec.splits.values())
+    images = max(images, cfg.bench.ways * (cfg.bench.shots + cfg.bench.queries))
+    episodes = 8 * (cfg.bench.episodes + cfg.train.val_episodes) * cfg.bench.ways * (cfg.bench.shots + cfg.bench.queries)
+    available = provenance.memory_bytes()
+    for need, what, keys in ((images * per_image, f"{images:,} images of {cfg.data.image_size}² px",
+                              "data.image_size"),
+                             (episodes, f"the indices of {cfg.bench.episodes:,} test and {cfg.train.val_episodes:,} "
+                              "validation episodes", "bench.episodes or train.val_episodes")):
+        if need > available:
+            raise ConfigError(f"{keys.split(' or ')[0]}: {what} need at least {need / 2**30:,.1f} GiB of memory, and "
+                              f"this machine has {available / 2**30:,.1f} GiB; lower {keys}")
 
 
-def record_failure(run_dir: Path, record: dict, exc: BaseException) -> None:
-    """Write ``error.log`` and the failed record for ``exc``; ``exc.written_files`` then lists the
-    files that could be written, so that messages point only at files that exist."""
-    reason = ("terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted" if isinstance(exc, KeyboardInterrupt)
-              else f"{type(exc).__name__}: {exc}")
-    record.update(status="failed", reason=reason, finished=now())
-    written: list[Path] = []
-    try:
-        files.write_text(run_dir / ERROR_LOG, "".join(traceback.format_exception(exc)))
-        written.append(run_dir / ERROR_LOG)
-        write_record(run_dir, record)
-        written.append(run_dir / RESULT)
-    except OSError:
-        pass
-    exc.written_files = written
+def execute(request: RunRequest) -> dict:
+    """Run (or resume) ``request`` into its run directory; returns the final record.
 
-
-def execute(resolved: Resolved, seed: int, run_dir: Path, device: str = "auto", resume: bool = False,
-            progress: bool = True, world: World = SINGLE) -> dict:
-    """Run (or resume) one configuration with one seed into ``run_dir``; returns the final record.
-
-    The seed, the device and (on resume) the checkpoint are checked before anything is written; the
-    directory is locked for the whole run (``run_lock``). A failure is recorded (``record_failure``)
-    and re-raised. On several processes (``world``), process 0 does all of this and the others only
-    train their shares (``follow``)."""
-    run_dir = Path(run_dir)
-    check_seed(seed)
+    The seed, the device, the directory and every check that needs data or the method (``prepare``) come
+    before the directory is made; it is locked for the whole run (``rundir.locked``). A failure is recorded
+    (``rundir.fail_record``) and re-raised. On several processes (``request.world``), process 0 does all of
+    this and the others only train their shares (``follow``)."""
+    run_dir, world = Path(request.run_dir), request.world
+    check_seed(request.seed)
+    torch_device = resolve_device(request.device)
+    set_threads(request.threads)
     if not world.is_main:
-        return follow(resolved, seed, run_dir, resolve_device(device), resume, world)
-    existing = read_record(run_dir)
-    if existing and not resume:
-        raise HarnessError(f"{run_dir} already holds a run ({existing['status']}); pass --resume to continue it")
+        return follow(request, torch_device)
+    existing = rundir.check_target(run_dir, request.resume)
     if existing and existing.get("status") == "ok":
         return existing  # read_record adds run_dir
-    if not existing and run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir()):
-        raise HarnessError(f"{run_dir} is not empty and holds no run record, so it is not a run directory: a run "
-                           "writes only into a new or empty folder (or continues its own with --resume); "
-                           "choose another --run-dir")
-    torch_device = resolve_device(device)
-    with run_lock(run_dir):
-        if resume and (run_dir / CHECKPOINT).is_file():
+    prepared = prepare(request.resolved, request.seed, torch_device, world)
+    with rundir.locked(run_dir):
+        resume = request.resume and (run_dir / CHECKPOINT).is_file()
+        if resume:
             read_checkpoint(run_dir / CHECKPOINT, fix=RESUME_FIX, mmap=True)
-        return _execute_locked(resolved, seed, run_dir, torch_device, resume, progress, world)
+        return _execute_locked(request, prepared, torch_device, resume)
 
 
-def follow(resolved: Resolved, seed: int, run_dir: Path, torch_device: torch.device, resume: bool, world: World) -> dict:
+def follow(request: RunRequest, torch_device: torch.device) -> dict:
     """Process 1.. of a run: the collectives of process 0's ``_execute_locked`` in the same order, training
     its share of every step (resuming from process 0's checkpoint), writing nothing."""
-    limit_threads()
-    process_devices(torch_device, world)
-    config = budgeted(resolved, seed, torch_device)
-    method = build_method(resolved, seed, torch_device, world)
-    data = resolved.benchmark.load(resolved.config, with_train=True)
-    return {"rank": world.rank, **train(method, config, data, run_dir, seed, resume, False)}
+    rundir.process_devices(torch_device, request.world)
+    prepared = prepare(request.resolved, request.seed, torch_device, request.world)
+    return {"rank": request.world.rank, **train(prepared, Path(request.run_dir), request.seed, request.resume, False)}
 
 
-def _execute_locked(resolved: Resolved, seed: int, run_dir: Path, torch_device: torch.device, resume: bool,
-                    progress: bool, world: World = SINGLE) -> dict:
-    limit_threads()
-    record = base_record(resolved, seed, run_dir, torch_device, world)
+def _execute_locked(request: RunRequest, prepared: Prepared, torch_device: torch.device, resume: bool) -> dict:
+    resolved, seed, run_dir = request.resolved, request.seed, Path(request.run_dir)
+    record = rundir.base_record(resolved, seed, run_dir, torch_device, request.world)
     wall_started = time.perf_counter()
-    start_record(run_dir, stored_form(resolved.config), record)
+    rundir.start_record(run_dir, stored_form(resolved.config), record)
     try:
-        config = budgeted(resolved, seed, torch_device)  # before the method: it re-seeds
-        method = build_method(resolved, seed, torch_device, world)
-        data = resolved.benchmark.load(resolved.config, with_train=method.trains)
+        method, data = prepared.method, prepared.data
         if method.trains:
-            record.update(train(method, config, data, run_dir, seed, resume, progress))
-            if config.train.budget_flops:
-                record["flops"]["budget"] = config.train.budget_flops
+            record.update(train(prepared, run_dir, seed, resume, request.progress))
+            if prepared.config.train.budget_flops:
+                record["flops"]["budget"] = prepared.config.train.budget_flops
         else:
             record.update(steps=0, train_seconds=0.0, val_accuracy=None, flops=compute.training_flops(0, [], {}, 0))
         if resolved.config.eval.test:
@@ -433,39 +379,34 @@ def _execute_locked(resolved: Resolved, seed: int, run_dir: Path, torch_device: 
             record["flops"]["eval"] = evaluation.total
             write_scores(run_dir, result.accuracies, result.correct)
             record.update(result_fields(result, data.test_episodes.digest))
-        record.update(status="ok", finished=now(), wall_seconds=round(time.perf_counter() - wall_started, 3),
+        record.update(status="ok", finished=provenance.now(), wall_seconds=round(time.perf_counter() - wall_started, 3),
                       peak_memory_mb=round(provenance.peak_memory_mb(torch_device), 1))
     except (Exception, KeyboardInterrupt) as exc:
-        record_failure(run_dir, record, exc)
+        rundir.fail_record(run_dir, record, exc)
         raise
-    (run_dir / ERROR_LOG).unlink(missing_ok=True)  # a resumed run that finishes leaves no stale traceback
-    write_record(run_dir, record)
+    rundir.finish_record(run_dir, record)
     tboard.write_result(run_dir, record)
     return {**record, "run_dir": str(run_dir)}
 
 
-def execute_processes(procs: int, resolved: Resolved, seed: int, run_dir: Path, device: str = "auto",
-                      resume: bool = False, progress: bool = True) -> dict:
+def execute_processes(procs: int, request: RunRequest) -> dict:
     """``execute`` as ``procs`` processes on this machine (``harness run --procs``); process 0's record."""
     from harness.distributed import launch
 
+    run_dir = Path(request.run_dir)
     try:
-        launch(procs, device, execute_as, resolved, seed, str(run_dir), device, resume, progress)
+        launch(procs, request.device, execute_as, request)
     except HarnessError as exc:  # a process died: process 0 may not have recorded why
-        record = read_record(Path(run_dir))
-        if record and record.get("status") == "running":
-            record.update(status="failed", reason=str(exc), finished=now())
-            write_record(Path(run_dir), record)
+        rundir.mark_dead(run_dir, str(exc))
         raise HarnessError(f"{exc}; the run is recorded failed in {run_dir}; continue it from its last checkpoint "
                            f"with --run-dir {run_dir} --resume") from None
-    record = read_record(Path(run_dir))
+    record = read_record(run_dir)
     if not record or record.get("status") != "ok":
         raise HarnessError(f"the {procs}-process run in {run_dir} did not finish: "
                            f"{(record or {}).get('reason') or 'no record was written'}")
     return record
 
 
-def execute_as(world: World, resolved: Resolved, seed: int, run_dir: str, device: str, resume: bool,
-               progress: bool) -> None:
+def execute_as(world: World, request: RunRequest) -> None:
     """One process's part of a run (the target ``launch`` and SLURM tasks call)."""
-    execute(resolved, seed, Path(run_dir), device, resume, progress, world)
+    execute(replace(request, world=world))

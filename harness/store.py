@@ -254,16 +254,8 @@ def claimed(runs_dir: Path, config_hash: str, seed: int) -> Iterator[RunRecord |
     """Hold the runs directory's claim on one computation (config hash, seed) across sweeps: waits while
     another process holds it (an exclusive ``flock`` on ``<runs dir>/.claims/<hash>-s<seed>``), then yields
     the ok record that exists by then, if any, so that a computation is made once per runs directory."""
-    import fcntl
-
-    folder = Path(runs_dir) / ".claims"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{config_hash}-s{seed}", "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield RunStore(runs_dir).newest_ok(config_hash, seed)
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with files.locked(Path(runs_dir) / ".claims" / f"{config_hash}-s{seed}"):
+        yield RunStore(runs_dir).newest_ok(config_hash, seed)
 
 
 def copy_evidence(record: dict, dest_runs_dir: Path) -> Path:

@@ -53,9 +53,9 @@ def run_tuning(method: str, bench: str, space_file: str, trials: int, budget_min
     """Run the trials (resuming finished ones), pick the best validation accuracy, write the summary."""
     from harness.overrides import Overrides
     from harness.resolve import check_data, resolve
+    from harness import rundir
+    from harness.runner import RunRequest, execute
     from harness.settings import config_hash
-    from harness.store import RunStore, new_run_id
-    from harness.runner import execute
 
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}")
@@ -67,9 +67,8 @@ def run_tuning(method: str, bench: str, space_file: str, trials: int, budget_min
     for settings in draw_trials(space, trials):
         resolved = resolve(method, bench, overrides=fixed.merged(settings))
         check_data(resolved)
-        digest = config_hash(resolved.config)
-        record = RunStore(store).newest_ok(digest, seed) or execute(
-            resolved, seed, store / new_run_id(method, bench, seed, digest), device=device)
+        place = rundir.place(store, method, bench, config_hash(resolved.config), seed, resume=True)
+        record = place.done or execute(RunRequest(resolved, seed, place.run_dir, device, resume=True))
         rows.append({"settings": settings, "val_accuracy": record["val_accuracy"], "steps": record["steps"],
                      "train_seconds": record["train_seconds"], "run_id": record["run_id"]})
     best = max(rows, key=lambda r: r["val_accuracy"])

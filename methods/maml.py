@@ -29,7 +29,6 @@ from harness.config import at_least, positive
 from harness.errors import ConfigError
 from harness.libs import learn2learn
 from harness.method import Method
-from harness.resolve import check_training_classes
 from harness.samplers import EpisodeSampler
 
 
@@ -56,7 +55,7 @@ class MAML(Method):
     @classmethod
     def check_config(cls, run, benchmark) -> None:
         BACKBONES.get(run.method.backbone)
-        check_training_classes(run, benchmark, "bench.ways", run.bench.ways)
+        benchmark.check_training_classes(run, "bench.ways", run.bench.ways)
 
     def __init__(self, cfg: MAMLConfig, env):
         super().__init__(cfg, env)
@@ -67,7 +66,8 @@ class MAML(Method):
 
     def setup(self, data) -> None:
         shots = self.cfg.train_shots or self.env.shots
-        self.sampler = EpisodeSampler(data.labels.cpu(), self.ways, shots, self.cfg.train_queries)
+        self.sampler = EpisodeSampler(data.labels.cpu(), self.ways, shots, self.cfg.train_queries,
+                                      ("bench.ways", "method.train_shots", "method.train_queries"))
 
 
     # ------------------------------------------------------------------ adaptation

@@ -24,7 +24,6 @@ from harness.distributed import meta_batch_statistics
 from harness.heads import prototypes
 from harness.libs import learn2learn
 from harness.method import Method
-from harness.resolve import check_training_classes
 from harness.samplers import EpisodeSampler
 
 
@@ -58,7 +57,7 @@ class ProtoNet(Method):
     def check_config(cls, run, benchmark) -> None:
         BACKBONES.get(run.method.backbone)
         key = "method.train_ways" if run.method.train_ways else "bench.ways"
-        check_training_classes(run, benchmark, key, run.method.train_ways or run.bench.ways)
+        benchmark.check_training_classes(run, key, run.method.train_ways or run.bench.ways)
 
     def __init__(self, cfg: ProtoNetConfig, env):
         super().__init__(cfg, env)

@@ -75,12 +75,12 @@ def train_with_permuted_labels(resolved, tmp_path: Path, monkeypatch) -> tuple[l
     import torch
 
     from harness.protocol import Benchmark
-    from harness.runner import execute
+    from harness.runner import RunRequest, execute
 
     seen = []
     original_setup, original_load = resolved.method_class.setup, Benchmark.load
     monkeypatch.setattr(resolved.method_class, "setup", lambda self, data: seen.append(data.labels) or original_setup(self, data))
-    execute(resolved, 0, tmp_path / "plain", progress=False)
+    execute(RunRequest(resolved, 0, tmp_path / "plain", progress=False))
 
     def permuted(self, cfg, with_train=True):
         data = original_load(self, cfg, with_train)
@@ -88,7 +88,7 @@ def train_with_permuted_labels(resolved, tmp_path: Path, monkeypatch) -> tuple[l
         return data
 
     monkeypatch.setattr(Benchmark, "load", permuted)
-    execute(resolved, 0, tmp_path / "permuted", progress=False)
+    execute(RunRequest(resolved, 0, tmp_path / "permuted", progress=False))
     a = torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "permuted" / "checkpoint.pt", weights_only=False)["model"]
     return seen, all(torch.equal(a[k], b[k]) for k in a)

@@ -13,7 +13,7 @@ from harness.backbones import conv4
 from harness.errors import ConfigError
 from harness.resolve import resolve
 from harness.settings import config_hash
-from harness.runner import execute
+from harness.runner import RunRequest, execute
 from harness.store import read_scores
 
 TINY = ["bench.episodes=10", "train.val_episodes=2"]
@@ -33,7 +33,7 @@ def test_conv4_forward_is_the_hand_count():
 
 def step_flops(method: str, tmp_path, *sets: str) -> dict:
     resolved = resolve(method, "synthetic-5w1s", sets=[*TINY, "train.steps=2", *sets])
-    return execute(resolved, 0, tmp_path / method, progress=False)["flops"]
+    return execute(RunRequest(resolved, 0, tmp_path / method, progress=False))["flops"]
 
 
 def test_second_order_maml_counts_more_than_first_order_more_than_anil(tmp_path):
@@ -61,14 +61,14 @@ def test_flops_per_phase_and_in_total(tmp_path):
 def test_budget_flops_buys_steps_and_replays_exactly(tmp_path):
     step = step_flops("protonet", tmp_path)["step"]
     budget = [f"train.budget_flops={3.5 * step}", "train.steps=1000"]
-    runs = [execute(resolve("protonet", "synthetic-5w1s", sets=[*TINY, *budget]), 0, tmp_path / name, progress=False)
+    runs = [execute(RunRequest(resolve("protonet", "synthetic-5w1s", sets=[*TINY, *budget]), 0, tmp_path / name, progress=False))
             for name in ("a", "b")]
     assert [r["steps"] for r in runs] == [3, 3] and runs[0]["flops"]["budget"] == 3.5 * step
     assert runs[0]["config_hash"] == config_hash(resolve("protonet", "synthetic-5w1s", sets=[*TINY, *budget]).config)
     assert np.array_equal(read_scores(tmp_path / "a")[1], read_scores(tmp_path / "b")[1])
     with pytest.raises(ConfigError, match="buys no training step"):
-        execute(resolve("protonet", "synthetic-5w1s", sets=[*TINY, f"train.budget_flops={step / 2}"]), 0,
-                tmp_path / "c", progress=False)
+        execute(RunRequest(resolve("protonet", "synthetic-5w1s", sets=[*TINY, f"train.budget_flops={step / 2}"]), 0,
+                tmp_path / "c", progress=False))
 
 
 @pytest.mark.parametrize("method, sets", [
@@ -81,7 +81,7 @@ def test_harness_flops_recounts_a_stored_run_as_it_counted_itself(method, sets, 
 
     from harness.store import read_record, write_record
 
-    made = execute(resolve(method, "synthetic-5w1s", sets=[*TINY, *sets]), 0, tmp_path / "run", progress=False)
+    made = execute(RunRequest(resolve(method, "synthetic-5w1s", sets=[*TINY, *sets]), 0, tmp_path / "run", progress=False))
     record = read_record(tmp_path / "run")
     record.pop("run_dir")
     write_record(tmp_path / "run", {k: v for k, v in record.items() if k != "flops"})  # as made before accounting

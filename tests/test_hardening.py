@@ -92,11 +92,11 @@ def test_every_training_method_is_listed_here():
 @pytest.mark.parametrize("method", TRAINING_METHODS)
 def test_every_methods_checkpoint_loads_as_plain_tensors(method, tmp_path):
     from harness.checkpoint import read_checkpoint
-    from harness.runner import execute
+    from harness.runner import RunRequest, execute
 
     resolved = resolve(method, "synthetic-5w1s", sets=["train.steps=1", "train.batch_size=2", "train.val_episodes=1",
                                                        "eval.test=false", *TINY.get(method.split("-")[0], [])])
-    execute(resolved, 0, tmp_path, progress=False)
+    execute(RunRequest(resolved, 0, tmp_path, progress=False))
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["step"] == resolved.config.train.steps and state["optimizers"] and read_checkpoint(tmp_path / "checkpoint.pt")["done"] is True
 

@@ -13,7 +13,7 @@ import torch
 
 from harness import kernels
 from harness.resolve import resolve
-from harness.runner import execute
+from harness.runner import RunRequest, execute
 
 PINNED = json.loads((Path(__file__).parent / "pinned" / "synthetic-5w1s.json").read_text())
 SETTINGS = ["train.steps=4", "train.val_every=0", "train.log_every=1", "bench.episodes=40", "train.val_episodes=10",
@@ -43,8 +43,8 @@ def test_results_match_the_pinned_ones(case, one_thread, tmp_path):
         pytest.skip(f"pinned on {PINNED['cpu']} with {PINNED['cpu_capability']} kernels; this CPU rounds otherwise")
     method = case.split()[0]
     extra = EXTRA.get(case, ["method.ways=8"] if method.startswith("bmssl") else [])
-    record = execute(resolve(method, "synthetic-5w1s", None, SETTINGS + extra), 0, tmp_path / "run", device="cpu",
-                     progress=False)
+    record = execute(RunRequest(resolve(method, "synthetic-5w1s", None, SETTINGS + extra), 0, tmp_path / "run", device="cpu",
+                     progress=False))
     log = tmp_path / "run" / "train_log.csv"
     losses = [float(line.split(",")[3]) for line in log.read_text().splitlines()[1:]] if log.is_file() else []
     expected = PINNED["results"][case]

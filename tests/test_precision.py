@@ -12,7 +12,7 @@ import torch
 from harness.errors import ConfigError
 from harness.resolve import resolve
 from harness.settings import config_hash
-from harness.runner import execute
+from harness.runner import RunRequest, execute
 
 TINY = ["train.steps=2", "train.batch_size=4", "bench.episodes=10", "train.log_every=1", "train.checkpoint_every=1"]
 
@@ -27,7 +27,7 @@ def test_bf16_trains_under_autocast_and_is_recorded(tmp_path, monkeypatch):
         return original(self, views, progress)
 
     monkeypatch.setattr(resolved.method_class, "loss", loss)
-    record = execute(resolved, 0, tmp_path / "run", device="cpu", progress=False)
+    record = execute(RunRequest(resolved, 0, tmp_path / "run", device="cpu", progress=False))
     assert dtypes == [torch.bfloat16]
     assert record["status"] == "ok" and record["precision"] == "bf16" and record["world_size"] == 1
     assert 0 <= record["accuracy"] <= 1
@@ -36,7 +36,7 @@ def test_bf16_trains_under_autocast_and_is_recorded(tmp_path, monkeypatch):
 def test_float16_scales_its_loss_checkpoints_the_scaler_and_resumes(tmp_path):
     resolved = resolve("protonet", "synthetic-5w1s", sets=[*TINY, "train.precision=16", "method.train_ways=5",
                                                            "method.train_queries=2"])
-    execute(resolved, 0, tmp_path / "run", device="cpu", progress=False)
+    execute(RunRequest(resolved, 0, tmp_path / "run", device="cpu", progress=False))
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["optimizers"]["grad_scaler"]["scale"] > 0  # the scaler's state travels with the optimisers'
     record = json.loads((tmp_path / "run" / "result.json").read_text())
@@ -47,15 +47,15 @@ def test_float16_scales_its_loss_checkpoints_the_scaler_and_resumes(tmp_path):
     (tmp_path / "run" / "result.json").write_text(json.dumps({**record, "status": "running"}))
     state["done"] = False
     torch.save(state, tmp_path / "run" / "checkpoint.pt")
-    assert execute(resumed, 0, tmp_path / "run", device="cpu", resume=True, progress=False)["steps"] == 3
+    assert execute(RunRequest(resumed, 0, tmp_path / "run", device="cpu", resume=True, progress=False))["steps"] == 3
 
 
 def test_compile_compiles_the_methods_modules_and_is_recorded(tmp_path, monkeypatch):
     """The wiring only: compiling for real takes minutes on CPU; tests/gpu/ compiles on CUDA."""
     compiled = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
-    record = execute(resolve("simclr", "synthetic-5w1s", sets=[*TINY, "train.compile=true"]), 0, tmp_path / "run",
-                     device="cpu", progress=False)
+    record = execute(RunRequest(resolve("simclr", "synthetic-5w1s", sets=[*TINY, "train.compile=true"]), 0, tmp_path / "run",
+                     device="cpu", progress=False))
     assert record["compiled"] is True and "SimCLRProjectionHead" in compiled and len(compiled) >= 2
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from harness.errors import ConfigError
 from harness.methods.psco import select_shots, sinkhorn_assignment, supcon_loss
 from harness.resolve import resolve
-from harness.runner import build_method, execute
+from harness.runner import RunRequest, build_method, execute
 from harness.store import read_record, read_scores
 
 from conftest import interrupt_at_step, only_run, run_cli, train_with_permuted_labels
@@ -209,14 +209,14 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, monkeypatch):
     resolved = resolve("psco", "synthetic-5w1s", sets=[
         "train.steps=8", "train.checkpoint_every=3", "train.log_every=2", "bench.episodes=30", "train.val_episodes=10",
         "train.batch_size=16", "method.queue_size=40", "method.shots=2", *SMALL])
-    straight = execute(resolved, seed=3, run_dir=tmp_path / "straight", progress=False)
+    straight = execute(RunRequest(resolved, seed=3, run_dir=tmp_path / "straight", progress=False))
 
     restore = interrupt_at_step(monkeypatch, resolved.method_class, 7)
     with pytest.raises(KeyboardInterrupt):
-        execute(resolved, seed=3, run_dir=tmp_path / "resumed", progress=False)
+        execute(RunRequest(resolved, seed=3, run_dir=tmp_path / "resumed", progress=False))
     assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["step"] == 6
     restore()
-    resumed = execute(resolved, seed=3, run_dir=tmp_path / "resumed", resume=True, progress=False)
+    resumed = execute(RunRequest(resolved, seed=3, run_dir=tmp_path / "resumed", resume=True, progress=False))
     assert resumed["status"] == "ok" and resumed["steps"] == 8
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["model"]

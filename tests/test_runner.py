@@ -12,7 +12,7 @@ from harness import files
 from harness.episodes import sample_episodes
 from harness.resolve import resolve
 from harness.store import read_config, read_record, read_scores
-from harness.runner import execute
+from harness.runner import RunRequest, execute, log_interval
 
 from conftest import interrupt_at_step, only_run, run_cli
 
@@ -70,15 +70,15 @@ def test_resume_continues_exactly_where_it_stopped(method, sets, tmp_path, monke
     resolved = resolve(method, "synthetic-5w1s", sets=[
         "train.steps=12", "train.checkpoint_every=4", "train.log_every=2", "bench.episodes=40", "train.val_episodes=20",
         *sets])
-    straight = execute(resolved, seed=3, run_dir=tmp_path / "straight", progress=False)
+    straight = execute(RunRequest(resolved, seed=3, run_dir=tmp_path / "straight", progress=False))
 
     restore = interrupt_at_step(monkeypatch, resolved.method_class, 9)
     with pytest.raises(KeyboardInterrupt):
-        execute(resolved, seed=3, run_dir=tmp_path / "resumed", progress=False)
+        execute(RunRequest(resolved, seed=3, run_dir=tmp_path / "resumed", progress=False))
     assert read_record(tmp_path / "resumed")["status"] == "failed"
     assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["step"] == 8
     restore()
-    resumed = execute(resolved, seed=3, run_dir=tmp_path / "resumed", resume=True, progress=False)
+    resumed = execute(RunRequest(resolved, seed=3, run_dir=tmp_path / "resumed", resume=True, progress=False))
     assert resumed["status"] == "ok" and resumed["steps"] == 12
     assert np.array_equal(read_scores(tmp_path / "resumed")[1], read_scores(tmp_path / "straight")[1])
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["model"]
@@ -87,6 +87,12 @@ def test_resume_continues_exactly_where_it_stopped(method, sets, tmp_path, monke
     log = (tmp_path / "resumed" / "train_log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in log[1:]] == ["2", "4", "6", "8", "10", "12"]
     assert straight["accuracy"] == resumed["accuracy"]
+
+
+@pytest.mark.parametrize("log_every, steps, rows", [(2, 12, 6), (20, 150, 8), (20, 10, 10), (50, 30, 10), (5, 1, 1)])
+def test_a_short_run_logs_enough_rows_to_draw_a_curve(log_every, steps, rows):
+    interval = log_interval(log_every, steps)
+    assert len({s for s in range(1, steps + 1) if s % interval == 0 or s == steps}) == rows
 
 
 def test_eval_rescores_a_trained_run_elsewhere(runs_dir):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from harness.errors import ConfigError
 from harness.method import TrainData
 from harness.resolve import resolve
-from harness.runner import build_method, execute
+from harness.runner import RunRequest, build_method, execute
 from harness.store import read_record, read_scores
 
 from conftest import interrupt_at_step, only_run, run_cli, train_with_permuted_labels
@@ -202,13 +202,13 @@ def test_resume_is_exact(name, sets, tmp_path, monkeypatch):
     resolved = resolve(name, "synthetic-5w1s", sets=[
         "train.steps=4", "train.checkpoint_every=2", "train.log_every=2", "train.batch_size=16", "bench.episodes=10",
         "train.val_episodes=5", *sets])
-    straight = execute(resolved, seed=3, run_dir=tmp_path / "straight", progress=False)
+    straight = execute(RunRequest(resolved, seed=3, run_dir=tmp_path / "straight", progress=False))
     restore = interrupt_at_step(monkeypatch, resolved.method_class, 3)
     with pytest.raises(KeyboardInterrupt):
-        execute(resolved, seed=3, run_dir=tmp_path / "resumed", progress=False)
+        execute(RunRequest(resolved, seed=3, run_dir=tmp_path / "resumed", progress=False))
     assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["step"] == 2
     restore()
-    resumed = execute(resolved, seed=3, run_dir=tmp_path / "resumed", resume=True, progress=False)
+    resumed = execute(RunRequest(resolved, seed=3, run_dir=tmp_path / "resumed", resume=True, progress=False))
     assert resumed["status"] == "ok" and resumed["steps"] == 4
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["model"]

@@ -107,3 +107,21 @@ def test_methods_leave_optimisation_to_the_runner():
     offenders = [f"{path.name}:{i}" for path in (ROOT / "methods").glob("*.py")
                  for i, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert offenders == []
+
+
+LAYERS_ABOVE_METHODS = ("harness.runner", "harness.resolve", "harness.rundir", "harness.cli", "harness.report",
+                        "harness.sweep", "harness.tune", "harness.reproduce")
+
+
+def test_methods_import_nothing_from_the_layers_that_run_them():
+    """A method is a model and its training step: what runs, resolves, stores or reports runs sits above it."""
+    graph = import_graph()
+    offenders = {name: sorted(t for t in targets if t.startswith(LAYERS_ABOVE_METHODS))
+                 for name, targets in graph.items() if name.startswith("harness.methods")}
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_the_layering_rule_sees_a_method_that_imports_the_runner(tmp_path):
+    source = tmp_path / "bad.py"
+    source.write_text("from harness.runner import execute\n")
+    assert imports(source, "harness.methods.bad", {"harness.runner"}) == {"harness.runner"}

@@ -9,7 +9,7 @@ import pytest
 from conftest import interrupt_at_step, only_run, run_cli
 
 from harness.resolve import resolve
-from harness.runner import execute
+from harness.runner import RunRequest, execute
 from harness.store import TRAIN_LOG, copy_evidence, read_record
 from harness.tboard import TB_DIR
 
@@ -61,10 +61,10 @@ def test_a_resumed_run_continues_its_curves_without_duplicate_steps(tmp_path, mo
                                                             "train.val_every=2"])
     restore = interrupt_at_step(monkeypatch, resolved.method_class, 3)  # the 4th step
     with pytest.raises(KeyboardInterrupt):
-        execute(resolved, seed=0, run_dir=tmp_path / "run", progress=False)
+        execute(RunRequest(resolved, seed=0, run_dir=tmp_path / "run", progress=False))
     assert [s for s, _ in scalars(tmp_path / "run")["train/loss"]] == [1, 2, 3]
     restore()
-    execute(resolved, seed=0, run_dir=tmp_path / "run", resume=True, progress=False)
+    execute(RunRequest(resolved, seed=0, run_dir=tmp_path / "run", resume=True, progress=False))
     series = scalars(tmp_path / "run")
     for tag in ("train/loss", "train/lr", "train/steps_per_second"):
         assert [step for step, _ in series[tag]] == [1, 2, 3, 4, 5], tag

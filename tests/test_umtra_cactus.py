@@ -10,7 +10,7 @@ import torch
 from harness.errors import ConfigError
 from harness.method import TrainData
 from harness.resolve import resolve
-from harness.runner import build_method, execute
+from harness.runner import RunRequest, build_method, execute
 from harness.store import read_record
 
 from conftest import interrupt_at_step, only_run, run_cli, train_with_permuted_labels
@@ -157,12 +157,12 @@ def test_cactus_resume_after_clustering_continues_exactly(tmp_path, monkeypatch)
     resolved = resolve("cactus-protonet", "synthetic-5w1s", sets=[
         "train.steps=6", "method.encoder_steps=2", "train.checkpoint_every=3", "train.log_every=2", "method.train_ways=5",
         *SMALL_ENCODER, *FAST])
-    straight = execute(resolved, seed=3, run_dir=tmp_path / "straight", progress=False)
+    straight = execute(RunRequest(resolved, seed=3, run_dir=tmp_path / "straight", progress=False))
     restore = interrupt_at_step(monkeypatch, resolved.method_class, 5)
     with pytest.raises(KeyboardInterrupt):
-        execute(resolved, seed=3, run_dir=tmp_path / "resumed", progress=False)
+        execute(RunRequest(resolved, seed=3, run_dir=tmp_path / "resumed", progress=False))
     restore()
-    resumed = execute(resolved, seed=3, run_dir=tmp_path / "resumed", resume=True, progress=False)
+    resumed = execute(RunRequest(resolved, seed=3, run_dir=tmp_path / "resumed", resume=True, progress=False))
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["model"]
     assert torch.equal(a["partition_labels"], b["partition_labels"]) and (a["partition_labels"] >= 0).all()

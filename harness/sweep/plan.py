@@ -15,25 +15,20 @@ A sweep lives in ``<runs>/sweeps/<name>/``:
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import json
 import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from harness import files
+from harness.provenance import now
 from harness.errors import ConfigError, HarnessError
 from harness.overrides import Overrides
 from harness.sweep.grid import SweepSpec
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -187,9 +182,7 @@ class Sweep:
     @contextmanager
     def locked(self):
         """One ``harness sweep`` at a time per sweep (plan and submissions stay consistent)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / ".lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        with files.locked(self.dir / ".lock"):
             yield
 
 
@@ -202,9 +195,9 @@ def task_log(logs_folder: str, job_id: str) -> Path:
 
 def new_run_dir(sweep: Sweep, run: Run) -> str:
     """A fresh run directory for ``run`` in the sweep's runs directory."""
-    from harness.store import new_run_id
+    from harness import rundir
 
-    return str(sweep.runs_dir / new_run_id(run.method, run.benchmark, run.seed, run.config_hash))
+    return str(rundir.new_run_dir(sweep.runs_dir, run.method, run.benchmark, run.seed, run.config_hash))
 
 
 def assign_run_dirs(sweep: Sweep, grid_runs: list[Run], finished: dict) -> list[Run]:

@@ -14,7 +14,8 @@ from contextlib import redirect_stderr
 from dataclasses import dataclass
 
 from harness.errors import HarnessError, RunFailed
-from harness.sweep.plan import Run, Sweep, assign_run_dirs, new_run_dir, now
+from harness.provenance import now
+from harness.sweep.plan import Run, Sweep, assign_run_dirs, new_run_dir
 from harness.sweep.profiles import slurm_parameters
 from harness.sweep.status import RunStatus, assess, print_status, print_warnings
 from harness.sweep.task import SweepTask, run_pins, task_env

@@ -41,19 +41,14 @@ class SweepTask:
             if key.startswith("HARNESS_") or key not in os.environ:
                 os.environ[key] = value
         kernels.pin(run_pins(self.runs[0]))  # before torch starts (submit groups runs of equal pins)
-        import torch
-
         from harness.distributed import leave, slurm_world
 
-        threads = self.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0"))
         records, failures = [], []
         world = slurm_world(self.device)  # a job of several tasks: one run split over them
         try:
             for run in self.runs:
-                if run.threads or threads:
-                    torch.set_num_threads(run.threads or threads)
                 try:
-                    records.append(execute_run(run, self.device, world))
+                    records.append(execute_run(run, self.device, world, run.threads or self.threads))
                 except Exception as exc:
                     traceback.print_exc()
                     written = getattr(exc, "written_files", [])
@@ -80,9 +75,10 @@ def run_pins(run: Run) -> kernels.Pins:
     return run.kernels or kernels.level_pins(run.level)
 
 
-def execute_run(run: Run, device: str, world=None) -> dict:
-    """Run (or resume) one planned run; refuses when its configuration no longer resolves to the
-    planned hash (the harness or a preset changed since planning)."""
+def execute_run(run: Run, device: str, world=None, threads: int | None = None) -> dict:
+    """Run (or resume) one planned run with ``threads`` CPU threads (None: ``runner.set_threads``' rule);
+    refuses when its configuration no longer resolves to the planned hash (the harness or a preset changed
+    since planning)."""
     from harness.benchmarks import reference
     from harness.resolve import check_data, resolve
     from harness.settings import config_hash
@@ -100,23 +96,24 @@ def execute_run(run: Run, device: str, world=None) -> dict:
     kernels.pin(run_pins(run))  # an error, naming both, where this process's torch runs other kernels
     run_dir = Path(run.run_dir)
     if world.size > 1:  # its processes meet in collectives: no claim to wait on between them
-        return run_planned(resolved, run, run_dir, device, world)
+        return run_planned(resolved, run, run_dir, device, world, threads)
     with claimed(run_dir.parent, run.config_hash, run.seed) as done:  # one computation per runs directory
         if done and Path(done["run_dir"]) != run_dir:
             print(f"{run.label}: made meanwhile by another sweep in {done['run_dir']}", flush=True)
             return done
-        return run_planned(resolved, run, run_dir, device, world)
+        return run_planned(resolved, run, run_dir, device, world, threads)
 
 
-def run_planned(resolved, run: Run, run_dir: Path, device: str, world) -> dict:
-    from harness.runner import execute
+def run_planned(resolved, run: Run, run_dir: Path, device: str, world, threads: int | None) -> dict:
+    from harness.runner import RunRequest, execute
     from harness.store import CHECKPOINT, summary_line
 
     resuming = (run_dir / CHECKPOINT).is_file()
     print(f"{'resuming' if resuming else 'starting'} {run.label} in {run_dir}"
           f"{' from its checkpoint' if resuming else ''}"
           f"{f' (process {world.rank} of {world.size})' if world.size > 1 else ''}", flush=True)
-    record = execute(resolved, run.seed, run_dir, device=device, resume=True, progress=world.is_main, world=world)
+    record = execute(RunRequest(resolved, run.seed, run_dir, device, resume=True, progress=world.is_main, world=world,
+                                threads=threads))
     if world.is_main:
         print(summary_line(record), flush=True)
     return record

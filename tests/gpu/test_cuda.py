@@ -10,7 +10,7 @@ import torch
 
 from harness.methods import METHODS
 from harness.resolve import resolve
-from harness.runner import execute
+from harness.runner import RunRequest, execute
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -24,12 +24,12 @@ SMALL = {"protonet": ["method.train_ways=5", "method.train_queries=5"], "bmssl":
 def test_trains_on_cuda(method, precision, tmp_path):
     sets = ["train.steps=3", "train.batch_size=8", "bench.episodes=20", "train.log_every=1",
             f"train.precision={precision}", *SMALL.get(method.split("-")[0], [])]
-    record = execute(resolve(method, "synthetic-5w1s", sets=sets), 0, tmp_path / "run", device="cuda", progress=False)
+    record = execute(RunRequest(resolve(method, "synthetic-5w1s", sets=sets), 0, tmp_path / "run", device="cuda", progress=False))
     assert record["status"] == "ok" and record["precision"] == precision and "cuda" in record["device"].lower()
     assert math.isfinite(record["accuracy"])
 
 
 def test_compile_on_cuda(tmp_path):
     sets = ["train.steps=3", "train.batch_size=16", "bench.episodes=20", "train.compile=true"]
-    record = execute(resolve("simclr", "synthetic-5w1s", sets=sets), 0, tmp_path / "run", device="cuda", progress=False)
+    record = execute(RunRequest(resolve("simclr", "synthetic-5w1s", sets=sets), 0, tmp_path / "run", device="cuda", progress=False))
     assert record["status"] == "ok" and record["compiled"] is True

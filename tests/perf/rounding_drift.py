@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from harness.resolve import resolve
-from harness.runner import execute, execute_processes
+from harness.runner import RunRequest, execute, execute_processes
 from harness.store import read_losses
 
 COMMON = ["train.steps=20", "train.log_every=1", "train.checkpoint_every=1000", "bench.episodes=60",
@@ -37,10 +37,10 @@ def main() -> None:
     resolved = resolve(args.method, args.bench, sets=COMMON + args.sets)
     with tempfile.TemporaryDirectory() as tmp:
         runs = {name: Path(tmp) / name for name in ("one", "no-onednn", "many")}
-        one = execute(resolved, 0, runs["one"], device="cpu", progress=False)
+        one = execute(RunRequest(resolved, 0, runs["one"], device="cpu", progress=False))
         with torch.backends.mkldnn.flags(enabled=False):
-            perturbed = execute(resolved, 0, runs["no-onednn"], device="cpu", progress=False)
-        many = execute_processes(args.procs, resolved, 0, runs["many"], device="cpu", progress=False)
+            perturbed = execute(RunRequest(resolved, 0, runs["no-onednn"], device="cpu", progress=False))
+        many = execute_processes(args.procs, RunRequest(resolved, 0, runs["many"], device="cpu", progress=False))
         reference = read_losses(runs["one"])
         print(json.dumps({"method": args.method, "sets": args.sets, "procs": args.procs,
                           "accuracy_pct": {"1 process": round(100 * one["accuracy"], 2),

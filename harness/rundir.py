@@ -1,0 +1,218 @@
+"""A run directory's life: where a run of one configuration and seed goes (its finished run reported, its
+unfinished run resumed, else a new directory), the one process that writes it (``locked``), and its record
+from ``running`` to ``ok`` or ``failed``. Checkpoints: harness/checkpoint.py; training: harness/runner.py."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from harness import files, kernels, provenance
+from harness.distributed import SINGLE, World
+from harness.errors import HarnessError, Terminated
+from harness.settings import config_hash
+from harness.store import ERROR_LOG, RESULT, RunStore, new_run_id, read_record, write_config, write_record
+
+if TYPE_CHECKING:
+    from harness.resolve import Resolved
+
+LOCK = ".lock"  # in each run directory: held by the one process writing it
+
+
+def base_record(resolved: Resolved, seed: int, run_dir: Path, device: torch.device, world: World = SINGLE) -> dict:
+    """A new run's ``running`` record: what it is, and where and how it runs (provenance)."""
+    cfg = resolved.config
+    return {
+        "run_id": run_dir.name,
+        "kind": "train",
+        "method": cfg.method_name,
+        "benchmark": cfg.benchmark,
+        "trained_on": cfg.benchmark,
+        "seed": seed,
+        "config_hash": config_hash(cfg),
+        "head": cfg.eval.head,
+        "distance": cfg.eval.distance,
+        "status": "running",
+        "reason": None,
+        "started": provenance.now(),
+        "device": provenance.device_name(device),
+        "threads": torch.get_num_threads(),
+        "precision": cfg.train.precision,
+        "compiled": cfg.train.compile,
+        "world_size": world.size,
+        "backend": world.backend or None,
+        "devices": process_devices(device, world),
+        "platform": provenance.platform_name(),
+        "kernels": kernels.describe(device, cfg.train.kernels),
+        "host": provenance.host(),
+        "command": provenance.command_line(),
+        "versions": provenance.versions(),
+        "git": provenance.git_state(),
+        **resolved.benchmark.provenance(),  # a benchmark file's path and hash
+    }
+
+
+def process_devices(device: torch.device, world: World) -> list[str]:
+    """Every process's host and device, in rank order."""
+    index = torch.cuda.current_device() if device.type == "cuda" and device.index is None else device.index
+    mine = f"{provenance.host()}:{device.type}{'' if index is None else f':{index}'}"
+    if world.size == 1:
+        return [mine]
+    import torch.distributed as dist
+
+    everyone = [None] * world.size
+    dist.all_gather_object(everyone, mine)
+    return everyone
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a run goes: ``run_dir``; ``done`` is the finished run of its configuration and seed, if one
+    exists (nothing to compute)."""
+
+    run_dir: Path
+    done: dict | None = None
+
+
+def new_run_dir(runs_dir: Path, method: str, benchmark: str, seed: int, digest: str) -> Path:
+    """A fresh directory under ``runs_dir`` (start time, method, benchmark, seed, config hash, a random tag)."""
+    return Path(runs_dir) / new_run_id(method, benchmark, seed, digest)
+
+
+def place(runs_dir: Path, method: str, benchmark: str, digest: str, seed: int, *, run_dir: Path | None = None,
+          resume: bool = False) -> Placement:
+    """``run_dir`` when given; else, with ``resume``, the finished run of config hash ``digest`` and ``seed``
+    under ``runs_dir`` (``done``) or its newest unfinished one; else a new directory."""
+    if run_dir is not None:
+        return Placement(Path(run_dir))
+    if resume:
+        store = RunStore(Path(runs_dir))
+        done = store.newest_ok(digest, seed)
+        if done:
+            return Placement(Path(done["run_dir"]), done)
+        pending = store.latest(digest, seed)
+        if pending:
+            return Placement(Path(pending["run_dir"]))
+    return Placement(new_run_dir(runs_dir, method, benchmark, seed, digest))
+
+
+def check_target(run_dir: Path, resume: bool) -> dict | None:
+    """The record already in ``run_dir`` (None: a new run), or a HarnessError where a run may not write there:
+    it holds a run and ``resume`` is off, or it is a non-empty folder that is not a run directory."""
+    existing = read_record(run_dir)
+    if existing and not resume:
+        raise HarnessError(f"{run_dir} already holds a run ({existing['status']}); pass --resume to continue it")
+    if not existing and run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir()):
+        raise HarnessError(f"{run_dir} is not empty and holds no run record, so it is not a run directory: a run "
+                           "writes only into a new or empty folder (or continues its own with --resume); "
+                           "choose another --run-dir")
+    return existing
+
+
+@contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/.lock``: one writer per run directory. If another process holds it, a HarnessError
+    names that process (its note in the lock file) and nothing in the directory is changed."""
+    with ExitStack() as stack:
+        try:
+            handle = stack.enter_context(files.locked(run_dir / LOCK, wait=False))
+        except BlockingIOError:
+            holder = (run_dir / LOCK).read_text().strip() or "another process"
+            raise HarnessError(f"{run_dir} is in use by {holder}: one process writes a run directory at a time; "
+                               f"wait for it to finish (or stop it), then resume") from None
+        except OSError as exc:
+            if exc.filename is not None:  # the folder or the lock file cannot be made
+                raise HarnessError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}; "
+                                   f"pass a writable --runs-dir") from None
+            # a filesystem without flock (e.g. Lustre mounted without it): run, but say that nothing is guarded
+            print(f"harness: warning: cannot lock {run_dir / LOCK} ({exc.strerror}); a second process writing this "
+                  f"run directory would not be stopped", file=sys.stderr)
+        else:
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()} on host {provenance.host()} since {provenance.now()}\n")
+            handle.flush()
+        yield
+
+
+def start_record(run_dir: Path, config: dict, record: dict) -> None:
+    """Write a run's config and its ``running`` record; a directory that cannot be written is a HarnessError."""
+    try:
+        write_config(run_dir, config)
+        write_record(run_dir, record)
+    except OSError as exc:
+        raise HarnessError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}; "
+                           f"pass a writable --runs-dir") from None
+
+
+def fail_record(run_dir: Path, record: dict, exc: BaseException) -> None:
+    """Write ``error.log`` and the failed record for ``exc``; ``exc.written_files`` then lists the
+    files that could be written, so that messages point only at files that exist."""
+    reason = ("terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted" if isinstance(exc, KeyboardInterrupt)
+              else f"{type(exc).__name__}: {exc}")
+    record.update(status="failed", reason=reason, finished=provenance.now())
+    written: list[Path] = []
+    try:
+        files.write_text(run_dir / ERROR_LOG, "".join(traceback.format_exception(exc)))
+        written.append(run_dir / ERROR_LOG)
+        write_record(run_dir, record)
+        written.append(run_dir / RESULT)
+    except OSError:
+        pass
+    exc.written_files = written
+
+
+def finish_record(run_dir: Path, record: dict) -> None:
+    """The ``ok`` record; a resumed run that finishes leaves no stale traceback."""
+    (run_dir / ERROR_LOG).unlink(missing_ok=True)
+    write_record(run_dir, record)
+
+
+def mark_dead(run_dir: Path, reason: str) -> None:
+    """A run whose process died before recording why: its ``running`` record becomes failed with ``reason``."""
+    record = read_record(run_dir)
+    if record and record.get("status") == "running":
+        record.update(status="failed", reason=reason, finished=provenance.now())
+        write_record(run_dir, record)
+
+
+def unfinished(runs_dir: Path) -> list[dict]:
+    """The runs under ``runs_dir`` that failed, were interrupted, or are marked running though no process holds
+    them (it died): what ``harness prune`` removes. A run that a live process holds is left out."""
+    found = []
+    for record in RunStore(Path(runs_dir)).records:
+        if record.get("status") == "ok":
+            continue
+        if record.get("status") == "running" and held(Path(record["run_dir"])):
+            continue
+        found.append(record)
+    return found
+
+
+def held(run_dir: Path) -> bool:
+    """Whether a live process holds ``run_dir``'s lock."""
+    try:
+        with files.locked(run_dir / LOCK, wait=False):
+            return False
+    except BlockingIOError:
+        return True
+
+
+def remove(record: dict) -> None:
+    """Delete a run's directory, if it is still the run ``record`` read (its record unchanged, not held)."""
+    run_dir = Path(record["run_dir"])
+    current = read_record(run_dir)
+    if current is None or current.get("status") != record.get("status") or current.get("started") != record.get("started"):
+        raise HarnessError(f"{run_dir} changed since it was listed (now {current and current.get('status')}); "
+                           "nothing of it was removed: run `harness prune` again")
+    if held(run_dir):
+        raise HarnessError(f"{run_dir} is held by a running process; nothing of it was removed")
+    shutil.rmtree(run_dir)
