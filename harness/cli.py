@@ -18,6 +18,7 @@ from harness.sweep import commands as sweep_commands
 
 LIST_KINDS = ("methods", "benchmarks", "heads", "backbones", "datasets")
 MAX_MESSAGE = 2000  # characters of an error message
+RESULT_DECIMALS = {"accuracy %": ".2f", "ci95 %": ".2f", "train_s": ".1f"}  # `harness results`' floats
 # Further command groups, each with add_commands(sub); they import heavy libraries only inside commands.
 COMMAND_MODULES = (report_commands, sweep_commands, tune, reproduce, site, accounting)
 
@@ -238,6 +239,7 @@ def cmd_results(args) -> int:
     from tabulate import tabulate
 
     from harness.store import RunStore, records_frame
+    from harness.terminal import fitted
 
     records = [r for r in RunStore(Path(args.runs_dir))
                if (not args.bench or r.get("benchmark") == args.bench) and (not args.method or r.get("method") == args.method)]
@@ -247,9 +249,14 @@ def cmd_results(args) -> int:
     frame = records_frame(records)
     if args.format == "csv":
         print(frame.to_csv(index=False), end="")
+        return 0
+    rows = frame.astype(object).where(frame.notna(), None).values.tolist()
+    options = {"floatfmt": [RESULT_DECIMALS.get(column, "g") for column in frame.columns], "missingval": ""}
+    if args.format == "md":
+        print(tabulate(rows, headers=list(frame.columns), tablefmt="github", **options))
     else:
-        print(tabulate(frame, headers="keys", tablefmt="github" if args.format == "md" else "simple",
-                       showindex=False, floatfmt=".4f", missingval=""))
+        print(fitted(rows, frame.columns, wrap=["run", "reason", "benchmark", "method"],
+                     drop=["head", "steps", "train_s", "episodes", "ci95 %"], tablefmt="simple", **options))
     return 0
 
 
@@ -301,10 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="data root (default $HARNESS_DATA or ~/.cache/fewshot-harness)")
     p.set_defaults(handler=cmd_data)
 
-    p = sub.add_parser("results", help="the stored runs as a table")
-    p.add_argument("--bench", help="only this benchmark")
-    p.add_argument("--method", help="only this method")
-    p.add_argument("--format", choices=["text", "md", "csv"], default="text")
+    p = sub.add_parser("results", help="the stored runs as a table",
+                       description="Every run record under the runs directory, one line each: accuracy and its 95% CI "
+                                   "in percent, episodes, training steps and seconds, and why a failed run failed. "
+                                   "The text table is wrapped to fit the terminal.")
+    p.add_argument("--bench", help="only runs on this benchmark")
+    p.add_argument("--method", help="only runs of this method")
+    p.add_argument("--format", choices=["text", "md", "csv"], default="text",
+                   help="text: a table for the terminal (default); md: a Markdown table; csv: comma-separated, "
+                        "full precision")
     p.add_argument("--runs-dir", default=str(default_runs_dir()), help="result store (default ./runs or $HARNESS_RUNS)")
     p.set_defaults(handler=cmd_results)
 

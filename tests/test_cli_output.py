@@ -1,0 +1,85 @@
+"""Output polish (issue 28): `harness results` shows counts as integers, accuracy in percent and no `nan`;
+tables fit the terminal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from harness.terminal import fitted
+
+REPO = Path(__file__).resolve().parents[1]
+LAKE_RUNS = REPO / "results" / "runs" / "omniglot_lake"
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    """A finished run and a failed one (no accuracy, episodes or steps)."""
+    records = {
+        "20260101-000000-protonet-omniglot-small1-20w1s-lake-s0-45d2b343-09ef": {
+            "method": "protonet", "seed": 0, "status": "ok", "accuracy": 0.605, "ci95": 0.0599, "episodes": 2000,
+            "steps": 150, "train_seconds": 160.77, "reason": None, "finished": "2026-01-01T00:03:00+00:00"},
+        "20260101-000100-simclr-omniglot-small1-20w1s-lake-s1-91cfe5d3-b636": {
+            "method": "simclr", "seed": 1, "status": "failed",
+            "reason": "RuntimeError: out of memory while allocating the projection head's activations"},
+    }
+    for run_id, record in records.items():
+        (tmp_path / "runs" / run_id).mkdir(parents=True)
+        record = {"run_id": run_id, "benchmark": "omniglot-small1-20w1s-lake", "head": "prototype", **record}
+        (tmp_path / "runs" / run_id / "result.json").write_text(json.dumps(record))
+    return tmp_path / "runs"
+
+
+def results(capsys, store: Path, *options: str) -> str:
+    capsys.readouterr()
+    assert run_cli("results", "--runs-dir", store, *options) == 0
+    return capsys.readouterr().out
+
+
+def test_results_shows_integers_percent_and_no_nan(store, capsys, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    text = results(capsys, store)
+    header, _, *lines = text.splitlines()
+    assert header.split() == ["run", "method", "benchmark", "seed", "head", "status", "accuracy", "%", "ci95", "%",
+                              "episodes", "steps", "train_s", "reason"]
+    ok, failed = (next(line.split() for line in lines if f" {method} " in line) for method in ("protonet", "simclr"))
+    assert ok[3:] == ["0", "prototype", "ok", "60.50", "5.99", "2000", "150", "160.8"]
+    assert failed[3:7] == ["1", "prototype", "failed", "RuntimeError:"] and failed[-1] == "activations"
+    assert "nan" not in text.lower() and "2000.0" not in text and "0.6050" not in text
+    md = results(capsys, store, "--format", "md")
+    assert "|        60.50 |     5.99 |       2000 |     150 |     160.8 |" in md and "nan" not in md.lower()
+    csv = results(capsys, store, "--format", "csv").splitlines()
+    assert csv[0] == "run,method,benchmark,seed,head,status,accuracy %,ci95 %,episodes,steps,train_s,reason"
+    assert csv[1].endswith(",1,prototype,failed,,,,,,RuntimeError: out of memory while allocating the projection "
+                           "head's activations")
+    assert csv[2].endswith(",0,prototype,ok,60.5,5.99,2000,150,160.77,")
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_results_fit_the_terminal(columns, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", str(columns))
+    text = results(capsys, LAKE_RUNS)
+    assert max(map(len, text.splitlines())) <= columns
+    assert "accuracy %" in text and "seed" in text and "head" not in text.splitlines()[0]  # head: left out first
+    run_ids = sorted(p.name for p in LAKE_RUNS.iterdir() if p.is_dir())
+    first_column = "".join(line.split()[0] for line in text.splitlines()[2:] if line.strip() and line[0] != " ")
+    assert all(run_id in first_column for run_id in run_ids)  # every run id is all there, over several lines
+    monkeypatch.delenv("COLUMNS")  # not a terminal, no $COLUMNS: one line per run, as wide as it is
+    assert len(results(capsys, LAKE_RUNS).splitlines()) == 2 + len(run_ids)
+    monkeypatch.setenv("COLUMNS", str(columns))
+    assert len(results(capsys, LAKE_RUNS, "--format", "md").splitlines()) == 2 + len(run_ids)  # md is never wrapped
+
+
+def test_fitted_wraps_long_columns_and_drops_optional_ones():
+    rows = [["a" * 40, 1, "short", "x" * 30], ["b" * 10, 22, "tiny", ""]]
+    headers = ["name", "n", "kind", "note"]
+    assert fitted(rows, headers, wrap=["name", "note"], width=None) == fitted(rows, headers, wrap=[], width=None)
+    wide = fitted(rows, headers, wrap=["name", "note"], width=200)
+    assert len(wide.splitlines()) == 4
+    narrow = fitted(rows, headers, wrap=["name", "note"], width=50)
+    assert max(map(len, narrow.splitlines())) <= 50 and len(narrow.splitlines()) > 4 and "kind" in narrow
+    narrower = fitted(rows, headers, wrap=["name", "note"], drop=["kind"], width=40)
+    assert max(map(len, narrower.splitlines())) <= 40 and "kind" not in narrower and "short" not in narrower
