@@ -19,6 +19,7 @@ from harness.sweep import commands as sweep_commands
 LIST_KINDS = ("methods", "benchmarks", "heads", "backbones", "datasets")
 MAX_MESSAGE = 2000  # characters of an error message
 RESULT_DECIMALS = {"accuracy %": ".2f", "ci95 %": ".2f", "train_s": ".1f"}  # `harness results`' floats
+SIGPIPE_EXIT = 141  # the shell's status for a process whose reader went away (128 + SIGPIPE)
 # Further command groups, each with add_commands(sub); they import heavy libraries only inside commands.
 COMMAND_MODULES = (report_commands, sweep_commands, tune, reproduce, site, accounting)
 
@@ -341,7 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         kernels.pin(kernels.level_pins("portable"))  # the default for whatever this command runs; run and eval may re-pin
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:  # the reader went away (`harness list | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere
+        return SIGPIPE_EXIT
     except HarnessError as exc:
         message = str(exc)
         if len(message) > MAX_MESSAGE:  # a message quoting a huge value stays readable

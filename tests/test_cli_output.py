@@ -1,9 +1,12 @@
 """Output polish (issue 28): `harness results` shows counts as integers, accuracy in percent and no `nan`;
-tables fit the terminal."""
+tables fit the terminal; a closed pipe ends a command quietly."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,3 +86,19 @@ def test_fitted_wraps_long_columns_and_drops_optional_ones():
     assert max(map(len, narrow.splitlines())) <= 50 and len(narrow.splitlines()) > 4 and "kind" in narrow
     narrower = fitted(rows, headers, wrap=["name", "note"], drop=["kind"], width=40)
     assert max(map(len, narrower.splitlines())) <= 40 and "kind" not in narrower and "short" not in narrower
+
+
+def harness_command(*args: str, cwd: Path) -> subprocess.Popen:
+    """``harness ARGS`` in a fresh process whose stdout reader has already gone away."""
+    code = "import sys; from harness.cli import main; sys.exit(main(sys.argv[1:]))"
+    process = subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "0"})
+    process.stdout.close()  # `| head` that has read what it wanted
+    return process
+
+
+@pytest.mark.parametrize("command", [["list", "methods"], ["results", "--runs-dir", str(LAKE_RUNS)]])
+def test_a_closed_pipe_ends_the_command_quietly(command, tmp_path):
+    process = harness_command(*command, cwd=tmp_path)
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141 and err == ""
