@@ -19,6 +19,8 @@ from harness.sweep import commands as sweep_commands
 
 LIST_KINDS = ("methods", "benchmarks", "heads", "backbones", "datasets")
 MAX_MESSAGE = 2000  # characters of an error message
+RESULT_DECIMALS = {"accuracy %": ".2f", "ci95 %": ".2f", "train_s": ".1f"}  # `harness results`' floats
+SIGPIPE_EXIT = 141  # the shell's status for a process whose reader went away (128 + SIGPIPE)
 # Further command groups, each with add_commands(sub); they import heavy libraries only inside commands.
 COMMAND_MODULES = (report_commands, sweep_commands, tune, reproduce, site, accounting)
 
@@ -228,42 +230,15 @@ def cmd_eval(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from tabulate import tabulate
-
+    """``harness data status|verify|download|prepare``."""
     from harness.data import DATASETS, get_dataset
     from harness.data.base import data_root
 
     root = data_root(args.root or "")
     if args.action in ("status", "verify"):
-        names = [args.name] if args.action == "verify" and args.name else DATASETS.names()
-        datasets = [get_dataset(name) for name in names]
+        datasets = [get_dataset(name) for name in ([args.name] if args.name else DATASETS.names())]
         print(f"data root: {root}" + (f"   mirror: {os.environ['HARNESS_DATA_MIRROR']}" if os.environ.get("HARNESS_DATA_MIRROR") else ""))
-    if args.action == "status":
-        rows = []
-        for dataset in datasets:
-            status = dataset.status(root)
-            mark = {"ok": "✓", "unpinned": "✓", "missing": "✗", "bad": "✗ corrupt"}
-            files = ", ".join(f"{n} {mark[s]}" for n, s in status["files"].items()) or "(generated)"
-            caches = ", ".join(n + (" (corrupt)" if s == "bad" else "") for n, s in status["cached"].items())
-            state = "damaged" if status["damaged"] else "ready" if status["ready"] else "missing"
-            rows.append([dataset.name, state, files, caches])
-        print(tabulate(rows, headers=["dataset", "state", "raw files", "decoded caches"]))
-        if any(row[1] == "damaged" for row in rows):
-            print("some files fail their checksums: `harness data verify` names them and the command that repairs each")
-        return 0
-    if args.action == "verify":
-        if args.name:
-            datasets[0].ensure_available(root)
-        checks = [(dataset.name, check) for dataset in datasets for check in dataset.check(root)]
-        present = [(name, c) for name, c in checks if c.state != "missing"]
-        print(tabulate([[name, c.kind, c.path.name, c.state, c.detail] for name, c in present],
-                       headers=["dataset", "kind", "file", "state", "detail"]) if present else "no dataset files under the data root")
-        bad = [c for _, c in present if c.state == "bad"]
-        for c in bad:
-            print(f"harness: {c.path}: {c.detail}; repair: {c.repair}", file=sys.stderr)
-        return 1 if bad else 0
-    if not args.name:
-        raise HarnessError(f"harness data {args.action} needs a dataset name: one of {', '.join(DATASETS.names())}")
+        return data_status(datasets, root) if args.action == "status" else data_verify(datasets, root, bool(args.name))
     dataset = get_dataset(args.name)
     if args.action == "download":
         fetched = dataset.download(root, force=args.force)
@@ -284,6 +259,39 @@ def cmd_data(args) -> int:
     return 0
 
 
+def data_status(datasets: list, root: Path) -> int:
+    from harness.terminal import fitted
+
+    rows = []
+    for dataset in datasets:
+        status = dataset.status(root)
+        mark = {"ok": "✓", "unpinned": "✓", "missing": "✗", "bad": "✗ corrupt"}
+        files = ", ".join(f"{n} {mark[s]}" for n, s in status["files"].items()) or "(generated)"
+        caches = ", ".join(n + (" (corrupt)" if s == "bad" else "") for n, s in status["cached"].items())
+        state = "damaged" if status["damaged"] else "ready" if status["ready"] else "missing"
+        rows.append([dataset.name, state, files, caches])
+    print(fitted(rows, ["dataset", "state", "raw files", "decoded caches"], wrap=["raw files", "decoded caches"]))
+    if any(row[1] == "damaged" for row in rows):
+        print("some files fail their checks: `harness data verify` names them and the command that repairs each")
+    return 0
+
+
+def data_verify(datasets: list, root: Path, named: bool) -> int:
+    from harness.terminal import fitted
+
+    if named:
+        datasets[0].ensure_available(root)
+    checks = [(dataset.name, check) for dataset in datasets for check in dataset.check(root)]
+    present = [(name, c) for name, c in checks if c.state != "missing"]
+    print(fitted([[name, c.kind, c.path.name, c.state, c.detail] for name, c in present],
+                 ["dataset", "kind", "file", "state", "detail"], wrap=["detail", "file"])
+          if present else "no dataset files under the data root")
+    bad = [c for _, c in present if c.state == "bad"]
+    for c in bad:
+        print(f"harness: {c.path}: {c.detail}; repair: {c.repair}", file=sys.stderr)
+    return 1 if bad else 0
+
+
 # ------------------------------------------------------------------------------------------ results
 
 
@@ -291,6 +299,7 @@ def cmd_results(args) -> int:
     from tabulate import tabulate
 
     from harness.store import RunStore, records_frame
+    from harness.terminal import fitted
 
     records = [r for r in RunStore(Path(args.runs_dir))
                if (not args.bench or r.get("benchmark") == args.bench) and (not args.method or r.get("method") == args.method)]
@@ -300,9 +309,14 @@ def cmd_results(args) -> int:
     frame = records_frame(records)
     if args.format == "csv":
         print(frame.to_csv(index=False), end="")
+        return 0
+    rows = frame.astype(object).where(frame.notna(), None).values.tolist()
+    options = {"floatfmt": [RESULT_DECIMALS.get(column, "g") for column in frame.columns], "missingval": ""}
+    if args.format == "md":
+        print(tabulate(rows, headers=list(frame.columns), tablefmt="github", **options))
     else:
-        print(tabulate(frame, headers="keys", tablefmt="github" if args.format == "md" else "simple",
-                       showindex=False, floatfmt=".4f", missingval=""))
+        print(fitted(rows, frame.columns, wrap=["run", "reason", "benchmark", "method"],
+                     drop=["head", "steps", "train_s", "episodes", "ci95 %"], tablefmt="simple", **options))
     return 0
 
 
@@ -345,8 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("list", help="list methods, benchmarks, heads (and backbones, datasets)")
-    p.add_argument("kind", nargs="?", choices=LIST_KINDS, help="what to list (default: methods, benchmarks, heads)")
+    p = sub.add_parser("list", help="list methods, benchmarks, heads (and backbones, datasets)",
+                       description="What the harness knows by name, with a description and the defaults of each: "
+                                   "the names --method, --bench, method.head, method.backbone and `harness data` take.")
+    p.add_argument("kind", nargs="?", choices=LIST_KINDS,
+                   help="what to list: one of %(choices)s (default: methods, benchmarks and heads)")
     p.set_defaults(handler=cmd_list)
 
     p = sub.add_parser("show", help="a method's settings: every value on one benchmark (--bench) with where it came "
@@ -385,20 +402,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default=str(default_runs_dir()), help="where the new record goes (default ./runs or $HARNESS_RUNS)")
     p.set_defaults(handler=cmd_eval)
 
-    p = sub.add_parser("data", help="dataset status, verify (checksums), download (URL or $HARNESS_DATA_MIRROR), "
-                                     "prepare from a local copy or rebuild caches")
-    p.add_argument("action", choices=["status", "verify", "download", "prepare"])
-    p.add_argument("name", nargs="?", help="dataset name (see `harness list datasets`); verify: every dataset when omitted")
-    p.add_argument("--from", dest="source", help="prepare: folder holding your local copy")
-    p.add_argument("--force", action="store_true",
-                   help="download: fetch every raw file again; download and prepare: rebuild every decoded cache")
-    p.add_argument("--root", help="data root (default $HARNESS_DATA or ~/.cache/fewshot-harness)")
-    p.set_defaults(handler=cmd_data)
+    add_data_parser(sub)
 
-    p = sub.add_parser("results", help="the stored runs as a table")
-    p.add_argument("--bench", help="only this benchmark")
-    p.add_argument("--method", help="only this method")
-    p.add_argument("--format", choices=["text", "md", "csv"], default="text")
+    p = sub.add_parser("results", help="the stored runs as a table",
+                       description="Every run record under the runs directory, one line each: accuracy and its 95% CI "
+                                   "in percent, episodes, training steps and seconds, and why a failed run failed. "
+                                   "The text table is wrapped to fit the terminal.")
+    p.add_argument("--bench", help="only runs on this benchmark")
+    p.add_argument("--method", help="only runs of this method")
+    p.add_argument("--format", choices=["text", "md", "csv"], default="text",
+                   help="text: a table for the terminal (default); md: a Markdown table; csv: comma-separated, "
+                        "full precision")
     p.add_argument("--runs-dir", default=str(default_runs_dir()), help="result store (default ./runs or $HARNESS_RUNS)")
     p.set_defaults(handler=cmd_results)
 
@@ -411,6 +425,49 @@ def build_parser() -> argparse.ArgumentParser:
     for module in COMMAND_MODULES:
         module.add_commands(sub)
     return parser
+
+
+def add_data_parser(sub) -> None:
+    """``harness data ACTION``: one sub-command per action, each with its own arguments and help."""
+    p = sub.add_parser("data", help="datasets: status, verify, download, prepare from your own copy",
+                       description="Datasets under the data root: what is present, checksums, fetching the published "
+                                   "files, and preparing your own copy. `harness data ACTION --help` explains each.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    names = "dataset name (see `harness list datasets`)"
+
+    a = actions.add_parser("status", help="what is present, per dataset (checked by content)",
+                           description="Each dataset's raw files and decoded caches under the data root: present, "
+                                       "missing, or damaged (failing a checksum, or changed since it was prepared).")
+    a.add_argument("name", nargs="?", help=f"only this dataset: a {names} (default: every dataset)")
+
+    a = actions.add_parser("verify", help="check every file's checksum; exit 1 naming each bad file and its repair",
+                           description="Hash each raw file (against its published SHA256 where one is pinned, and "
+                                       "against the file it was prepared from) and each decoded cache (against its "
+                                       "stored SHA256). Exit 1, naming each bad file and the command that repairs it.")
+    a.add_argument("name", nargs="?", help=f"only this dataset: a {names} (default: every dataset)")
+
+    a = actions.add_parser("download", help="fetch a dataset's published files (checksum-verified) and decode them",
+                           description="Fetch the raw files that are missing or fail their checksum, from "
+                                       "$HARNESS_DATA_MIRROR/<folder>/ or their public URLs, verify them, and decode "
+                                       "every split into its cache.")
+    a.add_argument("name", help=names)
+    a.add_argument("--force", action="store_true", help="fetch every raw file again and rebuild every decoded cache")
+
+    a = actions.add_parser("prepare", help="take your own copy of a dataset (--from), or rebuild its caches (--force)",
+                           description="--from DIR: take your local copy of the dataset: the published files, "
+                                       "found anywhere under DIR, are verified and linked into the data root (a hard "
+                                       "link on the same filesystem, else a symbolic link; never copied), with their "
+                                       "SHA256 recorded so that `harness data status` and `verify` notice a source "
+                                       "that changes or goes away; other layouts (see the README's table) are decoded "
+                                       "straight into the caches. --force: rebuild every decoded cache from the raw "
+                                       "files.")
+    a.add_argument("name", help=names)
+    a.add_argument("--from", dest="source", metavar="DIR", help="the folder holding your local copy")
+    a.add_argument("--force", action="store_true", help="without --from: rebuild every decoded cache from the raw files")
+
+    for a in actions.choices.values():
+        a.add_argument("--root", help="data root (default $HARNESS_DATA or ~/.cache/fewshot-harness)")
+        a.set_defaults(handler=cmd_data)
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -429,7 +486,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         kernels.pin(kernels.level_pins("portable"))  # the default for whatever this command runs; run and eval may re-pin
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:  # the reader went away (`harness list | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere
+        return SIGPIPE_EXIT
     except HarnessError as exc:
         message = str(exc)
         if len(message) > MAX_MESSAGE:  # a message quoting a huge value stays readable

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import kernels
-from harness.errors import ConfigError, HarnessError, RunFailed
+from harness.errors import ConfigError, HarnessError
 from harness.report.stats import ALPHA
 
 
@@ -99,14 +100,15 @@ def statistical(replay: Replay, cell_replays: list[Replay]) -> str:
 
 
 def plan_replays(table, only: list[str] | None, seeds: list[int] | None) -> list[Replay]:
-    """The stored runs of the table's measured cells (rows in ``only``, seeds in ``seeds``)."""
+    """The stored runs of the table's measured cells (rows in ``only``, seeds in ``seeds``), each planned
+    as a sweep plans its runs (``harness.sweep.plan.add_runs``: the stored configuration resolves and its
+    dataset is present, else one error naming the cell), to train under the stored run's threads and kernels."""
     import difflib
 
     from harness.benchmarks import reference
-    from harness.sweep.plan import Run
-    from harness.resolve import resolve
-    from harness.settings import config_hash, stored_overrides
+    from harness.settings import stored_overrides
     from harness.store import read_config
+    from harness.sweep.plan import add_runs
 
     spec = table.spec
     labels = [row.label for row in spec.rows]
@@ -125,17 +127,19 @@ def plan_replays(table, only: list[str] | None, seeds: list[int] | None) -> list
             for record in cell.group.runs:
                 if seeds is not None and record["seed"] not in seeds:
                     continue
+                label = f"{row.label} | {column.label}"
                 if record.get("kind", "train") != "train":
-                    raise HarnessError(f"{row.label} ({column.label}): run {record['run_id']} was made by `harness eval`; "
+                    raise HarnessError(f"{label}: run {record['run_id']} was made by `harness eval`; "
                                        "reproduce re-runs training runs only")
-                overrides = dict(stored_overrides(read_config(Path(record["run_dir"]))))
-                bench = reference(record["benchmark"], record.get("benchmark_file"))
-                digest = config_hash(resolve(record["method"], bench, overrides=overrides).config)
-                key = f"{digest}-s{record['seed']}"
-                run = Run(key, f"{row.label} | {column.label} seed {record['seed']}", record["method"],
-                          record["benchmark"], record["seed"], overrides, digest, "",
-                          threads=int(record.get("threads") or 0), bench_file=record.get("benchmark_file") or "",
-                          kernels=kernels.record_pins(record))
+                planned = {}
+                try:
+                    add_runs(planned, label, record["method"], reference(record["benchmark"], record.get("benchmark_file")),
+                             dict(stored_overrides(read_config(Path(record["run_dir"])))), [record["seed"]])
+                except HarnessError as exc:
+                    exc.args = (f"cannot plan {label} seed {record['seed']}: {exc}",)
+                    raise
+                run = next(iter(planned.values()))
+                run.threads, run.kernels = int(record.get("threads") or 0), kernels.record_pins(record)
                 replays.append(Replay(row.label, column.label, record, list(cell.group.runs), run))
     if not replays:
         raise HarnessError(f"{spec.path}: no stored run matches" + (f" --only {', '.join(only)}" if only else "")
@@ -144,9 +148,9 @@ def plan_replays(table, only: list[str] | None, seeds: list[int] | None) -> list
 
 
 def report_lines(replays: list[Replay], verdicts: list[str], metric: str) -> str:
-    from tabulate import tabulate
-
+    """The verdicts as a table, in the spec's metric (accuracy or error, in percent)."""
     from harness.report.render import percent
+    from harness.terminal import fitted
 
     rows = []
     for r, verdict in zip(replays, verdicts):
@@ -157,46 +161,67 @@ def report_lines(replays: list[Replay], verdicts: list[str], metric: str) -> str
                      "—" if reproduced is None else f"{reproduced - stored:+.2f}",
                      r.rule,
                      verdict])
-    return tabulate(rows, headers=["row", "column", "seed", f"stored {metric} %", f"reproduced {metric} %",
-                                   "difference", "tolerance", "verdict"], tablefmt="simple", disable_numparse=True)
+    return fitted(rows, ["row", "column", "seed", f"stored {metric} %", f"reproduced {metric} %", "difference",
+                         "tolerance", "verdict"], wrap=["tolerance", "column", "row"], tablefmt="simple",
+                  disable_numparse=True)
+
+
+def failure_causes(statuses) -> dict[str, str]:
+    """Run key → why its failed run did not finish, in one line, with its task's stderr file: the failed
+    record's reason, else the reason the task wrote to its stderr before its traceback (``harness: run
+    failed: LABEL: ...``, harness/sweep/task.py), else what the scheduler says (``RunStatus.reason``)."""
+    causes = {}
+    for status in statuses:
+        if status.category != "failed":
+            continue
+        log = Path(status.log) if status.log else None
+        said = []
+        if not (status.record and status.record.get("status") == "failed") and log and log.is_file():
+            prefix = f"harness: run failed: {status.run.label}: "
+            said = [line[len(prefix):] for line in log.read_text(errors="replace").splitlines() if line.startswith(prefix)]
+        cause = (said[-1] if said else status.reason or "failed").splitlines()[0]
+        causes[status.run.key] = cause + (f" (stderr: {log})" if log else "")
+    return causes
 
 
 def cmd_reproduce(args) -> int:
     from harness.config import parse_seeds
-    from harness.sweep.plan import Sweep
-    from harness.sweep.profiles import choose_executor, load_profile
-    from harness.sweep.submit import Launch, dry_run, launch_runs, wait
     from harness.report.selection import Store
     from harness.report.spec import load_spec
     from harness.report.tables import build_table
     from harness.store import RunStore, default_runs_dir
+    from harness.sweep.commands import check_split
+    from harness.sweep.plan import Sweep
+    from harness.sweep.profiles import choose_executor, load_profile, processes_per_run
+    from harness.sweep.submit import Launch, dry_run, follow, launch_runs
 
     if args.parallelism is not None and args.parallelism < 1:
         raise ConfigError(f"--parallelism must be a positive integer, got {args.parallelism}")
     spec = load_spec(Path(args.spec))
     table = build_table(spec, Store(RunStore(spec.evidence)))
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
-    replays = plan_replays(table, args.only, seeds)
     executor = choose_executor(args.executor, args.profile)
     profile, profile_source = load_profile(args.profile)
+    replays = plan_replays(table, args.only, seeds)
+    runs = [r.run for r in replays]
+    if executor == "slurm":
+        check_split(runs, processes_per_run(profile))
     parallelism = args.parallelism or (profile["parallelism"] if executor == "slurm" else 1)
     launch = Launch(executor, profile, profile_source, parallelism, args.device)
     runs_dir = Path(args.runs_dir or default_runs_dir() / "reproduce" / f"{spec.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     if runs_dir.resolve() == spec.evidence.resolve():
         raise ConfigError(f"--runs-dir {runs_dir} is the table's evidence; reproduce into a fresh store")
     sweep = Sweep(runs_dir, f"reproduce-{spec.path.stem}")
-    runs = [r.run for r in replays]
     args.force = args.retry_failed = False
     if args.dry_run:
         return dry_run(sweep, runs, launch, args)
     launch_runs(sweep, runs, {"reproduce": str(spec.path)}, launch, args)
-    try:
-        wait(sweep, runs, runs_dir)
-    except RunFailed as exc:
-        print(f"harness: {exc}")
+    causes = failure_causes(follow(sweep, runs))
     fresh = RunStore(runs_dir)
     for replay in replays:
         replay.reproduced = fresh.newest_ok(replay.run.config_hash, replay.run.seed)
+        if replay.reproduced is None and replay.run.key in causes:
+            print(f"harness: {replay.run.label} failed: {causes[replay.run.key]}", file=sys.stderr)
     verdicts = judge(replays)
     print(report_lines(replays, verdicts, spec.metric))
     print(f"{verdicts.count('identical')} identical, {verdicts.count('consistent')} consistent, "

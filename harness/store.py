@@ -271,8 +271,12 @@ def copy_evidence(record: dict, dest_runs_dir: Path) -> Path:
 
 
 def records_frame(records: list[dict]):
-    """Records as a pandas DataFrame with the columns people read first."""
+    """Records as a pandas DataFrame with the columns people read first: accuracy and its 95% CI in
+    percent, counts as integers (missing where a record has none), an empty reason where there is none."""
     import pandas as pd
+
+    def percent(value):
+        return None if value is None else 100 * value
 
     rows = []
     for r in records:
@@ -283,14 +287,16 @@ def records_frame(records: list[dict]):
             "seed": r.get("seed"),
             "head": r.get("head"),
             "status": r.get("status"),
-            "accuracy": r.get("accuracy"),
-            "ci95": r.get("ci95"),
+            "accuracy %": percent(r.get("accuracy")),
+            "ci95 %": percent(r.get("ci95")),
             "episodes": r.get("episodes"),
             "steps": r.get("steps"),
             "train_s": r.get("train_seconds"),
-            "reason": r.get("reason"),
+            "reason": r.get("reason") or "",
         })
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    return frame.astype({"seed": "Int64", "episodes": "Int64", "steps": "Int64",
+                         "accuracy %": "float64", "ci95 %": "float64", "train_s": "float64"})
 
 
 def default_runs_dir() -> Path:

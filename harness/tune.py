@@ -118,17 +118,22 @@ def cmd_tune(args) -> int:
 def add_commands(sub) -> None:
     from harness.store import default_runs_dir
 
-    p = sub.add_parser("tune", help="blind search on a held-out validation split (test episodes never scored)")
-    p.add_argument("--method", required=True)
-    p.add_argument("--bench", required=True)
+    p = sub.add_parser("tune", help="blind search on a held-out validation split (test episodes never scored)",
+                       description="Train --trials points of the --space grid (drawn without replacement with a "
+                                   "fixed seed), each for --budget-minutes, and score each on validation episodes only "
+                                   "(the benchmark's validation split, or the --holdout group of training classes); "
+                                   "the test episodes are never scored. Writes the summary with the chosen settings.")
+    p.add_argument("--method", required=True, help="method name (see `harness list methods`)")
+    p.add_argument("--bench", required=True,
+                   help="benchmark name (see `harness list benchmarks`) or a benchmark file, path.yaml[:NAME]")
     p.add_argument("--space", required=True, help="YAML search space: {group.key: [values...]}")
     p.add_argument("--trials", type=int, required=True, help="grid points to try (the same for every method compared)")
     p.add_argument("--budget-minutes", type=float, required=True, help="training time of each trial")
     p.add_argument("--holdout", help="group of training classes held out as validation (data.holdout); "
                                       "default: the benchmark's own validation split")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="settings fixed for every trial")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0, help="training seed of every trial (default 0)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--out", help="write OUT.json and OUT.md summaries (e.g. results/tuning/bmssl)")
-    p.add_argument("--runs-dir", default=str(default_runs_dir()))
+    p.add_argument("--runs-dir", default=str(default_runs_dir()), help="result store (default ./runs or $HARNESS_RUNS)")
     p.set_defaults(handler=cmd_tune)

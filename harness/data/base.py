@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.data import linked
 from harness.data.integrity import RawFileError, cache_problem, drop_cache, file_digest, load_cache, save_cache
 from harness.errors import DataError
 from harness.files import atomic_path
@@ -144,14 +145,18 @@ class Dataset:
         raw = self.raw_dir(root)
         return [f for f in self.files if not (raw / f.name).is_file()]
 
-    def check(self, root: Path) -> list[FileCheck]:
-        """Check every raw file against its published checksum (where one is pinned) and every decoded
-        cache against its stored SHA256."""
+    def check(self, root: Path, deep: bool = True) -> list[FileCheck]:
+        """Check every raw file against its published checksum (where one is pinned) and, where it was
+        linked from a user's copy, against that file as prepared (``linked.source_problem``; ``deep``:
+        hashed), and every decoded cache against its stored SHA256."""
         raw = self.raw_dir(root)
+        prepared = linked.recorded(raw)
         checks = []
         for remote in self.files:
             path = raw / remote.name
-            if not path.is_file():
+            if remote.name in prepared and (problem := linked.source_problem(path, prepared[remote.name], deep)):
+                checks.append(FileCheck("raw", path, "bad", problem, linked.prepare_again(raw, self.name)))
+            elif not path.is_file():
                 checks.append(FileCheck("raw", path, "missing"))
             elif not remote.pinned:
                 checks.append(FileCheck("raw", path, "unpinned", "no published checksum; checked when decoded"))
@@ -171,7 +176,7 @@ class Dataset:
 
     def status(self, root: Path) -> dict:
         """The state of each raw file and decoded cache, by content (see :meth:`check`)."""
-        checks = self.check(root)
+        checks = self.check(root, deep=False)
         files = {c.path.name: c.state for c in checks if c.kind == "raw"}
         caches = {c.path.name: c.state for c in checks if c.kind == "cache"}
         raw_ok = all(state in ("ok", "unpinned") for state in files.values())
@@ -193,21 +198,21 @@ class Dataset:
         for remote in self.files:
             if force or not (raw / remote.name).is_file() or remote.problem(raw / remote.name):
                 fetched.append(fetch(remote, raw, self.folder, progress=progress))
+        linked.forget(raw, [path.name for path in fetched])
         return fetched
 
     def prepare_from(self, root: Path, source: Path) -> list[Path]:
-        """Take a user's local copy: a folder holding the expected files (copied, verified and decoded),
-        or a layout :meth:`read_local_copy` understands (decoded straight into the cache). Returns the
-        caches written."""
+        """Take a user's local copy: a folder holding the expected files (verified, linked into the raw
+        folder rather than copied, see harness/data/linked.py, and decoded), or a layout
+        :meth:`read_local_copy` understands (decoded straight into the cache). Returns the caches written."""
         source = Path(source).expanduser()
         if not source.is_dir():
             raise DataError(f"--from {source}: not a folder. {self.prepare_hint}")
         found = {f.name: sorted(source.rglob(f.name)) for f in self.files}
         if all(found.values()):
-            raw = self.raw_dir(root)
-            raw.mkdir(parents=True, exist_ok=True)
             for remote in self.files:
-                _copy_verified(found[remote.name][0], raw / remote.name, remote)
+                remote.verify(found[remote.name][0])
+            linked.link_sources(self.raw_dir(root), {name: paths[0] for name, paths in found.items()}, source)
             return self.build_caches(root, force=True)
         written = []
         for split in self.splits:
@@ -255,8 +260,11 @@ class Dataset:
 
     def missing_error(self, root: Path) -> DataError:
         names = ", ".join(f.name for f in self.missing_files(root))
+        gone = [entry["source"] for name, entry in linked.recorded(self.raw_dir(root)).items()
+                if not (self.raw_dir(root) / name).exists()]
         return DataError(
-            f"dataset {self.name} is not present under {root}: expected {names} in {self.raw_dir(root)}. "
+            f"dataset {self.name} is not present under {root}: expected {names} in {self.raw_dir(root)}"
+            + (f" (linked from {', '.join(gone)}, which {'is' if len(gone) == 1 else 'are'} gone)" if gone else "") + ". "
             f"Fetch it with `harness data download {self.name}` (set HARNESS_DATA_MIRROR=<dir> to use a "
             f"local mirror laid out as <dir>/{self.folder}/<file>) or convert your own copy with "
             f"`harness data prepare {self.name} --from PATH`. {self.prepare_hint}".rstrip()
@@ -343,6 +351,9 @@ class Dataset:
             images = cached.images.permute(0, 2, 3, 1).numpy()
             groups = None if cached.class_groups is None else cached.class_groups.numpy()
             return RawSplit(list(images), cached.labels.numpy(), cached.class_names, groups, cached.group_names)
+        for name, entry in linked.recorded(raw).items():
+            if problem := linked.source_problem(raw / name, entry, deep=False):
+                raise DataError(f"{raw / name}: {problem}; {linked.prepare_again(raw, self.name)}")
         for remote in self.files:
             if problem := remote.problem(raw / remote.name):
                 raise DataError(f"{raw / remote.name}: {problem}: the file is corrupt or truncated. "

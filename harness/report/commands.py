@@ -192,7 +192,10 @@ def plot_given_runs(args) -> int:
 def add_commands(sub) -> None:
     """Add ``leaderboard``, ``table`` and ``plot`` to the ``harness`` command line."""
 
-    p = sub.add_parser("leaderboard", help="one ranked table per benchmark from the stored runs (paired tests, ties)")
+    p = sub.add_parser("leaderboard", help="one ranked table per benchmark from the stored runs (paired tests, ties)",
+                       description="Rank the stored runs of each benchmark: accuracy ± 95% CI, seeds, episodes, "
+                                   "training time, peak memory, device. Methods not significantly worse than the best "
+                                   "on the same test episodes (the paired --test, Holm-corrected) share rank 1.")
     p.add_argument("--bench", action="append", metavar="B",
                    help="benchmark (repeatable or comma-separated; default: all with runs)")
     p.add_argument("--head", help="only runs scored with this head")
@@ -211,7 +214,10 @@ def add_commands(sub) -> None:
     p.add_argument("spec", nargs="+", metavar="SPEC.yaml", help="table spec(s), e.g. results/tables/*.yaml")
     p.set_defaults(handler=cmd_verify)
 
-    p = sub.add_parser("table", help="paper table(s) from spec files: writes the outputs each spec names")
+    p = sub.add_parser("table", help="paper table(s) from spec files: writes the outputs each spec names",
+                       description="Build each spec's paper table (rows: methods, columns: benchmarks; best bold, ties "
+                                   "underlined) from its committed evidence and write the Markdown, LaTeX and CSV, "
+                                   "leaderboards and plots it names, all or nothing.")
     p.add_argument("spec", nargs="+", metavar="SPEC.yaml", help="table spec(s), e.g. results/tables/*.yaml")
     p.add_argument("--format", choices=FORMATS, help="print the table in this format instead of writing the spec's outputs")
     p.add_argument("--runs-dir", help="read this result store instead of the spec's committed evidence")
@@ -220,21 +226,29 @@ def add_commands(sub) -> None:
                         "folder by the evidence of exactly the runs the outputs use (never checkpoints)")
     p.set_defaults(handler=cmd_table)
 
-    p = sub.add_parser("plot", help="training curves, accuracy vs shots, data-scarcity curves (PNG, PDF, CSV)")
+    p = sub.add_parser("plot", help="training curves, accuracy vs shots, data-scarcity curves (PNG, PDF, CSV)",
+                       description="Draw a plot from the stored runs as PNG and PDF, with a CSV of the plotted points. "
+                                   "`harness plot KIND --help` explains each kind.")
     kinds = p.add_subparsers(dest="plot_kind", metavar="KIND", required=True)
-    k = kinds.add_parser("curves", help="training curves from train_log.csv")
+    k = kinds.add_parser("curves", help="training curves from train_log.csv",
+                         description="One training curve per run (--runs), or per seed of each configuration of "
+                                     "--method on --bench (the newest ok run), from its train_log.csv.")
     k.add_argument("--runs", nargs="+", metavar="RUN_DIR", help="these run directories")
     k.add_argument("--bench", help="with --method: the newest ok run per seed of each configuration")
     k.add_argument("--method", action="append", help="method(s) (repeatable or comma-separated)")
     k.add_argument("--y", default="loss", help="train_log.csv column to plot (default loss)")
     k.add_argument("--x", default="step", choices=CURVE_X, help="x axis (default step)")
     k.add_argument("--head", help="only runs scored with this head")
-    k = kinds.add_parser("shots", help="accuracy vs shots across benchmarks of one family")
+    k = kinds.add_parser("shots", help="accuracy vs shots across benchmarks of one family",
+                         description="Accuracy ± 95% CI of each method against the shots of benchmarks that differ "
+                                     "only in shots (e.g. 5-way 1-shot and 5-way 5-shot).")
     k.add_argument("--benches", "--bench", dest="benches", action="append", required=True, metavar="B",
                    help="benchmarks differing in shots (repeatable or comma-separated)")
     k.add_argument("--methods", action="append", help="methods (default: all with runs)")
     k.add_argument("--head", help="only runs scored with this head")
-    k = kinds.add_parser("scarcity", help="accuracy vs data.train_fraction on one benchmark")
+    k = kinds.add_parser("scarcity", help="accuracy vs data.train_fraction on one benchmark",
+                         description="Accuracy ± 95% CI of each method against the fraction of the training data "
+                                     "it trained on (data.train_fraction), on one benchmark.")
     k.add_argument("--bench", required=True, help="benchmark")
     k.add_argument("--methods", action="append", help="methods (default: all with runs)")
     k.add_argument("--head", help="only runs scored with this head")

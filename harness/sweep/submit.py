@@ -155,8 +155,9 @@ def dry_run(sweep: Sweep, grid_runs: list[Run], launch: Launch, args) -> int:
     return 0
 
 
-def wait(sweep: Sweep, runs: list[Run], runs_dir) -> int:
-    """Poll until no run of ``runs`` is pending or running; print the status; 1 if any failed."""
+def follow(sweep: Sweep, runs: list[Run]) -> list[RunStatus]:
+    """Poll until no run of ``runs`` is pending or running, printing the counts as they change; the runs'
+    statuses then."""
     started, last = time.monotonic(), None
     while True:
         statuses, _ = assess(sweep, runs)
@@ -166,11 +167,16 @@ def wait(sweep: Sweep, runs: list[Run], runs_dir) -> int:
             print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
             last = line
         if not counts["active"]:
-            break
+            return statuses
         time.sleep(min(30.0, 2.0 + (time.monotonic() - started) / 10))
+
+
+def wait(sweep: Sweep, runs: list[Run], runs_dir) -> int:
+    """``follow`` the runs, then print their status; RunFailed (exit 1) if any failed."""
+    statuses = follow(sweep, runs)
     print_status(sweep, statuses, [], lines=10)
-    if counts["failed"]:
-        raise RunFailed(f"{counts['failed']} of {len(runs)} runs failed; see above or `harness status {sweep.name} "
+    failed = sum(s.category == "failed" for s in statuses)
+    if failed:
+        raise RunFailed(f"{failed} of {len(runs)} runs failed; see above or `harness status {sweep.name} "
                         f"--runs-dir {runs_dir}`")
     return 0
-

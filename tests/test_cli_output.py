@@ -1,0 +1,136 @@
+"""Output polish (issue 28): `harness results` shows counts as integers, accuracy in percent and no `nan`;
+tables fit the terminal; a closed pipe ends a command quietly; every command and `data` action has its
+own help."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from harness.cli import build_parser
+from harness.terminal import fitted
+
+REPO = Path(__file__).resolve().parents[1]
+LAKE_RUNS = REPO / "results" / "runs" / "omniglot_lake"
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    """A finished run and a failed one (no accuracy, episodes or steps)."""
+    records = {
+        "20260101-000000-protonet-omniglot-small1-20w1s-lake-s0-45d2b343-09ef": {
+            "method": "protonet", "seed": 0, "status": "ok", "accuracy": 0.605, "ci95": 0.0599, "episodes": 2000,
+            "steps": 150, "train_seconds": 160.77, "reason": None, "finished": "2026-01-01T00:03:00+00:00"},
+        "20260101-000100-simclr-omniglot-small1-20w1s-lake-s1-91cfe5d3-b636": {
+            "method": "simclr", "seed": 1, "status": "failed",
+            "reason": "RuntimeError: out of memory while allocating the projection head's activations"},
+    }
+    for run_id, record in records.items():
+        (tmp_path / "runs" / run_id).mkdir(parents=True)
+        record = {"run_id": run_id, "benchmark": "omniglot-small1-20w1s-lake", "head": "prototype", **record}
+        (tmp_path / "runs" / run_id / "result.json").write_text(json.dumps(record))
+    return tmp_path / "runs"
+
+
+def results(capsys, store: Path, *options: str) -> str:
+    capsys.readouterr()
+    assert run_cli("results", "--runs-dir", store, *options) == 0
+    return capsys.readouterr().out
+
+
+def test_results_shows_integers_percent_and_no_nan(store, capsys, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    text = results(capsys, store)
+    header, _, *lines = text.splitlines()
+    assert header.split() == ["run", "method", "benchmark", "seed", "head", "status", "accuracy", "%", "ci95", "%",
+                              "episodes", "steps", "train_s", "reason"]
+    ok, failed = (next(line.split() for line in lines if f" {method} " in line) for method in ("protonet", "simclr"))
+    assert ok[3:] == ["0", "prototype", "ok", "60.50", "5.99", "2000", "150", "160.8"]
+    assert failed[3:7] == ["1", "prototype", "failed", "RuntimeError:"] and failed[-1] == "activations"
+    assert "nan" not in text.lower() and "2000.0" not in text and "0.6050" not in text
+    md = results(capsys, store, "--format", "md")
+    assert "|        60.50 |     5.99 |       2000 |     150 |     160.8 |" in md and "nan" not in md.lower()
+    csv = results(capsys, store, "--format", "csv").splitlines()
+    assert csv[0] == "run,method,benchmark,seed,head,status,accuracy %,ci95 %,episodes,steps,train_s,reason"
+    assert csv[1].endswith(",1,prototype,failed,,,,,,RuntimeError: out of memory while allocating the projection "
+                           "head's activations")
+    assert csv[2].endswith(",0,prototype,ok,60.5,5.99,2000,150,160.77,")
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_results_fit_the_terminal(columns, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", str(columns))
+    text = results(capsys, LAKE_RUNS)
+    assert max(map(len, text.splitlines())) <= columns
+    assert "accuracy %" in text and "seed" in text and "head" not in text.splitlines()[0]  # head: left out first
+    run_ids = sorted(p.name for p in LAKE_RUNS.iterdir() if p.is_dir())
+    first_column = "".join(line.split()[0] for line in text.splitlines()[2:] if line.strip() and line[0] != " ")
+    assert all(run_id in first_column for run_id in run_ids)  # every run id is all there, over several lines
+    monkeypatch.delenv("COLUMNS")  # not a terminal, no $COLUMNS: one line per run, as wide as it is
+    assert len(results(capsys, LAKE_RUNS).splitlines()) == 2 + len(run_ids)
+    monkeypatch.setenv("COLUMNS", str(columns))
+    assert len(results(capsys, LAKE_RUNS, "--format", "md").splitlines()) == 2 + len(run_ids)  # md is never wrapped
+
+
+def test_fitted_wraps_long_columns_and_drops_optional_ones():
+    rows = [["a" * 40, 1, "short", "x" * 30], ["b" * 10, 22, "tiny", ""]]
+    headers = ["name", "n", "kind", "note"]
+    assert fitted(rows, headers, wrap=["name", "note"], width=None) == fitted(rows, headers, wrap=[], width=None)
+    wide = fitted(rows, headers, wrap=["name", "note"], width=200)
+    assert len(wide.splitlines()) == 4
+    narrow = fitted(rows, headers, wrap=["name", "note"], width=50)
+    assert max(map(len, narrow.splitlines())) <= 50 and len(narrow.splitlines()) > 4 and "kind" in narrow
+    narrower = fitted(rows, headers, wrap=["name", "note"], drop=["kind"], width=40)
+    assert max(map(len, narrower.splitlines())) <= 40 and "kind" not in narrower and "short" not in narrower
+
+
+def harness_command(*args: str, cwd: Path) -> subprocess.Popen:
+    """``harness ARGS`` in a fresh process whose stdout reader has already gone away."""
+    code = "import sys; from harness.cli import main; sys.exit(main(sys.argv[1:]))"
+    process = subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "0"})
+    process.stdout.close()  # `| head` that has read what it wanted
+    return process
+
+
+@pytest.mark.parametrize("command", [["list", "methods"], ["results", "--runs-dir", str(LAKE_RUNS)]])
+def test_a_closed_pipe_ends_the_command_quietly(command, tmp_path):
+    process = harness_command(*command, cwd=tmp_path)
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141 and err == ""
+
+
+def subparsers(parser: argparse.ArgumentParser, path: str = "harness"):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield f"{path} {name}", sub
+                yield from subparsers(sub, f"{path} {name}")
+
+
+def test_every_command_explains_itself_and_each_argument():
+    vague = []
+    for path, parser in subparsers(build_parser()):
+        if not parser.description:
+            vague.append(path)
+        vague += [f"{path} {a.option_strings or a.dest}" for a in parser._actions
+                  if a.help is None and not isinstance(a, argparse._SubParsersAction)]
+    assert set(vague) <= {"harness run", "harness eval"}, vague  # their parsers are being reworked elsewhere
+
+
+def test_data_actions_have_their_own_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_cli("data", "prepare", "--help")
+    help_text = capsys.readouterr().out
+    assert exit_.value.code == 0 and help_text.startswith("usage: harness data prepare [-h] [--from DIR] [--force]")
+    assert "linked into the data root" in help_text and "{status,verify,download,prepare}" not in help_text
+    with pytest.raises(SystemExit):
+        run_cli("data", "status", "--help")
+    assert "--from" not in capsys.readouterr().out
