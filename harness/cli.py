@@ -12,6 +12,7 @@ from pathlib import Path
 
 from harness import accounting, kernels, reproduce, site, tune
 from harness.errors import HarnessError, RunFailed, Terminated
+from harness.loggers import add_logger_option, logger_setting
 from harness.report import commands as report_commands
 from harness.store import default_runs_dir, summary_line
 from harness.sweep import commands as sweep_commands
@@ -77,7 +78,7 @@ def cmd_run(args) -> int:
     from harness.settings import config_hash
     from harness.store import RunStore, new_run_id, read_record
 
-    resolved = resolve(args.method, args.bench, args.config, args.set or [])
+    resolved = resolve(args.method, args.bench, args.config, args.set or [], logger_setting(args.logger))
     cfg = resolved.config
     digest = config_hash(cfg)
     runs_dir = Path(args.runs_dir)
@@ -147,6 +148,7 @@ def resume_command(args, run_dir: Path) -> str:
     parts = ["harness", "run", "--method", args.method, "--bench", args.bench, "--seed", str(args.seed)]
     parts += ["--config", args.config] if args.config else []
     parts += [token for item in args.set or [] for token in ("--set", item)]
+    parts += ["--logger", args.logger] if args.logger else []
     parts += ["--device", args.device] if args.device != "auto" else []
     parts += ["--no-download"] if args.no_download else []
     return shlex.join([*parts, "--run-dir", str(run_dir), "--resume"])
@@ -323,6 +325,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="override one setting, e.g. --set train.steps=500 --set method.backbone=resnet12 (repeatable)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto: cuda when available)")
     p.add_argument("--runs-dir", default=str(default_runs_dir()), help="result store (default ./runs or $HARNESS_RUNS)")
+    add_logger_option(p)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from harness import loggers
 from harness.catalog import BACKBONES, HEADS
 from harness.config import (
     ConfigError, DataConfig, EvalConfig, RunConfig, TrainConfig, ViewConfig, check_bounds, load_yaml, read_yaml,
@@ -88,6 +89,7 @@ def resolve(method: str, benchmark: str, config_file: str | None = None, sets: l
     cfg.data.image_size = cfg.data.image_size or spec.image_size
     cfg.eval.head = cfg.eval.head or cls.default_head or spec.head
     HEADS.get(cfg.eval.head)
+    loggers.check(cfg.log.loggers)
     check_bounds(cfg)
     bench = Benchmark.of(spec, cfg.data.root)
     bench.check(cfg.bench)

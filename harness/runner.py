@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from harness import compute, files, kernels, provenance, tboard
+from harness import compute, files, kernels, loggers, provenance
 from harness.checkpoint import RESUME_FIX, load_checkpoint, read_checkpoint, save_checkpoint
 from harness.distributed import SINGLE, World, replace_batchnorm
 from harness.config import check_seed
@@ -240,7 +240,7 @@ def train(method: Method, cfg: RunConfig, data: BenchmarkData, run_dir: Path, se
     watched = compute.watched_steps(starts, tc.steps)
     writes = world.is_main
     log = TrainLog(run_dir / TRAIN_LOG, keep_until=step) if writes else None
-    board = tboard.TrainBoard(run_dir, step, seconds) if writes else None
+    board = loggers.TrainLoggers(run_dir, cfg.log, step, seconds) if writes else None
     budget = tc.budget_minutes * 60
     val_accuracy = None
     bar = tqdm(total=tc.steps, initial=step, desc=f"{cfg.method_name} {cfg.benchmark}", unit="step",
@@ -437,10 +437,11 @@ def _execute_locked(resolved: Resolved, seed: int, run_dir: Path, torch_device: 
                       peak_memory_mb=round(provenance.peak_memory_mb(torch_device), 1))
     except (Exception, KeyboardInterrupt) as exc:
         record_failure(run_dir, record, exc)
+        loggers.finish(run_dir, resolved.config.log, record)
         raise
     (run_dir / ERROR_LOG).unlink(missing_ok=True)  # a resumed run that finishes leaves no stale traceback
     write_record(run_dir, record)
-    tboard.write_result(run_dir, record)
+    loggers.finish(run_dir, resolved.config.log, record)
     return {**record, "run_dir": str(run_dir)}
 
 
