@@ -280,6 +280,9 @@ def load_yaml(path: str | Path) -> dict:
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(c) for c in typing.get_args(tp))
+    if typing.get_origin(tp) in (tuple, list):
+        items = [arg for arg in typing.get_args(tp) if arg is not Ellipsis]
+        return f"a list of {_type_name(items[0])} in brackets, e.g. [a, b]" if items else "a list, e.g. [a, b]"
     return getattr(tp, "__name__", str(tp))
 
 

@@ -205,6 +205,9 @@ def test_unknown_loggers_get_the_closest_name_and_a_missing_package_the_install_
     assert run_cli("run", "--method", "pixels", "--bench", "synthetic-5w1s", "--set", "log.wandb_mode=onlin",
                    "--runs-dir", runs_dir) == 2
     assert "log.wandb_mode must be one of 'offline', 'online'" in capsys.readouterr().err
+    assert run_cli("run", "--method", "pixels", "--bench", "synthetic-5w1s", "--set", "log.loggers=wandb",
+                   "--runs-dir", runs_dir) == 2
+    assert "log.loggers must be a list of str in brackets, e.g. [a, b], got 'wandb'" in capsys.readouterr().err
 
     import harness.loggers
 
