@@ -12,6 +12,7 @@ from pathlib import Path
 
 from harness import accounting, kernels, reproduce, site, tune
 from harness.errors import HarnessError, RunFailed, Terminated
+from harness.loggers import add_logger_option, logger_setting
 from harness.overrides import Overrides
 from harness.report import commands as report_commands
 from harness.store import default_runs_dir, summary_line
@@ -108,7 +109,7 @@ def cmd_run(args) -> int:
     from harness.settings import config_hash
     from harness.store import read_record
 
-    resolved = resolve(args.method, args.bench, args.config, args.set or [])
+    resolved = resolve(args.method, args.bench, args.config, args.set or [], logger_setting(args.logger))
     if args.print_config:
         print(config_listing(resolved))
         if not args.dry_run:
@@ -202,6 +203,7 @@ def resume_command(args, run_dir: Path) -> str:
     parts = ["harness", "run", "--method", args.method, "--bench", args.bench, "--seed", str(args.seed)]
     parts += ["--config", args.config] if args.config else []
     parts += [token for item in args.set or [] for token in ("--set", item)]
+    parts += ["--logger", args.logger] if args.logger else []
     parts += ["--device", args.device] if args.device != "auto" else []
     parts += ["--no-download"] if args.no_download else []
     return shlex.join([*parts, "--run-dir", str(run_dir), "--resume"])
@@ -480,6 +482,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="override one setting, e.g. --set train.steps=500 --set method.backbone=resnet12 (repeatable)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto: cuda when available)")
     p.add_argument("--runs-dir", default=str(default_runs_dir()), help="result store (default ./runs or $HARNESS_RUNS)")
+    add_logger_option(p)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """Typed run configuration: groups of dataclasses, YAML / ``--set`` overrides, validation.
 
 A run's configuration has the groups ``bench`` (the test protocol), ``data``, ``train``, ``eval``,
-``method`` (the method's own dataclass) and, for methods that learn from augmented views, ``views``.
+``method`` (the method's own dataclass) and, for methods that learn from augmented views, ``views``;
+beside them ``log`` says where the run's curves go, which is no part of what the run computes.
 Values are resolved in this order, later wins: dataclass defaults → benchmark definition → method
 preset (``default`` then the benchmark's family) → the method entry's fixed settings → ``--config FILE.yaml``
 → ``--set key=value``.
@@ -143,10 +144,27 @@ class EvalConfig:
         return {"distance": self.distance}
 
 
+@dataclass
+class LogConfig:
+    """The ``log.*`` group: where a run's curves and scores are logged (harness/loggers/). It changes no
+    result, so it is not stored in ``config.yaml``, not hashed and not carried to a re-run: each command
+    that starts or resumes a run (``run``, ``sweep`` and its tasks, ``tune``) takes it from its own settings."""
+
+    loggers: tuple[str, ...] = ("tensorboard",)  # any of tensorboard, wandb, mlflow; [] writes only train_log.csv
+    wandb_project: str = "fewshot-harness"
+    wandb_entity: str = ""  # "" → your default W&B entity
+    wandb_mode: Literal["offline", "online"] = "offline"  # offline: files in <run dir>/wandb/ for `wandb sync`
+    mlflow_uri: str = ""  # "" → a file store beside the run directory: <runs dir>/mlruns
+    mlflow_experiment: str = "fewshot-harness"
+
+
 SEED_MAX = 2**63 - 1  # training seeds: 0..SEED_MAX (a signed 64-bit integer, as torch and numpy store them)
 MAX_SWEEP_RUNS = 10_000  # runs one sweep may plan (methods × benchmarks × settings × seeds)
 
-GROUPS = ("bench", "data", "train", "eval", "method", "views")
+GROUPS = ("bench", "data", "train", "eval", "method", "views")  # what a run computes with: stored and hashed
+LOG_GROUP = "log"  # settable like the others, but stored and hashed nowhere (LogConfig)
+
+
 @dataclass
 class RunConfig:
     """A fully resolved run configuration (without the seed: hash + seed identify a run)."""
@@ -159,20 +177,23 @@ class RunConfig:
     eval: EvalConfig
     method: Any
     views: ViewConfig | None = None  # only for methods that learn from augmented views
+    log: LogConfig = field(default_factory=LogConfig)  # where its curves go: not in groups() or to_dict()
 
     def groups(self) -> list[str]:
-        """The groups this run has (``views`` only where the method uses views)."""
+        """The groups this run computes with (``views`` only where the method uses views): what
+        ``config.yaml`` stores and the config hash covers."""
         return [name for name in GROUPS if getattr(self, name) is not None]
 
     def group(self, name: str) -> Any:
-        if name not in GROUPS:
-            raise UnknownNameError("config group", name, GROUPS)
+        if name not in (*GROUPS, LOG_GROUP):
+            raise UnknownNameError("config group", name, (*GROUPS, LOG_GROUP))
         if getattr(self, name) is None:
             raise ConfigError(f"{self.method_name} has no {name}.* settings: only methods that learn from augmented "
                               f"views do; remove the {name}.* override")
         return getattr(self, name)
 
     def to_dict(self) -> dict:
+        """The stored configuration (``config.yaml``): the groups of ``groups()``, without ``log``."""
         out: dict[str, Any] = {"method_name": self.method_name, "benchmark": self.benchmark}
         for name in self.groups():
             out[name] = dataclasses.asdict(self.group(name))
@@ -259,6 +280,9 @@ def load_yaml(path: str | Path) -> dict:
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(c) for c in typing.get_args(tp))
+    if typing.get_origin(tp) in (tuple, list):
+        items = [arg for arg in typing.get_args(tp) if arg is not Ellipsis]
+        return f"a list of {_type_name(items[0])} in brackets, e.g. [a, b]" if items else "a list, e.g. [a, b]"
     return getattr(tp, "__name__", str(tp))
 
 

@@ -8,6 +8,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from harness import loggers
 from harness.catalog import BACKBONES, HEADS
 from harness.config import (
     ConfigError, DataConfig, EvalConfig, RunConfig, TrainConfig, ViewConfig, check_bounds, load_yaml, read_yaml,
@@ -110,6 +111,7 @@ def resolve(method: str, benchmark: str, config_file: str | None = None, sets: l
         cfg.eval.head = cls.default_head or spec.head
         origins["eval.head"] = f"method {method}" if cls.default_head else from_benchmark
     HEADS.get(cfg.eval.head)
+    loggers.check(cfg.log.loggers)
     check_bounds(cfg)
     bench = Benchmark.of(spec, cfg.data.root)
     bench.check(cfg.bench)

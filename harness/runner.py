@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from harness import compute, files, provenance, rundir, tboard
+from harness import compute, files, loggers, provenance, rundir
 from harness.checkpoint import RESUME_FIX, load_checkpoint, read_checkpoint, save_checkpoint
 from harness.config import RunConfig, check_seed
 from harness.distributed import SINGLE, World, replace_batchnorm
@@ -214,7 +214,7 @@ def train(prepared: Prepared, run_dir: Path, seed: int, resume: bool, show_progr
     watched = compute.watched_steps(starts, tc.steps)
     writes = world.is_main
     log = TrainLog(run_dir / TRAIN_LOG, keep_until=step) if writes else None
-    board = tboard.TrainBoard(run_dir, step, seconds) if writes else None
+    board = loggers.TrainLoggers(run_dir, cfg.log, step, seconds) if writes else None
     budget = tc.budget_minutes * 60
     log_every = log_interval(tc.log_every, tc.steps)
     val_accuracy = None
@@ -383,9 +383,10 @@ def _execute_locked(request: RunRequest, prepared: Prepared, torch_device: torch
                       peak_memory_mb=round(provenance.peak_memory_mb(torch_device), 1))
     except (Exception, KeyboardInterrupt) as exc:
         rundir.fail_record(run_dir, record, exc)
+        loggers.finish(run_dir, resolved.config.log, record)
         raise
     rundir.finish_record(run_dir, record)
-    tboard.write_result(run_dir, record)
+    loggers.finish(run_dir, resolved.config.log, record)
     return {**record, "run_dir": str(run_dir)}
 
 

@@ -49,8 +49,10 @@ def draw_trials(space: dict[str, list], trials: int) -> list[dict[str, object]]:
 
 
 def run_tuning(method: str, bench: str, space_file: str, trials: int, budget_minutes: float, holdout: str | None,
-               sets: list[str], runs_dir: Path, out: Path | None, seed: int = 0, device: str = "auto") -> dict:
-    """Run the trials (resuming finished ones), pick the best validation accuracy, write the summary."""
+               sets: list[str], runs_dir: Path, out: Path | None, seed: int = 0, device: str = "auto",
+               log: dict | None = None) -> dict:
+    """Run the trials (resuming finished ones), pick the best validation accuracy, write the summary.
+    ``log``: ``log.*`` settings (``--logger``) for every trial, kept out of the summary."""
     from harness.overrides import Overrides
     from harness.resolve import check_data, resolve
     from harness import rundir
@@ -61,7 +63,7 @@ def run_tuning(method: str, bench: str, space_file: str, trials: int, budget_min
         raise ConfigError(f"--trials must be at least 1, got {trials}")
     space = load_space(space_file)
     fixed = Overrides({**({"data.holdout": holdout} if holdout else {}), "eval.test": False,
-                       "train.budget_minutes": budget_minutes}).merged(Overrides.from_text(sets))
+                       "train.budget_minutes": budget_minutes}).merged(Overrides.from_text(sets), log or {})
     store = Path(runs_dir) / "tuning" / f"{method}-{bench}"
     rows = []
     for settings in draw_trials(space, trials):
@@ -108,14 +110,17 @@ def write_summary(summary: dict, out: Path) -> None:
 
 
 def cmd_tune(args) -> int:
+    from harness.loggers import logger_setting
+
     summary = run_tuning(args.method, args.bench, args.space, args.trials, args.budget_minutes, args.holdout,
                          args.set or [], Path(args.runs_dir), Path(args.out) if args.out else None, args.seed,
-                         args.device)
+                         args.device, logger_setting(args.logger))
     print(json.dumps({"chosen": summary["chosen"], "val_accuracy": summary["chosen_val_accuracy"]}))
     return 0
 
 
 def add_commands(sub) -> None:
+    from harness.loggers import add_logger_option
     from harness.store import default_runs_dir
 
     p = sub.add_parser("tune", help="blind search on a held-out validation split (test episodes never scored)",
@@ -136,4 +141,5 @@ def add_commands(sub) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--out", help="write OUT.json and OUT.md summaries (e.g. results/tuning/bmssl)")
     p.add_argument("--runs-dir", default=str(default_runs_dir()), help="result store (default ./runs or $HARNESS_RUNS)")
+    add_logger_option(p)
     p.set_defaults(handler=cmd_tune)

@@ -11,7 +11,7 @@ from conftest import interrupt_at_step, only_run, run_cli
 from harness.resolve import resolve
 from harness.runner import RunRequest, execute
 from harness.store import TRAIN_LOG, copy_evidence, read_record
-from harness.tboard import TB_DIR
+from harness.loggers.tensorboard import TB_DIR
 
 TINY = ["bench.episodes=20", "train.log_every=1", "train.val_episodes=5"]
 

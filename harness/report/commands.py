@@ -98,18 +98,18 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
-def table_store(spec: TableSpec, args) -> Store:
+def table_store(spec: TableSpec, runs_dir: str | None, collect_from: str | None) -> Store:
     """The spec's committed evidence; --runs-dir reads another store instead; --collect-from reads
     a runs directory together with the evidence (newest run of a configuration and seed wins)."""
-    if args.runs_dir and args.collect_from:
+    if runs_dir and collect_from:
         raise ConfigError("--runs-dir and --collect-from exclude each other: --runs-dir reads only that store, "
                           "--collect-from adds a runs directory to the committed evidence")
-    if args.runs_dir:
-        return Store(RunStore(Path(args.runs_dir)))
-    if args.collect_from:
-        if not Path(args.collect_from).is_dir():
-            raise HarnessError(f"--collect-from {args.collect_from}: no such runs directory")
-        return Store(RunStore(Path(args.collect_from), spec.evidence))
+    if runs_dir:
+        return Store(RunStore(Path(runs_dir)))
+    if collect_from:
+        if not Path(collect_from).is_dir():
+            raise HarnessError(f"--collect-from {collect_from}: no such runs directory")
+        return Store(RunStore(Path(collect_from), spec.evidence))
     return Store(RunStore(spec.evidence))
 
 
@@ -117,14 +117,14 @@ def cmd_table(args) -> int:
     specs = [load_spec(Path(spec_path)) for spec_path in args.spec]
     if args.format:
         for spec in specs:
-            text = render_table(build_table(spec, table_store(spec, args)), args.format,
+            text = render_table(build_table(spec, table_store(spec, args.runs_dir, args.collect_from)), args.format,
                                 f"`harness table` from the spec {spec.path}")
             print(text, end="" if text.endswith("\n") else "\n")
         return 0
     written = []
     with files.batch():  # every spec's outputs, or none
         for spec in specs:
-            paths, used = make_spec_outputs(spec, table_store(spec, args))
+            paths, used = make_spec_outputs(spec, table_store(spec, args.runs_dir, args.collect_from))
             written += paths
             if args.collect_from:
                 written.append(write_evidence(spec, used))

@@ -75,7 +75,7 @@ def board_notes(board: Board, test: str, alpha: float) -> list[str]:
 def render_leaderboard(boards: list[Board], fmt: str, made_by: str, test: str, alpha: float) -> str:
     """The boards as one Markdown, LaTeX (booktabs) or CSV document."""
     if fmt == "csv":
-        return leaderboard_csv(boards)
+        return csv_text(leaderboard_frame(boards))
     if fmt == "md":
         out = [f"<!-- Made by {made_by}; the source runs are listed under each table. Regenerate, do not edit. -->",
                "", "# Leaderboard", ""]
@@ -98,8 +98,9 @@ def render_leaderboard(boards: list[Board], fmt: str, made_by: str, test: str, a
     return "\n".join(out)
 
 
-def leaderboard_csv(boards: list[Board]) -> str:
-    """One line per group and benchmark; numbers in percent, with the runs and commits."""
+def leaderboard_frame(boards: list[Board]):
+    """The boards as a DataFrame (their CSV): one line per group and benchmark; numbers in percent, with the
+    runs and commits."""
     import pandas as pd
 
     rows = []
@@ -115,4 +116,4 @@ def leaderboard_csv(boards: list[Board]) -> str:
                 "device": group.devices, "episode_digest": group.runs[0].get("episode_digest"),
                 "runs": " ".join(run_id(r) for r in group.runs), "commits": " ".join(commit_of(r) for r in group.runs),
             })
-    return csv_text(pd.DataFrame(rows))
+    return pd.DataFrame(rows)

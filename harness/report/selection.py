@@ -137,6 +137,12 @@ class MissingValue:
     """Stands for a setting a run does not have (never equal to a filter value)."""
 
 
+def matches(settings: dict[str, Any], where: dict) -> bool:
+    """Whether a run's settings (``read_settings``) have every value of a checked ``where`` filter; a
+    setting the run does not have matches no value."""
+    return all(settings.get(key, MissingValue) == value for key, value in where.items())
+
+
 def read_settings(record: dict) -> dict[str, Any]:
     """A run's settings: ``group.key`` → value of its config.yaml in canonical form (``harness.settings``:
     view settings under ``views.*``, keys added since the run was made at the defaults it ran with), beside
@@ -195,7 +201,7 @@ class Store:
                   if r.get("benchmark") == benchmark
                   and (methods is None or r.get("method") in methods)
                   and (head is None or r.get("head") == head)
-                  and all(self.settings(r).get(k, MissingValue) == v for k, v in where.items())]
+                  and matches(self.settings(r), where)]
         excluded = [r for r in chosen if r.get("status") != "ok"]
         newest, superseded = self.run_store.newest(chosen)
         by_config: dict[tuple, list[dict]] = {}

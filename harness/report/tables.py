@@ -151,7 +151,7 @@ QUOTED_HEADING = "Published results (quoted, not measured)"
 def render_table(table: PaperTable, fmt: str, made_by: str) -> str:
     """A paper table as Markdown, LaTeX (booktabs) or CSV (one line per cell)."""
     if fmt == "csv":
-        return table_csv(table)
+        return csv_text(table_frame(table))
     return table_markdown(table, made_by) if fmt == "md" else table_latex(table, made_by)
 
 
@@ -212,8 +212,9 @@ def table_latex(table: PaperTable, made_by: str) -> str:
     return "\n".join(out)
 
 
-def table_csv(table: PaperTable) -> str:
-    """One line per measured, missing, quoted or excluded cell; numbers in percent of the metric."""
+def table_frame(table: PaperTable):
+    """The table as a DataFrame (its CSV): one line per measured, missing, quoted or excluded cell; numbers
+    in percent of the metric."""
     import pandas as pd
 
     spec = table.spec
@@ -247,4 +248,4 @@ def table_csv(table: PaperTable) -> str:
     frame = pd.DataFrame(lines, columns=columns)
     frame["rank"] = frame["rank"].astype("Int64")
     frame["episodes"] = frame["episodes"].astype("Int64")
-    return csv_text(frame)
+    return frame

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from harness.errors import ConfigError
+from harness.loggers import add_logger_option, logger_setting
 from harness.store import default_runs_dir
 from harness.sweep.grid import SWEEP_FILE_KEYS, load_sweep_file, sweep_spec
 from harness.sweep.plan import Sweep, plan_runs, table_runs
@@ -36,6 +37,9 @@ def cmd_sweep(args) -> int:
         default_name = f"table-{table.path.stem}"
     else:
         grid_runs, grid, default_name = plan_runs(spec), asdict(spec), spec.default_name()
+    log = logger_setting(args.logger)  # --logger: where every run's curves go (log.*: no part of its hash)
+    for run in grid_runs:
+        run.overrides = {**run.overrides, **log}
     if executor == "slurm":
         check_split(grid_runs, processes_per_run(profile))
     sweep = Sweep(Path(args.runs_dir), str(args.name or sweep_file.get("name") or default_name),
@@ -87,6 +91,7 @@ def add_commands(sub) -> None:
     p.add_argument("--device", default="auto",
                    help="auto | cpu | cuda, on the machine that runs each task (default auto)")
     p.add_argument("--runs-dir", default=str(default_runs_dir()), help="result store (default ./runs or $HARNESS_RUNS)")
+    add_logger_option(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan and the sbatch settings; submit nothing")
     p.add_argument("--force", action="store_true", help="rerun finished runs too (into new run directories)")
     p.add_argument("--retry-failed", action="store_true",
