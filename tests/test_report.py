@@ -485,6 +485,21 @@ def test_curves_plot_reads_the_training_log(store, tmp_path, capsys):
                                            "--out", tmp_path / "none")
 
 
+def test_a_curve_of_one_point_is_a_warning_naming_train_log_every(store, tmp_path, capsys):
+    """A 100-step run logged every 100 steps has one row: its curve is drawn as a point, with a warning saying
+    which setting gives more; meth-a's three-row log draws without one."""
+    one = make_run(tmp_path, "meth-b", "toy-5w1s", 0, COUNTS["meth-b"], finished="2026-01-01T00:00:00+00:00",
+                   settings={"train.log_every": 100}, train_log=[{"step": 100, "seconds": 9.0, "lr": 0.001, "loss": 0.5}])
+    capsys.readouterr()
+    assert main(["plot", "curves", "--runs", one["run_dir"], store["meth-a"]["run_dir"], "--out", str(tmp_path / "c")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("harness: warning:") == 1 and one["run_id"] in err and store["meth-a"]["run_id"] not in err
+    assert "has 1 point" in err and "train.log_every=100" in err and "--set train.log_every=10 " in err
+    assert (tmp_path / "c.png").is_file() and len(read_csv(tmp_path / "c.csv")) == 4
+    assert main(["plot", "curves", "--runs", store["meth-a"]["run_dir"], "--out", str(tmp_path / "d")]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_importing_the_commands_loads_no_heavy_library():
     code = ("import sys, harness.cli; harness.cli.build_parser(); "
             "print(sorted(m for m in ('torch', 'pandas', 'matplotlib', 'scipy', 'numpy') if m in sys.modules))")
