@@ -1,13 +1,13 @@
 """``harness site [SPEC.yaml ...] [--out DIR]``: a self-contained HTML leaderboard from the same
 run store and specs as ``harness table`` (each spec's committed evidence).
 
-Pages: ``index.html`` (every table's benchmarks with their best row), ``bench/<benchmark>.html``
-(the leaderboard with CI bars, ranks and ties, the paper tables, the plots and the runs) and
-``runs/<run id>.html`` (a run's configuration, provenance and training curves). The plots are the
-PNGs ``harness table`` drew beside its outputs, copied into ``plots/``, so run ``harness table``
-first. CSS and charts are inline: viewing needs no network. Pages hold no clock time and no path
-outside the site, so regenerating from unchanged evidence is byte-identical; the site is written
-all or nothing. ``screenshot.png`` in the output folder (taken by hand) is kept.
+Pages: ``index.html`` (every table's benchmarks with the best entry its spec ranks, within the spec's
+filters), ``bench/<benchmark>.html`` (the leaderboard with CI bars, ranks and ties, the paper tables,
+the plots and the runs) and ``runs/<run id>.html`` (a run's configuration, provenance and training
+curves). The plots are the PNGs ``harness table`` drew beside its outputs, copied into ``plots/``, so
+run ``harness table`` first. CSS and charts are inline: viewing needs no network. Pages hold no clock
+time and no path outside the site, so regenerating from unchanged evidence is byte-identical; the site
+is written all or nothing. ``screenshot.png`` in the output folder (taken by hand) is kept.
 """
 
 from __future__ import annotations
@@ -82,9 +82,11 @@ def view_spec(spec_path: Path, runs_dir: Path | None = None) -> SpecView:
     for request in spec.leaderboards:
         for board in build_boards(store, request.benchmarks, request.head, request.test, request.alpha, request.where):
             view.boards.setdefault(board.selection.benchmark, (board, request.test, request.alpha))
-    for column in spec.columns:  # a board for every column with finished runs, unless the spec asks for one
-        if column.benchmark not in view.boards and column.benchmark in store.benchmarks():
-            board, = build_boards(store, [column.benchmark], None, spec.test, spec.alpha, column.where)
+    for j, column in enumerate(spec.columns):  # unless the spec asks for a board: the column's cells, ranked
+        used = {r["run_dir"] for row in table.cells if row[j].group for r in row[j].group.runs}
+        if column.benchmark not in view.boards and used:
+            cells = store.without({r["run_dir"] for r in store.records} - used)  # as the rows' and column's where
+            board, = build_boards(cells, [column.benchmark], column.head, spec.test, spec.alpha, column.where)
             view.boards[column.benchmark] = (board, spec.test, spec.alpha)
     named = [c.benchmark for c in spec.columns] + list(view.boards) + [b for p in spec.plots for b in p.benchmarks]
     view.benchmarks = list(dict.fromkeys(named))
@@ -109,7 +111,7 @@ def plot_sources(views: list[SpecView]) -> dict[str, Path]:
 def leaderboard_html(board: Board, test: str, alpha: float) -> str:
     """The board: rank, method, accuracy ± CI with a CI bar on a shared axis, runs and costs."""
     from harness.report.leaderboard import board_notes
-    from harness.report.render import format_memory, format_p, format_seconds, plus_minus
+    from harness.report.render import format_flops, format_memory, format_p, format_seconds, format_steps, plus_minus
 
     lows = [100 * (g.accuracy - g.ci95) for g in board.groups]
     highs = [100 * (g.accuracy + g.ci95) for g in board.groups]
@@ -122,38 +124,40 @@ def leaderboard_html(board: Board, test: str, alpha: float) -> str:
         rows.append([str(standing.rank), h.escape(group.label),
                      h.escape(plus_minus(100 * group.accuracy, 100 * group.ci95, 2)),
                      h.ci_bar(100 * group.accuracy, 100 * group.ci95, low, high, standing.mark), seeds,
-                     str(group.episodes), h.escape(format_p(standing.p_vs_best)),
+                     str(group.episodes), h.escape(format_steps(group.steps)), h.escape(format_flops(group.train_flops)),
+                     h.escape(format_p(standing.p_vs_best)),
                      h.escape(format_seconds(group.train_seconds)), h.escape(format_memory(group.peak_memory_mb)),
                      h.escape(group.devices)])
-        classes.append(["", "", standing.mark, "", "", "", "", "", "", ""])
-    headers = ["Rank", "Method", "Accuracy (%)", f"95% CI ({low:.0f}–{high:.0f}%)", "Runs", "Episodes", "p vs best",
-               "Train time", "Peak memory", "Device"]
+        classes.append(["", "", standing.mark, *[""] * 9])
+    headers = ["Rank", "Method", "Accuracy (%)", f"95% CI ({low:.0f}–{high:.0f}%)", "Runs", "Episodes", "Steps",
+               "Train FLOPs", "p vs best", "Train time", "Peak memory", "Device"]
     legend = ('<p class="note">Bold: best; underlined: tied with the best (shares rank 1). '
               "Bars: accuracy (dot) and its 95% confidence interval.</p>")
-    return h.table(headers, rows, {0, 2, 5, 6, 7, 8}, classes) + legend + h.notes(board_notes(board, test, alpha))
+    return h.table(headers, rows, {0, 2, 5, 6, 7, 8, 9, 10}, classes) + legend + h.notes(board_notes(board, test, alpha))
 
 
 def paper_table_html(view: SpecView) -> str:
-    """The paper table: measured rows (best bold, ties underlined, cells link their runs), the
-    quoted published numbers apart, and the table's notes."""
-    from harness.report.tables import QUOTED_HEADING, quoted, table_cell_text, table_notes
+    """The paper table: measured rows (best bold, ties underlined, cells link their runs) with its training
+    columns, the quoted published numbers apart, and the table's notes."""
+    from harness.report.tables import QUOTED_HEADING, headers, quoted, table_cell_text, table_notes, training_cells
 
     spec, table = view.spec, view.table
-    labels = [c.label for c in spec.columns]
+    labels, columns = headers(table)[1:], len(spec.columns)
     rows, classes = [], []
     for row, cells in zip(spec.rows, table.cells):
         texts = [h.escape(table_cell_text(cell, spec)) + (
             " " + " ".join(h.link(run_href(r), f"s{r['seed']}") for r in cell.group.runs) if cell.group else "")
             for cell in cells]
-        rows.append([h.escape(row.label), *texts])
-        classes.append(["", *(cell.standing.mark if cell.standing else "" for cell in cells)])
+        rows.append([h.escape(row.label), *texts, *map(h.escape, training_cells(table, cells))])
+        classes.append(["", *(cell.standing.mark if cell.standing else "" for cell in cells), *[""] * (len(labels) - columns)])
     out = [f"<h3>{h.escape(spec.title)}</h3>",
            h.table(["Method", *labels], rows, set(range(1, len(labels) + 1)), classes)]
     if spec.references:
         refs = [[h.escape(ref.label), h.escape(ref.citation),
-                 *(h.escape(quoted(ref.values.get(label), spec.decimals)) for label in labels)] for ref in spec.references]
+                 *(h.escape(quoted(ref.values.get(c.label), spec.decimals)) for c in spec.columns)]
+                for ref in spec.references]
         out += [f"<p><strong>{h.escape(QUOTED_HEADING)}</strong></p>",
-                h.table(["Reference", "Source", *labels], refs, set(range(2, len(labels) + 2)))]
+                h.table(["Reference", "Source", *labels[:columns]], refs, set(range(2, columns + 2)))]
     out.append(h.notes(table_notes(table, "md")))
     return "\n".join(out)
 
@@ -163,7 +167,9 @@ def benchmark_page(benchmark: str, views: list[SpecView], plots: dict[str, Path]
     for view in (v for v in views if benchmark in v.benchmarks):
         source = f'<p class="note">From the table spec <code>{h.escape(view.spec.path.name)}</code> and its evidence.</p>'
         if benchmark in view.boards:
-            body += ["<h2>Leaderboard</h2>", source, leaderboard_html(*view.boards[benchmark])]
+            board = view.boards[benchmark][0]
+            body += [f"<h2>Leaderboard{'' if board.title == benchmark else ': ' + h.escape(board.title)}</h2>", source,
+                     leaderboard_html(*view.boards[benchmark])]
         if any(c.benchmark == benchmark for c in view.spec.columns):
             body += ["<h2>Paper table</h2>", paper_table_html(view)]
         figures = [f'<figure><img src="../plots/{h.escape(name)}" alt="{h.escape(name)}">'
@@ -182,21 +188,30 @@ def benchmark_page(benchmark: str, views: list[SpecView], plots: dict[str, Path]
 
 
 def index_page(views: list[SpecView]) -> str:
+    """Per spec, its benchmarks with the best entry of the board shown for each: the spec's leaderboard
+    (its where and head) or its table's column (the rows' and column's where), never a run they exclude; Runs:
+    that board's runs."""
+    from harness.report.render import protocol_note
+
     body = ["<h1>Leaderboards</h1>",
             '<p class="note">Regenerate with <code>harness table results/tables/*.yaml</code> and then '
             "<code>harness site</code>; every number comes from the stored runs linked on each page.</p>"]
     for view in views:
-        rows = []
+        rows, changed = [], {}
         for benchmark in view.benchmarks:
-            best = ""
+            best, count, title = "", sum(1 for r in view.store.records if r.get("benchmark") == benchmark), benchmark
             if benchmark in view.boards:
                 board = view.boards[benchmark][0]
                 best = f"{h.escape(board.groups[0].label)} ({100 * board.groups[0].accuracy:.2f}%)"
-            count = sum(1 for r in view.store.records if r.get("benchmark") == benchmark)
-            rows.append([h.link(f"bench/{slug(benchmark)}.html", benchmark), best, str(count)])
+                count, title = len(board.records), board.title
+                if board.protocol_changes:
+                    changed[benchmark] = board.protocol_changes
+            rows.append([h.link(f"bench/{slug(benchmark)}.html", title), best, str(count)])
         body += [f"<h2>{h.escape(view.spec.title)}</h2>",
                  f'<p class="note">Table spec <code>{h.escape(view.spec.path.name)}</code></p>',
                  h.table(["Benchmark", "Best (accuracy)", "Runs"], rows, {2})]
+        if changed:
+            body.append(f'<p class="note">{h.escape(protocol_note(changed))}</p>')
     return h.page("Leaderboards", "\n".join(body), 0)
 
 

@@ -38,7 +38,7 @@ def test_bad_ladders_are_one_clear_error(tmp_path, ladder, message):
 
 def test_sweep_table_makes_every_rung_once_and_table_writes_each(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    spec = tiny_spec(tmp_path / "tables", ladder=LADDER)
+    spec = tiny_spec(tmp_path / "tables", ladder=LADDER, training_columns=["steps"])
     assert run_cli("sweep", "--table", spec, "--executor", "local", "--runs-dir", "runs", "--wait") == 0
     records = [r for r in RunStore(tmp_path / "runs") if r["status"] == "ok"]
     assert sorted((r["method"], r["steps"], r["seed"]) for r in records) == [
@@ -49,7 +49,8 @@ def test_sweep_table_makes_every_rung_once_and_table_writes_each(tmp_path, monke
     assert "0 to submit" in capsys.readouterr().out
     assert run_cli("table", spec, "--collect-from", "runs") == 0
     x3 = (tmp_path / "tables" / "tiny-x3.md").read_text()
-    assert "3× the step caps" in x3 and "protonet 6 steps" in x3
+    steps = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in x3.splitlines() if line.startswith("| ")}
+    assert "3× the step caps" in x3 and steps["protonet"] == "6" and steps["pixels"] == "0"
     assert len([p for p in (tmp_path / "runs" / "tiny").iterdir() if p.is_dir()]) == 6  # every rung's evidence
     capsys.readouterr()  # a new machine with no runs directory: the committed evidence is not re-made
     assert run_cli("sweep", "--table", spec, "--executor", "local", "--runs-dir", "fresh", "--dry-run") == 0

@@ -280,6 +280,11 @@ REFERENCES = [
 ]
 
 
+BIBLIOGRAPHY = {"lake2015": {"type": "article", "author": "Lake, Brenden M. and Salakhutdinov, Ruslan",
+                             "title": "Concepts & programs: 100% learned", "journal": "Science", "volume": 350,
+                             "pages": "1332–1338", "year": 2015, "doi": "10.1126/science.aab3050"}}
+
+
 def write_spec(folder: Path, **extra) -> Path:
     spec = {
         "title": "Toy error & friends",
@@ -288,6 +293,7 @@ def write_spec(folder: Path, **extra) -> Path:
         "rows": [{"label": "A", "method": "meth-a"}, {"label": "B", "method": "meth-b"},
                  {"label": "C_1", "method": "meth-c"}, {"label": "G", "method": "meth-g"}],
         "references": REFERENCES,
+        "bibliography": BIBLIOGRAPHY,
         "notes": ["Toy data."],
         **extra,
     }
@@ -318,7 +324,7 @@ def test_table_markdown_marks_best_and_ties_and_quotes_references(store, tmp_pat
     assert rows["B"][0] == f"<u>{error_cell([COUNTS['meth-b']])}</u>"
     assert rows["C_1"] == [f"<u>{error_cell([COUNTS['meth-c']])}</u>", "—"]  # missing cell
     assert rows["G"] == ["—", "—"]  # only a failed run
-    quoted = md[md.index("Published results (quoted, not measured)"):]
+    quoted = md[md.index("Published results (quoted, not measured, not ranked)"):]
     assert "| Humans " in quoted and "| Lake et al. 2015 " in quoted and "24.0" in quoted and "13.25" in quoted
     assert "**4.5**" not in md and "Humans" not in md[:md.index("Published results")]
     assert "Wilcoxon signed-rank" in md and "Holm" in md and "Toy data." in md
@@ -338,7 +344,7 @@ def test_table_latex_uses_booktabs_bold_underline_and_escapes(store, tmp_path):
     assert f"A & \\textbf{{{cells[0]}}} & \\textbf{{{cells[1]}}} \\\\" in lines
     assert next(line for line in lines if line.startswith(r"C\_1 & ")).startswith(r"C\_1 & \underline{")
     assert next(line for line in lines if line.startswith("B & ")).startswith(r"B & \underline{")
-    assert r"\emph{Published results (quoted, not measured)}" in tex
+    assert r"\emph{Published results (quoted, not measured, not ranked)}" in tex
     assert r"Humans~\cite{lake2015} & 4.5 & --- \\" in tex and r"Deep convnet (Lake et al. 2015) & 24.0 & 13.25 \\" in tex
     comments = [line for line in lines if line.startswith("%")]
     assert any(store["meth-a"]["run_id"] in line and COMMIT[:12] in line for line in comments)
@@ -390,7 +396,7 @@ def test_table_regenerates_byte_identically_and_names_its_sources(store, tmp_pat
     written = sorted(p for p in (tmp_path / "results").rglob("*") if p.is_file() and p != spec)
     assert [p.relative_to(tmp_path / "results").as_posix() for p in written] == [
         "leaderboards/toy-5w1s.md", "leaderboards/toy-5w1s.tex", "plots/scarcity.csv", "plots/scarcity.pdf",
-        "plots/scarcity.png", "tables/toy.csv", "tables/toy.md", "tables/toy.tex"]
+        "plots/scarcity.png", "tables/toy.bib", "tables/toy.csv", "tables/toy.md", "tables/toy.tex"]
     assert "results/leaderboards/toy-5w1s.md" in printed
     first = {p: p.read_bytes() for p in written}
     assert main(["table", "results/tables/toy.yaml"]) == 0
@@ -483,6 +489,21 @@ def test_curves_plot_reads_the_training_log(store, tmp_path, capsys):
                                                               store["meth-a"]["run_dir"], "--where", "seed=0")
     assert "no train_log.csv" in cli_error(capsys, "plot", "curves", "--runs", store["meth-b"]["run_dir"],
                                            "--out", tmp_path / "none")
+
+
+def test_a_curve_of_one_point_is_a_warning_naming_train_log_every(store, tmp_path, capsys):
+    """A 100-step run logged every 100 steps has one row: its curve is drawn as a point, with a warning saying
+    which setting gives more; meth-a's three-row log draws without one."""
+    one = make_run(tmp_path, "meth-b", "toy-5w1s", 0, COUNTS["meth-b"], finished="2026-01-01T00:00:00+00:00",
+                   settings={"train.log_every": 100}, train_log=[{"step": 100, "seconds": 9.0, "lr": 0.001, "loss": 0.5}])
+    capsys.readouterr()
+    assert main(["plot", "curves", "--runs", one["run_dir"], store["meth-a"]["run_dir"], "--out", str(tmp_path / "c")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("harness: warning:") == 1 and one["run_id"] in err and store["meth-a"]["run_id"] not in err
+    assert "has 1 point" in err and "train.log_every=100" in err and "--set train.log_every=10 " in err
+    assert (tmp_path / "c.png").is_file() and len(read_csv(tmp_path / "c.csv")) == 4
+    assert main(["plot", "curves", "--runs", store["meth-a"]["run_dir"], "--out", str(tmp_path / "d")]) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_importing_the_commands_loads_no_heavy_library():

@@ -111,7 +111,7 @@ def test_site_has_every_page_regenerates_byte_identically_and_needs_no_network(p
     for run in project["runs"]:
         assert f'href="../runs/{run["run_id"]}.html"' in bench
     assert bench.count("<svg") == 3 and 'src="../plots/curves-toy.png"' in bench
-    assert "Published results (quoted, not measured)" in bench and "Humans" in bench
+    assert "Published results (quoted, not measured, not ranked)" in bench and "Humans" in bench
     protonet_run = first[f"runs/{project['runs'][0]['run_id']}.html"].decode()
     assert protonet_run.count("<polyline") == 3  # lr, loss, val_accuracy against the step
     assert "train.steps" in protonet_run and COMMIT in protonet_run

@@ -9,6 +9,7 @@ from pathlib import Path
 from harness import files
 from harness.errors import ConfigError, HarnessError
 from harness.overrides import Overrides
+from harness.report.bib import bib_text
 from harness.report.leaderboard import build_boards, render_leaderboard
 from harness.report.plots import make_plot, plot_compute, plot_curves
 from harness.report.render import FORMATS, SUFFIXES, write_output
@@ -26,7 +27,7 @@ def made_by_spec(spec_path: Path, out_path: Path) -> str:
 
 
 def make_spec_outputs(spec: TableSpec, store: Store) -> tuple[list[Path], list[dict]]:
-    """Write the spec's table at each ladder rung, its leaderboards and plots (of rung 1's runs); returns
+    """Write the spec's table at each ladder rung, its .bib, leaderboards and plots (of rung 1's runs); returns
     the files written and the records they use (call inside ``files.batch()`` so that a failure writes
     nothing)."""
     table = build_table(spec, store)
@@ -36,6 +37,9 @@ def make_spec_outputs(spec: TableSpec, store: Store) -> tuple[list[Path], list[d
         used += made.records
         written += [write_output(path, render_table(made, fmt, made_by_spec(spec.path, path)))
                     for fmt, path in made.spec.outputs.items()]
+    if spec.bib_path:  # the entries the LaTeX tables (every rung's) cite
+        written.append(write_output(spec.bib_path, bib_text(list(spec.bibliography.values()),
+                                                            made_by_spec(spec.path, spec.bib_path))))
     store = without_rungs(store, table, rungs)
     for request in spec.leaderboards:
         boards = build_boards(store, request.benchmarks, request.head, request.test, request.alpha, request.where)

@@ -3,13 +3,15 @@ FLOPs across its ladder, as PNG, PDF and CSV (matplotlib)."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import files
 from harness.errors import HarnessError
 from harness.report.render import csv_text, percent, provenance_text, write_output
-from harness.report.selection import RunGroup, Store, check_same_episodes, commit_of, make_labels, run_id
+from harness.report.selection import (RunGroup, Store, check_same_episodes, commit_of, make_labels, read_settings,
+                                      run_id)
 from harness.report.spec import PlotRequest, step_keys
 from harness.store import TRAIN_LOG
 
@@ -199,7 +201,8 @@ def make_plot(store: Store, request: PlotRequest, made_by: str) -> tuple[list[Pa
 
 
 def plot_curves(runs: list[tuple[str, dict]], x: str, y: str, prefix: Path, made_by: str) -> list[Path]:
-    """Training curves (``train_log.csv``: ``y`` against ``x``) of ``runs`` as (label, record) pairs."""
+    """Training curves (``train_log.csv``: ``y`` against ``x``) of ``runs`` as (label, record) pairs. A curve
+    of fewer than two points is drawn as its point and warned about on stderr (``sparse_curve_warning``)."""
     import pandas as pd
 
     frames = []
@@ -212,14 +215,16 @@ def plot_curves(runs: list[tuple[str, dict]], x: str, y: str, prefix: Path, made
         if y not in log.columns or x not in log.columns:
             raise HarnessError(f"{path}: no column '{y if y not in log.columns else x}'; columns there: "
                                f"{', '.join(log.columns)}. Pick one with --y")
-        log = log[[x, y]].dropna()
+        rows, log = len(log), log[[x, y]].dropna()
+        if len(log) < 2:
+            print(f"harness: warning: {sparse_curve_warning(record, y, len(log), rows)}", file=sys.stderr)
         frames.append(pd.DataFrame({"series": label, "run": run_id(record), x: log[x], y: log[y]}))
     points = pd.concat(frames, ignore_index=True)
     title = f"Training curves: {y}"
     plt, fig, ax = new_figure()
     for label, _ in runs:
         line = points[points["series"] == label]
-        ax.plot(line[x], line[y], label=label)
+        ax.plot(line[x], line[y], label=label, marker="o" if len(line) < 2 else None)
     ax.set_xlabel("training step" if x == "step" else "training seconds")
     ax.set_ylabel(y)
     ax.set_title(title)
@@ -230,3 +235,17 @@ def plot_curves(runs: list[tuple[str, dict]], x: str, y: str, prefix: Path, made
     finally:
         plt.close(fig)
     return written + [write_output(prefix.with_name(prefix.name + ".csv"), csv_text(points))]
+
+
+def sparse_curve_warning(record: dict, y: str, points: int, rows: int) -> str:
+    """Why a run's curve has fewer than two points: its log has fewer than two rows (``train.log_every``,
+    a row every that many steps and at the last step, and how to get more), or ``y`` is empty in most."""
+    logged = f"{points} point{'s' if points != 1 else ''}" if points else "no points"
+    text = f"run {run_id(record)}: the curve of {y} has {logged} in {TRAIN_LOG}"
+    if rows >= 2:
+        return text + f" ({y} is empty in {rows - points} of its {rows} rows); pick another column with --y"
+    steps, every = record.get("steps"), read_settings(record).get("train.log_every")
+    if isinstance(steps, int) and steps > 0 and isinstance(every, int):
+        return (text + f": its {steps} training steps were logged every train.log_every={every} steps (and at the "
+                f"last). For a curve, run it with --set train.log_every={max(1, steps // 10)} (about ten points)")
+    return text + "; train.log_every sets how often a run logs a row (--set train.log_every=N)"

@@ -11,6 +11,7 @@ from harness.report.stats import TEST_DESCRIPTIONS
 FORMATS = ("md", "latex", "csv")
 SUFFIXES = {"md": ".md", "latex": ".tex", "csv": ".csv"}
 MISSING = "—"
+PROTOCOL_MARK = "†"  # on a benchmark whose runs changed its protocol (``protocol_note``)
 
 
 def percent(value: float, metric: str = "accuracy") -> float:
@@ -37,6 +38,23 @@ def format_seconds(seconds: float | None) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.2f} h"
 
 
+def format_steps(steps: list[int]) -> str:
+    """A group's training steps: one number, or the range where its seeds stopped at different steps."""
+    if not steps:
+        return MISSING
+    return str(steps[0]) if len(steps) == 1 else f"{steps[0]}–{steps[-1]}"
+
+
+def format_flops(flops: float | None) -> str:
+    """FLOPs to three significant digits, ``4.46e12``; 0 for none spent."""
+    if flops is None:
+        return MISSING
+    if flops == 0:
+        return "0"
+    mantissa, _, exponent = f"{flops:.2e}".partition("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
 def format_memory(mb: float | None) -> str:
     return MISSING if mb is None else f"{mb:.0f} MB"
 
@@ -53,7 +71,7 @@ LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
     "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"$<$", ">": r"$>$", "—": "---",
     "–": "--", "±": r"$\pm$", "×": r"$\times$", "α": r"$\alpha$", "≥": r"$\geq$", "√": r"$\surd$", "·": r"$\cdot$",
-    "→": r"$\rightarrow$", "…": r"\ldots{}",
+    "→": r"$\rightarrow$", "…": r"\ldots{}", "†": r"$^\dagger$",
 }
 
 
@@ -105,6 +123,15 @@ def ranking_note(test: str, alpha: float) -> str:
 def interval_note() -> str:
     return ("± is the 95% confidence interval: over test episodes for one seed, across seeds "
             "(1.96·sd/√seeds) for several, where the number is the mean over seeds.")
+
+
+def protocol_note(changed: dict[str, dict]) -> str:
+    """The footnote of ``PROTOCOL_MARK``: per marked benchmark (or column), the protocol settings its runs
+    changed (``selection.protocol_changes``)."""
+    parts = [f"{name}: " + ", ".join(f"{key}={own} (the benchmark's {theirs})" for key, (own, theirs) in keys.items())
+             for name, keys in changed.items() if keys]
+    return (f"{PROTOCOL_MARK} Scored with protocol settings changed from the benchmark's own, so not comparable "
+            "with results on the benchmark as defined: " + "; ".join(parts) + ".")
 
 
 def duplicates_note(superseded: list[dict]) -> str:

@@ -16,6 +16,11 @@ Labels
   settings whose values differ between them, e.g. ``simclr [data.train_fraction=0.1]``; settings
   are the keys of ``config.yaml`` (``group.key``, without ``data.root``) and the record fields
   ``kind``, ``trained_on``, ``head`` and ``distance``. Labels that still collide get the config hash.
+
+Protocol
+  A benchmark defines its test episodes (``bench.*``: ways, shots, queries, episodes, episode seed).
+  Runs made with other ``bench.*`` values (``--set bench.queries=5``) are on other episodes; reports mark
+  such a benchmark (†) and name the settings that differ (``protocol_changes``).
 """
 
 from __future__ import annotations
@@ -74,6 +79,17 @@ class RunGroup:
     def train_seconds(self) -> float | None:
         values = [r["train_seconds"] for r in self.runs if r.get("train_seconds") is not None]
         return statistics.fmean(values) if values else None
+
+    @property
+    def steps(self) -> list[int]:
+        """The training steps of its runs, distinct and sorted (one value unless a budget stopped them)."""
+        return sorted({int(r.get("steps") or 0) for r in self.runs})
+
+    @property
+    def train_flops(self) -> float | None:
+        """Mean training FLOPs over seeds (``flops.train``); None where a run has none (made before counting)."""
+        values = [(r.get("flops") or {}).get("train") for r in self.runs]
+        return None if None in values else statistics.fmean(values)
 
     @property
     def peak_memory_mb(self) -> float | None:
@@ -279,6 +295,32 @@ def check_same_episodes(groups: list[RunGroup], context: str) -> None:
             f"vs {digest_b} (run {run_b}).{hint} Results on different episodes are never compared in one column. "
             "Move the runs made on the other episodes out of the runs directory, or select one protocol "
             "with a where filter (e.g. where: {bench.episodes: 2000})")
+
+
+def benchmark_protocol(record: dict) -> dict[str, Any] | None:
+    """The ``bench.*`` settings a run's benchmark defines (its test episodes), or None where its definition
+    cannot be found here (a benchmark file since moved, a name not registered). ``data.image_size`` is not
+    among them: a method may see the same episodes at its own resolution (mhd: 105 px)."""
+    from harness.benchmarks import get_benchmark, reference
+
+    try:
+        spec = get_benchmark(reference(str(record.get("benchmark")), record.get("benchmark_file")))
+    except HarnessError:
+        return None
+    return {f"bench.{k}": v for k, v in vars(spec.bench_config()).items()}
+
+
+def protocol_changes(groups: list[RunGroup]) -> dict[str, tuple[str, Any]]:
+    """The ``bench.*`` settings in which the runs of ``groups`` (of one benchmark) differ from the benchmark's
+    own: key → (the runs' value(s), the benchmark's value). Empty where the benchmark's definition is unknown
+    here (nothing to compare with)."""
+    protocol = benchmark_protocol(groups[0].runs[0]) if groups else None
+    changed = {}
+    for key, value in (protocol or {}).items():
+        own = {g.settings.get(key, value) for g in groups} - {value}
+        if own:
+            changed[key] = ("/".join(map(str, sorted(own))), value)
+    return changed
 
 
 def commit_of(record: dict) -> str:

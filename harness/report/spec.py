@@ -11,12 +11,15 @@ from typing import Any
 
 from harness.config import load_yaml, parse_seeds
 from harness.errors import ConfigError, HarnessError
+from harness.report.bib import BibEntry, check_bibkey, check_cited, load_bibliography
 from harness.report.render import FORMATS, SUFFIXES
 from harness.report.selection import RECORD_FIELDS, check_where
 from harness.report.stats import ALPHA, check_test
 
 METRICS = ("accuracy", "error")
 PLOT_KINDS = ("curves", "shots", "scarcity", "compute")
+TRAINING_COLUMNS = ("steps", "flops", "seconds")  # per-row facts a table may show as columns
+LATEX_SIZES = ("normalsize", "small", "footnotesize", "scriptsize")  # the LaTeX table's font size
 CURVE_X = ("step", "seconds")
 
 
@@ -139,8 +142,12 @@ class TableSpec:
           - {label: 20-way 1-shot, benchmark: omniglot-small1-20w1s-lake, head: prototype, where: {...}}
         rows:                                 # one per method (configuration); block: printed under that heading
           - {label: SimCLR, method: simclr, where: {data.train_fraction: 1.0}, block: self-supervised}
+        training_columns: [steps, flops, seconds]   # optional columns: training steps, FLOPs, seconds per row
+        latex_size: small                     # the LaTeX table's font: normalsize | small (default) | footnotesize | ...
         references:                           # published numbers: quoted, not measured, never ranked
           - {label: Humans, citation: Lake et al. 2015, bibkey: lake2015, values: {20-way 1-shot: 4.5}}
+        bibliography:                         # an entry per bibkey, written to <latex stem>.bib (harness.report.bib)
+          lake2015: {type: article, author: "Lake, Brenden M. and ...", title: ..., journal: Science, year: 2015}
         notes: [free text printed under the table]
         outputs: {md: x.md, latex: x.tex, csv: x.csv}   # default: all three, named after the spec
         leaderboards:                         # optional, made by the same command
@@ -162,7 +169,8 @@ class TableSpec:
     and ``--collect-from DIR`` copies the evidence of every run used from DIR into ``evidence``. ``where`` keys are config keys
     (``group.key``) or record fields (kind, trained_on, head, distance); a row's and its
     column's filters both apply. A row must match at most one configuration per column.
-    Reference values are in the table's metric, as published.
+    Reference values are in the table's metric, as published. A training column shows a row's value once
+    where all its cells share it, else each column's value (``a / b``).
     """
 
     path: Path
@@ -183,10 +191,20 @@ class TableSpec:
     plots: list[PlotRequest]
     ladder: list[Rung] = field(default_factory=list)
     multiple: int = 1  # the rung this table is (1: the spec's own)
+    training_columns: list[str] = field(default_factory=list)  # of TRAINING_COLUMNS
+    latex_size: str = "small"  # of LATEX_SIZES
+    bibliography: dict[str, BibEntry] = field(default_factory=dict)
+    bib_path: Path | None = None  # the spec's .bib (beside its LaTeX output), shared by its ladder rungs
+
+    @property
+    def bibkeys(self) -> list[str]:
+        """The keys the LaTeX table cites, in order."""
+        return list(dict.fromkeys(ref.bibkey for ref in self.references if ref.bibkey))
 
 
 SPEC_KEYS = {"title", "caption", "metric", "decimals", "test", "alpha", "evidence", "seeds", "columns", "rows",
-             "references", "notes", "outputs", "leaderboards", "plots", "ladder"}
+             "references", "notes", "outputs", "leaderboards", "plots", "ladder", "training_columns", "latex_size",
+             "bibliography"}
 MAX_MULTIPLE = 1000
 
 
@@ -275,7 +293,7 @@ def load_spec(path: Path) -> TableSpec:
         values = check_keys(item["values"], set(column_labels), set(), f"{context}: values (keys are column labels)")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()):
             raise ConfigError(f"{context}: values must be numbers in the table's metric ({metric}, percent)")
-        references.append(Reference(str(item["label"]), str(item["citation"]), item.get("bibkey"),
+        references.append(Reference(str(item["label"]), str(item["citation"]), check_bibkey(item.get("bibkey"), context),
                                     {k: float(v) for k, v in values.items()}))
     for kind, labels in (("column", column_labels), ("row", [r.label for r in rows] + [r.label for r in references])):
         repeated = sorted({label for label in labels if labels.count(label) > 1})
@@ -309,9 +327,20 @@ def load_spec(path: Path) -> TableSpec:
     evidence = Path(os.path.normpath(base / str(tree.get("evidence", f"../runs/{path.stem}"))))
     seeds = parse_seeds(tree.get("seeds", 0))
     title = str(tree.get("title", path.stem))
+    training = names(tree.get("training_columns"), f"{path}: training_columns") or []
+    for name in training:
+        if name not in TRAINING_COLUMNS:
+            raise ConfigError(f"{path}: training_columns: unknown column {name!r}; valid: {', '.join(TRAINING_COLUMNS)}")
+    latex_size = tree.get("latex_size", "small")
+    if latex_size not in LATEX_SIZES:
+        raise ConfigError(f"{path}: latex_size must be one of {', '.join(LATEX_SIZES)}, got {latex_size!r}")
+    bibliography = load_bibliography(tree.get("bibliography"), path)
+    check_cited([ref.bibkey for ref in references if ref.bibkey], bibliography, path)
+    bib_path = outputs["latex"].with_suffix(".bib") if bibliography and "latex" in outputs else None
     spec = TableSpec(path, title, tree.get("caption"), metric, decimals, test, float(alpha), evidence, seeds,
                      columns, rows, references, notes, outputs, leaderboards, plots,
-                     load_ladder(tree.get("ladder"), rows, seeds, path))
+                     load_ladder(tree.get("ladder"), rows, seeds, path), training_columns=list(dict.fromkeys(training)),
+                     latex_size=latex_size, bibliography=bibliography, bib_path=bib_path)
     check_names(spec)
     return spec
 

@@ -33,6 +33,10 @@ TEST_DESCRIPTIONS = {
                 "differences; with several seeds, per-episode accuracies averaged over seeds)",
     "mcnemar": "two-sided exact McNemar test on per-query outcomes",
 }
+TEST_NAMES = {  # short forms, for a table's notes
+    "wilcoxon": "two-sided Wilcoxon signed-rank test on per-episode accuracies averaged over seeds",
+    "mcnemar": "two-sided exact McNemar test on per-query outcomes",
+}
 ALPHA = 0.05
 
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import statistics
+import math
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
-from harness.report.render import (MISSING, csv_text, duplicates_note, interval_note, latex_escape, latex_tabular,
-                                   mark_latex, mark_markdown, markdown_table, percent, plus_minus, ranking_note,
-                                   source_lines)
+from harness.report.render import (MISSING, PROTOCOL_MARK, csv_text, duplicates_note, format_seconds,
+                                   format_steps, latex_escape, latex_tabular, mark_latex, mark_markdown,
+                                   markdown_table, percent, plus_minus, protocol_note, source_lines)
 from harness.report.selection import (RunGroup, Store, check_same_episodes, commit_of, describe, differing_settings,
-                                      run_id, short_reason)
+                                      protocol_changes, run_id, short_reason)
 from harness.report.spec import Column, Row, TableSpec, merge_where
-from harness.report.stats import Standing, rank_groups
+from harness.report.stats import TEST_NAMES, Standing, rank_groups
 from harness.store import newest_key
 
 
@@ -32,6 +34,7 @@ class PaperTable:
     cells: list[list[Cell]]  # [row][column]
     excluded: list[tuple[Row, Column, dict]]  # failed or unfinished runs matching a cell
     superseded: list[dict]
+    protocol_changes: list[dict]  # per column: the protocol settings its runs changed (marked; none: {})
 
     @property
     def records(self) -> list[dict]:
@@ -42,7 +45,7 @@ def build_table(spec: TableSpec, store: Store) -> PaperTable:
     """Fill every cell: the one matching group per row and column, ranked within the column. A table of
     no finished run is an error, except at a ladder rung (not made yet: every cell missing)."""
     cells = [[Cell(None) for _ in spec.columns] for _ in spec.rows]
-    excluded, superseded = [], []
+    excluded, superseded, changes = [], [], []
     for j, column in enumerate(spec.columns):
         for i, row in enumerate(spec.rows):
             selection = store.select(column.benchmark, [row.method], column.head, merge_where(row, column, spec.path))
@@ -64,10 +67,11 @@ def build_table(spec: TableSpec, store: Store) -> PaperTable:
         check_same_episodes([g for _, g in present], f"{spec.path}: column '{column.label}' ({column.benchmark})")
         for (i, _), standing in zip(present, rank_groups([g for _, g in present], spec.test, spec.alpha)):
             cells[i][j].standing = standing
+        changes.append(protocol_changes([g for _, g in present]))
     if spec.multiple == 1 and not any(cell.group for row in cells for cell in row):
         raise HarnessError(f"{spec.path}: no finished run for any cell under {store.describe()}; make them "
                            "(harness reproduce / harness run) or point --runs-dir at the runs directory that has them")
-    return PaperTable(spec, cells, excluded, sorted(superseded, key=newest_key))
+    return PaperTable(spec, cells, excluded, sorted(superseded, key=newest_key), changes)
 
 
 def without_rungs(store: Store, table: PaperTable, rungs: list[PaperTable]) -> Store:
@@ -76,50 +80,77 @@ def without_rungs(store: Store, table: PaperTable, rungs: list[PaperTable]) -> S
     return store.without({r["run_dir"] for rung in rungs for r in rung.records} - kept)
 
 
-def training_notes(table: PaperTable) -> list[str]:
-    """How the learned cells were trained: steps and time per run, seeds short of the spec's,
-    and runs stopped by a wall-clock budget (not exactly reproducible)."""
-    spec, trained, short, budget = table.spec, [], [], []
-    for row, cells in zip(spec.rows, table.cells):
-        for column, cell in zip(spec.columns, cells):
-            runs = cell.group.runs if cell.group else []
-            if not runs or not any(r.get("steps") for r in runs):
-                continue
-            where = row.label if len(spec.columns) == 1 else f"{row.label} ({column.label})"
-            steps = sorted({int(r.get("steps") or 0) for r in runs})
-            seconds = statistics.fmean(float(r.get("train_seconds") or 0) for r in runs)
-            trained.append(f"{where} {'/'.join(map(str, steps))} steps, {seconds:.0f} s")
-            if len(runs) < len(row.seeds or spec.seeds):
-                short.append(f"{where}: seeds {', '.join(map(str, cell.group.seeds))}")
-            if any(r.get("budget_exhausted") for r in runs):
-                budget.append(where)
-    notes = []
-    if trained:
-        notes.append("Training per run (steps; mean training seconds over seeds): " + "; ".join(trained) + ".")
+SI_PREFIXES = {0: "", 3: "k", 6: "M", 9: "G", 12: "T", 15: "P", 18: "E"}
+
+
+def column_label(table: PaperTable, j: int) -> str:
+    """A column's label, marked where its runs changed the benchmark's protocol."""
+    return table.spec.columns[j].label + (PROTOCOL_MARK if table.protocol_changes[j] else "")
+
+
+def cell_where(spec: TableSpec, row: Row, column: Column) -> str:
+    """How the notes name a cell: its row, and its column where the table has several."""
+    return row.label if len(spec.columns) == 1 else f"{row.label} ({column.label})"
+
+
+def measured_cells(table: PaperTable) -> list[tuple[Row, Column, RunGroup]]:
+    spec = table.spec
+    return [(row, column, cell.group) for row, cells in zip(spec.rows, table.cells)
+            for column, cell in zip(spec.columns, cells) if cell.group]
+
+
+def trains(group: RunGroup) -> bool:
+    return any(r.get("steps") for r in group.runs)
+
+
+def cells_note(table: PaperTable) -> str:
+    """What a cell is, said once: the metric, the seeds most cells have (and the cells with other counts),
+    what its ± is."""
+    spec, cells = table.spec, measured_cells(table)
+    counts = Counter(len(group.runs) for _, _, group in cells)
+    common = max(counts, key=lambda n: (counts[n], n))
+
+    def runs(n: int, seeds: set[tuple]) -> str:
+        if n == 1:
+            return "one run ± 95% CI over the episodes"
+        listed = f" ({', '.join(map(str, next(iter(seeds))))})" if len(seeds) == 1 else ""
+        return f"mean over {n} seeds{listed} ± 95% CI across seeds (1.96·sd/√{n})"
+
+    text = f"Cells: {spec.metric} (%) on the test episodes, " + runs(common, {tuple(g.seeds) for _, _, g in cells
+                                                                            if len(g.runs) == common})
+    for n in sorted(set(counts) - {common}, reverse=True):
+        odd = [(row, column, group) for row, column, group in cells if len(group.runs) == n]
+        untrained = ", which do not train" if not any(trains(group) for _, _, group in odd) else ""
+        text += ("; " + ", ".join(cell_where(spec, row, column) for row, column, _ in odd) + untrained
+                 + f": {runs(n, {tuple(g.seeds) for _, _, g in odd})}")
+    return text + "."
+
+
+def marks_note(spec: TableSpec) -> str:
+    return ("Bold: best in its column; underlined: not significantly worse than the best "
+            f"({TEST_NAMES[spec.test]}, Holm-corrected, α = {spec.alpha:g}).")
+
+
+def table_notes(table: PaperTable, fmt: str) -> list[str]:
+    """The notes printed under a table, each fact once (LaTeX lists run ids in comments instead)."""
+    spec = table.spec
+    notes = [cells_note(table), marks_note(spec)] if measured_cells(table) else [marks_note(spec)]
+    if any(cell.group is None for row in table.cells for cell in row):
+        notes.append(f"{MISSING}: no finished run.")
+    short, budget = [], []
+    for row, column, group in measured_cells(table):
+        if len(group.runs) < len(row.seeds or spec.seeds) and trains(group):
+            short.append(f"{cell_where(spec, row, column)}: seeds {', '.join(map(str, group.seeds))}")
+        if any(r.get("budget_exhausted") for r in group.runs):
+            budget.append(cell_where(spec, row, column))
     if short:
         notes.append("Fewer seeds than planned: " + "; ".join(short) + ".")
     if budget:
         notes.append("Stopped by a wall-clock budget (train.budget_minutes), so not exactly reproducible: "
                      + ", ".join(budget) + ".")
-    return notes
-
-
-def table_notes(table: PaperTable, fmt: str) -> list[str]:
-    """The notes printed under a table (LaTeX lists run ids in comments instead)."""
-    spec = table.spec
-    notes = [f"Cells: {spec.metric} (%) on the test episodes. " + interval_note(),
-             "Bold: best measured result in its column; underlined: not significantly worse than the best. "
-             + ranking_note(spec.test, spec.alpha)]
-    if any(cell.group is None for row in table.cells for cell in row):
-        notes.append(f"{MISSING}: no finished run.")
-    several = [f"{row.label} ({column.label}): {len(cell.group.runs)}"
-               for row, cells in zip(spec.rows, table.cells) for column, cell in zip(spec.columns, cells)
-               if cell.group and len(cell.group.runs) > 1]
-    if several:
-        notes.append("Seeds per cell, where more than one: " + ", ".join(several) + ".")
-    notes += training_notes(table)
-    if spec.references:
-        notes.append("Published results are quoted from the cited papers, not measured here, and are not ranked.")
+    changed = {column.label: changes for column, changes in zip(spec.columns, table.protocol_changes) if changes}
+    if changed:
+        notes.append(protocol_note(changed))
     notes += spec.notes
     if table.excluded:
         if fmt == "latex":
@@ -139,13 +170,42 @@ def table_cell_text(cell: Cell, spec: TableSpec) -> str:
     return plus_minus(percent(cell.group.accuracy, spec.metric), 100 * cell.group.ci95, spec.decimals)
 
 
+def training_columns(table: PaperTable) -> dict[str, tuple[str, Callable[[RunGroup], str]]]:
+    """The spec's training columns: name → (header, a group's text). FLOPs are in one unit for the whole
+    column (T for 10^12, ...), its largest value 1 to 999 of it."""
+    flops = [g.train_flops for _, _, g in measured_cells(table) if g.train_flops]
+    power = min(18, 3 * math.floor(math.log10(max(flops)) / 3)) if flops else 0
+    decimals = max(0, 2 - math.floor(math.log10(max(flops) / 10 ** power))) if flops else 0  # 3 digits of the largest
+
+    def flops_text(group: RunGroup) -> str:
+        value = group.train_flops
+        return MISSING if value is None else "0" if value == 0 else f"{value / 10 ** power:.{decimals}f}"
+
+    known = {"steps": ("Steps", lambda g: format_steps(g.steps)),
+             "flops": (f"Train {SI_PREFIXES[power]}FLOPs", flops_text),
+             "seconds": ("Train time", lambda g: format_seconds(g.train_seconds))}
+    return {name: known[name] for name in table.spec.training_columns}
+
+
+def training_cells(table: PaperTable, cells: list[Cell]) -> list[str]:
+    """A row's training columns: the value its cells share, else each column's, ``a / b``."""
+    out = []
+    for _, text in training_columns(table).values():
+        values = [text(cell.group) if cell.group else MISSING for cell in cells]
+        measured = {v for v, cell in zip(values, cells) if cell.group}
+        out.append(measured.pop() if len(measured) == 1 else " / ".join(values))
+    return out
+
+
 def quoted(value: float | None, decimals: int) -> str:
     """A published number with the table's decimals, or more where the spec gives more (8.0, 4.35)."""
     if value is None:
         return MISSING
     given = repr(float(value)).partition(".")[2]
     return f"{value:.{max(decimals, len(given))}f}"
-QUOTED_HEADING = "Published results (quoted, not measured)"
+
+
+QUOTED_HEADING = "Published results (quoted, not measured, not ranked)"
 
 
 def render_table(table: PaperTable, fmt: str, made_by: str) -> str:
@@ -155,60 +215,84 @@ def render_table(table: PaperTable, fmt: str, made_by: str) -> str:
     return table_markdown(table, made_by) if fmt == "md" else table_latex(table, made_by)
 
 
+def headers(table: PaperTable) -> list[str]:
+    """Method, the columns (marked where the protocol changed), the training columns."""
+    return ["Method", *(column_label(table, j) for j in range(len(table.spec.columns))),
+            *(header for header, _ in training_columns(table).values())]
+
+
 def measured_rows(table: PaperTable, fmt: str) -> list[list[str]]:
     """The measured rows' cells as Markdown or LaTeX (escaped, best bold, ties underlined), each block of
     rows under a heading row."""
     escape, mark = (latex_escape, mark_latex) if fmt == "latex" else (str, mark_markdown)
+    width = len(headers(table))
     out, block = [], ""
     for row, cells in zip(table.spec.rows, table.cells):
         if row.block and row.block != block:
             rule = r"\midrule" if out else ""
-            heading = rf"{rule}\multicolumn{{{len(cells) + 1}}}{{l}}{{\emph{{{escape(row.block)}}}}}"
-            out.append([heading] if fmt == "latex" else [f"*{row.block}*", *[""] * len(cells)])
+            heading = rf"{rule}\multicolumn{{{width}}}{{l}}{{\emph{{{escape(row.block)}}}}}"
+            out.append([heading] if fmt == "latex" else [f"*{row.block}*", *[""] * (width - 1)])
         block = row.block
         out.append([escape(row.label), *(mark(escape(table_cell_text(cell, table.spec)),
-                                              cell.standing.mark if cell.standing else "") for cell in cells)])
+                                              cell.standing.mark if cell.standing else "") for cell in cells),
+                    *map(escape, training_cells(table, cells))])
     return out
 
 
 def table_markdown(table: PaperTable, made_by: str) -> str:
     spec = table.spec
-    labels, align = [c.label for c in spec.columns], ["right"] * len(spec.columns)
+    labels, align = headers(table)[1:], ["right"] * (len(headers(table)) - 1)
     out = [f"<!-- Made by {made_by}; regenerate, do not edit. -->", "", f"## {spec.title}", "",
            markdown_table(["Method", *labels], measured_rows(table, "md"), ["left", *align]), ""]
     if spec.references:
         ref_rows = [[ref.label, ref.citation, *(quoted(ref.values.get(c.label), spec.decimals) for c in spec.columns)]
                     for ref in spec.references]
         out += [f"**{QUOTED_HEADING}**", "",
-                markdown_table(["Reference", "Source", *labels], ref_rows, ["left", "left", *align]), ""]
+                markdown_table(["Reference", "Source", *labels[:len(spec.columns)]], ref_rows,
+                               ["left", "left", *align[:len(spec.columns)]]), ""]
     out += ["Notes:", ""] + [f"- {note}" for note in table_notes(table, "md")]
     out += ["", "Source runs (run id, harness commit): "
             + (", ".join(f"`{rid}` ({commit})" for rid, commit in source_lines(table.records)) or "none") + ".", ""]
     return "\n".join(out)
 
 
+def stacked(header: str, align: str) -> str:
+    """A long LaTeX column header in two lines (split at the space nearest its middle), so that the
+    column is as wide as its numbers."""
+    spaces = [i for i, c in enumerate(header) if c == " " and "$" not in header[:i]]
+    if len(header) <= 8 or not spaces:
+        return header
+    cut = min(spaces, key=lambda i: abs(2 * i - len(header)))
+    return rf"\begin{{tabular}}[b]{{@{{}}{align}@{{}}}}{header[:cut]}\\{header[cut + 1:]}\end{{tabular}}"
+
+
 def table_latex(table: PaperTable, made_by: str) -> str:
+    """A ``table`` float that compiles in a plain ``article`` with ``booktabs``; its citations' entries are
+    in the spec's .bib (``spec.bib_path``), named in the header comment."""
     spec = table.spec
-    out = [f"% Made by {made_by}; regenerate, do not edit. Needs \\usepackage{{booktabs}}.",
-           "% Source runs (run id, harness commit):"]
+    needs = "Needs \\usepackage{booktabs}" + (f"; cites entries of {spec.bib_path.name} (written beside it)"
+                                              if spec.bibkeys and spec.bib_path else "")
+    out = [f"% Made by {made_by}; regenerate, do not edit. {needs}.", "% Source runs (run id, harness commit):"]
     out += [f"%   {rid} {commit}" for rid, commit in source_lines(table.records)] or ["%   none"]
     if table.excluded:
         out += ["% Excluded failed or unfinished runs (row, column, run id, reason):"]
         out += [f"%   {row.label} | {column.label} | {run_id(r)} | {short_reason(r)}" for row, column, r in table.excluded]
     if table.superseded:
         out += ["% " + duplicates_note(table.superseded)]
-    blocks = []
+    blocks, padding = [], [""] * len(spec.training_columns)
     if spec.references:
         blocks.append((latex_escape(QUOTED_HEADING), [
             [latex_escape(ref.label) + (rf"~\cite{{{ref.bibkey}}}" if ref.bibkey else f" ({latex_escape(ref.citation)})"),
-             *(latex_escape(quoted(ref.values.get(c.label), spec.decimals)) for c in spec.columns)]
+             *(latex_escape(quoted(ref.values.get(c.label), spec.decimals)) for c in spec.columns), *padding]
             for ref in spec.references]))
-    out += [r"\begin{table}[t]", r"\centering", rf"\caption{{{spec.caption or latex_escape(spec.title)}}}",
-            rf"\label{{tab:{spec.path.stem}}}"]
-    out += latex_tabular(["Method", *(latex_escape(c.label) for c in spec.columns)], measured_rows(table, "latex"),
-                         "l" + "c" * len(spec.columns), blocks)
-    out += [r"\par\smallskip\footnotesize", " ".join(latex_escape(n) for n in table_notes(table, "latex")),
-            r"\end{table}", ""]
+    align = "l" + "c" * len(spec.columns) + "r" * len(spec.training_columns)
+    out += [r"\begin{table}[t]", r"\centering", f"\\{spec.latex_size}",
+            rf"\caption{{{spec.caption or latex_escape(spec.title)}}}",
+            rf"\label{{tab:{spec.path.stem}{f'-x{spec.multiple}' if spec.multiple > 1 else ''}}}"]
+    out += latex_tabular([stacked(latex_escape(h), a) for h, a in zip(headers(table), align)],
+                         measured_rows(table, "latex"), align, blocks)
+    out += [r"\par\smallskip", r"\begin{minipage}{\linewidth}\footnotesize",
+            " ".join(latex_escape(n) for n in table_notes(table, "latex")), r"\end{minipage}", r"\end{table}", ""]
     return "\n".join(out)
 
 
@@ -220,18 +304,24 @@ def table_frame(table: PaperTable):
     spec = table.spec
     lines = []
     for row, cells in zip(spec.rows, table.cells):
-        for column, cell in zip(spec.columns, cells):
+        for column, cell, changes in zip(spec.columns, cells, table.protocol_changes):
             group, standing = cell.group, cell.standing
             line = {"row": row.label, "block": row.block, "column": column.label, "benchmark": column.benchmark,
                     "kind": "measured" if group else "missing", "method": row.method, "metric": spec.metric,
                     "value_pct": None, "ci95_pct": None, "mark": "", "rank": None, "p_vs_best_holm": None,
-                    "seeds": "", "episodes": None, "citation": "", "runs": "", "commits": "", "note": ""}
+                    "seeds": "", "episodes": None, "steps": "", "train_flops": None, "train_seconds": None,
+                    "citation": "", "runs": "", "commits": "", "note": ""}
             if group:
                 line.update(value_pct=round(percent(group.accuracy, spec.metric), 4), ci95_pct=round(100 * group.ci95, 4),
                             mark=standing.mark, rank=standing.rank,
                             p_vs_best_holm=None if standing.p_vs_best is None else round(standing.p_vs_best, 6),
                             seeds=" ".join(map(str, group.seeds)), episodes=group.episodes,
-                            runs=" ".join(run_id(r) for r in group.runs), commits=" ".join(commit_of(r) for r in group.runs))
+                            steps=" ".join(map(str, group.steps)), train_flops=group.train_flops,
+                            train_seconds=None if group.train_seconds is None else round(group.train_seconds, 3),
+                            runs=" ".join(run_id(r) for r in group.runs), commits=" ".join(commit_of(r) for r in group.runs),
+                            note="protocol changed: " + ", ".join(f"{k}={own} (benchmark: {theirs})"
+                                                                  for k, (own, theirs) in changes.items())
+                            if changes else "")
             lines.append(line)
     for row, column, record in table.excluded:
         lines.append({"row": row.label, "column": column.label, "benchmark": column.benchmark, "kind": "excluded",
@@ -244,7 +334,8 @@ def table_frame(table: PaperTable):
                               "metric": spec.metric, "value_pct": ref.values[column.label], "citation": ref.citation,
                               "note": "quoted, not measured"})
     columns = ["row", "block", "column", "benchmark", "kind", "method", "metric", "value_pct", "ci95_pct", "mark", "rank",
-               "p_vs_best_holm", "seeds", "episodes", "citation", "runs", "commits", "note"]
+               "p_vs_best_holm", "seeds", "episodes", "steps", "train_flops", "train_seconds", "citation", "runs",
+               "commits", "note"]
     frame = pd.DataFrame(lines, columns=columns)
     frame["rank"] = frame["rank"].astype("Int64")
     frame["episodes"] = frame["episodes"].astype("Int64")
