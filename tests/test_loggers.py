@@ -16,7 +16,7 @@ from test_tboard import TINY, csv_rows, scalars
 
 from harness.loggers import STATE
 from harness.resolve import resolve
-from harness.runner import execute
+from harness.runner import RunRequest, execute
 from harness.settings import config_hash
 from harness.store import RunStore, read_config, read_record
 
@@ -162,14 +162,14 @@ def test_a_resumed_run_continues_its_wandb_and_mlflow_runs_without_a_step_twice(
     run_dir = tmp_path / "run"
     restore = interrupt_at_step(monkeypatch, resolved.method_class, 3)
     with pytest.raises(KeyboardInterrupt):
-        execute(resolved, seed=0, run_dir=run_dir, progress=False)
+        execute(RunRequest(resolved, seed=0, run_dir=run_dir, progress=False))
     first = json.loads((run_dir / STATE).read_text())
     assert first["wandb"]["sent_step"] == first["mlflow"]["sent_step"] == 3
     assert mlflow_run(run_dir)[1].info.status == "KILLED"
     assert [e.exit_code for e in wandb_of(wandb_attempts(run_dir)[0], "exit")] == [1]
     first_speed = wandb_scalars(run_dir)["train/steps_per_second"]
     restore()
-    execute(resolved, seed=0, run_dir=run_dir, resume=True, progress=False)
+    execute(RunRequest(resolved, seed=0, run_dir=run_dir, resume=True, progress=False))
 
     board = scalars(run_dir)
     assert [step for step, _ in board["train/loss"]] == [1, 2, 3, 4, 5]
@@ -234,7 +234,7 @@ def test_the_logger_choice_reaches_sweep_tasks_and_tune_trials(runs_dir, tmp_pat
     assert [run.overrides for run in planned] == [{"log.loggers": ["mlflow"]}] * 2
     record = {"run_id": "x", "method": "protonet", "benchmark": "synthetic-5w1s", "seed": 0, "val_accuracy": 0.5,
               "steps": 1, "train_seconds": 0.1, "run_dir": "x"}
-    monkeypatch.setattr(harness.runner, "execute", lambda resolved, *a, **k: seen.append(resolved.config.log) or record)
+    monkeypatch.setattr(harness.runner, "execute", lambda request: seen.append(request.resolved.config.log) or record)
     planned[0].run_dir = str(tmp_path / "task")
     execute_run(planned[0], "cpu")  # what a SLURM or local task runs (it checks the planned config hash)
     assert seen[-1].loggers == ("mlflow",)
