@@ -166,7 +166,8 @@ class BMSSL(SelfSupervised):
         return self.loss(self.env.world.shard(self.make_tasks(data, generator)))
 
     def loss(self, views: torch.Tensor) -> dict:
-        """The outer loss of tasks of normalised views [B, N, V, C, H, W] (and its two terms)."""
+        """The outer loss of tasks of normalised views [B, N, V, C, H, W], its two terms, and the adapted heads'
+        accuracy on the queries (how hard the pseudo-tasks still are)."""
         if self.cfg.adapt == "head":
             losses = self.head_bilevel(views)
         else:
@@ -183,7 +184,8 @@ class BMSSL(SelfSupervised):
         yq = self.pseudo_labels(cfg.views_per_image - cfg.support_views, z.device)
         head = self.adapt_heads(self.init_head(support, ys), support, ys, cfg.inner_steps, cfg.first_order)
         logits = self.head_logits(head, query)  # [B, M, N]
-        losses = {"query_loss": F.cross_entropy(logits.flatten(0, 1), yq.repeat(len(z)))}
+        losses = {"query_loss": F.cross_entropy(logits.flatten(0, 1), yq.repeat(len(z))),
+                  "query_accuracy": (logits.detach().argmax(-1) == yq).float().mean()}
         if cfg.bootstrap_weight > 0:
             with torch.no_grad():
                 target_head = tuple(h.detach() for h in head)
@@ -201,7 +203,7 @@ class BMSSL(SelfSupervised):
         ys = self.pseudo_labels(cfg.support_views, views.device)
         yq = self.pseudo_labels(cfg.views_per_image - cfg.support_views, views.device)
         meta = dict(self.body.named_parameters())
-        query_losses, match_losses = [], []
+        query_losses, match_losses, accuracies = [], [], []
         for task in views:
             xs, xq = (x.flatten(0, 1) for x in self.split(task[None]))
             head = self.init_head(self.embed_views(xs, meta), ys)
@@ -209,6 +211,7 @@ class BMSSL(SelfSupervised):
             query_z = self.embed_views(xq, fast[0])
             logits = self.head_logits(fast[1], query_z)
             query_losses.append(F.cross_entropy(logits, yq))
+            accuracies.append((logits.detach().argmax(-1) == yq).float().mean())
             if cfg.bootstrap_weight > 0:
                 detached = ({k: v.detach() for k, v in fast[0].items()}, tuple(h.detach() for h in fast[1]))
                 params, target_head = self.adapt_all(*detached, xs, ys, cfg.target_steps, True)
@@ -219,7 +222,7 @@ class BMSSL(SelfSupervised):
                 match_losses.append(kl_to_target(target, logits) if cfg.match == "kl"
                                     else (query_z - target_z).pow(2).sum(-1).mean())
         zero = torch.zeros((), device=views.device)
-        return {"query_loss": torch.stack(query_losses).mean(),
+        return {"query_loss": torch.stack(query_losses).mean(), "query_accuracy": torch.stack(accuracies).mean(),
                 "match_loss": torch.stack(match_losses).mean() if match_losses else zero}
 
     def adapt_all(self, params: dict, head, x, labels, steps: int, first_order: bool):
