@@ -383,11 +383,6 @@ def check_seed(seed: Any) -> int:
     return seed
 
 
-def describe_fields(obj: Any) -> dict[str, Any]:
-    """Field name → default value, for listings."""
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-
-
 def parse_seeds(value) -> list[int]:
     """``0-4`` → [0..4]; ``0,2,5``; ``0-2,7``; also an int or a YAML list of those. Seeds lie in
     0..SEED_MAX, and ranges are counted before they are expanded: at most MAX_SWEEP_RUNS seeds."""

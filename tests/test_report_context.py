@@ -15,7 +15,6 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
 from test_report import BIBLIOGRAPHY, COUNTS, make_run, read_csv, write_spec
