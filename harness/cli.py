@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "checksum-verified, from $HARNESS_DATA_MIRROR or its public URLs)")
     p.add_argument("--procs", type=int, default=1,
                    help="processes for this one run (default 1): gloo on the CPU, nccl with one GPU each; the "
-                        "global batch is split over them and the result is the one-process run's (README, Scaling out)")
+                        "global batch is split over them and the result is the one-process run's (README, Scaling out; results/README.md)")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved configuration, each value with where it came from (default, benchmark, "
                         "preset level, --config, --set), and stop")

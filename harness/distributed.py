@@ -2,7 +2,7 @@
 operations the runner and the methods use, batch norm synchronised across processes, and the local
 launcher behind ``harness run --procs N`` (SLURM's tasks go through ``harness.sweep``).
 
-What is split how (README, "Scaling out"): every process draws the *same* global batch from the
+What is split how (README, "Scaling out"; drift measured: results/README.md): every process draws the *same* global batch from the
 same generator and keeps its own shard (``World.shard``), so the random stream — and so the run —
 is the one-process run's. Self-supervised methods shard the images of a batch, gather embeddings
 for their losses (lightly's ``gather_distributed``) and synchronise batch norm (``train.sync_batchnorm``);

@@ -138,8 +138,8 @@ def cuda_driver() -> str | None:
 def replay_key(record: dict) -> tuple | None:
     """What must be equal for two runs of one configuration and seed to be bit-identical (None: the
     record names no kernels). The CPU's vendor counts even at a pinned level: pinned to AVX2, an Intel
-    Xeon gave the main job 87.26% where AMD EPYC machines with and without AVX-512 gave 87.42% (README,
-    Reliability). oneDNN left to choose its ISA picks by the CPU's flags, so those count then."""
+    Xeon gave the main job 87.26% where AMD EPYC machines with and without AVX-512 gave 87.42% (results/README.md,
+    "CPU kernels and exact replay"). oneDNN left to choose its ISA picks by the CPU's flags, so those count then."""
     kernels = record.get("kernels")
     if not kernels:
         return None

@@ -22,7 +22,7 @@ COMMON = ["train.log_every=1", "train.checkpoint_every=1000", "bench.episodes=60
 CASES = {  # method: (settings, steps run, steps compared to 1e-4, test accuracy compared)
     "protonet": (["train.batch_size=2", "method.train_ways=5", "method.train_queries=3"], 20, 20, True),
     # SimCLR on this conv4 turns any float32 rounding difference into ~1e-3 by step 3 and points of accuracy
-    # by step 20 (README, "Scaling out"; tests/perf/rounding_drift.py). So steps 1-2 are compared to 1e-4:
+    # by step 20 (results/README.md, "Several processes: how far they drift"; tests/perf/rounding_drift.py). So steps 1-2 are compared to 1e-4:
     # the first forward (shares, gathered embeddings, synchronised batch norm) and the first update
     # (averaged gradients); over 20 steps the 2-process run may drift no further than twice as far as the
     # 1-process run drifts from itself under a rounding-level change (oneDNN's convolutions off).

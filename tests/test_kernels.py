@@ -42,7 +42,7 @@ def test_replay_is_exact_only_on_the_same_kernels():
     other_cpu = {"kernels": {**base["kernels"], "cpu": {"arch": "x86_64", "flags_digest": "b"}}}
     assert kernels.replay_key(base) == kernels.replay_key(other_cpu)  # pinned: the CPU's other flags do not count
     intel = {"kernels": {**base["kernels"], "cpu": {"arch": "x86_64", "vendor": "GenuineIntel", "flags_digest": "a"}}}
-    assert kernels.replay_key(intel) != kernels.replay_key(base)  # but its vendor does (README, Reliability)
+    assert kernels.replay_key(intel) != kernels.replay_key(base)  # but its vendor does (results/README.md, CPU kernels)
     native = {"kernels": {**base["kernels"], "onednn_isa": "native"}}
     native_other = {"kernels": {**native["kernels"], "cpu": {"arch": "x86_64", "flags_digest": "b"}}}
     assert kernels.replay_key(native) != kernels.replay_key(native_other)

@@ -1,6 +1,6 @@
 """How far a run on N processes drifts from the 1-process run, against how far the 1-process run drifts
 from itself under a rounding-level change (torch's oneDNN convolutions switched off): the training loss's
-relative difference at each step and the test accuracies. The README's "Scaling out" numbers:
+relative difference at each step and the test accuracies. The numbers of results/README.md's "Several processes: how far they drift":
 
     python tests/perf/rounding_drift.py --method simclr --set train.batch_size=32 --set method.projection_hidden=64 \\
         --set method.projection_dim=32 --set train.optimizer=sgd --set train.lr=0.03 --set train.exact_batchnorm=true
