@@ -8,6 +8,7 @@ import os
 import shlex
 import signal
 import sys
+import textwrap
 from pathlib import Path
 
 from harness import accounting, kernels, reproduce, site, tune
@@ -30,18 +31,23 @@ COMMAND_MODULES = (data_commands, report_commands, sweep_commands, tune, reprodu
 # ------------------------------------------------------------------------------------------ list
 
 
+LIST_WIDTH = 160  # characters a listing fits where the output is not a terminal (a file, a pipe)
+
+
 def cmd_list(args) -> int:
-    from tabulate import tabulate
+    from harness.terminal import fitted, terminal_width
 
     kinds = [args.kind] if args.kind else ["methods", "benchmarks", "heads"]
     for kind in kinds:
         rows = list_rows(kind)
         headers = ["name", "family", "description", "defaults"] if kind == "methods" else ["name", "description", "defaults"]
         print(f"{kind}:")
-        print(tabulate(rows, headers=headers, tablefmt="simple", maxcolwidths=[None] * (len(headers) - 2) + [60, 60]))
+        print(fitted(rows, headers, wrap=["description", "defaults"], drop=["family"],
+                     width=terminal_width() or LIST_WIDTH, tablefmt="simple"))
         if kind == "methods":
-            print("defaults: each preset's `default` level; a benchmark's family or name may change them: "
-                  "`harness show METHOD --bench BENCHMARK` gives every value a run gets there")
+            print(textwrap.fill("defaults: each preset's `default` level; a benchmark's family or name may change "
+                                "them: `harness show METHOD --bench BENCHMARK` gives every value a run gets there",
+                                terminal_width() or LIST_WIDTH))
         print()
     return 0
 

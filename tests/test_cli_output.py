@@ -79,6 +79,14 @@ def test_results_fit_the_terminal(columns, capsys, monkeypatch):
     assert len(results(capsys, LAKE_RUNS, "--format", "md").splitlines()) == 2 + len(run_ids)  # md is never wrapped
 
 
+@pytest.mark.parametrize("columns", [80, 120])
+def test_listings_fit_the_terminal(columns, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", str(columns))
+    assert run_cli("list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines[:-1])) <= columns and any(line.startswith("bmssl ") for line in lines)
+
+
 def test_fitted_wraps_long_columns_and_drops_optional_ones():
     rows = [["a" * 40, 1, "short", "x" * 30], ["b" * 10, 22, "tiny", ""]]
     headers = ["name", "n", "kind", "note"]
