@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -94,11 +94,10 @@ def resolve(method: str, benchmark: str, config_file: str | None = None, sets: l
     if not cfg.eval.test and not (cfg.data.holdout or bench.spec.splits.get("val")):
         raise ConfigError(f"eval.test=false scores only the validation split, and {spec.name} has none: "
                           "set data.holdout to a group of training classes")
+    if "backbone" in {f.name for f in fields(cls.Config)}:  # every method with a backbone, before its own checks
+        check_backbone(cfg.method.backbone, bench.dataset.channels, cfg.data.image_size)
     cls.check_config(cfg, bench)
     check_head(cls, cfg.eval.head)
-    backbone = getattr(cfg.method, "backbone", None)
-    if backbone:
-        check_backbone_input(backbone, bench.dataset.channels, cfg.data.image_size)
     return Resolved(cfg, entry, bench, cls)
 
 
@@ -115,19 +114,19 @@ def check_head(cls: type, head: str) -> None:
 
 
 @lru_cache(maxsize=None)
-def check_backbone_input(backbone: str, channels: int, image_size: int) -> None:
-    """Pass shape-only inputs through the backbone (on torch's meta device: no memory, no random
-    numbers drawn) so that an image size it cannot take is a config error before any work starts."""
-    import torch
+def check_backbone(backbone: str, channels: int, image_size: int) -> None:
+    """``method.backbone`` is registered (closest-match error) and takes the run's images: shape-only
+    inputs pass through it on torch's meta device, so an image size it cannot take is a config error
+    before any work starts."""
+    BACKBONES.get(backbone)
+    from harness.backbones import feature_dims
 
-    with torch.device("meta"):
-        model = BACKBONES.get(backbone).load()(channels, image_size).eval()
-        try:
-            model(torch.zeros(1, channels, image_size, image_size))
-        except RuntimeError as exc:
-            raise ConfigError(f"data.image_size={image_size} is too small for the {backbone} backbone "
-                              f"({str(exc).splitlines()[0]}); use a larger data.image_size or another "
-                              f"method.backbone") from None
+    try:
+        feature_dims(backbone, channels, image_size, (image_size,))
+    except RuntimeError as exc:
+        raise ConfigError(f"data.image_size={image_size} is too small for the {backbone} backbone "
+                          f"({str(exc).splitlines()[0]}); use a larger data.image_size or another "
+                          f"method.backbone") from None
 
 
 def check_training_classes(run: RunConfig, benchmark: Benchmark, key: str, ways: int) -> None:

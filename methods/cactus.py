@@ -25,7 +25,6 @@ from typing import Literal
 import numpy as np
 import torch
 
-from harness.catalog import BACKBONES
 from harness.config import at_least
 from harness.errors import ConfigError
 from harness.method import TrainData
@@ -60,7 +59,6 @@ class Cactus:
     @classmethod
     def check_config(cls, run, benchmark) -> None:
         cfg = run.method
-        BACKBONES.get(cfg.backbone)
         if bool(cfg.encoder_run) == bool(cfg.encoder_steps):
             raise ConfigError(f"CACTUs takes its embedding from either method.encoder_steps (train {cfg.encoder} "
                               f"within the run) or method.encoder_run (a finished {cfg.encoder} run's directory), "
