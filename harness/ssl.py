@@ -11,6 +11,8 @@ from harness.augment import make_views
 from harness.method import EncoderMethod
 from harness.samplers import sample_images
 
+SCHEDULE_STEPS = 10_000  # training progress 0..1 in lightly's step units (its step-based schedules)
+
 
 def env_view_generator(env, kind: str = "simclr", size: int = 0, **changes):
     """A view generator for a method's run (``env.views``: its ``views.*`` settings) at ``size`` px

@@ -18,11 +18,10 @@ import torch.nn.functional as F
 from harness.backbones import feature_dims
 from harness.config import at_least, positive, probability
 from harness.errors import ConfigError
-from harness.ssl import SelfSupervised
+from harness.ssl import SCHEDULE_STEPS, SelfSupervised
 
 GLOBAL_VIEWS = 2  # the views at full resolution; the small crops follow them
 SMALL_CROP_RATIO = 96 / 224  # both papers: 96 px small crops of 224 px images
-SCHEDULE_STEPS = 10_000  # training progress 0..1 in lightly's step units (as byol.py's momentum schedule)
 
 
 @dataclass
