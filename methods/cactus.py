@@ -87,6 +87,11 @@ class Cactus:
         self.register_buffer("partition_labels", empty)  # filled when meta-training starts; checkpointed
         self.sampler = None
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if "partition_labels" in state_dict and not hasattr(self, "partition_labels"):  # scored again: no setup
+            self.register_buffer("partition_labels", torch.empty_like(state_dict["partition_labels"], device=self.env.device))
+        return super().load_state_dict(state_dict, strict, assign)
+
     def load_encoder(self, run_dir: Path) -> None:
         from harness.checkpoint import RESUME_FIX, read_checkpoint
 
