@@ -29,18 +29,35 @@ class Resolved:
 
 
 VIEWS_PRESET = "views"  # presets/views.yaml: the views.* settings per benchmark family, for every method with views
+DEFAULT, TINY = "default", "tiny"  # a preset's sections besides families and benchmarks (never taken for one)
 
 
-def preset_layers(presets: list[str], *keys: str) -> list[tuple[str, Overrides]]:
-    """The presets' ``default`` settings, then their settings for each of ``keys`` (the benchmark's
-    family, then the benchmark's own name), as (source, settings); at each level the later preset wins."""
+def preset_trees(presets: list[str]) -> list[tuple[str, dict]]:
+    """(name, YAML tree) of each preset file (an empty tree where a method has none)."""
     trees = []
     for preset in presets:
         path = resources.files("harness.methods").joinpath("presets", f"{preset}.yaml")
         trees.append((preset, (read_yaml(path.read_text(), f"preset {preset}.yaml") or {}) if path.is_file() else {}))
+    return trees
+
+
+def preset_layers(presets: list[str], *keys: str) -> list[tuple[str, Overrides]]:
+    """The presets' ``default`` settings, then their settings for each of ``keys`` (the benchmark's
+    family, then the benchmark's own name), as (source, settings); at each level the later preset wins.
+    A family or benchmark named like a section (``default``, ``tiny``) takes no settings from it."""
+    trees = preset_trees(presets)
     return [(source, Overrides.from_tree(tree[key], source))
-            for key in ("default", *keys) for preset, tree in trees if tree.get(key)
-            for source in [f"preset {preset}.yaml [{key}]"]]
+            for key in (DEFAULT, *(k for k in keys if k not in (DEFAULT, TINY))) for preset, tree in trees
+            if tree.get(key) for source in [f"preset {preset}.yaml [{key}]"]]
+
+
+def tiny_settings(method: str) -> Overrides:
+    """A method's tiny settings: its presets' ``tiny:`` blocks (the later preset wins), the smallest that
+    still train every part of it in a few steps; the method-contract tests run every method with them."""
+    from harness.methods import METHODS
+
+    return Overrides().merged(*(Overrides.from_tree(tree[TINY], f"preset {preset}.yaml [{TINY}]")
+                                for preset, tree in preset_trees(METHODS.get(method).presets) if tree.get(TINY)))
 
 
 def presets_of(entry, cls) -> list[str]:
