@@ -33,12 +33,25 @@ def resnet18(channels: int, image_size: int) -> nn.Module:
     return model
 
 
+def backbone(name: str, channels: int, image_size: int) -> nn.Module:
+    """The registered backbone ``name`` for inputs of ``channels`` × ``image_size``²."""
+    return BACKBONES.get(name).load()(channels, image_size)
+
+
 def build_backbone(name: str, channels: int, image_size: int) -> tuple[nn.Module, int]:
     """(backbone, feature dimension) for inputs of ``channels`` × ``image_size``²."""
-    model = BACKBONES.get(name).load()(channels, image_size)
+    model = backbone(name, channels, image_size)
     was_training = model.training
     model.eval()
     with torch.no_grad():
         dim = model(torch.zeros(2, channels, image_size, image_size)).flatten(1).shape[1]
     model.train(was_training)
     return model, dim
+
+
+def feature_dims(name: str, channels: int, image_size: int, sizes: tuple[int, ...]) -> list[int]:
+    """The feature dimension of the backbone made for ``image_size`` on inputs of each of ``sizes`` px,
+    on torch's meta device (no memory, no random numbers drawn); RuntimeError where a size is too small."""
+    with torch.device("meta"):
+        model = backbone(name, channels, image_size).eval()
+        return [model(torch.zeros(1, channels, size, size)).flatten(1).shape[1] for size in sizes]

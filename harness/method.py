@@ -3,7 +3,8 @@
 A method declares its own ``Config`` dataclass (the ``method.*`` group), says whether it trains and
 whether it may see labels, and implements what the shared runner and evaluation call:
 ``setup`` → ``parameter_groups`` → ``training_step`` (repeated: returns the loss) → ``embed``
-(frozen-encoder heads) or ``solve_episodes`` (the ``adapt`` head). The runner owns optimisation
+(frozen-encoder heads) or ``solve_episodes`` (the ``adapt`` head). ``EncoderMethod`` is the base of
+those scored on a backbone's features (the self-supervised methods, ProtoNet, supervised). The runner owns optimisation
 (``harness.optim``: optimisers, zeroing, backward, clipping, stepping, the schedule), seeding, budgets,
 checkpoints, logging and records.
 """
@@ -16,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from harness.backbones import build_backbone
 from harness.config import RunConfig, ViewConfig
 from harness.distributed import SINGLE, World
 from harness.errors import ConfigError
@@ -117,3 +119,17 @@ class Method(nn.Module):
         """The ``adapt`` head: uint8 support [E, S, C, H, W] + labels, queries [E, M, ...] → logits [E, M, N].
         Called outside ``torch.no_grad`` so that methods can take gradient steps; others should disable grad."""
         raise NotImplementedError(f"{type(self).__name__} does not adapt per episode; use an embedding head")
+
+
+class EncoderMethod(Method):
+    """Base for methods scored on a backbone's features: ``encoder`` (``cfg.backbone``, channels-last)
+    with ``feature_dim``-d outputs, and ``embed`` = its flattened features of the normalised images."""
+
+    def __init__(self, cfg: Any, env: MethodEnv):
+        super().__init__(cfg, env)
+        self.encoder, self.feature_dim = build_backbone(cfg.backbone, env.channels, env.image_size)
+        self.encoder.to(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.normalize(images)).flatten(1)

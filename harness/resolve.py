@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -34,22 +34,37 @@ class Resolved:
 
 
 VIEWS_PRESET = "views"  # presets/views.yaml: the views.* settings per benchmark family, for every method with views
+DEFAULT, TINY = "default", "tiny"  # a preset's sections besides families and benchmarks (never taken for one)
+
+
+def preset_trees(presets: list[str]) -> list[tuple[str, dict]]:
+    """(name, YAML tree) of each preset file (an empty tree where a method has none)."""
+    return [(preset, read_preset(preset)) for preset in presets]
 
 
 def preset_layers(presets: list[str], *keys: str) -> list[tuple[str, Overrides]]:
     """The presets' ``default`` settings, then their settings for each of ``keys`` (the benchmark's
-    family, then the benchmark's own name), as (source, settings); at each level the later preset wins."""
-    trees = [(preset, read_preset(preset)) for preset in presets]
+    family, then the benchmark's own name), as (source, settings); at each level the later preset wins.
+    A family or benchmark named like a section (``default``, ``tiny``) takes no settings from it."""
+    trees = preset_trees(presets)
     return [(source, Overrides.from_tree(tree[key], source))
-            for key in ("default", *keys) for preset, tree in trees if tree.get(key)
-            for source in [f"preset {preset}.yaml [{key}]"]]
+            for key in (DEFAULT, *(k for k in keys if k not in (DEFAULT, TINY))) for preset, tree in trees
+            if tree.get(key) for source in [f"preset {preset}.yaml [{key}]"]]
+
+
+def tiny_settings(method: str) -> Overrides:
+    """A method's tiny settings: its presets' ``tiny:`` blocks (the later preset wins), the smallest that
+    still train every part of it in a few steps; the method-contract tests run every method with them."""
+    from harness.methods import METHODS
+
+    return Overrides().merged(*(Overrides.from_tree(tree[TINY], f"preset {preset}.yaml [{TINY}]")
+                                for preset, tree in preset_trees(METHODS.get(method).presets) if tree.get(TINY)))
 
 
 def preset_levels(presets: list[str]) -> list[tuple[str, Overrides]]:
     """Every level of the presets (``default`` first, then each family or benchmark they name), as
     (source, settings)."""
-    levels = {key: None for preset in presets for key in (read_preset(preset) or {})}
-    return preset_layers(presets, *(key for key in levels if key != "default"))
+    return preset_layers(presets, *dict.fromkeys(key for _, tree in preset_trees(presets) for key in tree))
 
 
 def read_preset(preset: str) -> dict:
@@ -118,11 +133,10 @@ def resolve(method: str, benchmark: str, config_file: str | None = None, sets: l
     if not cfg.eval.test and not (cfg.data.holdout or bench.spec.splits.get("val")):
         raise ConfigError(f"eval.test=false scores only the validation split, and {spec.name} has none: "
                           "set data.holdout to a group of training classes")
+    if "backbone" in {f.name for f in fields(cls.Config)}:  # every method with a backbone, before its own checks
+        check_backbone(cfg.method.backbone, bench.dataset.channels, cfg.data.image_size)
     cls.check_config(cfg, bench)
     check_head(cls, cfg.eval.head)
-    backbone = getattr(cfg.method, "backbone", None)
-    if backbone:
-        check_backbone_input(backbone, bench.dataset.channels, cfg.data.image_size)
     return Resolved(cfg, entry, bench, cls, origins)
 
 
@@ -139,19 +153,19 @@ def check_head(cls: type, head: str) -> None:
 
 
 @lru_cache(maxsize=None)
-def check_backbone_input(backbone: str, channels: int, image_size: int) -> None:
-    """Pass shape-only inputs through the backbone (on torch's meta device: no memory, no random
-    numbers drawn) so that an image size it cannot take is a config error before any work starts."""
-    import torch
+def check_backbone(backbone: str, channels: int, image_size: int) -> None:
+    """``method.backbone`` is registered (closest-match error) and takes the run's images: shape-only
+    inputs pass through it on torch's meta device, so an image size it cannot take is a config error
+    before any work starts."""
+    BACKBONES.get(backbone)
+    from harness.backbones import feature_dims
 
-    with torch.device("meta"):
-        model = BACKBONES.get(backbone).load()(channels, image_size).eval()
-        try:
-            model(torch.zeros(1, channels, image_size, image_size))
-        except RuntimeError as exc:
-            raise ConfigError(f"data.image_size={image_size} is too small for the {backbone} backbone "
-                              f"({str(exc).splitlines()[0]}); use a larger data.image_size or another "
-                              f"method.backbone") from None
+    try:
+        feature_dims(backbone, channels, image_size, (image_size,))
+    except RuntimeError as exc:
+        raise ConfigError(f"data.image_size={image_size} is too small for the {backbone} backbone "
+                          f"({str(exc).splitlines()[0]}); use a larger data.image_size or another "
+                          f"method.backbone") from None
 
 
 def check_data(resolved: Resolved, download: bool = False) -> None:

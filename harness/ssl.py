@@ -8,10 +8,10 @@ import dataclasses
 import torch
 
 from harness.augment import make_views
-from harness.backbones import build_backbone
-from harness.catalog import BACKBONES
-from harness.method import Method
+from harness.method import EncoderMethod
 from harness.samplers import sample_images
+
+SCHEDULE_STEPS = 10_000  # training progress 0..1 in lightly's step units (its step-based schedules)
 
 
 def env_view_generator(env, kind: str = "simclr", size: int = 0, **changes):
@@ -21,7 +21,7 @@ def env_view_generator(env, kind: str = "simclr", size: int = 0, **changes):
     return make_views(view_cfg, env.channels, size or env.image_size, env.mean, env.std, kind)
 
 
-class SelfSupervised(Method):
+class SelfSupervised(EncoderMethod):
     """Base for methods that learn an encoder without labels (they never receive any) from augmented
     views (the run's ``views.*`` settings). The default step: a batch of ``train.batch_size`` images, one
     batch of views from each of ``view_generators()``, then ``loss(views, progress)`` — on several
@@ -30,15 +30,6 @@ class SelfSupervised(Method):
     uses_labels = False
     uses_views = True
     synced_batchnorm = True  # on several processes each takes a share of the batch's images
-
-    @classmethod
-    def check_config(cls, run, benchmark) -> None:
-        BACKBONES.get(run.method.backbone)
-
-    def __init__(self, cfg, env):
-        super().__init__(cfg, env)
-        self.encoder, self.feature_dim = build_backbone(cfg.backbone, env.channels, env.image_size)
-        self.encoder.to(memory_format=torch.channels_last)
 
     def setup(self, data) -> None:
         self.views = self.view_generators()
@@ -64,7 +55,3 @@ class SelfSupervised(Method):
     def image_batch(self, data, size: int, generator: torch.Generator) -> torch.Tensor:
         """``size`` distinct unlabeled training images (uint8, on the data's device)."""
         return data.images[sample_images(len(data.images), size, generator).to(data.images.device)]
-
-    @torch.no_grad()
-    def embed(self, images):
-        return self.encoder(self.normalize(images)).flatten(1)

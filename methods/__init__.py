@@ -1,6 +1,7 @@
 """Method registry. Each method is one module in this package; entries are lazy, so listing the
 methods imports none of them. A method's defaults per benchmark family are in ``presets/<preset>.yaml``
-(``a+b``: b's settings over a's);
+(``a+b``: b's settings over a's), with a ``tiny:`` block of the smallest settings that train every part
+of it (tests/test_method_contract.py runs every registered method with them);
 ``fixed`` settings define an ablation and cannot be overridden."""
 
 from __future__ import annotations

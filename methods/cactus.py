@@ -25,7 +25,6 @@ from typing import Literal
 import numpy as np
 import torch
 
-from harness.catalog import BACKBONES
 from harness.config import at_least
 from harness.errors import ConfigError
 from harness.method import TrainData
@@ -60,7 +59,6 @@ class Cactus:
     @classmethod
     def check_config(cls, run, benchmark) -> None:
         cfg = run.method
-        BACKBONES.get(cfg.backbone)
         if bool(cfg.encoder_run) == bool(cfg.encoder_steps):
             raise ConfigError(f"CACTUs takes its embedding from either method.encoder_steps (train {cfg.encoder} "
                               f"within the run) or method.encoder_run (a finished {cfg.encoder} run's directory), "
@@ -88,6 +86,11 @@ class Cactus:
         empty = torch.full((self.cfg.partitions, len(data.images)), -1, dtype=torch.long, device=self.env.device)
         self.register_buffer("partition_labels", empty)  # filled when meta-training starts; checkpointed
         self.sampler = None
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if "partition_labels" in state_dict and not hasattr(self, "partition_labels"):  # scored again: no setup
+            self.register_buffer("partition_labels", torch.empty_like(state_dict["partition_labels"], device=self.env.device))
+        return super().load_state_dict(state_dict, strict, assign)
 
     def load_encoder(self, run_dir: Path) -> None:
         from harness.checkpoint import RESUME_FIX, read_checkpoint

@@ -1,6 +1,6 @@
 """DINO (Caron et al. 2021, "Emerging Properties in Self-Supervised Vision Transformers") on lightly:
 a student (encoder + ``DINOProjectionHead``) matches a teacher, the student's momentum copy
-(``update_momentum`` with the ``cosine_schedule`` of the momentum from ``momentum_base`` to 1 over
+(harness/momentum.py: ``update_momentum`` with the ``cosine_schedule`` of the momentum from ``momentum_base`` to 1 over
 training progress), through ``DINOLoss``: cross-entropy between the teacher's centred, sharpened
 softmax on the two global views and the student's on every other view (centre momentum 0.9; the
 teacher temperature warms up linearly over the first ``teacher_temp_warmup_fraction`` of training).
@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import torch
 
 from harness.config import at_least, positive, probability
-from harness.methods.swav import GLOBAL_VIEWS, SCHEDULE_STEPS, MultiCrop, MultiCropConfig
+from harness.methods.swav import GLOBAL_VIEWS, MultiCrop, MultiCropConfig
+from harness.momentum import MomentumTargets
 
 
 @dataclass
@@ -49,22 +50,16 @@ def dino_head(feature_dim: int, cfg: DINOConfig):
         return DINOProjectionHead(feature_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.output_dim)
 
 
-class DINO(MultiCrop):
+class DINO(MomentumTargets, MultiCrop):
     Config = DINOConfig
+    momentum_pairs = (("encoder", "teacher_encoder"), ("head", "teacher_head"))
 
     def __init__(self, cfg: DINOConfig, env):
         super().__init__(cfg, env)
-        import copy
-
         from lightly.loss import DINOLoss
-        from lightly.models.utils import deactivate_requires_grad
 
         self.head = dino_head(self.feature_dim, cfg)
-        self.teacher_encoder = copy.deepcopy(self.encoder)
-        self.teacher_head = dino_head(self.feature_dim, cfg)  # weight norm cannot be deep-copied: load the student
-        self.teacher_head.load_state_dict(self.head.state_dict())
-        deactivate_requires_grad(self.teacher_encoder)
-        deactivate_requires_grad(self.teacher_head)
+        self.make_targets()
         self.criterion = DINOLoss(cfg.output_dim, cfg.warmup_teacher_temp, cfg.teacher_temp,
                                   student_temp=cfg.student_temp, center_momentum=cfg.center_momentum)
 
@@ -73,12 +68,12 @@ class DINO(MultiCrop):
                 self.view_generator("byol2", gaussian_blur=self.cfg.gaussian_blur_2,
                                     solarization_prob=self.cfg.solarization_prob_2)]
 
-
-    def momentum(self, progress: float) -> float:
-        """τ from ``momentum_base`` to 1 along training progress (steps, or the time budget)."""
-        from lightly.utils.scheduler import cosine_schedule
-
-        return cosine_schedule(round(progress * SCHEDULE_STEPS), SCHEDULE_STEPS + 1, self.cfg.momentum_base, 1.0)
+    def target_copy(self, online):
+        if online is not self.head:
+            return super().target_copy(online)
+        teacher = dino_head(self.feature_dim, self.cfg)  # weight norm cannot be deep-copied: load the student
+        teacher.load_state_dict(online.state_dict())
+        return teacher
 
     def teacher_temperature(self, progress: float) -> float:
         """Linear from ``warmup_teacher_temp`` to ``teacher_temp`` over the warm-up, then constant."""
@@ -88,11 +83,7 @@ class DINO(MultiCrop):
 
     def loss(self, views, progress):
         """Momentum update of the teacher, then the student's loss on all views against the teacher's on the global two."""
-        from lightly.models.utils import update_momentum
-
-        m = self.momentum(progress)
-        update_momentum(self.encoder, self.teacher_encoder, m)
-        update_momentum(self.head, self.teacher_head, m)
+        m = self.update_targets(progress)
         # lightly's freeze_last_layer: no gradient, so the runner's optimiser leaves the last layer as it is
         # (its directions weight_v; its norms weight_g stay 1, lightly's norm_last_layer)
         self.head.last_layer.weight_v.requires_grad_(progress >= self.cfg.freeze_last_layer_fraction)

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.backbones import build_backbone
-from harness.catalog import BACKBONES
 from harness.config import at_least, positive
 from harness.errors import ConfigError
 from harness.libs import learn2learn
@@ -54,7 +53,6 @@ class MAML(Method):
 
     @classmethod
     def check_config(cls, run, benchmark) -> None:
-        BACKBONES.get(run.method.backbone)
         benchmark.check_training_classes(run, "bench.ways", run.bench.ways)
 
     def __init__(self, cfg: MAMLConfig, env):

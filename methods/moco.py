@@ -1,6 +1,6 @@
 """MoCo v2 (He et al. 2020, "Momentum Contrast for Unsupervised Visual Representation Learning";
 Chen et al. 2020, "Improved Baselines with Momentum Contrastive Learning") on lightly: a query encoder
-+ 2-layer MLP head (``MoCoProjectionHead``), a momentum key encoder (``update_momentum`` with the
++ 2-layer MLP head (``MoCoProjectionHead``), a momentum key encoder (harness/momentum.py: ``update_momentum`` with the
 ``cosine_schedule`` of the momentum from ``momentum_base`` to 1 over training progress, as lightly's
 examples; the paper keeps it at 0.999) and InfoNCE against a queue of past keys (``NTXentLoss`` with
 ``memory_bank_size``). The queue is part of the method's state (in ``state_dict``, so in checkpoints),
@@ -9,12 +9,12 @@ single-device examples (the paper's shuffling BN is a multi-GPU measure)."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import torch
 
 from harness.config import at_least, positive
+from harness.momentum import MomentumTargets
 from harness.ssl import SelfSupervised
 
 
@@ -31,40 +31,26 @@ class MoCoConfig:
     symmetric: bool = False  # also view 2 as queries against view 1's keys (both keys enqueued)
 
 
-class MoCo(SelfSupervised):
+class MoCo(MomentumTargets, SelfSupervised):
     Config = MoCoConfig
+    momentum_pairs = (("encoder", "key_encoder"), ("projection", "key_projection"))
 
     def __init__(self, cfg: MoCoConfig, env):
         super().__init__(cfg, env)
         from lightly.loss import NTXentLoss
         from lightly.models.modules import MoCoProjectionHead
-        from lightly.models.utils import deactivate_requires_grad
 
         self.projection = MoCoProjectionHead(self.feature_dim, cfg.projection_hidden, cfg.projection_dim)
-        self.key_encoder = copy.deepcopy(self.encoder)
-        self.key_projection = copy.deepcopy(self.projection)
-        deactivate_requires_grad(self.key_encoder)
-        deactivate_requires_grad(self.key_projection)
+        self.make_targets()
         self.criterion = NTXentLoss(temperature=cfg.temperature, memory_bank_size=(cfg.queue_size, cfg.projection_dim))
         queue = self.criterion.memory_bank  # lightly keeps it out of state_dict; checkpoints need it
         for name in ("bank", "bank_ptr"):
             queue.register_buffer(name, getattr(queue, name), persistent=True)
 
-
-    def momentum(self, progress: float) -> float:
-        """m from ``momentum_base`` to 1 along training progress (steps, or the time budget)."""
-        from lightly.utils.scheduler import cosine_schedule
-
-        return cosine_schedule(round(progress * 10_000), 10_001, self.cfg.momentum_base, 1.0)
-
     def loss(self, views, progress):
         """Momentum update of the key encoder, then InfoNCE of the queries (view 1; both views when
         symmetric) against their keys (the other view) and the queue, which then takes the keys."""
-        from lightly.models.utils import update_momentum
-
-        m = self.momentum(progress)
-        update_momentum(self.encoder, self.key_encoder, m)
-        update_momentum(self.projection, self.key_projection, m)
+        m = self.update_targets(progress)
         queries, keys = (views, views[::-1]) if self.cfg.symmetric else (views[:1], views[1:2])
         q = self.projection(self.encoder(torch.cat(queries)).flatten(1))
         with torch.no_grad():

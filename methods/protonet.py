@@ -17,13 +17,11 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from harness.backbones import build_backbone
-from harness.catalog import BACKBONES
 from harness.config import at_least
 from harness.distributed import meta_batch_statistics
 from harness.heads import prototypes
 from harness.libs import learn2learn
-from harness.method import Method
+from harness.method import EncoderMethod
 from harness.samplers import EpisodeSampler
 
 
@@ -49,20 +47,17 @@ def prototype_logits(support, support_labels, query, ways: int, distance: str = 
     return -classifier.euclidean_distance(protos, query)
 
 
-class ProtoNet(Method):
+class ProtoNet(EncoderMethod):
     Config = ProtoNetConfig
     splits = "tasks"  # several processes: a share of the meta-batch's episodes each
 
     @classmethod
     def check_config(cls, run, benchmark) -> None:
-        BACKBONES.get(run.method.backbone)
         key = "method.train_ways" if run.method.train_ways else "bench.ways"
         benchmark.check_training_classes(run, key, run.method.train_ways or run.bench.ways)
 
     def __init__(self, cfg: ProtoNetConfig, env):
         super().__init__(cfg, env)
-        self.encoder, self.feature_dim = build_backbone(cfg.backbone, env.channels, env.image_size)
-        self.encoder.to(memory_format=torch.channels_last)
         self.ways = cfg.train_ways or env.ways
         self.shots = cfg.train_shots or env.shots
 
@@ -89,7 +84,3 @@ class ProtoNet(Method):
         logits = prototype_logits(features[: len(support)], support_labels, features[len(support):], self.ways,
                                   self.cfg.distance)
         return {"loss": F.cross_entropy(logits, query_labels), "accuracy": (logits.argmax(1) == query_labels).float().mean()}
-
-    @torch.no_grad()
-    def embed(self, images):
-        return self.encoder(self.normalize(images)).flatten(1)

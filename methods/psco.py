@@ -2,7 +2,7 @@
 Contrastive Learning", ICLR; reference code github.com/alinlab/PsCo, ``models.py: PsCoMoCo``) on lightly.
 
 An online encoder f + projector g (``MoCoProjectionHead`` with batch norm, as the authors' 2-layer MLP)
-+ predictor h (``BYOLPredictionHead``), and a momentum copy of f and g (``update_momentum`` with the
++ predictor h (``BYOLPredictionHead``), and a momentum copy of f and g (harness/momentum.py: ``update_momentum`` with the
 ``cosine_schedule`` of the momentum from ``momentum_base`` to 1 over training progress, as moco.py; the
 authors keep it at 0.99). A FIFO queue of the last ``queue_size`` momentum keys. Each step, a batch of N
 unlabeled images in two views:
@@ -27,7 +27,6 @@ projected supports with the predicted queries, which the harness's shared heads 
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -35,9 +34,8 @@ import torch.nn.functional as F
 
 from harness.config import at_least, positive
 from harness.errors import ConfigError
+from harness.momentum import MomentumTargets
 from harness.ssl import SelfSupervised
-
-SCHEDULE_STEPS = 10_000  # training progress 0..1 in lightly's step units (as moco.py)
 
 
 @dataclass
@@ -82,8 +80,9 @@ def supcon_loss(queries: torch.Tensor, supports: torch.Tensor, temperature: floa
     return (logits.logsumexp(dim=1) - own.mean(dim=1)).mean()
 
 
-class PsCo(SelfSupervised):
+class PsCo(MomentumTargets, SelfSupervised):
     Config = PsCoConfig
+    momentum_pairs = (("encoder", "key_encoder"), ("projection", "key_projection"))
 
     @classmethod
     def check_config(cls, run, benchmark) -> None:
@@ -102,23 +101,13 @@ class PsCo(SelfSupervised):
     def __init__(self, cfg: PsCoConfig, env):
         super().__init__(cfg, env)
         from lightly.models.modules import BYOLPredictionHead, MoCoProjectionHead
-        from lightly.models.utils import deactivate_requires_grad
 
         self.projection = MoCoProjectionHead(self.feature_dim, cfg.projection_hidden, cfg.projection_dim, batch_norm=True)
         self.prediction = BYOLPredictionHead(cfg.projection_dim, cfg.prediction_hidden, cfg.projection_dim)
-        self.key_encoder = copy.deepcopy(self.encoder)
-        self.key_projection = copy.deepcopy(self.projection)
-        deactivate_requires_grad(self.key_encoder)
-        deactivate_requires_grad(self.key_projection)
+        self.make_targets()
         # As the authors' code: the queue starts as random unit vectors (replaced within M/N steps).
         self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_size, cfg.projection_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
-
-    def momentum(self, progress: float) -> float:
-        """m from ``momentum_base`` to 1 along training progress (steps, or the time budget)."""
-        from lightly.utils.scheduler import cosine_schedule
-
-        return cosine_schedule(round(progress * SCHEDULE_STEPS), SCHEDULE_STEPS + 1, self.cfg.momentum_base, 1.0)
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
@@ -139,12 +128,8 @@ class PsCo(SelfSupervised):
         """Momentum update, then the pseudo-supervised contrastive loss of the queries (view 1) on the
         pseudo-task built from their keys (view 2) and the queue, plus MoCo's InfoNCE; then the keys
         enter the queue."""
-        from lightly.models.utils import update_momentum
-
         cfg = self.cfg
-        m = self.momentum(progress)
-        update_momentum(self.encoder, self.key_encoder, m)
-        update_momentum(self.projection, self.key_projection, m)
+        m = self.update_targets(progress)
         q = F.normalize(self.prediction(self.projection(self.encoder(views[0]).flatten(1))), dim=1)
         with torch.no_grad():
             z = F.normalize(self.key_projection(self.key_encoder(views[1]).flatten(1)), dim=1)

@@ -12,9 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.backbones import build_backbone
-from harness.catalog import BACKBONES
-from harness.method import Method
+from harness.method import EncoderMethod
 from harness.samplers import sample_images
 
 
@@ -23,19 +21,13 @@ class SupervisedConfig:
     backbone: str = "conv4"
 
 
-class Supervised(Method):
+class Supervised(EncoderMethod):
     Config = SupervisedConfig
     uses_labels = True
     default_head = "prototype"
 
-    @classmethod
-    def check_config(cls, run, benchmark) -> None:
-        BACKBONES.get(run.method.backbone)
-
     def __init__(self, cfg: SupervisedConfig, env):
         super().__init__(cfg, env)
-        self.encoder, self.feature_dim = build_backbone(cfg.backbone, env.channels, env.image_size)
-        self.encoder.to(memory_format=torch.channels_last)
         self.classifier = None  # its size is the training classes': made in setup
 
     def build_classifier(self, classes: int) -> None:
@@ -58,7 +50,3 @@ class Supervised(Method):
         """Cross-entropy over all training classes of normalised images."""
         logits = self.classifier(self.encoder(images).flatten(1))
         return {"loss": F.cross_entropy(logits, labels), "accuracy": (logits.argmax(1) == labels).float().mean()}
-
-    @torch.no_grad()
-    def embed(self, images):
-        return self.encoder(self.normalize(images)).flatten(1)

@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from harness.catalog import BACKBONES
+from harness.backbones import feature_dims
 from harness.config import at_least, positive, probability
 from harness.errors import ConfigError
-from harness.ssl import SelfSupervised
+from harness.ssl import SCHEDULE_STEPS, SelfSupervised
 
 GLOBAL_VIEWS = 2  # the views at full resolution; the small crops follow them
 SMALL_CROP_RATIO = 96 / 224  # both papers: 96 px small crops of 224 px images
-SCHEDULE_STEPS = 10_000  # training progress 0..1 in lightly's step units (as byol.py's momentum schedule)
 
 
 @dataclass
@@ -46,14 +45,12 @@ def check_small_crops(run, benchmark) -> None:
     cfg, image_size = run.method, run.data.image_size
     if not cfg.small_crops:
         return
-    size, channels = small_crop_size(cfg, image_size), benchmark.dataset.channels
-    with torch.device("meta"):
-        model = BACKBONES.get(cfg.backbone).load()(channels, image_size).eval()
-        try:
-            full, small = (model(torch.zeros(2, channels, s, s)).flatten(1).shape[1] for s in (image_size, size))
-        except RuntimeError as exc:
-            raise ConfigError(f"method.small_crop_size={size}: too small for the {cfg.backbone} backbone "
-                              f"({str(exc).splitlines()[0]}); set a larger method.small_crop_size") from None
+    size = small_crop_size(cfg, image_size)
+    try:
+        full, small = feature_dims(cfg.backbone, benchmark.dataset.channels, image_size, (image_size, size))
+    except RuntimeError as exc:
+        raise ConfigError(f"method.small_crop_size={size}: too small for the {cfg.backbone} backbone "
+                          f"({str(exc).splitlines()[0]}); set a larger method.small_crop_size") from None
     if full != small:
         raise ConfigError(f"method.small_crop_size={size}: the {cfg.backbone} backbone gives {small}-d features at "
                           f"{size} px but {full}-d at the image size ({image_size} px), and multi-crop needs one "

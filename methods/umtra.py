@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.catalog import BACKBONES
 from harness.errors import ConfigError
 from harness.methods.maml import MAML, MAMLConfig
 from harness.samplers import sample_images
@@ -39,7 +38,6 @@ class UMTRA(MAML):
 
     @classmethod
     def check_config(cls, run, benchmark) -> None:
-        BACKBONES.get(run.method.backbone)
         if run.method.train_shots not in (0, 1):
             raise ConfigError(f"method.train_shots={run.method.train_shots}: UMTRA's tasks have one shot, the image "
                               f"itself; leave method.train_shots at 0")

@@ -67,28 +67,3 @@ def interrupt_at_step(monkeypatch, method_class, step: int):
 
     monkeypatch.setattr(method_class, "training_step", interrupted)
     return lambda: monkeypatch.setattr(method_class, "training_step", real)
-
-
-def train_with_permuted_labels(resolved, tmp_path: Path, monkeypatch) -> tuple[list, bool]:
-    """Train ``resolved`` twice, the second time with its training labels permuted: the labels the method's
-    ``setup`` received each time, and whether the two trained models are identical."""
-    import torch
-
-    from harness.protocol import Benchmark
-    from harness.runner import RunRequest, execute
-
-    seen = []
-    original_setup, original_load = resolved.method_class.setup, Benchmark.load
-    monkeypatch.setattr(resolved.method_class, "setup", lambda self, data: seen.append(data.labels) or original_setup(self, data))
-    execute(RunRequest(resolved, 0, tmp_path / "plain", progress=False))
-
-    def permuted(self, cfg, with_train=True):
-        data = original_load(self, cfg, with_train)
-        data.train.labels = data.train.labels[torch.randperm(len(data.train.labels), generator=torch.Generator().manual_seed(5))]
-        return data
-
-    monkeypatch.setattr(Benchmark, "load", permuted)
-    execute(RunRequest(resolved, 0, tmp_path / "permuted", progress=False))
-    a = torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "permuted" / "checkpoint.pt", weights_only=False)["model"]
-    return seen, all(torch.equal(a[k], b[k]) for k in a)

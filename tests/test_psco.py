@@ -1,12 +1,12 @@
 """PsCo: Sinkhorn-Knopp pseudo-labels and top-K shots against plain torch, the pseudo-supervised
 contrastive loss against its formula, the FIFO queue in ``state_dict``, the one-shot identity special
-case, the config checks, label-free training, a short CLI run and exact resume."""
+case and the config checks (its momentum keys: tests/test_momentum.py; resume, labels, CLI:
+tests/test_method_contract.py)."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,10 +14,7 @@ import torch.nn.functional as F
 from harness.errors import ConfigError
 from harness.methods.psco import select_shots, sinkhorn_assignment, supcon_loss
 from harness.resolve import resolve
-from harness.runner import RunRequest, build_method, execute
-from harness.store import read_record, read_scores
-
-from conftest import interrupt_at_step, only_run, run_cli, train_with_permuted_labels
+from harness.runner import build_method
 
 SMALL = ["method.projection_hidden=32", "method.projection_dim=16", "method.prediction_hidden=32"]
 
@@ -154,24 +151,6 @@ def test_queue_is_fifo_wraps_around_and_is_in_state_dict():
     assert torch.equal(fresh.queue, method.queue) and int(fresh.queue_ptr) == 2
 
 
-def test_momentum_update_and_frozen_key_networks():
-    method = build("method.queue_size=20", "method.momentum_base=0.9")
-    method.train()
-    assert method.momentum(0.0) == pytest.approx(0.9) and method.momentum(1.0) == pytest.approx(1.0)
-    with torch.no_grad():
-        for p in method.encoder.parameters():
-            p.add_(0.1)
-    online = [p.detach().clone() for p in method.encoder.parameters()]
-    key = [p.detach().clone() for p in method.key_encoder.parameters()]
-    m = method.loss(some_views(method), 0.25)["momentum"]
-    for o, k, new in zip(online, key, method.key_encoder.parameters()):
-        assert torch.allclose(new, m * k + (1 - m) * o, atol=1e-6)
-    trained = {id(p) for group in method.parameter_groups().values() for p in group}
-    frozen = [*method.key_encoder.parameters(), *method.key_projection.parameters()]
-    assert not any(p.requires_grad or id(p) in trained for p in frozen)
-    assert all(id(p) in trained for p in method.prediction.parameters())
-
-
 @pytest.mark.parametrize("sets, message", [
     (["method.queue_size=4", "method.shots=5"], "method.shots"),
     (["method.queue_size=4"], "train.batch_size"),
@@ -180,47 +159,3 @@ def test_momentum_update_and_frozen_key_networks():
 def test_config_checks(sets, message):
     with pytest.raises(ConfigError, match=message):
         resolve("psco", "synthetic-5w1s", sets=["train.batch_size=8", *sets])
-
-
-# ---------------------------------------------------------------- through the runner
-FAST = ["train.steps=3", "train.batch_size=16", "bench.episodes=50", "train.val_episodes=10", "method.queue_size=40",
-        *SMALL]
-
-
-def test_a_short_run_through_the_cli(runs_dir):
-    args = [a for s in FAST for a in ("--set", s)]
-    assert run_cli("run", "--method", "psco", "--bench", "synthetic-5w1s", *args, "--runs-dir", runs_dir, "--no-progress") == 0
-    record = read_record(only_run(runs_dir))
-    assert record["status"] == "ok" and record["steps"] == 3 and record["method"] == "psco"
-    assert math.isfinite(record["accuracy"]) and 0 < record["accuracy"] <= 1
-
-
-def test_training_never_sees_labels(tmp_path, monkeypatch):
-    """The method gets no labels; permuting the training labels changes nothing."""
-    resolved = resolve("psco", "synthetic-5w1s", sets=["train.steps=3", "train.batch_size=8", "bench.episodes=20",
-                                                      "method.queue_size=40", *SMALL])
-    assert resolved.method_class.uses_labels is False
-    seen, same = train_with_permuted_labels(resolved, tmp_path, monkeypatch)
-    assert seen == [None, None] and same
-
-
-def test_resume_continues_exactly_where_it_stopped(tmp_path, monkeypatch):
-    # 16 keys a step into a queue of 40: it wraps around before and after the crash.
-    resolved = resolve("psco", "synthetic-5w1s", sets=[
-        "train.steps=8", "train.checkpoint_every=3", "train.log_every=2", "bench.episodes=30", "train.val_episodes=10",
-        "train.batch_size=16", "method.queue_size=40", "method.shots=2", *SMALL])
-    straight = execute(RunRequest(resolved, seed=3, run_dir=tmp_path / "straight", progress=False))
-
-    restore = interrupt_at_step(monkeypatch, resolved.method_class, 7)
-    with pytest.raises(KeyboardInterrupt):
-        execute(RunRequest(resolved, seed=3, run_dir=tmp_path / "resumed", progress=False))
-    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["step"] == 6
-    restore()
-    resumed = execute(RunRequest(resolved, seed=3, run_dir=tmp_path / "resumed", resume=True, progress=False))
-    assert resumed["status"] == "ok" and resumed["steps"] == 8
-    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["model"]
-    assert "queue" in a and int(a["queue_ptr"]) == 8 * 16 % 40
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert np.array_equal(read_scores(tmp_path / "resumed")[1], read_scores(tmp_path / "straight")[1])
-    assert straight["accuracy"] == resumed["accuracy"]

@@ -1,20 +1,19 @@
-"""The shared runner and the result records: completeness, failures, atomicity, resume, eval, results."""
+"""The shared runner and the result records: completeness, failures, atomicity, eval, results (every
+method's exact resume: tests/test_method_contract.py)."""
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
 from harness import files
 from harness.episodes import sample_episodes
-from harness.resolve import resolve
 from harness.store import read_config, read_record, read_scores
-from harness.runner import RunRequest, execute, log_interval
+from harness.runner import log_interval
 
-from conftest import interrupt_at_step, only_run, run_cli
+from conftest import only_run, run_cli
 
 RECORD_KEYS = {
     "method", "benchmark", "seed", "config_hash", "accuracy", "ci95", "episodes", "episode_digest", "head",
@@ -57,36 +56,6 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
             raise TypeError("crash mid-write")
     assert json.loads(target.read_text()) == {"status": "ok"}
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
-
-
-@pytest.mark.parametrize("method, sets", [
-    ("protonet", ["method.train_ways=5", "method.train_queries=3"]),
-    ("maml", ["method.train_queries=2", "train.batch_size=2"]),
-    ("simclr", ["train.batch_size=16"]),
-    ("byol", ["train.batch_size=16"]),
-    ("bmssl", ["train.batch_size=2", "method.ways=4"]),
-])
-def test_resume_continues_exactly_where_it_stopped(method, sets, tmp_path, monkeypatch):
-    resolved = resolve(method, "synthetic-5w1s", sets=[
-        "train.steps=12", "train.checkpoint_every=4", "train.log_every=2", "bench.episodes=40", "train.val_episodes=20",
-        *sets])
-    straight = execute(RunRequest(resolved, seed=3, run_dir=tmp_path / "straight", progress=False))
-
-    restore = interrupt_at_step(monkeypatch, resolved.method_class, 9)
-    with pytest.raises(KeyboardInterrupt):
-        execute(RunRequest(resolved, seed=3, run_dir=tmp_path / "resumed", progress=False))
-    assert read_record(tmp_path / "resumed")["status"] == "failed"
-    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["step"] == 8
-    restore()
-    resumed = execute(RunRequest(resolved, seed=3, run_dir=tmp_path / "resumed", resume=True, progress=False))
-    assert resumed["status"] == "ok" and resumed["steps"] == 12
-    assert np.array_equal(read_scores(tmp_path / "resumed")[1], read_scores(tmp_path / "straight")[1])
-    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    log = (tmp_path / "resumed" / "train_log.csv").read_text().splitlines()
-    assert [row.split(",")[0] for row in log[1:]] == ["2", "4", "6", "8", "10", "12"]
-    assert straight["accuracy"] == resumed["accuracy"]
 
 
 @pytest.mark.parametrize("log_every, steps, rows", [(2, 12, 6), (20, 150, 8), (20, 10, 10), (50, 30, 10), (5, 1, 1)])

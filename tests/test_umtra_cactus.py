@@ -1,5 +1,5 @@
 """UMTRA and CACTUs: their tasks from unlabeled images, CACTUs' partitions and two training phases,
-configuration errors, label-free training and exact resume."""
+configuration errors and an embedding from a finished run (resume, labels, CLI: tests/test_method_contract.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ import torch
 from harness.errors import ConfigError
 from harness.method import TrainData
 from harness.resolve import resolve
-from harness.runner import RunRequest, build_method, execute
-from harness.store import read_record
+from harness.runner import build_method
 
-from conftest import interrupt_at_step, only_run, run_cli, train_with_permuted_labels
+from conftest import only_run, run_cli
 
 NO_AUGMENTATION = ["views.min_scale=1.0", "views.rr_prob=0", "views.cj_prob=0", "views.hf_prob=0",
                    "views.random_gray_scale=0", "views.gaussian_blur=0"]
@@ -141,41 +140,3 @@ def test_cactus_embedding_from_a_finished_simclr_run(runs_dir):
     method, _ = built("cactus-protonet", "method.encoder_steps=0", f"method.encoder_run={simclr_run}")
     stored = torch.load(simclr_run / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(v, stored[k]) for k, v in method.embedding.state_dict().items())
-
-
-@pytest.mark.parametrize("name", ["umtra", "cactus-maml"])
-def test_training_never_sees_labels(name, tmp_path, monkeypatch):
-    sets = ["train.steps=3", "train.batch_size=2", "method.encoder_steps=1", *SMALL_ENCODER] if name.startswith(
-        "cactus") else ["train.steps=3", "train.batch_size=2"]
-    resolved = resolve(name, "synthetic-5w1s", sets=[*sets, "bench.episodes=10"])
-    assert resolved.method_class.uses_labels is False
-    seen, same = train_with_permuted_labels(resolved, tmp_path, monkeypatch)
-    assert seen == [None, None] and same
-
-
-def test_cactus_resume_after_clustering_continues_exactly(tmp_path, monkeypatch):
-    resolved = resolve("cactus-protonet", "synthetic-5w1s", sets=[
-        "train.steps=6", "method.encoder_steps=2", "train.checkpoint_every=3", "train.log_every=2", "method.train_ways=5",
-        *SMALL_ENCODER, *FAST])
-    straight = execute(RunRequest(resolved, seed=3, run_dir=tmp_path / "straight", progress=False))
-    restore = interrupt_at_step(monkeypatch, resolved.method_class, 5)
-    with pytest.raises(KeyboardInterrupt):
-        execute(RunRequest(resolved, seed=3, run_dir=tmp_path / "resumed", progress=False))
-    restore()
-    resumed = execute(RunRequest(resolved, seed=3, run_dir=tmp_path / "resumed", resume=True, progress=False))
-    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["model"]
-    assert torch.equal(a["partition_labels"], b["partition_labels"]) and (a["partition_labels"] >= 0).all()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert straight["accuracy"] == resumed["accuracy"]
-
-
-@pytest.mark.parametrize("name, sets", [
-    ("umtra", ["train.batch_size=2"]),
-    ("cactus-protonet", ["method.encoder_steps=2", "method.train_ways=5", *SMALL_ENCODER]),
-])
-def test_a_short_run_through_the_cli(name, sets, runs_dir):
-    args = [a for s in ["train.steps=4", *FAST, *sets] for a in ("--set", s)]
-    assert run_cli("run", "--method", name, "--bench", "synthetic-5w1s", *args, "--runs-dir", runs_dir, "--no-progress") == 0
-    record = read_record(only_run(runs_dir))
-    assert record["status"] == "ok" and record["steps"] == 4 and 0 < record["accuracy"] <= 1
