@@ -12,7 +12,9 @@ install:  ## the harness, its dependencies, and learn2learn 0.2.0 built from sou
 	$(PYTHON) -c "import learn2learn" 2>/dev/null || \
 	  $(PYTHON) -m pip install --no-deps --no-build-isolation -C--global-option=build_ext learn2learn==0.2.0
 
-test:  ## committed tables and site regenerate unchanged from committed evidence; the test suite (Omniglot tests use $$HARNESS_DATA_MIRROR; SLURM tests need a running cluster)
+test:  ## lint and format check; committed tables and site regenerate unchanged from committed evidence; the test suite (Omniglot tests use $$HARNESS_DATA_MIRROR; SLURM tests need a running cluster)
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m harness.cli table results/tables/*.yaml
 	$(PYTHON) -m harness.cli site
 	@git status --porcelain -- results/ | { ! grep . ; } || { echo "harness table changed results/ (above): commit the regenerated files or fix the change"; exit 1; }

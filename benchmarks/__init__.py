@@ -19,7 +19,6 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-
 from harness.config import coerce, load_yaml, read_yaml
 from harness.data import DATASETS
 from harness.data.imagefolder import ImageFolderSpec
@@ -85,8 +84,10 @@ def registry() -> Registry[BenchmarkSpec]:
 def _check_unique(known: Registry[BenchmarkSpec], spec: BenchmarkSpec) -> None:
     other = known.get(spec.name) if spec.name in known else spec
     if other.source != spec.source:
-        raise ConfigError(f"benchmark '{spec.name}' is defined twice: in {other.source or 'the harness itself'} and "
-                          f"in {spec.source}; rename one of them")
+        raise ConfigError(
+            f"benchmark '{spec.name}' is defined twice: in {other.source or 'the harness itself'} and "
+            f"in {spec.source}; rename one of them"
+        )
 
 
 def env_files() -> list[Path]:
@@ -104,8 +105,10 @@ def load_file(path: Path) -> list[BenchmarkSpec]:
     """The benchmarks a file defines (read again when it changes)."""
     path = Path(path).expanduser().resolve()
     if not path.is_file():
-        raise ConfigError(f"benchmark file not found: {path} (a benchmark is a registered name, see `harness list "
-                          "benchmarks`, or a .yaml file)")
+        raise ConfigError(
+            f"benchmark file not found: {path} (a benchmark is a registered name, see `harness list "
+            "benchmarks`, or a .yaml file)"
+        )
     stat = path.stat()
     return list(_read_file(path, stat.st_mtime_ns, stat.st_size))
 
@@ -118,9 +121,15 @@ FILE_KEYS = sorted(f.name for f in dataclasses.fields(BenchmarkSpec) if f.name n
 def _read_file(path: Path, mtime_ns: int, size: int) -> tuple[BenchmarkSpec, ...]:
     tree = load_yaml(path)
     entries = tree.get("benchmarks")
-    if not isinstance(entries, dict) or not entries or not all(isinstance(v, dict) or v is None for v in entries.values()):
-        raise ConfigError(f"{path}: a benchmark file holds shared settings at the top level and `benchmarks:`, a "
-                          "mapping of benchmark name → its own settings (like the harness's benchmarks/*.yaml)")
+    if (
+        not isinstance(entries, dict)
+        or not entries
+        or not all(isinstance(v, dict) or v is None for v in entries.values())
+    ):
+        raise ConfigError(
+            f"{path}: a benchmark file holds shared settings at the top level and `benchmarks:`, a "
+            "mapping of benchmark name → its own settings (like the harness's benchmarks/*.yaml)"
+        )
     shared = {k: v for k, v in tree.items() if k != "benchmarks"}
     return tuple(_file_spec(str(name), {**shared, **(own or {})}, path) for name, own in entries.items())
 
@@ -132,19 +141,27 @@ def _file_spec(name: str, settings: dict, path: Path) -> BenchmarkSpec:
     """A benchmark of a file outside the package, every value checked."""
     context = f"{path}: benchmark {name[:100]!r}"
     if not SAFE_NAME.fullmatch(name) or ".." in name:
-        raise ConfigError(f"{context}: a benchmark name is letters, digits and . _ + - (at most 100, starting with a "
-                          "letter or digit, no '..'), since it becomes part of every run directory's name; rename it")
+        raise ConfigError(
+            f"{context}: a benchmark name is letters, digits and . _ + - (at most 100, starting with a "
+            "letter or digit, no '..'), since it becomes part of every run directory's name; rename it"
+        )
     unknown, missing = sorted(set(settings) - set(FILE_KEYS)), sorted({"dataset", "image_size"} - set(settings))
     if unknown or missing:
-        raise ConfigError(f"{context}: " + (f"unknown key(s) {', '.join(map(str, unknown))}; " if unknown else "")
-                          + (f"missing {', '.join(missing)}; " if missing else "") + f"valid keys: {', '.join(FILE_KEYS)}")
+        raise ConfigError(
+            f"{context}: "
+            + (f"unknown key(s) {', '.join(map(str, unknown))}; " if unknown else "")
+            + (f"missing {', '.join(missing)}; " if missing else "")
+            + f"valid keys: {', '.join(FILE_KEYS)}"
+        )
     values: dict = {"description": "", "family": ""}
     for key, value in settings.items():
         if key == "dataset" and isinstance(value, dict):
             values[key] = ImageFolderSpec.parse(value, path.parent, f"{context}: dataset")
         elif key == "splits":
             if not isinstance(value, dict) or not set(value) <= set(ROLES):
-                raise ConfigError(f"{context}: splits maps {', '.join(ROLES)} to the dataset's split names, got {value!r}")
+                raise ConfigError(
+                    f"{context}: splits maps {', '.join(ROLES)} to the dataset's split names, got {value!r}"
+                )
             values[key] = {role: str(split) for role, split in value.items()}
         else:
             values[key] = coerce(value, HINTS[key], f"{context}: {key}")

@@ -30,8 +30,8 @@ def counted_flops(run_dir: Path, record: dict) -> dict:
     from harness import compute
     from harness.benchmarks import reference
     from harness.resolve import resolve
-    from harness.settings import stored_overrides
     from harness.runner import RunRequest, execute
+    from harness.settings import stored_overrides
     from harness.store import read_config
 
     overrides = dict(stored_overrides(read_config(run_dir)))
@@ -46,8 +46,10 @@ def counted_flops(run_dir: Path, record: dict) -> dict:
     counts = {p["from_step"]: p["step"] + p["once"] for p in flops["phases"]}
     counts.update({p["from_step"] + 1: p["step"] for p in flops["phases"]})
     redone = compute.training_flops(flops["setup"], [p["from_step"] for p in flops["phases"]], counts, steps)
-    how = (f"recomputed by `harness flops` from the stored configuration (a scratch replay of {made['steps']} "
-           f"step(s) and the test scoring); {compute.COUNTED}")
+    how = (
+        f"recomputed by `harness flops` from the stored configuration (a scratch replay of {made['steps']} "
+        f"step(s) and the test scoring); {compute.COUNTED}"
+    )
     return {**redone, "eval": flops.get("eval"), "counted": how}
 
 
@@ -72,7 +74,10 @@ def cmd_flops(args) -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("flops", help="add training and scoring FLOPs to stored runs made before records kept them",
-                       description=__doc__.splitlines()[0].split(": ", 1)[1])
+    p = sub.add_parser(
+        "flops",
+        help="add training and scoring FLOPs to stored runs made before records kept them",
+        description=__doc__.splitlines()[0].split(": ", 1)[1],
+    )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, or folders of them (e.g. results/runs/x)")
     p.set_defaults(handler=cmd_flops)

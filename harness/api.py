@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+
 def runs_dirs(path) -> list[Path]:
     """One runs directory or several (a list), each of which must exist."""
     from harness.errors import HarnessError
@@ -37,8 +38,10 @@ def runs_dirs(path) -> list[Path]:
     paths = [Path(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
     for folder in paths:
         if not folder.is_dir():
-            raise HarnessError(f"{folder}: no such runs directory; give the folder that holds the run directories "
-                               "(e.g. runs, or results/runs/omniglot_lake)")
+            raise HarnessError(
+                f"{folder}: no such runs directory; give the folder that holds the run directories "
+                "(e.g. runs, or results/runs/omniglot_lake)"
+            )
     return paths
 
 
@@ -57,8 +60,9 @@ def load_runs(path: str | Path | list = "runs", where: Mapping[str, Any] | None 
     from harness.store import RunStore, records_frame
 
     where = check_where(dict(where) if where is not None else None, "load_runs")
-    chosen = [(r, settings) for r in RunStore(*runs_dirs(path)) for settings in [read_settings(r)]
-              if matches(settings, where)]
+    chosen = [
+        (r, settings) for r in RunStore(*runs_dirs(path)) for settings in [read_settings(r)] if matches(settings, where)
+    ]
     frame = records_frame([r for r, _ in chosen])
     plain = [{key: value for key, value in r.items() if not isinstance(value, (dict, list))} for r, _ in chosen]
     for extra in (pd.DataFrame(plain), pd.DataFrame([settings for _, settings in chosen])):
@@ -67,9 +71,15 @@ def load_runs(path: str | Path | list = "runs", where: Mapping[str, Any] | None 
     return frame
 
 
-def leaderboard(path: str | Path | list = "runs", bench: str | list[str] | None = None, head: str | None = None,
-                test: str = "wilcoxon", alpha: float | None = None, where: Mapping[str, Any] | None = None,
-                format: str | None = None):
+def leaderboard(
+    path: str | Path | list = "runs",
+    bench: str | list[str] | None = None,
+    head: str | None = None,
+    test: str = "wilcoxon",
+    alpha: float | None = None,
+    where: Mapping[str, Any] | None = None,
+    format: str | None = None,
+):
     """The leaderboards of ``harness leaderboard``: per benchmark (``bench``: one, a list, or None for every
     benchmark with ok runs), each configuration's seeds pooled, ranked with paired ``test`` ties at ``alpha``.
     Returns the DataFrame of ``--format csv`` (benchmark, rank, label, method, config_hash, mark,
@@ -90,8 +100,12 @@ def leaderboard(path: str | Path | list = "runs", bench: str | list[str] | None 
     return render_leaderboard(boards, checked_format(format), "`harness.leaderboard(...)`", test, alpha)
 
 
-def table(spec: str | Path, runs_dir: str | Path | None = None, collect_from: str | Path | None = None,
-          format: str | None = None):
+def table(
+    spec: str | Path,
+    runs_dir: str | Path | None = None,
+    collect_from: str | Path | None = None,
+    format: str | None = None,
+):
     """The paper table of a table spec, as ``harness table SPEC --format ...`` builds it: from the spec's
     committed evidence, or ``runs_dir`` instead, or ``collect_from`` together with the evidence. Returns the
     DataFrame of ``--format csv`` (one line per cell: row, column, value_pct, ci95_pct, mark, rank, ...; pivot it
@@ -99,7 +113,8 @@ def table(spec: str | Path, runs_dir: str | Path | None = None, collect_from: st
     | "csv"`` the text. Writes nothing."""
     from harness.report.commands import table_store
     from harness.report.spec import load_spec
-    from harness.report.tables import build_table, render_table, table_frame
+    from harness.report.table_text import render_table
+    from harness.report.tables import build_table, table_frame
 
     loaded = load_spec(Path(spec))
     store = table_store(loaded, runs_dir and str(runs_dir), collect_from and str(collect_from))
@@ -116,4 +131,3 @@ def checked_format(name: str) -> str:
     if name not in FORMATS:
         raise ConfigError(f"format must be None (a DataFrame) or one of {', '.join(FORMATS)}, got {name!r}")
     return name
-

@@ -37,8 +37,9 @@ class TensorViews:
         device = images.device
         n = len(images)
         x = images.float().div_(255)
-        x = F.grid_sample(x, self.grids(n, generator).to(device), mode="bilinear", padding_mode="zeros",
-                          align_corners=False)
+        x = F.grid_sample(
+            x, self.grids(n, generator).to(device), mode="bilinear", padding_mode="zeros", align_corners=False
+        )
         x = self.color(x, generator)
         x = self.blur(x, generator)
         solarize = (torch.rand(n, generator=generator) < self.cfg.solarization_prob).to(device).view(-1, 1, 1, 1)
@@ -115,7 +116,7 @@ class TensorViews:
             return x
         radius = min(int(math.ceil(3 * high)), (min(h, w) - 1) // 2)
         offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        kernel = torch.exp(-offsets[None] ** 2 / (2 * sigma[:, None] ** 2))
+        kernel = torch.exp(-(offsets[None] ** 2) / (2 * sigma[:, None] ** 2))
         kernel = kernel / kernel.sum(1, keepdim=True)
         identity = (offsets == 0).float().expand(n, -1)
         kernel = torch.where(apply[:, None], kernel, identity).to(x.device)
@@ -130,7 +131,7 @@ def luminance(x: torch.Tensor) -> torch.Tensor:
     """ITU-R 601 luma (as PIL's "L" conversion); a 1-channel image is its own luminance."""
     if x.shape[1] == 1:
         return x
-    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
 
 def rotate_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
@@ -153,15 +154,28 @@ def lightly_transform(cfg: ViewConfig, size: int, mean, std, kind: str = "simclr
     from lightly.transforms.simclr_transform import SimCLRViewTransform
 
     common = dict(
-        input_size=size, cj_prob=cfg.cj_prob, cj_strength=cfg.cj_strength, cj_bright=cfg.cj_bright,
-        cj_contrast=cfg.cj_contrast, cj_sat=cfg.cj_sat, cj_hue=cfg.cj_hue, min_scale=cfg.min_scale,
-        random_gray_scale=cfg.random_gray_scale, gaussian_blur=cfg.gaussian_blur, sigmas=cfg.sigmas,
-        vf_prob=cfg.vf_prob, hf_prob=cfg.hf_prob, rr_prob=cfg.rr_prob, rr_degrees=cfg.rr_degrees or None,
+        input_size=size,
+        cj_prob=cfg.cj_prob,
+        cj_strength=cfg.cj_strength,
+        cj_bright=cfg.cj_bright,
+        cj_contrast=cfg.cj_contrast,
+        cj_sat=cfg.cj_sat,
+        cj_hue=cfg.cj_hue,
+        min_scale=cfg.min_scale,
+        random_gray_scale=cfg.random_gray_scale,
+        gaussian_blur=cfg.gaussian_blur,
+        sigmas=cfg.sigmas,
+        vf_prob=cfg.vf_prob,
+        hf_prob=cfg.hf_prob,
+        rr_prob=cfg.rr_prob,
+        rr_degrees=cfg.rr_degrees or None,
         normalize={"mean": list(mean), "std": list(std)},
     )
     if kind == "simclr":
         return SimCLRViewTransform(**common)
-    return (BYOLView2Transform if kind == "byol2" else BYOLView1Transform)(solarization_prob=cfg.solarization_prob, **common)
+    return (BYOLView2Transform if kind == "byol2" else BYOLView1Transform)(
+        solarization_prob=cfg.solarization_prob, **common
+    )
 
 
 class LightlyViews:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.libs import learn2learn
 from harness.catalog import BACKBONES
+from harness.libs import learn2learn
 
 
 def conv4(channels: int, image_size: int) -> nn.Module:

@@ -17,8 +17,16 @@ CHECKPOINT_KEYS = {"step", "train_seconds", "done", "model", "optimizers", "gene
 RESUME_FIX = "delete it to restart the run from step 0 (`harness run ... --resume` then trains it from scratch)"
 
 
-def save_checkpoint(path: Path, method: Method, optimization: Optimization, step: int, seconds: float,
-                    generator: torch.Generator, done: bool, flops: dict[int, int] | None = None) -> None:
+def save_checkpoint(
+    path: Path,
+    method: Method,
+    optimization: Optimization,
+    step: int,
+    seconds: float,
+    generator: torch.Generator,
+    done: bool,
+    flops: dict[int, int] | None = None,
+) -> None:
     state = {
         "flops": dict(flops or {}),  # the FLOPs of the steps counted so far (harness/compute.py)
         "step": step,
@@ -44,14 +52,20 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu", fix: str = "
         state = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" not in str(exc):
-            raise HarnessError(f"cannot read {path}: it is truncated or corrupt ({str(exc).splitlines()[0]}); {fix}") from None
+            raise HarnessError(
+                f"cannot read {path}: it is truncated or corrupt ({str(exc).splitlines()[0]}); {fix}"
+            ) from None
         found = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line), "")
-        raise HarnessError(f"refusing to load {path}: it holds objects other than tensors and plain containers, which "
-                           f"could run code when unpickled ({found or 'a non-tensor object'}); the harness never "
-                           f"writes such checkpoints, so this file did not come from it. {fix}") from None
+        raise HarnessError(
+            f"refusing to load {path}: it holds objects other than tensors and plain containers, which "
+            f"could run code when unpickled ({found or 'a non-tensor object'}); the harness never "
+            f"writes such checkpoints, so this file did not come from it. {fix}"
+        ) from None
     except Exception as exc:  # torch reports damage as RuntimeError, EOFError, KeyError, ... depending on where
         detail = (str(exc).splitlines() or [""])[0]
-        raise HarnessError(f"cannot read {path}: it is truncated or corrupt ({type(exc).__name__}: {detail}); {fix}") from None
+        raise HarnessError(
+            f"cannot read {path}: it is truncated or corrupt ({type(exc).__name__}: {detail}); {fix}"
+        ) from None
     if not isinstance(state, dict) or not CHECKPOINT_KEYS <= state.keys():
         raise HarnessError(f"{path} is not a harness checkpoint (it lacks {', '.join(sorted(CHECKPOINT_KEYS))}); {fix}")
     return state

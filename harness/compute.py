@@ -11,13 +11,15 @@ a method costs the same, and counting one real step counts them all.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
-COUNTED = ("torch.utils.flop_counter.FlopCounterMode on the first two training steps of each phase as executed (all "
-           "processes), "
-           "its setup and its test scoring: matrix products, convolutions and attention, forward and backward; "
-           "elementwise work is not counted")
+COUNTED = (
+    "torch.utils.flop_counter.FlopCounterMode on the first two training steps of each phase as executed (all "
+    "processes), "
+    "its setup and its test scoring: matrix products, convolutions and attention, forward and backward; "
+    "elementwise work is not counted"
+)
 
 
 class Count:
@@ -72,8 +74,13 @@ def training_flops(setup: int, starts: list[int], counts: dict[int, int], steps:
         step = counts.get(start + 1, first) if length > 1 else first
         phases.append({"from_step": start, "steps": length, "step": step, "once": max(0, first - step)})
     train = setup + sum(p["once"] + p["step"] * p["steps"] for p in phases)
-    return {"setup": setup, "step": phases[0]["step"] if phases else 0, "phases": phases, "train": train,
-            "counted": COUNTED}
+    return {
+        "setup": setup,
+        "step": phases[0]["step"] if phases else 0,
+        "phases": phases,
+        "train": train,
+        "counted": COUNTED,
+    }
 
 
 def steps_for_budget(budget: float, setup: int, step: int) -> int:
@@ -81,10 +88,14 @@ def steps_for_budget(budget: float, setup: int, step: int) -> int:
     from harness.errors import ConfigError
 
     if step <= 0:
-        raise ConfigError("train.budget_flops needs a method whose training step does counted work; this one "
-                          "counts 0 FLOPs per step: set train.steps instead")
+        raise ConfigError(
+            "train.budget_flops needs a method whose training step does counted work; this one "
+            "counts 0 FLOPs per step: set train.steps instead"
+        )
     steps = int((budget - setup) // step)
     if steps < 1:
-        raise ConfigError(f"train.budget_flops={budget:.4g} buys no training step: the setup costs {setup:.4g} FLOPs "
-                          f"and one step {step:.4g}; raise it to at least {setup + step:.4g}")
+        raise ConfigError(
+            f"train.budget_flops={budget:.4g} buys no training step: the setup costs {setup:.4g} FLOPs "
+            f"and one step {step:.4g}; raise it to at least {setup + step:.4g}"
+        )
     return steps

@@ -188,8 +188,10 @@ class RunConfig:
         if name not in (*GROUPS, LOG_GROUP):
             raise UnknownNameError("config group", name, (*GROUPS, LOG_GROUP))
         if getattr(self, name) is None:
-            raise ConfigError(f"{self.method_name} has no {name}.* settings: only methods that learn from augmented "
-                              f"views do; remove the {name}.* override")
+            raise ConfigError(
+                f"{self.method_name} has no {name}.* settings: only methods that learn from augmented "
+                f"views do; remove the {name}.* override"
+            )
         return getattr(self, name)
 
     def to_dict(self) -> dict:
@@ -213,8 +215,9 @@ def yaml_nodes(node, sizes: dict[int, int]) -> int:
     if id(node) not in sizes:
         sizes[id(node)] = 0  # a recursive alias counts once
         children = node.value if isinstance(node.value, list) else []
-        sizes[id(node)] = 1 + sum(yaml_nodes(c, sizes) for pair in children
-                                  for c in (pair if isinstance(pair, tuple) else (pair,)))
+        sizes[id(node)] = 1 + sum(
+            yaml_nodes(c, sizes) for pair in children for c in (pair if isinstance(pair, tuple) else (pair,))
+        )
     return sizes[id(node)]
 
 
@@ -229,14 +232,18 @@ def read_yaml(text: str, source: str):
         if node is None:
             return None
         if yaml_nodes(node, {}) > MAX_YAML_NODES:
-            raise ConfigError(f"{source} expands to more than {MAX_YAML_NODES:,} values through its aliases (*name); "
-                              "write the values out or use fewer aliases")
+            raise ConfigError(
+                f"{source} expands to more than {MAX_YAML_NODES:,} values through its aliases (*name); "
+                "write the values out or use fewer aliases"
+            )
         for mapping in (n for n in walk_nodes(node, set()) if isinstance(n, yaml.MappingNode)):
             seen = {}
             for key, _ in mapping.value:
                 if isinstance(key, yaml.ScalarNode) and key.value in seen:
-                    raise ConfigError(f"{source}, line {key.start_mark.line + 1}: key '{key.value[:60]}' is given twice "
-                                      f"(first on line {seen[key.value] + 1}); YAML would keep only the last, so merge them")
+                    raise ConfigError(
+                        f"{source}, line {key.start_mark.line + 1}: key '{key.value[:60]}' is given twice "
+                        f"(first on line {seen[key.value] + 1}); YAML would keep only the last, so merge them"
+                    )
                 if isinstance(key, yaml.ScalarNode):
                     seen[key.value] = key.start_mark.line
         return loader.construct_document(node)
@@ -267,8 +274,9 @@ def load_yaml(path: str | Path) -> dict:
     try:
         tree = read_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
-                          f"save it as UTF-8") from None
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save it as UTF-8"
+        ) from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path} must hold a mapping of config groups (bench, data, train, eval, method)")
     return tree
@@ -393,8 +401,10 @@ def parse_seeds(value) -> list[int]:
         match = re.fullmatch(r"(\d+)(?:-(\d+))?", text)
         if isinstance(item, bool) or not match:
             raise ConfigError(f"seeds: '{text}' is not a seed or an ascending range; use e.g. 0-4, 0,2,5 or 0-2,7")
-        if any(len(bound) > len(str(SEED_MAX)) for bound in match.groups() if bound) or \
-                int(match[2] or match[1]) > SEED_MAX:
+        if (
+            any(len(bound) > len(str(SEED_MAX)) for bound in match.groups() if bound)
+            or int(match[2] or match[1]) > SEED_MAX
+        ):
             raise ConfigError(f"seeds: '{text}' is out of range; seeds are integers from 0 to {SEED_MAX}")
         low, high = int(match[1]), int(match[2] or match[1])
         if high < low:
@@ -402,6 +412,8 @@ def parse_seeds(value) -> list[int]:
         ranges.append((low, high))
     count = sum(high - low + 1 for low, high in ranges)
     if count > MAX_SWEEP_RUNS:
-        raise ConfigError(f"seeds: {value} is {count:,} seeds, and one sweep plans at most {MAX_SWEEP_RUNS:,} runs "
-                          f"(methods × benchmarks × settings × seeds); split it into smaller sweeps")
+        raise ConfigError(
+            f"seeds: {value} is {count:,} seeds, and one sweep plans at most {MAX_SWEEP_RUNS:,} runs "
+            f"(methods × benchmarks × settings × seeds); split it into smaller sweeps"
+        )
     return list(dict.fromkeys(seed for low, high in ranges for seed in range(low, high + 1)))

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import torch
 
-from harness.catalog import HEADS
-from harness.errors import HarnessError
+from harness import provenance, rundir
 from harness.benchmarks import get_benchmark, reference
+from harness.catalog import HEADS
+from harness.checkpoint import read_checkpoint
+from harness.errors import HarnessError
 from harness.protocol import Benchmark
 from harness.resolve import check_head, resolve
+from harness.runner import build_method, resolve_device, result_fields, score
 from harness.settings import derived_hash, stored_form, stored_overrides
 from harness.store import CHECKPOINT, read_config, read_record, write_scores
-from harness.checkpoint import read_checkpoint
-from harness import provenance, rundir
-from harness.runner import build_method, resolve_device, result_fields, score
 
 
 def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
@@ -41,10 +41,15 @@ def evaluate_run(run_dir: Path, bench: str, head: str | None, runs_dir: Path, de
     if source is None:
         raise HarnessError(f"{run_dir} holds no run record (result.json); pass a run directory made by `harness run`")
     if source.get("status") != "ok":
-        raise HarnessError(f"{run_dir} did not finish (status {source.get('status')}); resume it first with `harness run --resume`")
+        raise HarnessError(
+            f"{run_dir} did not finish (status {source.get('status')}); resume it first with `harness run --resume`"
+        )
     tree = read_config(run_dir)
-    resolved = resolve(tree["method_name"], reference(tree["benchmark"], source.get("benchmark_file")),
-                       overrides=stored_overrides(tree))
+    resolved = resolve(
+        tree["method_name"],
+        reference(tree["benchmark"], source.get("benchmark_file")),
+        overrides=stored_overrides(tree),
+    )
     target = Benchmark.of(get_benchmark(bench), resolved.config.data.root)
     head = head or source["head"]
     HEADS.get(head)
@@ -65,11 +70,22 @@ def evaluate_run(run_dir: Path, bench: str, head: str | None, runs_dir: Path, de
 
     config_hash = derived_hash(source["config_hash"], cfg)
     out_dir = rundir.new_run_dir(Path(runs_dir), cfg.method_name, cfg.benchmark, source["seed"], config_hash)
-    record = {k: v for k, v in rundir.base_record(resolved, source["seed"], out_dir, torch_device).items()
-              if k not in ("benchmark_file", "benchmark_sha256")}  # the source's; the target's follow
-    record.update(kind="eval", benchmark=cfg.benchmark, trained_on=source["benchmark"], source_run=source["run_id"],
-                  config_hash=config_hash, head=head, steps=source.get("steps"), train_seconds=source.get("train_seconds"),
-                  **target.provenance())
+    record = {
+        k: v
+        for k, v in rundir.base_record(resolved, source["seed"], out_dir, torch_device).items()
+        if k not in ("benchmark_file", "benchmark_sha256")
+    }  # the source's; the target's follow
+    record.update(
+        kind="eval",
+        benchmark=cfg.benchmark,
+        trained_on=source["benchmark"],
+        source_run=source["run_id"],
+        config_hash=config_hash,
+        head=head,
+        steps=source.get("steps"),
+        train_seconds=source.get("train_seconds"),
+        **target.provenance(),
+    )
     with rundir.locked(out_dir):
         rundir.start_record(out_dir, {**stored_form(cfg), "source_run": source["run_id"]}, record)
         try:

@@ -44,7 +44,7 @@ class World:
         if self.size == 1:
             return items
         per = len(items) // self.size
-        return items[self.rank * per:(self.rank + 1) * per]
+        return items[self.rank * per : (self.rank + 1) * per]
 
     def average_gradients(self, params: list[torch.Tensor]) -> None:
         """Replace every gradient by its mean over the processes (one all-reduce of a flat buffer)."""
@@ -58,7 +58,7 @@ class World:
         flat /= self.size
         offset = 0
         for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
 
     def average_scalars(self, values: dict[str, float]) -> dict[str, float]:
@@ -120,8 +120,11 @@ class HarnessBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(x)
-        reduce = (_AllReduceSum.apply if self.synchronised and dist.is_initialized() and dist.get_world_size() > 1
-                  else lambda t: t)
+        reduce = (
+            _AllReduceSum.apply
+            if self.synchronised and dist.is_initialized() and dist.get_world_size() > 1
+            else lambda t: t
+        )
         dims = [0, *range(2, x.dim())]
         shape = [1, -1, *([1] * (x.dim() - 2))]
         xf = x.float().contiguous()
@@ -145,8 +148,9 @@ def replace_batchnorm(module: nn.Module, synchronised: bool) -> nn.Module:
     processes or not) with the same parameters and buffers, so checkpoints stay interchangeable."""
     for name, child in module.named_children():
         if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, HarnessBatchNorm):
-            layer = HarnessBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                     child.track_running_stats).to(next(child.buffers(), torch.zeros(())).device)
+            layer = HarnessBatchNorm(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            ).to(next(child.buffers(), torch.zeros(())).device)
             layer.load_state_dict(child.state_dict())
             layer.requires_grad_(any(p.requires_grad for p in child.parameters()))
             layer.synchronised = synchronised
@@ -162,8 +166,11 @@ def meta_batch_statistics(module: nn.Module, world: World):
     over processes): inside, each layer records every task's batch statistics; on leaving, its running
     mean and variance take one momentum step towards their mean over all tasks of all processes — the
     same on 1 or N processes (one process updating once per task could not be matched)."""
-    layers = [m for m in module.modules()
-              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.training]
+    layers = [
+        m
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.training
+    ]
     saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in layers]
     sums = [torch.zeros(2, m.num_features, device=m.running_mean.device, dtype=torch.float64) for m in layers]
     tasks = torch.zeros(1, device=sums[0].device if sums else "cpu", dtype=torch.float64)
@@ -174,6 +181,7 @@ def meta_batch_statistics(module: nn.Module, world: World):
             sums[index][1] += layer.running_var.double()
             if index == 0:
                 tasks.add_(1)
+
         return hook
 
     handles = [m.register_forward_hook(record(i)) for i, m in enumerate(layers)]
@@ -232,11 +240,15 @@ def check_procs(procs: int, device: str) -> None:
         raise ConfigError(f"--procs {procs}: a run needs at least one process; use --procs 1 (the default) or more")
     cores = os.cpu_count() or 1
     if procs > cores and backend_for(device) != "nccl":
-        raise ConfigError(f"--procs {procs} on the CPU is more processes than this machine's {cores} cores; "
-                          f"use --procs {cores} or fewer")
+        raise ConfigError(
+            f"--procs {procs} on the CPU is more processes than this machine's {cores} cores; "
+            f"use --procs {cores} or fewer"
+        )
     if procs > 1 and backend_for(device) == "nccl" and procs > torch.cuda.device_count():
-        raise ConfigError(f"--procs {procs} on CUDA takes one GPU per process and {torch.cuda.device_count()} are "
-                          f"visible; use --procs {torch.cuda.device_count()} or fewer, or --device cpu")
+        raise ConfigError(
+            f"--procs {procs} on CUDA takes one GPU per process and {torch.cuda.device_count()} are "
+            f"visible; use --procs {torch.cuda.device_count()} or fewer, or --device cpu"
+        )
 
 
 def slurm_world(device: str) -> World:

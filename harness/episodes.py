@@ -65,8 +65,9 @@ def class_members(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.
     return members, counts
 
 
-def eligible_classes(labels: np.ndarray, num_classes: int, ways: int, per_class: int, what: str,
-                     fix: str) -> tuple[np.ndarray, np.ndarray]:
+def eligible_classes(
+    labels: np.ndarray, num_classes: int, ways: int, per_class: int, what: str, fix: str
+) -> tuple[np.ndarray, np.ndarray]:
     """(members, eligible): each class's image indices (``class_members``) and whether it has
     ``per_class`` images; fewer than ``ways`` eligible classes is a ConfigError (``what`` needs them, ``fix``)."""
     members, counts = class_members(labels, num_classes)
@@ -74,10 +75,12 @@ def eligible_classes(labels: np.ndarray, num_classes: int, ways: int, per_class:
     if eligible.sum() < ways:
         largest = np.sort(counts)[::-1]
         most_images = int(largest[ways - 1]) if ways <= len(largest) else 0
-        raise ConfigError(f"{what} need {ways} classes with at least {per_class} images; only {int(eligible.sum())} "
-                          f"have that many. Here {per_class} images per class allow at most {int(eligible.sum())}-way "
-                          f"episodes, and {ways}-way episodes at most {most_images} images per class (shots + "
-                          f"queries). {fix}")
+        raise ConfigError(
+            f"{what} need {ways} classes with at least {per_class} images; only {int(eligible.sum())} "
+            f"have that many. Here {per_class} images per class allow at most {int(eligible.sum())}-way "
+            f"episodes, and {ways}-way episodes at most {most_images} images per class (shots + "
+            f"queries). {fix}"
+        )
     return members, eligible
 
 
@@ -95,9 +98,14 @@ def sample_episodes(
     (e.g. Lake's within-alphabet protocol)."""
     labels = np.asarray(labels, dtype=np.int64)
     num_classes = int(labels.max()) + 1 if len(labels) else 0
-    members, eligible = eligible_classes(labels, num_classes, ways, shots + queries,
-                                         f"{identity}: {ways}-way {shots}-shot episodes with {queries} queries",
-                                         "Lower bench.ways, bench.shots or bench.queries.")
+    members, eligible = eligible_classes(
+        labels,
+        num_classes,
+        ways,
+        shots + queries,
+        f"{identity}: {ways}-way {shots}-shot episodes with {queries} queries",
+        "Lower bench.ways, bench.shots or bench.queries.",
+    )
     groups = None if class_groups is None else np.asarray(class_groups, dtype=np.int64)
     if groups is not None:
         per_group = np.bincount(groups[eligible], minlength=int(groups.max()) + 1)

@@ -59,8 +59,9 @@ def embed_all(method: Method, images: torch.Tensor, batch_size: int) -> torch.Te
         method.train(was_training)
 
 
-def evaluate(method: Method, images: torch.Tensor, episodes: Episodes, head: str, batch_size: int = 512,
-             **head_settings) -> EvalResult:
+def evaluate(
+    method: Method, images: torch.Tensor, episodes: Episodes, head: str, batch_size: int = 512, **head_settings
+) -> EvalResult:
     """Score ``method`` on ``episodes`` over ``images`` (uint8 N×C×H×W) with the named head, made with
     ``head_settings`` (``EvalConfig.head_settings()``: the prototype head's distance, logreg's steps, lr, l2)."""
     started = time.perf_counter()

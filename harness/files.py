@@ -99,17 +99,24 @@ def check_owned(path: Path, owner: str) -> None:
     if not path.exists() and not path.is_symlink():
         return
     if not path.is_dir() or path.is_symlink():
-        raise ConfigError(f"{path} is not a folder: {owner} writes a folder there and will not replace it; "
-                          "choose a new or empty folder")
+        raise ConfigError(
+            f"{path} is not a folder: {owner} writes a folder there and will not replace it; "
+            "choose a new or empty folder"
+        )
     mark = path / OWNER_MARK
     made_by = mark.read_text().strip() if mark.is_file() else None
     if made_by == owner or not any(path.iterdir()):
         return
     entries = sum(1 for _ in path.iterdir())
-    why = (f"it was made by {made_by}" if made_by else
-           f"it holds {entries} entr{'y' if entries == 1 else 'ies'} and no {OWNER_MARK} file naming {owner}")
-    raise ConfigError(f"{path} is not a folder {owner} made ({why}), and replacing it would delete its contents; "
-                      "choose a new or empty folder")
+    why = (
+        f"it was made by {made_by}"
+        if made_by
+        else f"it holds {entries} entr{'y' if entries == 1 else 'ies'} and no {OWNER_MARK} file naming {owner}"
+    )
+    raise ConfigError(
+        f"{path} is not a folder {owner} made ({why}), and replacing it would delete its contents; "
+        "choose a new or empty folder"
+    )
 
 
 @contextmanager
@@ -123,8 +130,9 @@ def stage_dir(path: str | Path, owner: str) -> Iterator[Path]:
     if pending and any(target.resolve() == path.resolve() for _, target in pending):
         from harness.errors import ConfigError
 
-        raise ConfigError(f"{path} would be written twice by one command (two specs name it as their folder); "
-                          "give each its own")
+        raise ConfigError(
+            f"{path} would be written twice by one command (two specs name it as their folder); give each its own"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     clear_litter(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))

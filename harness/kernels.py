@@ -22,8 +22,10 @@ from harness.errors import HarnessError
 LEVELS = ("portable", "native")
 PIN_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 # The portable level per architecture (platform.machine()); elsewhere portable and native are the same.
-PORTABLE = {arch: {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-                                   "MKL_ENABLE_INSTRUCTIONS": "AVX2"} for arch in ("x86_64", "AMD64")}
+PORTABLE = {
+    arch: {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    for arch in ("x86_64", "AMD64")
+}
 NATIVE_ISA = "native"  # what the record says where oneDNN chose its own ISA
 
 Pins = dict[str, "str | None"]  # variable → value (None: unset, the library chooses)
@@ -43,9 +45,11 @@ def record_pins(record: dict) -> Pins | None:
     if not kernels.get("cpu_capability"):
         return None
     isa, mkl = kernels.get("onednn_isa"), kernels.get("mkl_isa")
-    return {"ATEN_CPU_CAPABILITY": kernels["cpu_capability"].lower(),
-            "ONEDNN_MAX_CPU_ISA": None if isa in (None, NATIVE_ISA) else isa,
-            "MKL_ENABLE_INSTRUCTIONS": None if mkl in (None, NATIVE_ISA) else mkl}
+    return {
+        "ATEN_CPU_CAPABILITY": kernels["cpu_capability"].lower(),
+        "ONEDNN_MAX_CPU_ISA": None if isa in (None, NATIVE_ISA) else isa,
+        "MKL_ENABLE_INSTRUCTIONS": None if mkl in (None, NATIVE_ISA) else mkl,
+    }
 
 
 def pin(pins: Pins) -> None:
@@ -68,7 +72,8 @@ def pin(pins: Pins) -> None:
             raise HarnessError(
                 f"in this process torch already runs {running} kernels ({describe_pins(current)}); the run needs "
                 f"{describe_pins(pins)}: start it in a fresh process (`harness run ...`), which pins them before "
-                f"torch computes anything")
+                f"torch computes anything"
+            )
 
 
 def set_variables(pins: Pins) -> None:
@@ -98,29 +103,43 @@ def cpu_identity() -> dict:
     except OSError:
         pass
     flags = found.pop("flags", "")
-    return {"arch": platform.machine(), "vendor": found.get("vendor"), "family": found.get("family"),
-            "model": found.get("model"), "name": found.get("name") or platform.processor() or None,
-            "flags_digest": hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:12] if flags else None}
+    return {
+        "arch": platform.machine(),
+        "vendor": found.get("vendor"),
+        "family": found.get("family"),
+        "model": found.get("model"),
+        "name": found.get("name") or platform.processor() or None,
+        "flags_digest": hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:12] if flags else None,
+    }
 
 
 def describe(device, level: str) -> dict:
     """What exact replay of a run depends on besides its code and settings (the record's ``kernels``)."""
     import torch
 
-    out = {"level": level, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-           "onednn_isa": os.environ.get("ONEDNN_MAX_CPU_ISA") or NATIVE_ISA,
-           "mkl_isa": os.environ.get("MKL_ENABLE_INSTRUCTIONS") or NATIVE_ISA, "threads": torch.get_num_threads(),
-           "torch": torch.__version__, "cpu": cpu_identity()}
+    out = {
+        "level": level,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_isa": os.environ.get("ONEDNN_MAX_CPU_ISA") or NATIVE_ISA,
+        "mkl_isa": os.environ.get("MKL_ENABLE_INSTRUCTIONS") or NATIVE_ISA,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cpu": cpu_identity(),
+    }
     if torch.device(device).type == "cuda":
         index = torch.device(device).index or 0
         major, minor = torch.cuda.get_device_capability(index)
-        out["cuda"] = {"gpu": torch.cuda.get_device_name(index), "compute_capability": f"{major}.{minor}",
-                       "driver": cuda_driver(), "cuda": torch.version.cuda,
-                       "cudnn": torch.backends.cudnn.version(),
-                       "cudnn_deterministic": torch.backends.cudnn.deterministic,
-                       "cudnn_benchmark": torch.backends.cudnn.benchmark,
-                       "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-                       "cublas_workspace": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
+        out["cuda"] = {
+            "gpu": torch.cuda.get_device_name(index),
+            "compute_capability": f"{major}.{minor}",
+            "driver": cuda_driver(),
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "cublas_workspace": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        }
     return out
 
 
@@ -128,8 +147,13 @@ def cuda_driver() -> str | None:
     import subprocess
 
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout.split()
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.split()
     except (OSError, subprocess.SubprocessError):
         return None
     return out[0] if out else None
@@ -144,8 +168,16 @@ def replay_key(record: dict) -> tuple | None:
     if not kernels:
         return None
     cpu = kernels.get("cpu") or {}
-    key = (kernels.get("torch"), kernels.get("cpu_capability"), kernels.get("onednn_isa"), kernels.get("mkl_isa"),
-           kernels.get("threads"), cpu.get("arch"), cpu.get("vendor"), record.get("world_size") or 1)
+    key = (
+        kernels.get("torch"),
+        kernels.get("cpu_capability"),
+        kernels.get("onednn_isa"),
+        kernels.get("mkl_isa"),
+        kernels.get("threads"),
+        cpu.get("arch"),
+        cpu.get("vendor"),
+        record.get("world_size") or 1,
+    )
     if NATIVE_ISA in (kernels.get("onednn_isa"), kernels.get("mkl_isa")):
         key += (cpu.get("flags_digest"),)
     cuda = kernels.get("cuda")

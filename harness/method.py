@@ -26,8 +26,10 @@ from harness.protocol import Benchmark
 
 def check_shares(key: str, total: int, procs: int) -> None:
     if total % procs:
-        raise ConfigError(f"{key}={total} does not split into {procs} equal shares (one per process); use a "
-                          f"{key} divisible by {procs}, or another --procs")
+        raise ConfigError(
+            f"{key}={total} does not split into {procs} equal shares (one per process); use a "
+            f"{key} divisible by {procs}, or another --procs"
+        )
 
 
 @dataclass

@@ -13,7 +13,6 @@ from harness.config import TrainConfig
 from harness.distributed import SINGLE, World
 from harness.errors import HarnessError
 
-
 SCALER = "grad_scaler"  # the float16 gradient scaler's state, next to the optimisers' in checkpoints
 
 
@@ -35,8 +34,13 @@ def lr_factor(schedule: str, progress: float) -> float:
 class Optimization:
     """The optimisers of one method's parameter groups, scheduled and stepped together."""
 
-    def __init__(self, groups: dict[str, list], train: TrainConfig, device: torch.device = torch.device("cpu"),
-                 world: World = SINGLE):
+    def __init__(
+        self,
+        groups: dict[str, list],
+        train: TrainConfig,
+        device: torch.device = torch.device("cpu"),
+        world: World = SINGLE,
+    ):
         self.train, self.device, self.world = train, device, world
         self.optimizers = {name: make_optimizer(params, train) for name, params in groups.items()}
         self.params = [p for opt in self.optimizers.values() for g in opt.param_groups for p in g["params"]]
@@ -83,7 +87,9 @@ class Optimization:
             state = dict(state)
             self.scaler.load_state_dict(state.pop(SCALER))
         if set(state) != set(self.optimizers):
-            raise HarnessError(f"the checkpoint holds optimisers {sorted(state)}, and this method has {sorted(self.optimizers)} "
-                               f"(a checkpoint of an older harness or another method); {fix}")
+            raise HarnessError(
+                f"the checkpoint holds optimisers {sorted(state)}, and this method has {sorted(self.optimizers)} "
+                f"(a checkpoint of an older harness or another method); {fix}"
+            )
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state[name])

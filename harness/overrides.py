@@ -44,7 +44,9 @@ class Overrides(Mapping[str, Any]):
         flat = {}
         for group, values in tree.items():
             if not isinstance(values, dict):
-                raise ConfigError(f"{source}: config group '{group}' must be a mapping of keys to values, got {values!r}")
+                raise ConfigError(
+                    f"{source}: config group '{group}' must be a mapping of keys to values, got {values!r}"
+                )
             flat.update({f"{group}.{key}": value for key, value in values.items()})
         return cls(flat)
 
@@ -57,7 +59,9 @@ class Overrides(Mapping[str, Any]):
             key, sep, raw = item.partition("=")
             key = key.strip()
             if not sep or not key or (grouped and not _is_dotted(key)):
-                shape, example = ("group.key=value", "train.steps=500") if grouped else ("KEY=VALUE", "train.budget_minutes=3")
+                shape, example = (
+                    ("group.key=value", "train.steps=500") if grouped else ("KEY=VALUE", "train.budget_minutes=3")
+                )
                 raise ConfigError(f"{option} expects {shape} (e.g. {example}), got '{item}'")
             flat[key] = parse_value(raw)
         return cls(flat)
@@ -135,8 +139,10 @@ class Grid(dict):
         grid = cls()
         for key, value in mapping.items():
             if not isinstance(key, str) or not _is_dotted(key) or isinstance(value, dict):
-                raise ConfigError(f"{source}: set entries are group.key: value or group.key: [v1, v2] "
-                                  f"(e.g. train.lr: [0.001, 0.01]), got {key!r}: {value!r}")
+                raise ConfigError(
+                    f"{source}: set entries are group.key: value or group.key: [v1, v2] "
+                    f"(e.g. train.lr: [0.001, 0.01]), got {key!r}: {value!r}"
+                )
             grid[key] = value if isinstance(value, list) else [value]
             if not grid[key]:
                 raise ConfigError(f"{source}: set {key}: an empty list of values")

@@ -48,7 +48,9 @@ class BenchmarkSpec:
         return BenchConfig(self.ways, self.shots, self.queries, self.episodes, self.episode_seed)
 
     def summary(self) -> dict:
-        protocol = "official episodes" if self.official_episodes else f"{self.episodes} episodes, seed {self.episode_seed}"
+        protocol = (
+            "official episodes" if self.official_episodes else f"{self.episodes} episodes, seed {self.episode_seed}"
+        )
         return {
             "protocol": f"{self.ways}-way {self.shots}-shot, {self.queries} queries/class, {protocol}",
             "dataset": str(self.dataset),
@@ -66,10 +68,16 @@ class BenchmarkSpec:
                         f"official ones. Remove the override, or pick a benchmark with sampled episodes."
                     )
             return
-        missing = [f"{role} ({self.splits.get(role)})" for role in ("train", "test") if self.splits.get(role) not in dataset.splits]
+        missing = [
+            f"{role} ({self.splits.get(role)})"
+            for role in ("train", "test")
+            if self.splits.get(role) not in dataset.splits
+        ]
         if missing:
-            raise DataError(f"{self.name} needs a train and a test split, and its dataset {dataset.name} has no "
-                            f"{' or '.join(missing)} split; it has {', '.join(dataset.splits) or 'none'}")
+            raise DataError(
+                f"{self.name} needs a train and a test split, and its dataset {dataset.name} has no "
+                f"{' or '.join(missing)} split; it has {', '.join(dataset.splits) or 'none'}"
+            )
         info = dataset.splits[self.splits["test"]]
         classes = info.classes * (4 if self.test_rotations else 1) if info.classes else None
         if classes is not None and bench.ways > classes:
@@ -79,8 +87,10 @@ class BenchmarkSpec:
         if info.per_class is not None and bench.shots + bench.queries > info.per_class:
             raise ConfigError(
                 f"bench.shots + bench.queries = {bench.shots + bench.queries} exceeds the {info.per_class} images per "
-                f"test class of {self.name}" + (f" (class {info.smallest} has {info.per_class})" if info.smallest else "")
-                + "; lower bench.shots or bench.queries" + (", or add images to that class" if info.smallest else "")
+                f"test class of {self.name}"
+                + (f" (class {info.smallest} has {info.per_class})" if info.smallest else "")
+                + "; lower bench.shots or bench.queries"
+                + (", or add images to that class" if info.smallest else "")
             )
 
 
@@ -146,8 +156,10 @@ class Benchmark:
         With ``data.holdout`` the held-out classes are known only once loaded; the sampler checks those."""
         available = self.training_classes(run.data.class_rotations)
         if available is not None and ways > available:
-            raise ConfigError(f"{key}={ways}: {ways}-way training episodes need {ways} training classes, and "
-                              f"{run.benchmark} has {available}; use at most {available}")
+            raise ConfigError(
+                f"{key}={ways}: {ways}-way training episodes need {ways} training classes, and "
+                f"{run.benchmark} has {available}; use at most {available}"
+            )
 
     def load(self, cfg: RunConfig, with_train: bool = True) -> BenchmarkData:
         """Load the test split and its episodes, and (``with_train``) the training and validation data
@@ -161,7 +173,13 @@ class Benchmark:
         episodes = dataset.fixed_episodes(spec.splits["test"], test) if spec.official_episodes else None
         if episodes is None:
             episodes = sample_episodes(
-                test.labels.numpy(), bench.ways, bench.shots, bench.queries, bench.episodes, bench.episode_seed, test.identity
+                test.labels.numpy(),
+                bench.ways,
+                bench.shots,
+                bench.queries,
+                bench.episodes,
+                bench.episode_seed,
+                test.identity,
             )
         data = BenchmarkData(spec, dataset, test, episodes)
         if not with_train:
@@ -182,8 +200,14 @@ class Benchmark:
                 data.val = rotate_classes(data.val)
             groups = data.val.class_groups if spec.val_within_group else None
             data.val_episodes = sample_episodes(
-                data.val.labels.numpy(), bench.ways, bench.shots, bench.queries, cfg.train.val_episodes,
-                bench.episode_seed + VAL_SEED_OFFSET, data.val.identity, class_groups=groups,
+                data.val.labels.numpy(),
+                bench.ways,
+                bench.shots,
+                bench.queries,
+                cfg.train.val_episodes,
+                bench.episode_seed + VAL_SEED_OFFSET,
+                data.val.identity,
+                class_groups=groups,
             )
         return data
 
@@ -214,8 +238,12 @@ def subsample(imageset: ImageSet, fraction: float) -> ImageSet:
     keep = np.sort(order[keep_sorted])
     index = torch.as_tensor(keep)
     return ImageSet(
-        imageset.images[index], imageset.labels[index], imageset.class_names, imageset.class_groups,
-        imageset.group_names, f"{imageset.identity}~{fraction:g}",
+        imageset.images[index],
+        imageset.labels[index],
+        imageset.class_names,
+        imageset.class_groups,
+        imageset.group_names,
+        f"{imageset.identity}~{fraction:g}",
     )
 
 

@@ -69,7 +69,9 @@ def judge(replays: list[Replay]) -> list[str]:
             r.rule = "other kernels" if r.stored.get("kernels") else "kernels not recorded"
             verdicts.append("identical")
         else:
-            verdicts.append(statistical(r, [o for o in replays if o.reproduced and (o.row, o.column) == (r.row, r.column)]))
+            verdicts.append(
+                statistical(r, [o for o in replays if o.reproduced and (o.row, o.column) == (r.row, r.column)])
+            )
     return verdicts
 
 
@@ -79,8 +81,10 @@ def statistical(replay: Replay, cell_replays: list[Replay]) -> str:
 
     stored = [run["accuracy"] for run in replay.cell]
     reproduced = [r.reproduced["accuracy"] for r in cell_replays]
-    why = f"other kernels ({replay.reproduced.get('kernels', {}).get('cpu_capability', '?')} replaying " \
-          f"{replay.stored.get('kernels', {}).get('cpu_capability', 'unrecorded')})"
+    why = (
+        f"other kernels ({replay.reproduced.get('kernels', {}).get('cpu_capability', '?')} replaying "
+        f"{replay.stored.get('kernels', {}).get('cpu_capability', 'unrecorded')})"
+    )
     if len(reproduced) >= 2 and len(stored) >= 2:
         p = stats.ttest_ind(reproduced, stored, equal_var=False).pvalue
         if math.isnan(p):  # both samples constant: the same value or not
@@ -115,8 +119,11 @@ def plan_replays(table, only: list[str] | None, seeds: list[int] | None) -> list
     for name in only or []:
         if name not in labels and name not in {row.method for row in spec.rows}:
             close = difflib.get_close_matches(name, labels, n=1)
-            raise ConfigError(f"--only {name}: no such row in {spec.path}" + (f"; did you mean '{close[0]}'?" if close else "")
-                              + f". Rows: {', '.join(labels)}")
+            raise ConfigError(
+                f"--only {name}: no such row in {spec.path}"
+                + (f"; did you mean '{close[0]}'?" if close else "")
+                + f". Rows: {', '.join(labels)}"
+            )
     replays = []
     for row, cells in zip(spec.rows, table.cells):
         if only and row.label not in only and row.method not in only:
@@ -129,12 +136,20 @@ def plan_replays(table, only: list[str] | None, seeds: list[int] | None) -> list
                     continue
                 label = f"{row.label} | {column.label}"
                 if record.get("kind", "train") != "train":
-                    raise HarnessError(f"{label}: run {record['run_id']} was made by `harness eval`; "
-                                       "reproduce re-runs training runs only")
+                    raise HarnessError(
+                        f"{label}: run {record['run_id']} was made by `harness eval`; "
+                        "reproduce re-runs training runs only"
+                    )
                 planned = {}
                 try:
-                    add_runs(planned, label, record["method"], reference(record["benchmark"], record.get("benchmark_file")),
-                             dict(stored_overrides(read_config(Path(record["run_dir"])))), [record["seed"]])
+                    add_runs(
+                        planned,
+                        label,
+                        record["method"],
+                        reference(record["benchmark"], record.get("benchmark_file")),
+                        dict(stored_overrides(read_config(Path(record["run_dir"])))),
+                        [record["seed"]],
+                    )
                 except HarnessError as exc:
                     exc.args = (f"cannot plan {label} seed {record['seed']}: {exc}",)
                     raise
@@ -142,8 +157,11 @@ def plan_replays(table, only: list[str] | None, seeds: list[int] | None) -> list
                 run.threads, run.kernels = int(record.get("threads") or 0), kernels.record_pins(record)
                 replays.append(Replay(row.label, column.label, record, list(cell.group.runs), run))
     if not replays:
-        raise HarnessError(f"{spec.path}: no stored run matches" + (f" --only {', '.join(only)}" if only else "")
-                           + (f" --seeds {', '.join(map(str, seeds))}" if seeds is not None else ""))
+        raise HarnessError(
+            f"{spec.path}: no stored run matches"
+            + (f" --only {', '.join(only)}" if only else "")
+            + (f" --seeds {', '.join(map(str, seeds))}" if seeds is not None else "")
+        )
     return replays
 
 
@@ -156,14 +174,25 @@ def report_lines(replays: list[Replay], verdicts: list[str], metric: str) -> str
     for r, verdict in zip(replays, verdicts):
         stored = percent(r.stored["accuracy"], metric)
         reproduced = percent(r.reproduced["accuracy"], metric) if r.reproduced else None
-        rows.append([r.row, r.column, r.stored["seed"], f"{stored:.2f}",
-                     "—" if reproduced is None else f"{reproduced:.2f}",
-                     "—" if reproduced is None else f"{reproduced - stored:+.2f}",
-                     r.rule,
-                     verdict])
-    return fitted(rows, ["row", "column", "seed", f"stored {metric} %", f"reproduced {metric} %", "difference",
-                         "tolerance", "verdict"], wrap=["tolerance", "column", "row"], tablefmt="simple",
-                  disable_numparse=True)
+        rows.append(
+            [
+                r.row,
+                r.column,
+                r.stored["seed"],
+                f"{stored:.2f}",
+                "—" if reproduced is None else f"{reproduced:.2f}",
+                "—" if reproduced is None else f"{reproduced - stored:+.2f}",
+                r.rule,
+                verdict,
+            ]
+        )
+    return fitted(
+        rows,
+        ["row", "column", "seed", f"stored {metric} %", f"reproduced {metric} %", "difference", "tolerance", "verdict"],
+        wrap=["tolerance", "column", "row"],
+        tablefmt="simple",
+        disable_numparse=True,
+    )
 
 
 def failure_causes(statuses) -> dict[str, str]:
@@ -178,7 +207,9 @@ def failure_causes(statuses) -> dict[str, str]:
         said = []
         if not (status.record and status.record.get("status") == "failed") and log and log.is_file():
             prefix = f"harness: run failed: {status.run.label}: "
-            said = [line[len(prefix):] for line in log.read_text(errors="replace").splitlines() if line.startswith(prefix)]
+            said = [
+                line[len(prefix) :] for line in log.read_text(errors="replace").splitlines() if line.startswith(prefix)
+            ]
         cause = (said[-1] if said else status.reason or "failed").splitlines()[0]
         causes[status.run.key] = cause + (f" (stderr: {log})" if log else "")
     return causes
@@ -208,7 +239,9 @@ def cmd_reproduce(args) -> int:
         check_split(runs, processes_per_run(profile))
     parallelism = args.parallelism or (profile["parallelism"] if executor == "slurm" else 1)
     launch = Launch(executor, profile, profile_source, parallelism, args.device)
-    runs_dir = Path(args.runs_dir or default_runs_dir() / "reproduce" / f"{spec.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    runs_dir = Path(
+        args.runs_dir or default_runs_dir() / "reproduce" / f"{spec.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     if runs_dir.resolve() == spec.evidence.resolve():
         raise ConfigError(f"--runs-dir {runs_dir} is the table's evidence; reproduce into a fresh store")
     sweep = Sweep(runs_dir, f"reproduce-{spec.path.stem}")
@@ -224,18 +257,22 @@ def cmd_reproduce(args) -> int:
             print(f"harness: {replay.run.label} failed: {causes[replay.run.key]}", file=sys.stderr)
     verdicts = judge(replays)
     print(report_lines(replays, verdicts, spec.metric))
-    print(f"{verdicts.count('identical')} identical, {verdicts.count('consistent')} consistent, "
-          f"{verdicts.count('DIFFERENT')} different, {verdicts.count('NOT RUN')} not run (reproduced into {runs_dir})")
+    print(
+        f"{verdicts.count('identical')} identical, {verdicts.count('consistent')} consistent, "
+        f"{verdicts.count('DIFFERENT')} different, {verdicts.count('NOT RUN')} not run (reproduced into {runs_dir})"
+    )
     return 1 if any(v in ("DIFFERENT", "NOT RUN") for v in verdicts) else 0
 
 
 def add_commands(sub) -> None:
     p = sub.add_parser(
-        "reproduce", help="re-run a table's measured cells from their stored configurations and compare",
+        "reproduce",
+        help="re-run a table's measured cells from their stored configurations and compare",
         description="Re-run every measured cell of a table spec (each stored seed) from the stored configuration "
-                    "into a fresh store, through the sweep machinery, and print stored vs reproduced per cell and "
-                    "seed: identical, or on kernels the machine could not provide, consistent (a statistical verdict, "
-                    "the rule printed) or DIFFERENT (exit 1).")
+        "into a fresh store, through the sweep machinery, and print stored vs reproduced per cell and "
+        "seed: identical, or on kernels the machine could not provide, consistent (a statistical verdict, "
+        "the rule printed) or DIFFERENT (exit 1).",
+    )
     p.add_argument("spec", metavar="SPEC.yaml", help="table spec, e.g. results/tables/omniglot_lake.yaml")
     p.add_argument("--only", action="append", metavar="ROW", help="only this row (label or method; repeatable)")
     p.add_argument("--seeds", help="only these seeds: 0-2, 0,2 (default: every stored seed)")
@@ -243,7 +280,10 @@ def add_commands(sub) -> None:
     p.add_argument("--profile", help="SLURM profile (see `harness sweep --profile`)")
     p.add_argument("--parallelism", type=int, help="runs at once (default 1)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    p.add_argument("--runs-dir", help="the fresh store (default runs/reproduce/<spec>-<time>); "
-                                      "an earlier one continues an interrupted reproduction")
+    p.add_argument(
+        "--runs-dir",
+        help="the fresh store (default runs/reproduce/<spec>-<time>); "
+        "an earlier one continues an interrupted reproduction",
+    )
     p.add_argument("--dry-run", action="store_true", help="print what would run; run nothing")
     p.set_defaults(handler=cmd_reproduce)

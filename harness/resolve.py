@@ -9,15 +9,23 @@ from importlib import resources
 from typing import Any
 
 from harness import loggers
+from harness.benchmarks import get_benchmark
 from harness.catalog import BACKBONES, HEADS
 from harness.config import (
-    ConfigError, DataConfig, EvalConfig, RunConfig, TrainConfig, ViewConfig, check_bounds, load_yaml, read_yaml,
+    ConfigError,
+    DataConfig,
+    EvalConfig,
+    RunConfig,
+    TrainConfig,
+    ViewConfig,
+    check_bounds,
+    load_yaml,
+    read_yaml,
     set_value,
 )
 from harness.overrides import Overrides
-from harness.settings import check_not_renamed
-from harness.benchmarks import get_benchmark
 from harness.protocol import Benchmark
+from harness.settings import check_not_renamed
 
 
 @dataclass
@@ -47,9 +55,13 @@ def preset_layers(presets: list[str], *keys: str) -> list[tuple[str, Overrides]]
     family, then the benchmark's own name), as (source, settings); at each level the later preset wins.
     A family or benchmark named like a section (``default``, ``tiny``) takes no settings from it."""
     trees = preset_trees(presets)
-    return [(source, Overrides.from_tree(tree[key], source))
-            for key in (DEFAULT, *(k for k in keys if k not in (DEFAULT, TINY))) for preset, tree in trees
-            if tree.get(key) for source in [f"preset {preset}.yaml [{key}]"]]
+    return [
+        (source, Overrides.from_tree(tree[key], source))
+        for key in (DEFAULT, *(k for k in keys if k not in (DEFAULT, TINY)))
+        for preset, tree in trees
+        if tree.get(key)
+        for source in [f"preset {preset}.yaml [{key}]"]
+    ]
 
 
 def tiny_settings(method: str) -> Overrides:
@@ -57,8 +69,13 @@ def tiny_settings(method: str) -> Overrides:
     still train every part of it in a few steps; the method-contract tests run every method with them."""
     from harness.methods import METHODS
 
-    return Overrides().merged(*(Overrides.from_tree(tree[TINY], f"preset {preset}.yaml [{TINY}]")
-                                for preset, tree in preset_trees(METHODS.get(method).presets) if tree.get(TINY)))
+    return Overrides().merged(
+        *(
+            Overrides.from_tree(tree[TINY], f"preset {preset}.yaml [{TINY}]")
+            for preset, tree in preset_trees(METHODS.get(method).presets)
+            if tree.get(TINY)
+        )
+    )
 
 
 def preset_levels(presets: list[str]) -> list[tuple[str, Overrides]]:
@@ -78,8 +95,13 @@ def presets_of(entry, cls) -> list[str]:
     return [VIEWS_PRESET, *entry.presets] if cls.uses_views else entry.presets
 
 
-def resolve(method: str, benchmark: str, config_file: str | None = None, sets: list[str] | tuple = (),
-            overrides: Mapping[str, Any] | None = None) -> Resolved:
+def resolve(
+    method: str,
+    benchmark: str,
+    config_file: str | None = None,
+    sets: list[str] | tuple = (),
+    overrides: Mapping[str, Any] | None = None,
+) -> Resolved:
     """Defaults → benchmark → preset → fixed → ``config_file`` → ``overrides`` (dotted keys, e.g. a sweep's
     grid point or a tuning trial) → ``sets`` (``--set`` text); then validate. ``benchmark`` is a registered
     name or a benchmark file (``path.yaml``, ``path.yaml:NAME``); the config holds the benchmark's name."""
@@ -89,13 +111,20 @@ def resolve(method: str, benchmark: str, config_file: str | None = None, sets: l
     cls = entry.load()
     spec = get_benchmark(benchmark)
     cfg = RunConfig(
-        method_name=method, benchmark=spec.name, bench=spec.bench_config(),
-        data=DataConfig(class_rotations=spec.class_rotations), train=TrainConfig(), eval=EvalConfig(),
-        method=cls.Config(), views=ViewConfig() if cls.uses_views else None,
+        method_name=method,
+        benchmark=spec.name,
+        bench=spec.bench_config(),
+        data=DataConfig(class_rotations=spec.class_rotations),
+        train=TrainConfig(),
+        eval=EvalConfig(),
+        method=cls.Config(),
+        views=ViewConfig() if cls.uses_views else None,
     )
     origins = {f"{group}.{key}": "default" for group in cfg.groups() for key in vars(cfg.group(group))}
     from_benchmark = f"benchmark {spec.name}"
-    origins.update({f"bench.{key}": from_benchmark for key in vars(cfg.bench)}, **{"data.class_rotations": from_benchmark})
+    origins.update(
+        {f"bench.{key}": from_benchmark for key in vars(cfg.bench)}, **{"data.class_rotations": from_benchmark}
+    )
     layers = preset_layers(presets_of(entry, cls), spec.family, spec.name)
     layers.append((f"method {method} (fixed)", Overrides.from_tree(entry.fixed)))
     user = []
@@ -131,8 +160,10 @@ def resolve(method: str, benchmark: str, config_file: str | None = None, sets: l
     bench = Benchmark.of(spec, cfg.data.root)
     bench.check(cfg.bench)
     if not cfg.eval.test and not (cfg.data.holdout or bench.spec.splits.get("val")):
-        raise ConfigError(f"eval.test=false scores only the validation split, and {spec.name} has none: "
-                          "set data.holdout to a group of training classes")
+        raise ConfigError(
+            f"eval.test=false scores only the validation split, and {spec.name} has none: "
+            "set data.holdout to a group of training classes"
+        )
     if "backbone" in {f.name for f in fields(cls.Config)}:  # every method with a backbone, before its own checks
         check_backbone(cfg.method.backbone, bench.dataset.channels, cfg.data.image_size)
     cls.check_config(cfg, bench)
@@ -148,8 +179,9 @@ def check_head(cls: type, head: str) -> None:
     needs = "solve_episodes" if adapt else "embed"
     if getattr(cls, needs) is getattr(Method, needs):
         what, fix = ("adapts to each episode", "prototype or logreg") if adapt else ("embeds images", "adapt")
-        raise ConfigError(f"eval.head={head} needs a method that {what}, and {cls.__name__} does not; "
-                          f"use eval.head={fix}")
+        raise ConfigError(
+            f"eval.head={head} needs a method that {what}, and {cls.__name__} does not; use eval.head={fix}"
+        )
 
 
 @lru_cache(maxsize=None)
@@ -163,9 +195,11 @@ def check_backbone(backbone: str, channels: int, image_size: int) -> None:
     try:
         feature_dims(backbone, channels, image_size, (image_size,))
     except RuntimeError as exc:
-        raise ConfigError(f"data.image_size={image_size} is too small for the {backbone} backbone "
-                          f"({str(exc).splitlines()[0]}); use a larger data.image_size or another "
-                          f"method.backbone") from None
+        raise ConfigError(
+            f"data.image_size={image_size} is too small for the {backbone} backbone "
+            f"({str(exc).splitlines()[0]}); use a larger data.image_size or another "
+            f"method.backbone"
+        ) from None
 
 
 def check_data(resolved: Resolved, download: bool = False) -> None:
@@ -180,12 +214,18 @@ def config_listing(resolved: Resolved) -> str:
     from harness.settings import config_hash
 
     cfg = resolved.config
-    lines = [f"# {cfg.method_name} on {cfg.benchmark} (config hash {config_hash(cfg)}); after each value, where it "
-             "came from", f"method_name: {cfg.method_name}", f"benchmark: {cfg.benchmark}"]
+    lines = [
+        f"# {cfg.method_name} on {cfg.benchmark} (config hash {config_hash(cfg)}); after each value, where it "
+        "came from",
+        f"method_name: {cfg.method_name}",
+        f"benchmark: {cfg.benchmark}",
+    ]
     for group in cfg.groups():
         lines.append(f"{group}:")
-        values = [(f"  {key}: {format_value(value)}", resolved.origins.get(f"{group}.{key}", "default"))
-                  for key, value in vars(cfg.group(group)).items()]
+        values = [
+            (f"  {key}: {format_value(value)}", resolved.origins.get(f"{group}.{key}", "default"))
+            for key, value in vars(cfg.group(group)).items()
+        ]
         width = max(len(text) for text, _ in values)
         lines += [f"{text.ljust(width)}  # {origin}" for text, origin in values]
     return "\n".join(lines)

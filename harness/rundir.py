@@ -88,8 +88,16 @@ def new_run_dir(runs_dir: Path, method: str, benchmark: str, seed: int, digest: 
     return Path(runs_dir) / new_run_id(method, benchmark, seed, digest)
 
 
-def place(runs_dir: Path, method: str, benchmark: str, digest: str, seed: int, *, run_dir: Path | None = None,
-          resume: bool = False) -> Placement:
+def place(
+    runs_dir: Path,
+    method: str,
+    benchmark: str,
+    digest: str,
+    seed: int,
+    *,
+    run_dir: Path | None = None,
+    resume: bool = False,
+) -> Placement:
     """``run_dir`` when given; else, with ``resume``, the finished run of config hash ``digest`` and ``seed``
     under ``runs_dir`` (``done``) or its newest unfinished one; else a new directory."""
     if run_dir is not None:
@@ -112,9 +120,11 @@ def check_target(run_dir: Path, resume: bool) -> dict | None:
     if existing and not resume:
         raise HarnessError(f"{run_dir} already holds a run ({existing['status']}); pass --resume to continue it")
     if not existing and run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir()):
-        raise HarnessError(f"{run_dir} is not empty and holds no run record, so it is not a run directory: a run "
-                           "writes only into a new or empty folder (or continues its own with --resume); "
-                           "choose another --run-dir")
+        raise HarnessError(
+            f"{run_dir} is not empty and holds no run record, so it is not a run directory: a run "
+            "writes only into a new or empty folder (or continues its own with --resume); "
+            "choose another --run-dir"
+        )
     return existing
 
 
@@ -127,15 +137,21 @@ def locked(run_dir: Path) -> Iterator[None]:
             handle = stack.enter_context(files.locked(run_dir / LOCK, wait=False))
         except BlockingIOError:
             holder = (run_dir / LOCK).read_text().strip() or "another process"
-            raise HarnessError(f"{run_dir} is in use by {holder}: one process writes a run directory at a time; "
-                               f"wait for it to finish (or stop it), then resume") from None
+            raise HarnessError(
+                f"{run_dir} is in use by {holder}: one process writes a run directory at a time; "
+                f"wait for it to finish (or stop it), then resume"
+            ) from None
         except OSError as exc:
             if exc.filename is not None:  # the folder or the lock file cannot be made
-                raise HarnessError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}; "
-                                   f"pass a writable --runs-dir") from None
+                raise HarnessError(
+                    f"cannot write the run directory {run_dir}: {exc.strerror or exc}; pass a writable --runs-dir"
+                ) from None
             # a filesystem without flock (e.g. Lustre mounted without it): run, but say that nothing is guarded
-            print(f"harness: warning: cannot lock {run_dir / LOCK} ({exc.strerror}); a second process writing this "
-                  f"run directory would not be stopped", file=sys.stderr)
+            print(
+                f"harness: warning: cannot lock {run_dir / LOCK} ({exc.strerror}); a second process writing this "
+                f"run directory would not be stopped",
+                file=sys.stderr,
+            )
         else:
             handle.truncate(0)
             handle.write(f"pid {os.getpid()} on host {provenance.host()} since {provenance.now()}\n")
@@ -149,15 +165,21 @@ def start_record(run_dir: Path, config: dict, record: dict) -> None:
         write_config(run_dir, config)
         write_record(run_dir, record)
     except OSError as exc:
-        raise HarnessError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}; "
-                           f"pass a writable --runs-dir") from None
+        raise HarnessError(
+            f"cannot write the run directory {run_dir}: {exc.strerror or exc}; pass a writable --runs-dir"
+        ) from None
 
 
 def fail_record(run_dir: Path, record: dict, exc: BaseException) -> None:
     """Write ``error.log`` and the failed record for ``exc``; ``exc.written_files`` then lists the
     files that could be written, so that messages point only at files that exist."""
-    reason = ("terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted" if isinstance(exc, KeyboardInterrupt)
-              else f"{type(exc).__name__}: {exc}")
+    reason = (
+        "terminated (SIGTERM)"
+        if isinstance(exc, Terminated)
+        else "interrupted"
+        if isinstance(exc, KeyboardInterrupt)
+        else f"{type(exc).__name__}: {exc}"
+    )
     record.update(status="failed", reason=reason, finished=provenance.now())
     written: list[Path] = []
     try:
@@ -210,9 +232,15 @@ def remove(record: dict) -> None:
     """Delete a run's directory, if it is still the run ``record`` read (its record unchanged, not held)."""
     run_dir = Path(record["run_dir"])
     current = read_record(run_dir)
-    if current is None or current.get("status") != record.get("status") or current.get("started") != record.get("started"):
-        raise HarnessError(f"{run_dir} changed since it was listed (now {current and current.get('status')}); "
-                           "nothing of it was removed: run `harness prune` again")
+    if (
+        current is None
+        or current.get("status") != record.get("status")
+        or current.get("started") != record.get("started")
+    ):
+        raise HarnessError(
+            f"{run_dir} changed since it was listed (now {current and current.get('status')}); "
+            "nothing of it was removed: run `harness prune` again"
+        )
     if held(run_dir):
         raise HarnessError(f"{run_dir} is held by a running process; nothing of it was removed")
     shutil.rmtree(run_dir)

@@ -96,9 +96,18 @@ def build_method(resolved: Resolved, seed: int, device: torch.device, world: Wor
     ``device``; on several processes its batch norm spans them where the method splits batches, and with
     ``train.exact_batchnorm`` the harness computes every batch norm's statistics (harness/distributed.py)."""
     cfg, dataset = resolved.config, resolved.benchmark.dataset
-    env = MethodEnv(dataset.channels, cfg.data.image_size, dataset.mean, dataset.std, device,
-                    ways=cfg.bench.ways, shots=cfg.bench.shots, batch_size=cfg.train.batch_size, views=cfg.views,
-                    world=world)
+    env = MethodEnv(
+        dataset.channels,
+        cfg.data.image_size,
+        dataset.mean,
+        dataset.std,
+        device,
+        ways=cfg.bench.ways,
+        shots=cfg.bench.shots,
+        batch_size=cfg.train.batch_size,
+        views=cfg.views,
+        world=world,
+    )
     seed_everything(seed)
     method = resolved.method_class(cfg.method, env)
     synchronised = world.size > 1 and method.synced_batchnorm and cfg.train.sync_batchnorm
@@ -110,9 +119,11 @@ def build_method(resolved: Resolved, seed: int, device: torch.device, world: Wor
 def training_data(method: Method, data: BenchmarkData) -> TrainData:
     """The training split on the method's device; labels only for a method that uses them."""
     device, labels = method.env.device, method.uses_labels
-    return TrainData(images=data.train.images.to(device),
-                     labels=data.train.labels.to(device) if labels else None,
-                     num_classes=data.train.num_classes if labels else None)
+    return TrainData(
+        images=data.train.images.to(device),
+        labels=data.train.labels.to(device) if labels else None,
+        num_classes=data.train.num_classes if labels else None,
+    )
 
 
 def budgeted(resolved: Resolved, seed: int, device: torch.device) -> RunConfig:
@@ -125,8 +136,10 @@ def budgeted(resolved: Resolved, seed: int, device: torch.device) -> RunConfig:
         return cfg
     probe = build_method(resolved, seed, device)
     if probe.phase_starts(probe.cfg) != [0]:
-        raise ConfigError(f"train.budget_flops works for methods whose steps are all alike; {cfg.method_name}'s "
-                          "training has phases (harness/compute.py): set train.steps instead")
+        raise ConfigError(
+            f"train.budget_flops works for methods whose steps are all alike; {cfg.method_name}'s "
+            "training has phases (harness/compute.py): set train.steps instead"
+        )
     train_data = training_data(probe, resolved.benchmark.load(cfg, with_train=True))
     with compute.counting() as setup:
         probe.setup(train_data)
@@ -152,8 +165,10 @@ def check_world(resolved: Resolved, procs: int) -> None:
         from harness.methods import METHODS
 
         able = [e.name for e in METHODS if getattr(e.load(), "splits", "")]
-        raise ConfigError(f"{cfg.method_name} runs on one process (its training step has no split over processes); "
-                          f"--procs {procs} works for {', '.join(able)}; use --procs 1")
+        raise ConfigError(
+            f"{cfg.method_name} runs on one process (its training step has no split over processes); "
+            f"--procs {procs} works for {', '.join(able)}; use --procs 1"
+        )
     cls.check_world(cfg, procs)
 
 
@@ -176,7 +191,9 @@ class TrainLog:
 
     def write(self, row: dict) -> None:
         if self.columns is None:
-            self.columns = self.FIXED + [k for k in row if k not in self.FIXED and k != "val_accuracy"] + ["val_accuracy"]
+            self.columns = (
+                self.FIXED + [k for k in row if k not in self.FIXED and k != "val_accuracy"] + ["val_accuracy"]
+            )
             with open(self.path, "w", newline="") as fh:
                 csv.DictWriter(fh, self.columns, lineterminator="\n").writeheader()
         with open(self.path, "a", newline="") as fh:
@@ -218,9 +235,15 @@ def train(prepared: Prepared, run_dir: Path, seed: int, resume: bool, show_progr
     budget = tc.budget_minutes * 60
     log_every = log_interval(tc.log_every, tc.steps)
     val_accuracy = None
-    bar = tqdm(total=tc.steps, initial=step, desc=f"{cfg.method_name} {cfg.benchmark}", unit="step",
-               disable=not (show_progress and writes), mininterval=0.5 if sys.stderr.isatty() else 30,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=tc.steps,
+        initial=step,
+        desc=f"{cfg.method_name} {cfg.benchmark}",
+        unit="step",
+        disable=not (show_progress and writes),
+        mininterval=0.5 if sys.stderr.isatty() else 30,
+        dynamic_ncols=True,
+    )
     method.train()
     while not done and step < tc.steps and not (budget and seconds >= budget):
         started = time.perf_counter()
@@ -253,8 +276,10 @@ def train(prepared: Prepared, run_dir: Path, seed: int, resume: bool, show_progr
                 method.train()
             log.write(row)
             board.write(row)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in values.items() if k == "loss"} |
-                            ({"val": f"{val_accuracy:.3f}"} if val_accuracy is not None else {}))
+            bar.set_postfix(
+                {k: f"{v:.4g}" for k, v in values.items() if k == "loss"}
+                | ({"val": f"{val_accuracy:.3f}"} if val_accuracy is not None else {})
+            )
         bar.update(1)
         if step % tc.checkpoint_every == 0 and writes:
             save_checkpoint(checkpoint, method, optimization, step, seconds, generator, done=False, flops=counts)
@@ -263,20 +288,26 @@ def train(prepared: Prepared, run_dir: Path, seed: int, resume: bool, show_progr
         val_accuracy = validation_accuracy(method, cfg, data)
     if writes:
         save_checkpoint(checkpoint, method, optimization, step, seconds, generator, done=True, flops=counts)
-    return {"steps": step, "train_seconds": round(seconds, 3), "val_accuracy": val_accuracy,
-            "budget_exhausted": bool(budget and seconds >= budget and step < tc.steps),
-            "flops": compute.training_flops(prepared.setup_flops, starts, counts, step)}
+    return {
+        "steps": step,
+        "train_seconds": round(seconds, 3),
+        "val_accuracy": val_accuracy,
+        "budget_exhausted": bool(budget and seconds >= budget and step < tc.steps),
+        "flops": compute.training_flops(prepared.setup_flops, starts, counts, step),
+    }
 
 
 def validation_accuracy(method: Method, cfg: RunConfig, data: BenchmarkData) -> float:
-    return evaluate(method, data.val.images, data.val_episodes, cfg.eval.head, cfg.eval.batch_size,
-                    **cfg.eval.head_settings()).mean
+    return evaluate(
+        method, data.val.images, data.val_episodes, cfg.eval.head, cfg.eval.batch_size, **cfg.eval.head_settings()
+    ).mean
 
 
 def score(method: Method, cfg: RunConfig, data: BenchmarkData) -> EvalResult:
     """The fixed test episodes scored with ``cfg.eval`` (head, distance, batch size)."""
-    return evaluate(method, data.test.images, data.test_episodes, cfg.eval.head, cfg.eval.batch_size,
-                    **cfg.eval.head_settings())
+    return evaluate(
+        method, data.test.images, data.test_episodes, cfg.eval.head, cfg.eval.batch_size, **cfg.eval.head_settings()
+    )
 
 
 def result_fields(result: EvalResult, episodes_digest: str) -> dict:
@@ -313,19 +344,30 @@ def check_memory(resolved: Resolved, device: torch.device) -> None:
     """A ConfigError, naming the settings, where the images or episodes a run holds in memory need more
     than this machine has (the least they need: every class at its smallest size)."""
     cfg, spec, dataset = resolved.config, resolved.benchmark.spec, resolved.benchmark.dataset
-    per_image = dataset.channels * cfg.data.image_size ** 2
-    images = sum((info.classes or 0) * (info.per_class or 0) for split, info in dataset.splits.items()
-                 if split in spec.splits.values())
+    per_image = dataset.channels * cfg.data.image_size**2
+    images = sum(
+        (info.classes or 0) * (info.per_class or 0)
+        for split, info in dataset.splits.items()
+        if split in spec.splits.values()
+    )
     images = max(images, cfg.bench.ways * (cfg.bench.shots + cfg.bench.queries))
-    episodes = 8 * (cfg.bench.episodes + cfg.train.val_episodes) * cfg.bench.ways * (cfg.bench.shots + cfg.bench.queries)
+    episodes = (
+        8 * (cfg.bench.episodes + cfg.train.val_episodes) * cfg.bench.ways * (cfg.bench.shots + cfg.bench.queries)
+    )
     available = provenance.memory_bytes()
-    for need, what, keys in ((images * per_image, f"{images:,} images of {cfg.data.image_size}² px",
-                              "data.image_size"),
-                             (episodes, f"the indices of {cfg.bench.episodes:,} test and {cfg.train.val_episodes:,} "
-                              "validation episodes", "bench.episodes or train.val_episodes")):
+    for need, what, keys in (
+        (images * per_image, f"{images:,} images of {cfg.data.image_size}² px", "data.image_size"),
+        (
+            episodes,
+            f"the indices of {cfg.bench.episodes:,} test and {cfg.train.val_episodes:,} validation episodes",
+            "bench.episodes or train.val_episodes",
+        ),
+    ):
         if need > available:
-            raise ConfigError(f"{keys.split(' or ')[0]}: {what} need at least {need / 2**30:,.1f} GiB of memory, and "
-                              f"this machine has {available / 2**30:,.1f} GiB; lower {keys}")
+            raise ConfigError(
+                f"{keys.split(' or ')[0]}: {what} need at least {need / 2**30:,.1f} GiB of memory, and "
+                f"this machine has {available / 2**30:,.1f} GiB; lower {keys}"
+            )
 
 
 def execute(request: RunRequest) -> dict:
@@ -379,8 +421,12 @@ def _execute_locked(request: RunRequest, prepared: Prepared, torch_device: torch
             record["flops"]["eval"] = evaluation.total
             write_scores(run_dir, result.accuracies, result.correct)
             record.update(result_fields(result, data.test_episodes.digest))
-        record.update(status="ok", finished=provenance.now(), wall_seconds=round(time.perf_counter() - wall_started, 3),
-                      peak_memory_mb=round(provenance.peak_memory_mb(torch_device), 1))
+        record.update(
+            status="ok",
+            finished=provenance.now(),
+            wall_seconds=round(time.perf_counter() - wall_started, 3),
+            peak_memory_mb=round(provenance.peak_memory_mb(torch_device), 1),
+        )
     except (Exception, KeyboardInterrupt) as exc:
         rundir.fail_record(run_dir, record, exc)
         loggers.finish(run_dir, resolved.config.log, record)
@@ -399,12 +445,16 @@ def execute_processes(procs: int, request: RunRequest) -> dict:
         launch(procs, request.device, execute_as, request)
     except HarnessError as exc:  # a process died: process 0 may not have recorded why
         rundir.mark_dead(run_dir, str(exc))
-        raise HarnessError(f"{exc}; the run is recorded failed in {run_dir}; continue it from its last checkpoint "
-                           f"with --run-dir {run_dir} --resume") from None
+        raise HarnessError(
+            f"{exc}; the run is recorded failed in {run_dir}; continue it from its last checkpoint "
+            f"with --run-dir {run_dir} --resume"
+        ) from None
     record = read_record(run_dir)
     if not record or record.get("status") != "ok":
-        raise HarnessError(f"the {procs}-process run in {run_dir} did not finish: "
-                           f"{(record or {}).get('reason') or 'no record was written'}")
+        raise HarnessError(
+            f"the {procs}-process run in {run_dir} did not finish: "
+            f"{(record or {}).get('reason') or 'no record was written'}"
+        )
     return record
 
 

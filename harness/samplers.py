@@ -14,14 +14,25 @@ from harness.episodes import eligible_classes
 class EpisodeSampler:
     """N-way K-shot Q-query episodes from labelled images, as index tensors."""
 
-    def __init__(self, labels: torch.Tensor, ways: int, shots: int, queries: int,
-                 keys: tuple[str, str, str] = ("method.train_ways", "method.train_shots", "method.train_queries")):
+    def __init__(
+        self,
+        labels: torch.Tensor,
+        ways: int,
+        shots: int,
+        queries: int,
+        keys: tuple[str, str, str] = ("method.train_ways", "method.train_shots", "method.train_queries"),
+    ):
         """``keys``: the settings that give ``ways``, ``shots`` and ``queries``, named in the error when the
         labels have too few classes with enough images."""
-        members, eligible = eligible_classes(labels.cpu().numpy(), int(labels.max()) + 1, ways, shots + queries,
-                                             f"{ways}-way training episodes with {shots}+{queries} images per class "
-                                             f"({keys[0]}={ways}, {keys[1]}={shots}, {keys[2]}={queries})",
-                                             f"Lower {keys[0]}, {keys[1]} or {keys[2]}.")
+        members, eligible = eligible_classes(
+            labels.cpu().numpy(),
+            int(labels.max()) + 1,
+            ways,
+            shots + queries,
+            f"{ways}-way training episodes with {shots}+{queries} images per class "
+            f"({keys[0]}={ways}, {keys[1]}={shots}, {keys[2]}={queries})",
+            f"Lower {keys[0]}, {keys[1]} or {keys[2]}.",
+        )
         self.members = torch.as_tensor(members)[torch.as_tensor(eligible)]
         self.ways, self.shots, self.queries = ways, shots, queries
         self._padding = self.members < 0
@@ -37,8 +48,10 @@ class EpisodeSampler:
         query = items[:, :, self.shots :].reshape(batch, -1)
         labels = torch.arange(self.ways)
         return (
-            support, labels.repeat_interleave(self.shots).expand(batch, -1),
-            query, labels.repeat_interleave(self.queries).expand(batch, -1),
+            support,
+            labels.repeat_interleave(self.shots).expand(batch, -1),
+            query,
+            labels.repeat_interleave(self.queries).expand(batch, -1),
         )
 
 

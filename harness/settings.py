@@ -100,8 +100,9 @@ class Rename:
 
 # Tasks per step have one key for every episodic method: ProtoNet's episodes per step were method.meta_batch
 # (train.batch_size, which ProtoNet did not read, stayed at TrainConfig's default of 64 in its stored runs).
-TASKS_PER_STEP = Rename("harness.methods.protonet:ProtoNetConfig", "method.meta_batch", "train.batch_size",
-                        before=1, hashed_new=64)
+TASKS_PER_STEP = Rename(
+    "harness.methods.protonet:ProtoNetConfig", "method.meta_batch", "train.batch_size", before=1, hashed_new=64
+)
 RENAMES = (TASKS_PER_STEP,)
 
 
@@ -120,8 +121,10 @@ def check_not_renamed(key: str, method_config: type | None, source: str) -> None
     (None: of any method)."""
     for rename in RENAMES:
         if key == rename.old and (method_config is None or rename.applies(method_config)):
-            raise ConfigError(f"{source}: {rename.old} is now {rename.new} (one key for tasks per step in every "
-                              f"episodic method); use {rename.new}")
+            raise ConfigError(
+                f"{source}: {rename.old} is now {rename.new} (one key for tasks per step in every "
+                f"episodic method); use {rename.new}"
+            )
 
 
 def canonical(tree: dict) -> dict:

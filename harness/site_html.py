@@ -30,21 +30,24 @@ BAR_COLOURS = {"best": "#1f5fbf", "tie": "#5b8fd9", "": "#8a93a3"}
 def page(title: str, body: str, depth: int) -> str:
     """A whole HTML page; ``depth`` is how many folders below the site root it lies."""
     root = "../" * depth
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-            f'<header><a href="{root}index.html">Few-shot harness results</a></header>\n'
-            f"<main>\n{body}\n</main>\n</body>\n</html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+        f'<header><a href="{root}index.html">Few-shot harness results</a></header>\n'
+        f"<main>\n{body}\n</main>\n</body>\n</html>\n"
+    )
 
 
 def link(href: str, text: str) -> str:
     return f'<a href="{escape(href)}">{escape(text)}</a>'
 
 
-def table(headers: list[str], rows: list[list[str]], numeric: set[int] = frozenset(),
-          classes: list[list[str]] | None = None) -> str:
+def table(
+    headers: list[str], rows: list[list[str]], numeric: set[int] = frozenset(), classes: list[list[str]] | None = None
+) -> str:
     """A table of HTML cells (already escaped); ``numeric`` columns align right; ``classes`` per cell."""
-    head = "".join(f'<th{" class=num" if i in numeric else ""}>{escape(h)}</th>' for i, h in enumerate(headers))
+    head = "".join(f"<th{' class=num' if i in numeric else ''}>{escape(h)}</th>" for i, h in enumerate(headers))
     lines = []
     for r, row in enumerate(rows):
         cells = []
@@ -61,15 +64,18 @@ def notes(items: list[str]) -> str:
 
 def ci_bar(value: float, ci: float, low: float, high: float, mark: str, width: int = 220) -> str:
     """An inline SVG: the 95% CI as a bar and the value as a dot, on the shared axis [low, high]."""
+
     def x(v: float) -> float:
         return 6 + (width - 12) * (min(max(v, low), high) - low) / (high - low)
 
     colour = BAR_COLOURS[mark]
-    return (f'<svg width="{width}" height="16" role="img" aria-label="{value:.2f} ± {ci:.2f}">'
-            f"<title>{value:.2f} ± {ci:.2f}</title>"
-            f'<line x1="6" y1="8" x2="{width - 6}" y2="8" stroke="#e4e8ef"/>'
-            f'<line x1="{x(value - ci):.1f}" y1="8" x2="{x(value + ci):.1f}" y2="8" stroke="{colour}" stroke-width="4"/>'
-            f'<circle cx="{x(value):.1f}" cy="8" r="4.5" fill="{colour}" stroke="#fff"/></svg>')
+    return (
+        f'<svg width="{width}" height="16" role="img" aria-label="{value:.2f} ± {ci:.2f}">'
+        f"<title>{value:.2f} ± {ci:.2f}</title>"
+        f'<line x1="6" y1="8" x2="{width - 6}" y2="8" stroke="#e4e8ef"/>'
+        f'<line x1="{x(value - ci):.1f}" y1="8" x2="{x(value + ci):.1f}" y2="8" stroke="{colour}" stroke-width="4"/>'
+        f'<circle cx="{x(value):.1f}" cy="8" r="4.5" fill="{colour}" stroke="#fff"/></svg>'
+    )
 
 
 def axis_range(values: list[float]) -> tuple[float, float]:
@@ -96,14 +102,16 @@ def line_chart(title: str, points: list[tuple[float, float]], x_label: str, widt
         return height - bottom - (height - top - bottom) * (v - y0) / (y1 - y0)
 
     path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
-    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="{escape(title)}">',
-             f'<text x="{left}" y="14" font-weight="600">{escape(title)}</text>',
-             f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
-             'fill="none" stroke="#d8dde6"/>',
-             f'<text x="{left - 4}" y="{top + 9}" text-anchor="end">{short(max(ys))}</text>',
-             f'<text x="{left}" y="{height - bottom + 13}">{short(min(xs))}</text>',
-             f'<text x="{(left + width - right) / 2:.0f}" y="{height - 4}" text-anchor="middle">{escape(x_label)}</text>',
-             f'<polyline points="{path}" fill="none" stroke="#1f5fbf" stroke-width="1.5"/>']
+    parts = [
+        f'<svg width="{width}" height="{height}" role="img" aria-label="{escape(title)}">',
+        f'<text x="{left}" y="14" font-weight="600">{escape(title)}</text>',
+        f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
+        'fill="none" stroke="#d8dde6"/>',
+        f'<text x="{left - 4}" y="{top + 9}" text-anchor="end">{short(max(ys))}</text>',
+        f'<text x="{left}" y="{height - bottom + 13}">{short(min(xs))}</text>',
+        f'<text x="{(left + width - right) / 2:.0f}" y="{height - 4}" text-anchor="middle">{escape(x_label)}</text>',
+        f'<polyline points="{path}" fill="none" stroke="#1f5fbf" stroke-width="1.5"/>',
+    ]
     if min(ys) < max(ys):
         parts.append(f'<text x="{left - 4}" y="{height - bottom}" text-anchor="end">{short(min(ys))}</text>')
     if min(xs) < max(xs):

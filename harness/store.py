@@ -94,8 +94,9 @@ def read_config(run_dir: Path) -> dict:
     path = Path(run_dir) / CONFIG
     tree = read_yaml(path.read_text(), str(path))
     if not isinstance(tree, dict):
-        raise HarnessError(f"{path} holds {type(tree).__name__}, not the mapping of setting groups a run stores; "
-                           "the run is damaged")
+        raise HarnessError(
+            f"{path} holds {type(tree).__name__}, not the mapping of setting groups a run stores; the run is damaged"
+        )
     return tree
 
 
@@ -149,20 +150,32 @@ def check_evidence(record: dict) -> None:
     accuracy, shape = record.get("accuracy"), (record.get("episodes"), record.get("queries_per_episode"))
     if accuracy is None and not (run_dir / TRIALS).exists():
         return  # eval.test=false: validated only, no test outcomes to check
-    if not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool) or not all(isinstance(n, int) for n in shape):
-        raise HarnessError(f"{run_dir / RESULT}: an ok record without a numeric accuracy, episodes and "
-                           "queries_per_episode; the run is damaged: re-run it or remove it")
+    if (
+        not isinstance(accuracy, (int, float))
+        or isinstance(accuracy, bool)
+        or not all(isinstance(n, int) for n in shape)
+    ):
+        raise HarnessError(
+            f"{run_dir / RESULT}: an ok record without a numeric accuracy, episodes and "
+            "queries_per_episode; the run is damaged: re-run it or remove it"
+        )
     try:
         correct = np.load(run_dir / TRIALS, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise HarnessError(f"{run_dir / TRIALS}: unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                           "the run's evidence is damaged: re-run it or restore the file") from None
+        raise HarnessError(
+            f"{run_dir / TRIALS}: unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            "the run's evidence is damaged: re-run it or restore the file"
+        ) from None
     if correct.dtype != bool or correct.shape != shape:
-        raise HarnessError(f"{run_dir / TRIALS}: {correct.dtype} {correct.shape}, not the record's {shape[0]} episodes × "
-                           f"{shape[1]} queries of booleans; the evidence is damaged or from another run")
+        raise HarnessError(
+            f"{run_dir / TRIALS}: {correct.dtype} {correct.shape}, not the record's {shape[0]} episodes × "
+            f"{shape[1]} queries of booleans; the evidence is damaged or from another run"
+        )
     if abs(float(correct.mean()) - accuracy) > 1e-9:
-        raise HarnessError(f"{run_dir / RESULT}: accuracy {accuracy!r} disagrees with {TRIALS} "
-                           f"({float(correct.mean())!r}); one of them was changed: re-run it or restore both")
+        raise HarnessError(
+            f"{run_dir / RESULT}: accuracy {accuracy!r} disagrees with {TRIALS} "
+            f"({float(correct.mean())!r}); one of them was changed: re-run it or restore both"
+        )
     try:
         config = read_config(run_dir)
     except (OSError, UnicodeDecodeError, HarnessError) as exc:
@@ -178,8 +191,10 @@ def check_evidence(record: dict) -> None:
                     try:
                         float(value)
                     except (TypeError, ValueError):
-                        raise HarnessError(f"{run_dir / TRAIN_LOG}, line {line}: {key}={str(value)[:40]!r} is not a "
-                                           "number; the training log is damaged") from None
+                        raise HarnessError(
+                            f"{run_dir / TRAIN_LOG}, line {line}: {key}={str(value)[:40]!r} is not a "
+                            "number; the training log is damaged"
+                        ) from None
 
 
 def read_losses(run_dir: Path) -> list[float]:
@@ -280,23 +295,33 @@ def records_frame(records: list[dict]):
 
     rows = []
     for r in records:
-        rows.append({
-            "run": Path(r["run_dir"]).name,
-            "method": r.get("method"),
-            "benchmark": r.get("benchmark"),
-            "seed": r.get("seed"),
-            "head": r.get("head"),
-            "status": r.get("status"),
-            "accuracy %": percent(r.get("accuracy")),
-            "ci95 %": percent(r.get("ci95")),
-            "episodes": r.get("episodes"),
-            "steps": r.get("steps"),
-            "train_s": r.get("train_seconds"),
-            "reason": r.get("reason") or "",
-        })
+        rows.append(
+            {
+                "run": Path(r["run_dir"]).name,
+                "method": r.get("method"),
+                "benchmark": r.get("benchmark"),
+                "seed": r.get("seed"),
+                "head": r.get("head"),
+                "status": r.get("status"),
+                "accuracy %": percent(r.get("accuracy")),
+                "ci95 %": percent(r.get("ci95")),
+                "episodes": r.get("episodes"),
+                "steps": r.get("steps"),
+                "train_s": r.get("train_seconds"),
+                "reason": r.get("reason") or "",
+            }
+        )
     frame = pd.DataFrame(rows)
-    return frame.astype({"seed": "Int64", "episodes": "Int64", "steps": "Int64",
-                         "accuracy %": "float64", "ci95 %": "float64", "train_s": "float64"})
+    return frame.astype(
+        {
+            "seed": "Int64",
+            "episodes": "Int64",
+            "steps": "Int64",
+            "accuracy %": "float64",
+            "ci95 %": "float64",
+            "train_s": "float64",
+        }
+    )
 
 
 def default_runs_dir() -> Path:
@@ -305,9 +330,11 @@ def default_runs_dir() -> Path:
 
 def summary_line(record: dict) -> str:
     if record.get("accuracy") is None:  # eval.test=false: validation only
-        return (f"{record['method']} on {record['benchmark']} (seed {record['seed']}): validation accuracy "
-                f"{100 * record['val_accuracy']:.2f}% (test episodes not scored) | train {record['train_seconds']:.1f} s, "
-                f"{record['steps']} steps | {record['run_dir']}")
+        return (
+            f"{record['method']} on {record['benchmark']} (seed {record['seed']}): validation accuracy "
+            f"{100 * record['val_accuracy']:.2f}% (test episodes not scored) | train {record['train_seconds']:.1f} s, "
+            f"{record['steps']} steps | {record['run_dir']}"
+        )
     acc, ci = 100 * record["accuracy"], 100 * record["ci95"]
     return (
         f"{record['method']} on {record['benchmark']} (seed {record['seed']}): accuracy {acc:.2f}% ± {ci:.2f} "

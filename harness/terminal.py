@@ -19,8 +19,14 @@ def terminal_width() -> int | None:
     return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
 
 
-def fitted(rows: Sequence[Sequence], headers: Sequence[str], wrap: Sequence[str], drop: Sequence[str] = (),
-           width: int | None = None, **options) -> str:
+def fitted(
+    rows: Sequence[Sequence],
+    headers: Sequence[str],
+    wrap: Sequence[str],
+    drop: Sequence[str] = (),
+    width: int | None = None,
+    **options,
+) -> str:
     """``tabulate(rows, headers, **options)`` fitted to ``width`` (default ``terminal_width()``; None: as
     wide as it is): the columns named in ``wrap`` are wrapped over several lines as far as needed, and
     where that would leave them narrower than MIN_WIDTH, the columns named in ``drop`` are left out, in
@@ -34,8 +40,14 @@ def fitted(rows: Sequence[Sequence], headers: Sequence[str], wrap: Sequence[str]
         return table
     for count in range(len(drop) + 1):
         kept = [i for i, name in enumerate(headers) if name not in drop[:count]]
-        narrow = {**options, **({"floatfmt": [options["floatfmt"][i] for i in kept]}
-                                if isinstance(options.get("floatfmt"), list) else {})}
+        narrow = {
+            **options,
+            **(
+                {"floatfmt": [options["floatfmt"][i] for i in kept]}
+                if isinstance(options.get("floatfmt"), list)
+                else {}
+            ),
+        }
         table, cap = wrapped([[row[i] for i in kept] for row in rows], [headers[i] for i in kept], wrap, width, narrow)
         if widest(table) <= width and cap >= MIN_WIDTH:
             break
@@ -47,8 +59,9 @@ def wrapped(rows: list[list], headers: list[str], wrap: Sequence[str], width: in
     whole first; and the narrowest line length a wrapped column got (``width`` where none had to wrap)."""
     from tabulate import tabulate
 
-    natural = {i: max(len(headers[i]), *(len(str(row[i])) for row in rows)) for i, name in enumerate(headers)
-               if name in wrap}
+    natural = {
+        i: max(len(headers[i]), *(len(str(row[i])) for row in rows)) for i, name in enumerate(headers) if name in wrap
+    }
     table = tabulate(rows, headers=headers, **options)
     budget = width - (widest(table) - sum(natural.values()))
     limits: list[int | None] = [None] * len(headers)

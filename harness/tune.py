@@ -41,29 +41,43 @@ def draw_trials(space: dict[str, list], trials: int) -> list[dict[str, object]]:
     keys = sorted(space)
     size = math.prod(len(space[k]) for k in keys)
     if size > MAX_SWEEP_RUNS:  # counted before the grid is made, as sweeps count theirs
-        raise ConfigError(f"the search space is a grid of {size:,} points ({' × '.join(str(len(space[k])) for k in keys)}); "
-                          f"at most {MAX_SWEEP_RUNS:,}: give fewer values per key")
+        raise ConfigError(
+            f"the search space is a grid of {size:,} points ({' × '.join(str(len(space[k])) for k in keys)}); "
+            f"at most {MAX_SWEEP_RUNS:,}: give fewer values per key"
+        )
     grid = list(itertools.product(*(space[k] for k in keys)))
     order = np.argsort(np.random.Philox(key=TUNING_SEED).random_raw(len(grid)), kind="stable")
     return [dict(zip(keys, grid[i])) for i in order[:trials]]
 
 
-def run_tuning(method: str, bench: str, space_file: str, trials: int, budget_minutes: float, holdout: str | None,
-               sets: list[str], runs_dir: Path, out: Path | None, seed: int = 0, device: str = "auto",
-               log: dict | None = None) -> dict:
+def run_tuning(
+    method: str,
+    bench: str,
+    space_file: str,
+    trials: int,
+    budget_minutes: float,
+    holdout: str | None,
+    sets: list[str],
+    runs_dir: Path,
+    out: Path | None,
+    seed: int = 0,
+    device: str = "auto",
+    log: dict | None = None,
+) -> dict:
     """Run the trials (resuming finished ones), pick the best validation accuracy, write the summary.
     ``log``: ``log.*`` settings (``--logger``) for every trial, kept out of the summary."""
+    from harness import rundir
     from harness.overrides import Overrides
     from harness.resolve import check_data, resolve
-    from harness import rundir
     from harness.runner import RunRequest, execute
     from harness.settings import config_hash
 
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}")
     space = load_space(space_file)
-    fixed = Overrides({**({"data.holdout": holdout} if holdout else {}), "eval.test": False,
-                       "train.budget_minutes": budget_minutes}).merged(Overrides.from_text(sets), log or {})
+    fixed = Overrides(
+        {**({"data.holdout": holdout} if holdout else {}), "eval.test": False, "train.budget_minutes": budget_minutes}
+    ).merged(Overrides.from_text(sets), log or {})
     store = Path(runs_dir) / "tuning" / f"{method}-{bench}"
     rows = []
     for settings in draw_trials(space, trials):
@@ -71,12 +85,29 @@ def run_tuning(method: str, bench: str, space_file: str, trials: int, budget_min
         check_data(resolved)
         place = rundir.place(store, method, bench, config_hash(resolved.config), seed, resume=True)
         record = place.done or execute(RunRequest(resolved, seed, place.run_dir, device, resume=True))
-        rows.append({"settings": settings, "val_accuracy": record["val_accuracy"], "steps": record["steps"],
-                     "train_seconds": record["train_seconds"], "run_id": record["run_id"]})
+        rows.append(
+            {
+                "settings": settings,
+                "val_accuracy": record["val_accuracy"],
+                "steps": record["steps"],
+                "train_seconds": record["train_seconds"],
+                "run_id": record["run_id"],
+            }
+        )
     best = max(rows, key=lambda r: r["val_accuracy"])
-    summary = {"method": method, "benchmark": bench, "holdout": holdout, "budget_minutes": budget_minutes,
-               "trials": trials, "seed": seed, "fixed": sets, "space": space, "results": rows,
-               "chosen": best["settings"], "chosen_val_accuracy": best["val_accuracy"]}
+    summary = {
+        "method": method,
+        "benchmark": bench,
+        "holdout": holdout,
+        "budget_minutes": budget_minutes,
+        "trials": trials,
+        "seed": seed,
+        "fixed": sets,
+        "space": space,
+        "results": rows,
+        "chosen": best["settings"],
+        "chosen_val_accuracy": best["val_accuracy"],
+    }
     if out is not None:
         write_summary(summary, Path(out))
     return summary
@@ -90,8 +121,10 @@ def write_summary(summary: dict, out: Path) -> None:
 
     files.write_json(out.with_suffix(".json"), summary)
     keys = sorted(summary["space"])
-    table = [[*(r["settings"][k] for k in keys), f"{100 * r['val_accuracy']:.2f}", r["steps"], r["run_id"]]
-             for r in summary["results"]]
+    table = [
+        [*(r["settings"][k] for k in keys), f"{100 * r['val_accuracy']:.2f}", r["steps"], r["run_id"]]
+        for r in summary["results"]
+    ]
     lines = [
         f"# Tuning {summary['method']} on {summary['benchmark']} "
         f"(validation: {'held-out ' + summary['holdout'] if summary['holdout'] else 'the benchmark validation split'})",
@@ -112,9 +145,20 @@ def write_summary(summary: dict, out: Path) -> None:
 def cmd_tune(args) -> int:
     from harness.loggers import logger_setting
 
-    summary = run_tuning(args.method, args.bench, args.space, args.trials, args.budget_minutes, args.holdout,
-                         args.set or [], Path(args.runs_dir), Path(args.out) if args.out else None, args.seed,
-                         args.device, logger_setting(args.logger))
+    summary = run_tuning(
+        args.method,
+        args.bench,
+        args.space,
+        args.trials,
+        args.budget_minutes,
+        args.holdout,
+        args.set or [],
+        Path(args.runs_dir),
+        Path(args.out) if args.out else None,
+        args.seed,
+        args.device,
+        logger_setting(args.logger),
+    )
     print(json.dumps({"chosen": summary["chosen"], "val_accuracy": summary["chosen_val_accuracy"]}))
     return 0
 
@@ -123,19 +167,28 @@ def add_commands(sub) -> None:
     from harness.loggers import add_logger_option
     from harness.store import default_runs_dir
 
-    p = sub.add_parser("tune", help="blind search on a held-out validation split (test episodes never scored)",
-                       description="Train --trials points of the --space grid (drawn without replacement with a "
-                                   "fixed seed), each for --budget-minutes, and score each on validation episodes only "
-                                   "(the benchmark's validation split, or the --holdout group of training classes); "
-                                   "the test episodes are never scored. Writes the summary with the chosen settings.")
+    p = sub.add_parser(
+        "tune",
+        help="blind search on a held-out validation split (test episodes never scored)",
+        description="Train --trials points of the --space grid (drawn without replacement with a "
+        "fixed seed), each for --budget-minutes, and score each on validation episodes only "
+        "(the benchmark's validation split, or the --holdout group of training classes); "
+        "the test episodes are never scored. Writes the summary with the chosen settings.",
+    )
     p.add_argument("--method", required=True, help="method name (see `harness list methods`)")
-    p.add_argument("--bench", required=True,
-                   help="benchmark name (see `harness list benchmarks`) or a benchmark file, path.yaml[:NAME]")
+    p.add_argument(
+        "--bench",
+        required=True,
+        help="benchmark name (see `harness list benchmarks`) or a benchmark file, path.yaml[:NAME]",
+    )
     p.add_argument("--space", required=True, help="YAML search space: {group.key: [values...]}")
     p.add_argument("--trials", type=int, required=True, help="grid points to try (the same for every method compared)")
     p.add_argument("--budget-minutes", type=float, required=True, help="training time of each trial")
-    p.add_argument("--holdout", help="group of training classes held out as validation (data.holdout); "
-                                      "default: the benchmark's own validation split")
+    p.add_argument(
+        "--holdout",
+        help="group of training classes held out as validation (data.holdout); "
+        "default: the benchmark's own validation split",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="settings fixed for every trial")
     p.add_argument("--seed", type=int, default=0, help="training seed of every trial (default 0)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")

@@ -34,7 +34,6 @@ class BarlowTwins(SelfSupervised):
         self.projection = BarlowTwinsProjectionHead(self.feature_dim, cfg.projection_hidden, cfg.projection_dim)
         self.criterion = BarlowTwinsLoss(lambda_param=cfg.lambda_offdiag)
 
-
     def loss(self, views, progress):
         """The Barlow Twins objective of two batches of views of the same images."""
         z = self.projection(self.encoder(torch.cat(views)).flatten(1))

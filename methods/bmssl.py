@@ -73,20 +73,26 @@ class BMSSL(SelfSupervised):
     def check_world(cls, run, procs: int) -> None:
         super().check_world(run, procs)
         if run.method.adapt == "all":
-            raise ConfigError("method.adapt=all forwards each task on its own through the adapted network, which "
-                              "batch norm synchronised over processes would mix; run it with --procs 1, or use "
-                              "method.adapt=head")
+            raise ConfigError(
+                "method.adapt=all forwards each task on its own through the adapted network, which "
+                "batch norm synchronised over processes would mix; run it with --procs 1, or use "
+                "method.adapt=head"
+            )
 
     @classmethod
     def check_config(cls, run, benchmark) -> None:
         super().check_config(run, benchmark)
         cfg = run.method
         if cfg.support_views >= cfg.views_per_image:
-            raise ConfigError(f"method.support_views ({cfg.support_views}) must be below method.views_per_image "
-                              f"({cfg.views_per_image}): the remaining views are the queries")
+            raise ConfigError(
+                f"method.support_views ({cfg.support_views}) must be below method.views_per_image "
+                f"({cfg.views_per_image}): the remaining views are the queries"
+            )
         if cfg.match == "l2" and cfg.adapt == "head":
-            raise ConfigError("method.match=l2 compares embeddings, which head-only adaptation leaves unchanged; "
-                              "use method.match=kl or method.adapt=all")
+            raise ConfigError(
+                "method.match=l2 compares embeddings, which head-only adaptation leaves unchanged; "
+                "use method.match=kl or method.adapt=all"
+            )
 
     def __init__(self, cfg: BMSSLConfig, env):
         super().__init__(cfg, env)
@@ -99,7 +105,6 @@ class BMSSL(SelfSupervised):
 
     def setup(self, data) -> None:
         self.views = self.view_generator("simclr")
-
 
     # ------------------------------------------------------------------ tasks from unlabeled images
     def make_tasks(self, data, generator: torch.Generator) -> torch.Tensor:
@@ -150,6 +155,7 @@ class BMSSL(SelfSupervised):
     def adapt_heads(self, head, z, labels, steps: int, first_order: bool):
         """``steps`` gradient steps of every task's head on (z [B, M, D], labels [M]), all tasks at once:
         the gradient of the summed task losses w.r.t. the stacked heads is each task's own gradient."""
+
         def summed_task_losses(head):
             logits = self.head_logits(head, z)
             return F.cross_entropy(logits.flatten(0, 1), labels.repeat(len(z)), reduction="sum") / len(labels)
@@ -184,8 +190,10 @@ class BMSSL(SelfSupervised):
         yq = self.pseudo_labels(cfg.views_per_image - cfg.support_views, z.device)
         head = self.adapt_heads(self.init_head(support, ys), support, ys, cfg.inner_steps, cfg.first_order)
         logits = self.head_logits(head, query)  # [B, M, N]
-        losses = {"query_loss": F.cross_entropy(logits.flatten(0, 1), yq.repeat(len(z))),
-                  "query_accuracy": (logits.detach().argmax(-1) == yq).float().mean()}
+        losses = {
+            "query_loss": F.cross_entropy(logits.flatten(0, 1), yq.repeat(len(z))),
+            "query_accuracy": (logits.detach().argmax(-1) == yq).float().mean(),
+        }
         if cfg.bootstrap_weight > 0:
             with torch.no_grad():
                 target_head = tuple(h.detach() for h in head)
@@ -219,11 +227,15 @@ class BMSSL(SelfSupervised):
                 with torch.no_grad():
                     target_z = self.embed_views(xq, params)
                     target = F.softmax(self.head_logits(target_head, target_z), dim=-1)
-                match_losses.append(kl_to_target(target, logits) if cfg.match == "kl"
-                                    else (query_z - target_z).pow(2).sum(-1).mean())
+                match_losses.append(
+                    kl_to_target(target, logits) if cfg.match == "kl" else (query_z - target_z).pow(2).sum(-1).mean()
+                )
         zero = torch.zeros((), device=views.device)
-        return {"query_loss": torch.stack(query_losses).mean(), "query_accuracy": torch.stack(accuracies).mean(),
-                "match_loss": torch.stack(match_losses).mean() if match_losses else zero}
+        return {
+            "query_loss": torch.stack(query_losses).mean(),
+            "query_accuracy": torch.stack(accuracies).mean(),
+            "match_loss": torch.stack(match_losses).mean() if match_losses else zero,
+        }
 
     def adapt_all(self, params: dict, head, x, labels, steps: int, first_order: bool):
         """``steps`` support steps on body parameters and head together → (params, head). First order:
@@ -232,11 +244,11 @@ class BMSSL(SelfSupervised):
             leaves = [*params.values(), *head]
             with torch.enable_grad():
                 at = [v.detach().requires_grad_() for v in leaves] if first_order else leaves
-                at_params, at_head = dict(zip(params, at[: len(params)])), tuple(at[len(params):])
+                at_params, at_head = dict(zip(params, at[: len(params)])), tuple(at[len(params) :])
                 loss = self.head_loss(at_head, self.embed_views(x, at_params), labels)
                 grads = torch.autograd.grad(loss, at, create_graph=not first_order, allow_unused=True)
             new = [v if g is None else v - self.cfg.inner_lr * g for v, g in zip(leaves, grads)]
-            params, head = dict(zip(params, new[: len(params)])), tuple(new[len(params):])
+            params, head = dict(zip(params, new[: len(params)])), tuple(new[len(params) :])
         return params, head
 
 

@@ -44,9 +44,12 @@ class BYOL(MomentumTargets, SelfSupervised):
         self.criterion = NegativeCosineSimilarity()
 
     def view_generators(self):
-        return [self.view_generator("byol1"),
-                self.view_generator("byol2", gaussian_blur=self.cfg.gaussian_blur_2,
-                                    solarization_prob=self.cfg.solarization_prob_2)]
+        return [
+            self.view_generator("byol1"),
+            self.view_generator(
+                "byol2", gaussian_blur=self.cfg.gaussian_blur_2, solarization_prob=self.cfg.solarization_prob_2
+            ),
+        ]
 
     def loss(self, views, progress):
         """Momentum update of the target, then the online network's loss on two batches of views."""

@@ -60,16 +60,22 @@ class Cactus:
     def check_config(cls, run, benchmark) -> None:
         cfg = run.method
         if bool(cfg.encoder_run) == bool(cfg.encoder_steps):
-            raise ConfigError(f"CACTUs takes its embedding from either method.encoder_steps (train {cfg.encoder} "
-                              f"within the run) or method.encoder_run (a finished {cfg.encoder} run's directory), "
-                              f"got encoder_steps={cfg.encoder_steps} and encoder_run={cfg.encoder_run!r}; "
-                              f"set exactly one (encoder_steps=0 with encoder_run)")
+            raise ConfigError(
+                f"CACTUs takes its embedding from either method.encoder_steps (train {cfg.encoder} "
+                f"within the run) or method.encoder_run (a finished {cfg.encoder} run's directory), "
+                f"got encoder_steps={cfg.encoder_steps} and encoder_run={cfg.encoder_run!r}; "
+                f"set exactly one (encoder_steps=0 with encoder_run)"
+            )
         if cfg.encoder_steps and run.train.steps <= cfg.encoder_steps:
-            raise ConfigError(f"train.steps={run.train.steps} leaves no meta-training after method.encoder_steps="
-                              f"{cfg.encoder_steps}; raise train.steps or lower method.encoder_steps")
+            raise ConfigError(
+                f"train.steps={run.train.steps} leaves no meta-training after method.encoder_steps="
+                f"{cfg.encoder_steps}; raise train.steps or lower method.encoder_steps"
+            )
         if cfg.encoder_run and not (Path(cfg.encoder_run) / "checkpoint.pt").is_file():
-            raise ConfigError(f"method.encoder_run={cfg.encoder_run}: no checkpoint.pt there; give the directory of "
-                              f"a finished {cfg.encoder} run on this benchmark")
+            raise ConfigError(
+                f"method.encoder_run={cfg.encoder_run}: no checkpoint.pt there; give the directory of "
+                f"a finished {cfg.encoder} run on this benchmark"
+            )
 
     def __init__(self, cfg, env):
         super().__init__(cfg, env)
@@ -89,7 +95,9 @@ class Cactus:
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         if "partition_labels" in state_dict and not hasattr(self, "partition_labels"):  # scored again: no setup
-            self.register_buffer("partition_labels", torch.empty_like(state_dict["partition_labels"], device=self.env.device))
+            self.register_buffer(
+                "partition_labels", torch.empty_like(state_dict["partition_labels"], device=self.env.device)
+            )
         return super().load_state_dict(state_dict, strict, assign)
 
     def load_encoder(self, run_dir: Path) -> None:
@@ -99,9 +107,11 @@ class Cactus:
         try:
             self.embedding.load_state_dict(state["model"])
         except RuntimeError as exc:
-            raise ConfigError(f"method.encoder_run={run_dir}: its checkpoint is not a {self.cfg.encoder} model of this "
-                              f"shape ({str(exc).splitlines()[0]}); give a {self.cfg.encoder} run with method.backbone="
-                              f"{self.cfg.backbone}") from None
+            raise ConfigError(
+                f"method.encoder_run={run_dir}: its checkpoint is not a {self.cfg.encoder} model of this "
+                f"shape ({str(exc).splitlines()[0]}); give a {self.cfg.encoder} run with method.backbone="
+                f"{self.cfg.backbone}"
+            ) from None
 
     # ------------------------------------------------------------------ pseudo-labels
     @torch.no_grad()
@@ -130,8 +140,10 @@ class Cactus:
             try:
                 samplers.append(EpisodeSampler(labels, ways, shots, queries))
             except ConfigError as exc:
-                raise ConfigError(f"CACTUs partition {p} of {self.cfg.clusters} k-means clusters: {exc} Or lower "
-                                  f"method.clusters, so that clusters are larger.") from None
+                raise ConfigError(
+                    f"CACTUs partition {p} of {self.cfg.clusters} k-means clusters: {exc} Or lower "
+                    f"method.clusters, so that clusters are larger."
+                ) from None
         return PartitionSampler(samplers)
 
     # ------------------------------------------------------------------ training

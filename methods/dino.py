@@ -60,13 +60,21 @@ class DINO(MomentumTargets, MultiCrop):
 
         self.head = dino_head(self.feature_dim, cfg)
         self.make_targets()
-        self.criterion = DINOLoss(cfg.output_dim, cfg.warmup_teacher_temp, cfg.teacher_temp,
-                                  student_temp=cfg.student_temp, center_momentum=cfg.center_momentum)
+        self.criterion = DINOLoss(
+            cfg.output_dim,
+            cfg.warmup_teacher_temp,
+            cfg.teacher_temp,
+            student_temp=cfg.student_temp,
+            center_momentum=cfg.center_momentum,
+        )
 
     def global_view_generators(self):
-        return [self.view_generator("byol1"),
-                self.view_generator("byol2", gaussian_blur=self.cfg.gaussian_blur_2,
-                                    solarization_prob=self.cfg.solarization_prob_2)]
+        return [
+            self.view_generator("byol1"),
+            self.view_generator(
+                "byol2", gaussian_blur=self.cfg.gaussian_blur_2, solarization_prob=self.cfg.solarization_prob_2
+            ),
+        ]
 
     def target_copy(self, online):
         if online is not self.head:
@@ -89,7 +97,9 @@ class DINO(MomentumTargets, MultiCrop):
         self.head.last_layer.weight_v.requires_grad_(progress >= self.cfg.freeze_last_layer_fraction)
         full, small = self.per_view(lambda x: self.head(self.encoder(x).flatten(1)), views)
         with torch.no_grad():
-            teacher = list(self.teacher_head(self.teacher_encoder(torch.cat(views[:GLOBAL_VIEWS])).flatten(1)).chunk(GLOBAL_VIEWS))
+            teacher = list(
+                self.teacher_head(self.teacher_encoder(torch.cat(views[:GLOBAL_VIEWS])).flatten(1)).chunk(GLOBAL_VIEWS)
+            )
         temperature = self.teacher_temperature(progress)
         loss = self.criterion(teacher, full + small, teacher_temp=temperature)
         return {"loss": loss, "momentum": m, "teacher_temp": temperature}

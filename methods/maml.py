@@ -64,17 +64,22 @@ class MAML(Method):
 
     def setup(self, data) -> None:
         shots = self.cfg.train_shots or self.env.shots
-        self.sampler = EpisodeSampler(data.labels.cpu(), self.ways, shots, self.cfg.train_queries,
-                                      ("bench.ways", "method.train_shots", "method.train_queries"))
-
+        self.sampler = EpisodeSampler(
+            data.labels.cpu(),
+            self.ways,
+            shots,
+            self.cfg.train_queries,
+            ("bench.ways", "method.train_shots", "method.train_queries"),
+        )
 
     # ------------------------------------------------------------------ adaptation
     def adapted_query_logits(self, xs, ys, xq, steps: int, lr: float, first_order: bool) -> torch.Tensor:
         """Adapt to each task's support set ([B, S, ...], [B, S]); logits of its queries [B, M, N]."""
         if self.cfg.adapt == "head":
             body = self.net[:2]
-            return torch.stack([self.adapt_task(body(xs[b]), ys[b], steps, lr, first_order)(body(xq[b]))
-                                for b in range(len(xs))])
+            return torch.stack(
+                [self.adapt_task(body(xs[b]), ys[b], steps, lr, first_order)(body(xq[b])) for b in range(len(xs))]
+            )
         return torch.stack([self.adapt_task(xs[b], ys[b], steps, lr, first_order)(xq[b]) for b in range(len(xs))])
 
     def adapt_task(self, support, support_labels, steps: int, lr: float, first_order: bool):
@@ -89,7 +94,8 @@ class MAML(Method):
     # ------------------------------------------------------------------ training and evaluation
     def training_step(self, data, step, progress, generator):
         support, support_labels, query, query_labels = (
-            self.env.world.shard(t) for t in self.sampler.sample(generator, self.env.batch_size))
+            self.env.world.shard(t) for t in self.sampler.sample(generator, self.env.batch_size)
+        )
         device = data.images.device
         xs = self._normalize_tasks(data.images[support.to(device)])
         xq = self._normalize_tasks(data.images[query.to(device)])
@@ -98,8 +104,10 @@ class MAML(Method):
     def loss(self, xs, ys, xq, yq) -> dict:
         """The meta-loss of a batch of tasks (normalised images [B, n, C, H, W], episode labels [B, n])."""
         logits = self.adapted_query_logits(xs, ys, xq, self.cfg.inner_steps, self.cfg.inner_lr, self.cfg.first_order)
-        return {"loss": F.cross_entropy(logits.flatten(0, 1), yq.flatten()),
-                "accuracy": (logits.argmax(-1) == yq).float().mean()}
+        return {
+            "loss": F.cross_entropy(logits.flatten(0, 1), yq.flatten()),
+            "accuracy": (logits.argmax(-1) == yq).float().mean(),
+        }
 
     def _normalize_tasks(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B, n, C, H, W] → normalised float, same shape."""
@@ -107,10 +115,17 @@ class MAML(Method):
 
     def solve_episodes(self, support, support_labels, query, ways):
         if ways != self.ways:
-            raise ConfigError(f"this MAML network has a {self.ways}-way head; the episodes are {ways}-way. "
-                              f"Score it on a {self.ways}-way benchmark.")
+            raise ConfigError(
+                f"this MAML network has a {self.ways}-way head; the episodes are {ways}-way. "
+                f"Score it on a {self.ways}-way benchmark."
+            )
         with torch.enable_grad():
             logits = self.adapted_query_logits(
-                self._normalize_tasks(support), support_labels.to(self._mean.device), self._normalize_tasks(query),
-                self.cfg.test_inner_steps, self.cfg.test_inner_lr, first_order=True)
+                self._normalize_tasks(support),
+                support_labels.to(self._mean.device),
+                self._normalize_tasks(query),
+                self.cfg.test_inner_steps,
+                self.cfg.test_inner_lr,
+                first_order=True,
+            )
         return logits.detach()

@@ -64,7 +64,6 @@ class ProtoNet(EncoderMethod):
     def setup(self, data) -> None:
         self.sampler = EpisodeSampler(data.labels.cpu(), self.ways, self.shots, self.cfg.train_queries)
 
-
     def training_step(self, data, step, progress, generator):
         """The mean loss of ``train.batch_size`` episodes (this process's share of them)."""
         episodes = self.sampler.sample(generator, self.env.batch_size)
@@ -73,14 +72,19 @@ class ProtoNet(EncoderMethod):
         with meta_batch_statistics(self.encoder, world) if several else nullcontext():
             for support, support_labels, query, query_labels in zip(*(world.shard(t) for t in episodes)):
                 support, support_labels, query, query_labels = (
-                    t.to(data.images.device) for t in (support, support_labels, query, query_labels))
+                    t.to(data.images.device) for t in (support, support_labels, query, query_labels)
+                )
                 images = self.normalize(data.images[torch.cat([support, query])])
-                losses.append(self.loss(images[: len(support)], support_labels, images[len(support):], query_labels))
+                losses.append(self.loss(images[: len(support)], support_labels, images[len(support) :], query_labels))
         return {k: torch.stack([out[k] for out in losses]).mean() for k in losses[0]}
 
     def loss(self, support, support_labels, query, query_labels) -> dict:
         """The query cross-entropy of an episode (normalised images and episode labels)."""
         features = self.encoder(torch.cat([support, query])).flatten(1)
-        logits = prototype_logits(features[: len(support)], support_labels, features[len(support):], self.ways,
-                                  self.cfg.distance)
-        return {"loss": F.cross_entropy(logits, query_labels), "accuracy": (logits.argmax(1) == query_labels).float().mean()}
+        logits = prototype_logits(
+            features[: len(support)], support_labels, features[len(support) :], self.ways, self.cfg.distance
+        )
+        return {
+            "loss": F.cross_entropy(logits, query_labels),
+            "accuracy": (logits.argmax(1) == query_labels).float().mean(),
+        }

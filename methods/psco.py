@@ -89,20 +89,28 @@ class PsCo(MomentumTargets, SelfSupervised):
         super().check_config(run, benchmark)
         cfg, batch = run.method, run.train.batch_size
         if cfg.shots > cfg.queue_size:
-            raise ConfigError(f"method.shots ({cfg.shots}) must be at most method.queue_size ({cfg.queue_size}): "
-                              f"each pseudo-class takes its shots from the queue")
+            raise ConfigError(
+                f"method.shots ({cfg.shots}) must be at most method.queue_size ({cfg.queue_size}): "
+                f"each pseudo-class takes its shots from the queue"
+            )
         if batch > cfg.queue_size:
-            raise ConfigError(f"train.batch_size ({batch}) must be at most method.queue_size ({cfg.queue_size}): "
-                              f"every step's keys enter the queue, which must hold them")
+            raise ConfigError(
+                f"train.batch_size ({batch}) must be at most method.queue_size ({cfg.queue_size}): "
+                f"every step's keys enter the queue, which must hold them"
+            )
         if batch < 2:
-            raise ConfigError(f"train.batch_size ({batch}) must be at least 2: a pseudo-task needs at least two "
-                              f"pseudo-classes (and batch norm two samples)")
+            raise ConfigError(
+                f"train.batch_size ({batch}) must be at least 2: a pseudo-task needs at least two "
+                f"pseudo-classes (and batch norm two samples)"
+            )
 
     def __init__(self, cfg: PsCoConfig, env):
         super().__init__(cfg, env)
         from lightly.models.modules import BYOLPredictionHead, MoCoProjectionHead
 
-        self.projection = MoCoProjectionHead(self.feature_dim, cfg.projection_hidden, cfg.projection_dim, batch_norm=True)
+        self.projection = MoCoProjectionHead(
+            self.feature_dim, cfg.projection_hidden, cfg.projection_dim, batch_norm=True
+        )
         self.prediction = BYOLPredictionHead(cfg.projection_dim, cfg.prediction_hidden, cfg.projection_dim)
         self.make_targets()
         # As the authors' code: the queue starts as random unit vectors (replaced within M/N steps).
@@ -138,8 +146,7 @@ class PsCo(MomentumTargets, SelfSupervised):
             supports = queue[shots]  # N × K × D
         q32, z32 = q.float(), z.float()
         pseudo = supcon_loss(q32, supports, cfg.supcon_temperature)
-        out = {"pseudo_loss": pseudo.detach(), "momentum": m,
-               "assigned_max": assignment.max(dim=1).values.mean()}
+        out = {"pseudo_loss": pseudo.detach(), "momentum": m, "assigned_max": assignment.max(dim=1).values.mean()}
         loss = pseudo
         if cfg.moco_weight:
             logits = torch.cat([(q32 * z32).sum(1, keepdim=True), q32 @ queue.T], dim=1) / cfg.temperature

@@ -34,7 +34,6 @@ class SimCLR(SelfSupervised):
         self.projection = SimCLRProjectionHead(self.feature_dim, cfg.projection_hidden, cfg.projection_dim)
         self.criterion = NTXentLoss(temperature=cfg.temperature, gather_distributed=env.world.size > 1)
 
-
     def loss(self, views, progress):
         """NT-Xent of two batches of views of the same images."""
         z = self.projection(self.encoder(torch.cat(views)).flatten(1))

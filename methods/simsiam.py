@@ -37,7 +37,6 @@ class SimSiam(SelfSupervised):
         self.prediction = SimSiamPredictionHead(cfg.projection_dim, cfg.prediction_hidden, cfg.projection_dim)
         self.criterion = NegativeCosineSimilarity()
 
-
     def loss(self, views, progress):
         """D(p1, sg(z2))/2 + D(p2, sg(z1))/2; ``z_std`` is the paper's collapse monitor (std of the
         L2-normalised projections per dimension: ≈ 1/√d when healthy, 0 when collapsed)."""

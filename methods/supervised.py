@@ -41,7 +41,6 @@ class Supervised(EncoderMethod):
             self.build_classifier(state_dict["classifier.weight"].shape[0])
         return super().load_state_dict(state_dict, strict, assign)
 
-
     def training_step(self, data, step, progress, generator):
         index = sample_images(len(data.images), self.env.batch_size, generator).to(data.images.device)
         return self.loss(self.normalize(data.images[index]), data.labels[index])

@@ -49,13 +49,17 @@ def check_small_crops(run, benchmark) -> None:
     try:
         full, small = feature_dims(cfg.backbone, benchmark.dataset.channels, image_size, (image_size, size))
     except RuntimeError as exc:
-        raise ConfigError(f"method.small_crop_size={size}: too small for the {cfg.backbone} backbone "
-                          f"({str(exc).splitlines()[0]}); set a larger method.small_crop_size") from None
+        raise ConfigError(
+            f"method.small_crop_size={size}: too small for the {cfg.backbone} backbone "
+            f"({str(exc).splitlines()[0]}); set a larger method.small_crop_size"
+        ) from None
     if full != small:
-        raise ConfigError(f"method.small_crop_size={size}: the {cfg.backbone} backbone gives {small}-d features at "
-                          f"{size} px but {full}-d at the image size ({image_size} px), and multi-crop needs one "
-                          f"feature size; pick a small_crop_size that keeps it, a pooled backbone (resnet12, "
-                          f"resnet18), or method.small_crops=0")
+        raise ConfigError(
+            f"method.small_crop_size={size}: the {cfg.backbone} backbone gives {small}-d features at "
+            f"{size} px but {full}-d at the image size ({image_size} px), and multi-crop needs one "
+            f"feature size; pick a small_crop_size that keeps it, a pooled backbone (resnet12, "
+            f"resnet18), or method.small_crops=0"
+        )
 
 
 class MultiCrop(SelfSupervised):
@@ -70,15 +74,20 @@ class MultiCrop(SelfSupervised):
         return [self.view_generator()] * GLOBAL_VIEWS
 
     def view_generators(self) -> list:
-        small = self.view_generator(size=small_crop_size(self.cfg, self.env.image_size),
-                                    min_scale=self.cfg.small_crop_min_scale)
+        small = self.view_generator(
+            size=small_crop_size(self.cfg, self.env.image_size), min_scale=self.cfg.small_crop_min_scale
+        )
         return self.global_view_generators() + [small] * self.cfg.small_crops
 
     @staticmethod
     def per_view(network, views: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """``network`` on the global views (one batch) and on the small crops (another): its outputs per view."""
         full = list(network(torch.cat(views[:GLOBAL_VIEWS])).chunk(GLOBAL_VIEWS))
-        small = list(network(torch.cat(views[GLOBAL_VIEWS:])).chunk(len(views) - GLOBAL_VIEWS)) if len(views) > GLOBAL_VIEWS else []
+        small = (
+            list(network(torch.cat(views[GLOBAL_VIEWS:])).chunk(len(views) - GLOBAL_VIEWS))
+            if len(views) > GLOBAL_VIEWS
+            else []
+        )
         return full, small
 
 
@@ -106,12 +115,14 @@ class SwAV(MultiCrop):
         from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
 
         self.projection = SwaVProjectionHead(self.feature_dim, cfg.projection_hidden, cfg.projection_dim)
-        self.prototypes = SwaVPrototypes(cfg.projection_dim, cfg.prototypes,
-                                         n_steps_frozen_prototypes=round(cfg.freeze_prototypes_fraction * SCHEDULE_STEPS))
+        self.prototypes = SwaVPrototypes(
+            cfg.projection_dim,
+            cfg.prototypes,
+            n_steps_frozen_prototypes=round(cfg.freeze_prototypes_fraction * SCHEDULE_STEPS),
+        )
         for layer in self.prototypes.heads:
             layer.bias = None  # prototypes are unit vectors, scores their cosine with the features
         self.criterion = SwaVLoss(cfg.temperature, cfg.sinkhorn_iterations, cfg.sinkhorn_epsilon)
-
 
     def scores(self, views: torch.Tensor, progress: float) -> torch.Tensor:
         """Cosine similarities of the views' projected features with the prototypes."""

@@ -39,15 +39,19 @@ class UMTRA(MAML):
     @classmethod
     def check_config(cls, run, benchmark) -> None:
         if run.method.train_shots not in (0, 1):
-            raise ConfigError(f"method.train_shots={run.method.train_shots}: UMTRA's tasks have one shot, the image "
-                              f"itself; leave method.train_shots at 0")
+            raise ConfigError(
+                f"method.train_shots={run.method.train_shots}: UMTRA's tasks have one shot, the image "
+                f"itself; leave method.train_shots at 0"
+            )
 
     def setup(self, data) -> None:
         needed = self.env.batch_size * self.ways
         if len(data.images) < needed:
-            raise ConfigError(f"UMTRA needs {needed} distinct training images per step (train.batch_size="
-                              f"{self.env.batch_size} tasks × {self.ways} ways), the training set has "
-                              f"{len(data.images)}; lower train.batch_size")
+            raise ConfigError(
+                f"UMTRA needs {needed} distinct training images per step (train.batch_size="
+                f"{self.env.batch_size} tasks × {self.ways} ways), the training set has "
+                f"{len(data.images)}; lower train.batch_size"
+            )
         self.views = env_view_generator(self.env)
 
     def make_tasks(self, data, generator: torch.Generator):
@@ -58,8 +62,12 @@ class UMTRA(MAML):
         support = self.views(images, generator) if self.cfg.augment_support else self.normalize(images)
         query = self.views(images.repeat_interleave(queries, dim=0), generator)
         labels = torch.arange(ways, device=support.device)
-        return (support.unflatten(0, (batch, ways)), labels.expand(batch, -1),
-                query.unflatten(0, (batch, ways * queries)), labels.repeat_interleave(queries).expand(batch, -1))
+        return (
+            support.unflatten(0, (batch, ways)),
+            labels.expand(batch, -1),
+            query.unflatten(0, (batch, ways * queries)),
+            labels.repeat_interleave(queries).expand(batch, -1),
+        )
 
     def training_step(self, data, step, progress, generator):
         return self.loss(*(self.env.world.shard(t) for t in self.make_tasks(data, generator)))

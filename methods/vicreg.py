@@ -36,9 +36,12 @@ class VICReg(SelfSupervised):
         from lightly.models.modules.heads import VICRegProjectionHead  # not re-exported by lightly.models.modules
 
         self.projection = VICRegProjectionHead(self.feature_dim, cfg.projection_hidden, cfg.projection_dim)
-        self.criterion = VICRegLoss(lambda_param=cfg.invariance_weight, mu_param=cfg.variance_weight,
-                                    nu_param=cfg.covariance_weight, eps=cfg.eps)
-
+        self.criterion = VICRegLoss(
+            lambda_param=cfg.invariance_weight,
+            mu_param=cfg.variance_weight,
+            nu_param=cfg.covariance_weight,
+            eps=cfg.eps,
+        )
 
     def loss(self, views, progress):
         """The VICReg objective of two batches of views of the same images."""

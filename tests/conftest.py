@@ -28,8 +28,10 @@ def data_root(tmp_path_factory) -> Path:
 def omniglot_small1(data_root) -> Path:
     """Lake's minimal set 1 + official runs, fetched through HARNESS_DATA_MIRROR (skips without it)."""
     if not (MIRROR and (Path(MIRROR) / "omniglot" / "images_background_small1.zip").is_file()):
-        pytest.skip("real Omniglot needs HARNESS_DATA_MIRROR pointing at a folder with omniglot/images_background_small1.zip "
-                    "and omniglot/all_runs.zip (CI: ../shared/data)")
+        pytest.skip(
+            "real Omniglot needs HARNESS_DATA_MIRROR pointing at a folder with omniglot/images_background_small1.zip "
+            "and omniglot/all_runs.zip (CI: ../shared/data)"
+        )
     from harness.data import get_dataset
 
     get_dataset("omniglot-small1").download(data_root, progress=False)

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import run_cli
 
 import harness
 from harness.errors import ConfigError, HarnessError
 from harness.report.render import csv_text
+
+from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 EVIDENCE = ROOT / "results" / "runs" / "omniglot_lake"
@@ -44,18 +45,21 @@ def test_the_notebook_example_runs(monkeypatch):
 def test_the_readme_shows_the_notebook_example():
     readme = (ROOT / "README.md").read_text()
     if README_MARKER not in readme:
-        pytest.skip(f"README.md has no {README_MARKER} line before a ```python block yet; add the example of "
-                    "harness/api.py's docstring there (test_the_notebook_example_runs runs that example)")
+        pytest.skip(
+            f"README.md has no {README_MARKER} line before a ```python block yet; add the example of "
+            "harness/api.py's docstring there (test_the_notebook_example_runs runs that example)"
+        )
     block = FENCED.search(readme, readme.index(README_MARKER))
-    assert block and block.group(1) == api_example(), \
+    assert block and block.group(1) == api_example(), (
         f"the ```python block after {README_MARKER} in README.md must be the example in harness/api.py's docstring"
+    )
 
 
 def test_load_runs_is_harness_results_with_the_records_and_settings_and_a_where_filter(capsys):
     runs = harness.load_runs(EVIDENCE)
     assert run_cli("results", "--runs-dir", EVIDENCE, "--format", "csv") == 0
     printed = pd.read_csv(io.StringIO(capsys.readouterr().out), dtype=str, keep_default_na=False)
-    assert list(runs.columns[:len(printed.columns)]) == list(printed.columns)
+    assert list(runs.columns[: len(printed.columns)]) == list(printed.columns)
     assert runs["run"].tolist() == printed["run"].tolist()
     assert {"config_hash", "run_dir", "val_accuracy", "train.lr", "method.backbone", "kind"} <= set(runs.columns)
     assert runs.columns.is_unique
@@ -71,9 +75,13 @@ def test_load_runs_is_harness_results_with_the_records_and_settings_and_a_where_
 
 def test_leaderboard_and_table_return_what_the_commands_print(capsys):
     board = harness.leaderboard(EVIDENCE, bench="omniglot-small1-20w1s-lake")
-    assert run_cli("leaderboard", "--runs-dir", EVIDENCE, "--bench", "omniglot-small1-20w1s-lake", "--format", "csv") == 0
+    assert (
+        run_cli("leaderboard", "--runs-dir", EVIDENCE, "--bench", "omniglot-small1-20w1s-lake", "--format", "csv") == 0
+    )
     printed = capsys.readouterr().out
-    assert csv_text(board) == printed == harness.leaderboard(EVIDENCE, bench=["omniglot-small1-20w1s-lake"], format="csv")
+    assert (
+        csv_text(board) == printed == harness.leaderboard(EVIDENCE, bench=["omniglot-small1-20w1s-lake"], format="csv")
+    )
     assert board["rank"].iloc[0] == 1 and board["rank"].is_monotonic_increasing and len(board) > 10
 
     cells = harness.table(SPEC)
@@ -87,8 +95,10 @@ def test_leaderboard_and_table_return_what_the_commands_print(capsys):
 
 
 def test_import_harness_stays_light():
-    code = ("import sys, harness; print(sorted({'torch', 'pandas', 'harness.api', 'wandb', 'mlflow'} & set(sys.modules)), "
-            "callable(harness.load_runs), 'pandas' in sys.modules)")
+    code = (
+        "import sys, harness; print(sorted({'torch', 'pandas', 'harness.api', 'wandb', 'mlflow'} & set(sys.modules)), "
+        "callable(harness.load_runs), 'pandas' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["[]", "True", "False"]
     with pytest.raises(AttributeError, match="has no attribute 'load_run'"):

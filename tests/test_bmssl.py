@@ -12,13 +12,20 @@ from harness.method import TrainData
 from harness.resolve import resolve
 from harness.runner import build_method
 
-NO_AUGMENTATION = ["views.min_scale=1.0", "views.rr_prob=0", "views.cj_prob=0", "views.hf_prob=0",
-                   "views.random_gray_scale=0", "views.gaussian_blur=0"]
+NO_AUGMENTATION = [
+    "views.min_scale=1.0",
+    "views.rr_prob=0",
+    "views.cj_prob=0",
+    "views.hf_prob=0",
+    "views.random_gray_scale=0",
+    "views.gaussian_blur=0",
+]
 
 
 def bmssl(*sets: str, name: str = "bmssl"):
-    resolved = resolve(name, "synthetic-5w1s", sets=["train.batch_size=2", "method.ways=5", "method.views_per_image=3",
-                                                     *sets])
+    resolved = resolve(
+        name, "synthetic-5w1s", sets=["train.batch_size=2", "method.ways=5", "method.views_per_image=3", *sets]
+    )
     method = build_method(resolved, 0, torch.device("cpu"))
     data = resolved.benchmark.load(resolved.config)
     train = TrainData(data.train.images, None, None)
@@ -31,7 +38,9 @@ def test_tasks_are_views_of_distinct_images_with_pseudo_labels():
     views = method.make_tasks(train, torch.Generator().manual_seed(0))
     assert views.shape == (2, 5, 3, 1, 28, 28)
     flat = views.flatten(3)
-    assert torch.allclose(flat[:, :, 0], flat[:, :, 1]) and torch.allclose(flat[:, :, 0], flat[:, :, 2])  # one image each
+    assert torch.allclose(flat[:, :, 0], flat[:, :, 1]) and torch.allclose(
+        flat[:, :, 0], flat[:, :, 2]
+    )  # one image each
     assert len({tuple(v.tolist()) for v in flat[:, :, 0].reshape(10, -1)[:, ::40]}) == 10  # ten different images
     support, query = method.split(views)
     assert support.shape[1] == 5 and query.shape[1] == 10
@@ -60,10 +69,15 @@ def test_no_inner_steps_is_protonet_on_pseudo_classes():
     ours = method.head_bilevel(views)["query_loss"]
     z = method.embed_views(views.flatten(0, 2)).unflatten(0, views.shape[:3])
     support, query = method.split(z)
-    by_hand = torch.stack([
-        F.cross_entropy(prototype_logits(support[t], method.pseudo_labels(1, "cpu"), query[t], method.cfg.ways) / 0.5,
-                        method.pseudo_labels(2, "cpu"))
-        for t in range(2)]).mean()
+    by_hand = torch.stack(
+        [
+            F.cross_entropy(
+                prototype_logits(support[t], method.pseudo_labels(1, "cpu"), query[t], method.cfg.ways) / 0.5,
+                method.pseudo_labels(2, "cpu"),
+            )
+            for t in range(2)
+        ]
+    ).mean()
     assert ours.item() == pytest.approx(by_hand.item(), rel=1e-5)
 
 
@@ -72,7 +86,9 @@ def test_bootstrapped_target_receives_no_gradient(adapt, monkeypatch):
     method, train = bmssl(f"method.adapt={adapt}", "method.bootstrap_weight=0.5")
     targets = []
     original = bmssl_module.kl_to_target
-    monkeypatch.setattr(bmssl_module, "kl_to_target", lambda target, logits: targets.append(target) or original(target, logits))
+    monkeypatch.setattr(
+        bmssl_module, "kl_to_target", lambda target, logits: targets.append(target) or original(target, logits)
+    )
     losses = method.training_step(train, 0, 0.0, torch.Generator().manual_seed(0))
     assert targets and all(t.grad_fn is None and not t.requires_grad for t in targets)
     assert losses["match_loss"] > 0
@@ -106,7 +122,9 @@ def test_second_order_matches_finite_differences_and_first_order_does_not():
     method.eval()  # batch norm from running statistics: the loss is a fixed function of θ
     views = fixed_views(method, train).double()
     params = [p for p in method.parameters() if p.requires_grad]
-    direction = [torch.randn(p.shape, dtype=p.dtype, generator=torch.Generator().manual_seed(i)) for i, p in enumerate(params)]
+    direction = [
+        torch.randn(p.shape, dtype=p.dtype, generator=torch.Generator().manual_seed(i)) for i, p in enumerate(params)
+    ]
     norm = sum(d.pow(2).sum() for d in direction).sqrt()
     direction = [d / norm for d in direction]  # a unit step: small enough to cross no ReLU or max-pool kink
     _, second = query_loss_and_gradient(method, views)

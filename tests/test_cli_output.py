@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
 from harness.cli import build_parser
 from harness.terminal import fitted
+
+from conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 LAKE_RUNS = REPO / "results" / "runs" / "omniglot_lake"
@@ -26,11 +27,23 @@ def store(tmp_path) -> Path:
     """A finished run and a failed one (no accuracy, episodes or steps)."""
     records = {
         "20260101-000000-protonet-omniglot-small1-20w1s-lake-s0-45d2b343-09ef": {
-            "method": "protonet", "seed": 0, "status": "ok", "accuracy": 0.605, "ci95": 0.0599, "episodes": 2000,
-            "steps": 150, "train_seconds": 160.77, "reason": None, "finished": "2026-01-01T00:03:00+00:00"},
+            "method": "protonet",
+            "seed": 0,
+            "status": "ok",
+            "accuracy": 0.605,
+            "ci95": 0.0599,
+            "episodes": 2000,
+            "steps": 150,
+            "train_seconds": 160.77,
+            "reason": None,
+            "finished": "2026-01-01T00:03:00+00:00",
+        },
         "20260101-000100-simclr-omniglot-small1-20w1s-lake-s1-91cfe5d3-b636": {
-            "method": "simclr", "seed": 1, "status": "failed",
-            "reason": "RuntimeError: out of memory while allocating the projection head's activations"},
+            "method": "simclr",
+            "seed": 1,
+            "status": "failed",
+            "reason": "RuntimeError: out of memory while allocating the projection head's activations",
+        },
     }
     for run_id, record in records.items():
         (tmp_path / "runs" / run_id).mkdir(parents=True)
@@ -49,8 +62,22 @@ def test_results_shows_integers_percent_and_no_nan(store, capsys, monkeypatch):
     monkeypatch.delenv("COLUMNS", raising=False)
     text = results(capsys, store)
     header, _, *lines = text.splitlines()
-    assert header.split() == ["run", "method", "benchmark", "seed", "head", "status", "accuracy", "%", "ci95", "%",
-                              "episodes", "steps", "train_s", "reason"]
+    assert header.split() == [
+        "run",
+        "method",
+        "benchmark",
+        "seed",
+        "head",
+        "status",
+        "accuracy",
+        "%",
+        "ci95",
+        "%",
+        "episodes",
+        "steps",
+        "train_s",
+        "reason",
+    ]
     ok, failed = (next(line.split() for line in lines if f" {method} " in line) for method in ("protonet", "simclr"))
     assert ok[3:] == ["0", "prototype", "ok", "60.50", "5.99", "2000", "150", "160.8"]
     assert failed[3:7] == ["1", "prototype", "failed", "RuntimeError:"] and failed[-1] == "activations"
@@ -59,8 +86,9 @@ def test_results_shows_integers_percent_and_no_nan(store, capsys, monkeypatch):
     assert "|        60.50 |     5.99 |       2000 |     150 |     160.8 |" in md and "nan" not in md.lower()
     csv = results(capsys, store, "--format", "csv").splitlines()
     assert csv[0] == "run,method,benchmark,seed,head,status,accuracy %,ci95 %,episodes,steps,train_s,reason"
-    assert csv[1].endswith(",1,prototype,failed,,,,,,RuntimeError: out of memory while allocating the projection "
-                           "head's activations")
+    assert csv[1].endswith(
+        ",1,prototype,failed,,,,,,RuntimeError: out of memory while allocating the projection head's activations"
+    )
     assert csv[2].endswith(",0,prototype,ok,60.5,5.99,2000,150,160.77,")
 
 
@@ -102,8 +130,13 @@ def test_fitted_wraps_long_columns_and_drops_optional_ones():
 def harness_command(*args: str, cwd: Path) -> subprocess.Popen:
     """``harness ARGS`` in a fresh process whose stdout reader has already gone away."""
     code = "import sys; from harness.cli import main; sys.exit(main(sys.argv[1:]))"
-    process = subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "0"})
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "0"},
+    )
     process.stdout.close()  # `| head` that has read what it wanted
     return process
 
@@ -128,8 +161,11 @@ def test_every_command_explains_itself_and_each_argument():
     for path, parser in subparsers(build_parser()):
         if not parser.description:
             vague.append(path)
-        vague += [f"{path} {a.option_strings or a.dest}" for a in parser._actions
-                  if a.help is None and not isinstance(a, argparse._SubParsersAction)]
+        vague += [
+            f"{path} {a.option_strings or a.dest}"
+            for a in parser._actions
+            if a.help is None and not isinstance(a, argparse._SubParsersAction)
+        ]
     assert vague == []
 
 

@@ -12,8 +12,8 @@ from harness import compute
 from harness.backbones import conv4
 from harness.errors import ConfigError
 from harness.resolve import resolve
-from harness.settings import config_hash
 from harness.runner import RunRequest, execute
+from harness.settings import config_hash
 from harness.store import read_scores
 
 TINY = ["bench.episodes=10", "train.val_episodes=2"]
@@ -49,8 +49,15 @@ def test_second_order_maml_counts_more_than_first_order_more_than_anil(tmp_path)
 
 
 def test_flops_per_phase_and_in_total(tmp_path):
-    flops = step_flops("cactus-protonet", tmp_path, "train.steps=4", "method.encoder_steps=2",
-                       "method.partitions=2", "method.clusters=30", "method.encoder_batch_size=16")
+    flops = step_flops(
+        "cactus-protonet",
+        tmp_path,
+        "train.steps=4",
+        "method.encoder_steps=2",
+        "method.partitions=2",
+        "method.clusters=30",
+        "method.encoder_batch_size=16",
+    )
     embedding, meta = flops["phases"]
     assert (embedding["from_step"], embedding["steps"], meta["from_step"], meta["steps"]) == (0, 2, 2, 2)
     assert meta["once"] > 0  # embedding every training image for k-means, once
@@ -61,31 +68,56 @@ def test_flops_per_phase_and_in_total(tmp_path):
 def test_budget_flops_buys_steps_and_replays_exactly(tmp_path):
     step = step_flops("protonet", tmp_path)["step"]
     budget = [f"train.budget_flops={3.5 * step}", "train.steps=1000"]
-    runs = [execute(RunRequest(resolve("protonet", "synthetic-5w1s", sets=[*TINY, *budget]), 0, tmp_path / name, progress=False))
-            for name in ("a", "b")]
+    runs = [
+        execute(
+            RunRequest(resolve("protonet", "synthetic-5w1s", sets=[*TINY, *budget]), 0, tmp_path / name, progress=False)
+        )
+        for name in ("a", "b")
+    ]
     assert [r["steps"] for r in runs] == [3, 3] and runs[0]["flops"]["budget"] == 3.5 * step
     assert runs[0]["config_hash"] == config_hash(resolve("protonet", "synthetic-5w1s", sets=[*TINY, *budget]).config)
     assert np.array_equal(read_scores(tmp_path / "a")[1], read_scores(tmp_path / "b")[1])
     with pytest.raises(ConfigError, match="buys no training step"):
-        execute(RunRequest(resolve("protonet", "synthetic-5w1s", sets=[*TINY, f"train.budget_flops={step / 2}"]), 0,
-                tmp_path / "c", progress=False))
+        execute(
+            RunRequest(
+                resolve("protonet", "synthetic-5w1s", sets=[*TINY, f"train.budget_flops={step / 2}"]),
+                0,
+                tmp_path / "c",
+                progress=False,
+            )
+        )
 
 
-@pytest.mark.parametrize("method, sets", [
-    ("protonet", ["train.steps=5"]),
-    ("cactus-protonet", ["train.steps=5", "method.encoder_steps=2", "method.partitions=2", "method.clusters=30",
-                         "method.encoder_batch_size=16"]),
-])
+@pytest.mark.parametrize(
+    "method, sets",
+    [
+        ("protonet", ["train.steps=5"]),
+        (
+            "cactus-protonet",
+            [
+                "train.steps=5",
+                "method.encoder_steps=2",
+                "method.partitions=2",
+                "method.clusters=30",
+                "method.encoder_batch_size=16",
+            ],
+        ),
+    ],
+)
 def test_harness_flops_recounts_a_stored_run_as_it_counted_itself(method, sets, tmp_path):
-    from conftest import run_cli
-
     from harness.store import read_record, write_record
 
-    made = execute(RunRequest(resolve(method, "synthetic-5w1s", sets=[*TINY, *sets]), 0, tmp_path / "run", progress=False))
+    from conftest import run_cli
+
+    made = execute(
+        RunRequest(resolve(method, "synthetic-5w1s", sets=[*TINY, *sets]), 0, tmp_path / "run", progress=False)
+    )
     record = read_record(tmp_path / "run")
     record.pop("run_dir")
     write_record(tmp_path / "run", {k: v for k, v in record.items() if k != "flops"})  # as made before accounting
     assert run_cli("flops", tmp_path) == 0
     again = read_record(tmp_path / "run")["flops"]
-    assert {k: v for k, v in again.items() if k != "counted"} == {k: v for k, v in made["flops"].items() if k != "counted"}
+    assert {k: v for k, v in again.items() if k != "counted"} == {
+        k: v for k, v in made["flops"].items() if k != "counted"
+    }
     assert "recomputed by `harness flops`" in again["counted"]

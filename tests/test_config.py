@@ -8,17 +8,18 @@ import sys
 import pytest
 import yaml
 
-from harness.overrides import Overrides
 from harness.errors import ConfigError, UnknownNameError
+from harness.overrides import Overrides
 from harness.resolve import resolve
 from harness.settings import config_hash
 
 from conftest import run_cli
 
 # The keys added to the shared groups after runs were recorded (declared with config.added on their fields)
-ADDED_ABSENT = [("train", k) for k in ("clip_grad_norm", "precision", "compile", "sync_batchnorm", "exact_batchnorm",
-                                       "kernels", "budget_flops")] + [("eval", k) for k in ("logreg_steps", "logreg_lr",
-                                                                                           "logreg_l2")]
+ADDED_ABSENT = [
+    ("train", k)
+    for k in ("clip_grad_norm", "precision", "compile", "sync_batchnorm", "exact_batchnorm", "kernels", "budget_flops")
+] + [("eval", k) for k in ("logreg_steps", "logreg_lr", "logreg_l2")]
 
 
 def test_set_overrides_are_typed_and_win_over_config_file(tmp_path):
@@ -37,19 +38,22 @@ def test_preset_layers_apply_family_then_benchmark():
     assert resolve("protonet", "synthetic-5w1s").config.data.class_rotations is False
 
 
-@pytest.mark.parametrize("item, message", [
-    ("train.steps=abc", "train.steps must be int, got 'abc'"),
-    ("train.steps=1.5", "train.steps must be int"),
-    ("train.steps=1e3x", "train.steps must be int"),
-    ("train.lr=fast", "train.lr must be float"),
-    ("data.class_rotations=3", "data.class_rotations must be bool"),
-    ("eval.distance=manhattan", "one of 'euclidean', 'cosine'"),
-    ("bench.shots=0", "bench.shots must be >= 1, got 0"),
-    ("data.train_fraction=0", "data.train_fraction must be > 0"),
-    ("data.train_fraction=1.5", "data.train_fraction must be <= 1"),
-    ("bench.ways=65", "exceeds the 64 test classes of synthetic-5w1s"),
-    ("bench.queries=20", "exceeds the 20 images per test class"),
-])
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("train.steps=abc", "train.steps must be int, got 'abc'"),
+        ("train.steps=1.5", "train.steps must be int"),
+        ("train.steps=1e3x", "train.steps must be int"),
+        ("train.lr=fast", "train.lr must be float"),
+        ("data.class_rotations=3", "data.class_rotations must be bool"),
+        ("eval.distance=manhattan", "one of 'euclidean', 'cosine'"),
+        ("bench.shots=0", "bench.shots must be >= 1, got 0"),
+        ("data.train_fraction=0", "data.train_fraction must be > 0"),
+        ("data.train_fraction=1.5", "data.train_fraction must be <= 1"),
+        ("bench.ways=65", "exceeds the 64 test classes of synthetic-5w1s"),
+        ("bench.queries=20", "exceeds the 20 images per test class"),
+    ],
+)
 def test_invalid_values_are_rejected_with_the_reason(item, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         resolve("protonet", "synthetic-5w1s", sets=[item])
@@ -105,8 +109,12 @@ def test_cli_rejects_bad_input_before_any_work(runs_dir, capsys):
     assert run_cli("run", "--method", "protonett", "--bench", "synthetic-5w1s", "--runs-dir", runs_dir) == 2
     err = capsys.readouterr().err
     assert "unknown method 'protonett'" in err and "Did you mean 'protonet'" in err and "pixels" in err
-    assert run_cli("run", "--method", "pixels", "--bench", "synthetic-5w1s", "--set", "bench.shots=0",
-                   "--runs-dir", runs_dir) == 2
+    assert (
+        run_cli(
+            "run", "--method", "pixels", "--bench", "synthetic-5w1s", "--set", "bench.shots=0", "--runs-dir", runs_dir
+        )
+        == 2
+    )
     assert "bench.shots must be >= 1" in capsys.readouterr().err
     assert not runs_dir.exists()
 
@@ -127,7 +135,9 @@ def test_overrides_convert_between_text_tree_and_flat_keys():
     assert Overrides.from_text(settings.text()) == settings  # command-line text reads back unchanged
     assert Overrides.from_tree(settings.tree()) == settings
     assert settings.merged({"train.lr": 0.5})["train.lr"] == 0.5 and settings["train.lr"] == "1e-3"
-    assert Overrides.from_text(["head=prototype", "train.steps=3"], "--where", grouped=False).grouped() == {"train.steps": 3}
+    assert Overrides.from_text(["head=prototype", "train.steps=3"], "--where", grouped=False).grouped() == {
+        "train.steps": 3
+    }
     grid = Grid.from_text(["train.lr=0.1,0.01", "method.widths=[64,64],[32,32]", "train.steps=5"])
     assert grid.size() == 4 and grid.varying() == ["train.lr", "method.widths"]
     assert [dict(p) for p in grid.points()][1] == {"train.lr": 0.1, "method.widths": [32, 32], "train.steps": 5}
@@ -152,7 +162,9 @@ def test_views_are_their_own_group_and_hash_as_before():
         tree[group].pop(key, None)
     blob = json.dumps(tree, sort_keys=True, separators=(",", ":"), default=list)
     assert config_hash(simclr) == hashlib.sha256(blob.encode()).hexdigest()[:12]
-    assert config_hash(resolve("simclr", "omniglot-small1-20w1s-lake", sets=["train.clip_grad_norm=1"]).config) != config_hash(simclr)
+    assert config_hash(
+        resolve("simclr", "omniglot-small1-20w1s-lake", sets=["train.clip_grad_norm=1"]).config
+    ) != config_hash(simclr)
 
 
 def test_a_stored_config_from_before_views_were_a_group_resolves_again():

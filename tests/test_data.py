@@ -105,7 +105,10 @@ def test_missing_dataset_names_files_and_commands(tmp_path, monkeypatch, capsys,
     message = str(err.value)
     assert "mini-imagenet-cache-test.pkl" in message and "harness data download miniimagenet" in message
     assert "harness data prepare miniimagenet --from PATH" in message
-    assert run_cli("run", "--method", "pixels", "--bench", "miniimagenet-5w1s", "--no-download", "--runs-dir", runs_dir) == 2
+    assert (
+        run_cli("run", "--method", "pixels", "--bench", "miniimagenet-5w1s", "--no-download", "--runs-dir", runs_dir)
+        == 2
+    )
     assert "harness data download miniimagenet" in capsys.readouterr().err and not runs_dir.exists()
 
 
@@ -115,9 +118,11 @@ def test_lake_alphabet_zip_layout(tmp_path):
             for character in ("character01", "character02", "character03"):
                 for drawer in range(4):
                     image = np.full((105, 105), 255, dtype=np.uint8)
-                    image[10:20 + drawer, 10:30] = 0  # black ink
-                    archive.writestr(f"images_background/{alphabet}/{character}/{drawer:02d}.png",
-                                     png(image.astype(bool).astype(np.uint8) * 255))
+                    image[10 : 20 + drawer, 10:30] = 0  # black ink
+                    archive.writestr(
+                        f"images_background/{alphabet}/{character}/{drawer:02d}.png",
+                        png(image.astype(bool).astype(np.uint8) * 255),
+                    )
     split = get_dataset("omniglot").read_split(tmp_path, "train")
     assert split.class_names[:2] == ["Alpha/character01", "Alpha/character02"] and len(split.class_names) == 6
     assert split.group_names == ["Alpha", "Beta"] and split.class_groups.tolist() == [0, 0, 0, 1, 1, 1]
@@ -180,9 +185,15 @@ def test_tieredimagenet_pickles(tmp_path):
             pickle.dump(images, fh)
         general = labels // 4
         with open(source / f"{split}_labels.pkl", "wb") as fh:
-            pickle.dump({"label_specific": labels, "label_general": general,
-                         "label_specific_str": [f"c{k}" for k in range(10)],
-                         "label_general_str": ["animals", "tools", "food"]}, fh)
+            pickle.dump(
+                {
+                    "label_specific": labels,
+                    "label_general": general,
+                    "label_specific_str": [f"c{k}" for k in range(10)],
+                    "label_general_str": ["animals", "tools", "food"],
+                },
+                fh,
+            )
     assert run_cli("data", "prepare", "tieredimagenet", "--from", source, "--root", tmp_path / "root") == 0
     train = get_dataset("tieredimagenet").load(tmp_path / "root", "train")
     assert train.class_names == ["c3", "c4", "c5"] and train.group_names == ["animals", "tools"]
@@ -223,8 +234,9 @@ def test_cifarfs_zip_and_extracted_folder(tmp_path, monkeypatch):
 def test_fc100_zip_and_pickles(tmp_path, monkeypatch):
     def pickle_split(classes):
         labels = np.repeat(classes, 2)
-        return pickle.dumps({"data": np.stack([class_image(c, i % 2, 32) for i, c in enumerate(labels)]),
-                             "labels": labels.tolist()})
+        return pickle.dumps(
+            {"data": np.stack([class_image(c, i % 2, 32) for i, c in enumerate(labels)]), "labels": labels.tolist()}
+        )
 
     splits = {"train": [7, 2, 5], "val": [11], "test": [20, 13]}
     (tmp_path / "mirror" / "fc100").mkdir(parents=True)

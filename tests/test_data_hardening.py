@@ -44,7 +44,10 @@ def test_miniimagenet_pickle_payload_is_refused(tmp_path, capsys):
     marker, source = tmp_path / "marker", tmp_path / "mini"
     source.mkdir()
     for mode in ("train", "validation", "test"):
-        cache = {"image_data": np.zeros((4, 84, 84, 3), np.uint8), "class_dict": {"n01": [0, 1], "n02": Payload(marker)}}
+        cache = {
+            "image_data": np.zeros((4, 84, 84, 3), np.uint8),
+            "class_dict": {"n01": [0, 1], "n02": Payload(marker)},
+        }
         (source / f"mini-imagenet-cache-{mode}.pkl").write_bytes(pickle.dumps(cache))
     assert run_cli("data", "prepare", "miniimagenet", "--from", source, "--root", tmp_path / "root") == 2
     error = one_error_line(capsys.readouterr().err)
@@ -58,7 +61,11 @@ def test_tieredimagenet_pickle_payload_is_refused(tmp_path, capsys):
     source.mkdir()
     for split in ("train", "val", "test"):
         (source / f"{split}_images_png.pkl").write_bytes(pickle.dumps([np.zeros(8, np.uint8)] * 2))
-        labels = {"label_specific": np.array([0, 1]), "label_general": np.array([0, 0]), "label_specific_str": Payload(marker)}
+        labels = {
+            "label_specific": np.array([0, 1]),
+            "label_general": np.array([0, 0]),
+            "label_specific_str": Payload(marker),
+        }
         (source / f"{split}_labels.pkl").write_bytes(pickle.dumps(labels, protocol=2))
     assert run_cli("data", "prepare", "tieredimagenet", "--from", source, "--root", tmp_path / "root") == 2
     error = one_error_line(capsys.readouterr().err)
@@ -96,8 +103,15 @@ def test_fc100_pickle_payload_is_refused_in_the_zip_and_loose(tmp_path, monkeypa
 
 @pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
 def test_genuine_numpy_pickles_of_every_protocol_load(protocol):
-    original = {"data": np.arange(24, dtype=np.uint8).reshape(2, 3, 4), "labels": [3, 1], "names": np.array(["a", "bc"]),
-                "count": np.int64(7), "scale": np.float32(0.5), "raw": b"\x89PNG", "tags": {"x"}}
+    original = {
+        "data": np.arange(24, dtype=np.uint8).reshape(2, 3, 4),
+        "labels": [3, 1],
+        "names": np.array(["a", "bc"]),
+        "count": np.int64(7),
+        "scale": np.float32(0.5),
+        "raw": b"\x89PNG",
+        "tags": {"x"},
+    }
     from harness.data.safe_pickle import load_pickle
 
     blob = pickle.dumps(original, protocol=protocol)
@@ -147,7 +161,7 @@ def test_damaged_cache_is_detected_and_rebuilt(root, damage, capsys):
     if damage == "truncated":
         data = data[: len(data) // 2]
     else:
-        data[len(data) // 2: len(data) // 2 + 64] = bytes(b ^ 0xFF for b in data[len(data) // 2: len(data) // 2 + 64])
+        data[len(data) // 2 : len(data) // 2 + 64] = bytes(b ^ 0xFF for b in data[len(data) // 2 : len(data) // 2 + 64])
     cache.write_bytes(bytes(data))
     again = dataset.load(root, "test")
     assert torch.equal(again.images, images) and torch.equal(again.labels, labels)

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_data import class_image, png, write_mini_pickles
 
-from conftest import run_cli
 from harness.data import get_dataset
 from harness.data.linked import RECORD
 from harness.errors import DataError
-from test_data import class_image, png, write_mini_pickles
+
+from conftest import run_cli
 
 
 def write_tiered_pickles(folder: Path) -> None:
@@ -24,7 +25,9 @@ def write_tiered_pickles(folder: Path) -> None:
     for split, classes in (("train", [0, 1]), ("val", [2]), ("test", [3, 4])):
         labels = np.repeat(classes, 2)
         with open(folder / f"{split}_images_png.pkl", "wb") as fh:
-            pickle.dump([np.frombuffer(png(class_image(c, i % 2, 84)), dtype=np.uint8) for i, c in enumerate(labels)], fh)
+            pickle.dump(
+                [np.frombuffer(png(class_image(c, i % 2, 84)), dtype=np.uint8) for i, c in enumerate(labels)], fh
+            )
         with open(folder / f"{split}_labels.pkl", "wb") as fh:
             pickle.dump({"label_specific": labels, "label_general": labels // 2}, fh)
 
@@ -36,6 +39,7 @@ WRITERS = {"miniimagenet": write_mini_pickles, "tieredimagenet": write_tiered_pi
 def link(request, monkeypatch) -> str:
     """How the data root takes the user's files: a hard link, or (as across filesystems) a symlink."""
     if request.param == "symlink":
+
         def cross_device(source, target):
             raise OSError(errno.EXDEV, "Invalid cross-device link")
 

@@ -29,16 +29,40 @@ CASES = {  # method: (settings, steps run, steps compared to 1e-4, test accuracy
     # SGD: Adam's first steps are lr·sign(g), which turns rounding in a near-zero gradient element into
     # whole steps. exact_batchnorm: torch's CPU kernel rounds channels-last batch statistics by up to ~1e-4,
     # which the first update already shows.
-    "simclr": (["train.batch_size=32", "method.projection_hidden=64", "method.projection_dim=32",
-                "train.optimizer=sgd", "train.lr=0.03", "train.exact_batchnorm=true"], 20, 2, False),
+    "simclr": (
+        [
+            "train.batch_size=32",
+            "method.projection_hidden=64",
+            "method.projection_dim=32",
+            "train.optimizer=sgd",
+            "train.lr=0.03",
+            "train.exact_batchnorm=true",
+        ],
+        20,
+        2,
+        False,
+    ),
 }
 
 
 def run(name: str, run_dir: Path, procs: int) -> dict:
     settings, steps, _, _ = CASES[name]
     sets = [a for s in [*COMMON, f"train.steps={steps}", *settings] for a in ("--set", s)]
-    code = run_cli("run", "--method", name, "--bench", "synthetic-5w1s", *sets, "--run-dir", run_dir, "--procs",
-                   str(procs), "--device", "cpu", "--no-progress")
+    code = run_cli(
+        "run",
+        "--method",
+        name,
+        "--bench",
+        "synthetic-5w1s",
+        *sets,
+        "--run-dir",
+        run_dir,
+        "--procs",
+        str(procs),
+        "--device",
+        "cpu",
+        "--no-progress",
+    )
     assert code == 0
     return read_record(run_dir)
 
@@ -78,8 +102,13 @@ def test_shards_are_equal_shares_in_rank_order():
 
 def test_harness_batchnorm_is_batchnorm_and_keeps_its_state():
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
-                              torch.nn.Linear(4 * 36, 8), torch.nn.BatchNorm1d(8))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 36, 8),
+        torch.nn.BatchNorm1d(8),
+    )
     x = torch.randn(6, 1, 8, 8)
     net(x)  # move the running statistics away from their initial values
     before = {k: v.clone() for k, v in net.state_dict().items()}
@@ -93,7 +122,9 @@ def test_harness_batchnorm_is_batchnorm_and_keeps_its_state():
     layer = replace_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm2d(4)), synchronised=False)[0]
     batch = 3 + 2 * torch.randn(10, 4, 5, 5)
     assert torch.allclose(layer.train()(batch), reference.train()(batch), atol=1e-5)
-    assert torch.allclose(layer.running_mean, reference.running_mean) and torch.allclose(layer.running_var, reference.running_var)
+    assert torch.allclose(layer.running_mean, reference.running_mean) and torch.allclose(
+        layer.running_var, reference.running_var
+    )
 
 
 def test_harness_batchnorm_is_accurate_on_channels_last_activations():
@@ -107,18 +138,23 @@ def test_harness_batchnorm_is_accurate_on_channels_last_activations():
     assert (layer.train()(x).double() - truth).abs().max() < 5e-6
 
 
-@pytest.mark.parametrize("name, sets, message", [
-    ("moco", [], "runs on one process"),
-    ("simclr", ["train.batch_size=33"], "train.batch_size=33 does not split into 2"),
-    ("protonet", ["train.batch_size=3"], "train.batch_size=3 does not split into 2"),
-    ("bmssl", ["method.adapt=all"], "adapt=all"),
-])
+@pytest.mark.parametrize(
+    "name, sets, message",
+    [
+        ("moco", [], "runs on one process"),
+        ("simclr", ["train.batch_size=33"], "train.batch_size=33 does not split into 2"),
+        ("protonet", ["train.batch_size=3"], "train.batch_size=3 does not split into 2"),
+        ("bmssl", ["method.adapt=all"], "adapt=all"),
+    ],
+)
 def test_runs_that_cannot_split_are_refused(name, sets, message):
     with pytest.raises(ConfigError, match=message):
         check_world(resolve(name, "synthetic-5w1s", sets=sets), 2)
 
 
 def test_procs_must_be_positive(runs_dir, capsys):
-    assert run_cli("run", "--method", "simclr", "--bench", "synthetic-5w1s", "--procs", "0", "--runs-dir", runs_dir) == 2
+    assert (
+        run_cli("run", "--method", "simclr", "--bench", "synthetic-5w1s", "--procs", "0", "--runs-dir", runs_dir) == 2
+    )
     assert "--procs 0" in capsys.readouterr().err
     assert not runs_dir.exists()

@@ -43,8 +43,10 @@ def test_episode_structure():
 
 
 def test_episodes_identical_in_another_process():
-    code = ("import numpy as np; from harness.episodes import sample_episodes; "
-            "print(sample_episodes(np.repeat(np.arange(30), 12), 5, 2, 3, 500, seed=3, identity='x').digest)")
+    code = (
+        "import numpy as np; from harness.episodes import sample_episodes; "
+        "print(sample_episodes(np.repeat(np.arange(30), 12), 5, 2, 3, 500, seed=3, identity='x').digest)"
+    )
     digest = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert digest == sample_episodes(LABELS, 5, 2, 3, 500, seed=3, identity="x").digest
 

@@ -29,9 +29,13 @@ def test_logreg_head_fits_separable_episodes():
     generator = torch.Generator().manual_seed(0)
     centres = torch.randn(8, 5, 16, generator=generator) * 3  # 8 episodes, 5 classes
     labels = torch.arange(5).repeat_interleave(3).expand(8, -1)
-    support = centres.gather(1, labels[..., None].expand(-1, -1, 16)) + 0.3 * torch.randn(8, 15, 16, generator=generator)
+    support = centres.gather(1, labels[..., None].expand(-1, -1, 16)) + 0.3 * torch.randn(
+        8, 15, 16, generator=generator
+    )
     query_labels = torch.arange(5).repeat(4).expand(8, -1)
-    query = centres.gather(1, query_labels[..., None].expand(-1, -1, 16)) + 0.3 * torch.randn(8, 20, 16, generator=generator)
+    query = centres.gather(1, query_labels[..., None].expand(-1, -1, 16)) + 0.3 * torch.randn(
+        8, 20, 16, generator=generator
+    )
     logits = LogRegHead(**EvalConfig(head="logreg").head_settings())(support, labels, query, 5)
     assert logits.shape == (8, 20, 5) and (logits.argmax(-1) == query_labels).all()
 

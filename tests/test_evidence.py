@@ -11,14 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import run_cli
 
 from harness import files
 from harness.errors import ConfigError
-from harness.sweep.plan import Sweep
 from harness.methods import METHODS
 from harness.report.spec import load_spec
 from harness.store import RunStore, read_record, read_scores, write_record, write_scores
+from harness.sweep.plan import Sweep
+
+from conftest import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,9 +27,21 @@ REPO = Path(__file__).resolve().parent.parent
 def fake_run(runs_dir: Path, run_id: str, *, finished: str, status: str = "ok", seed: int = 0) -> Path:
     run_dir = runs_dir / run_id
     run_dir.mkdir(parents=True)
-    write_record(run_dir, {"run_id": run_id, "method": "pixels", "benchmark": "synthetic-5w1s", "seed": seed,
-                           "config_hash": "abc123", "status": status, "started": "2026-01-01T00:00:00+00:00",
-                           "finished": finished, "accuracy": 0.5, "ci95": 0.1})
+    write_record(
+        run_dir,
+        {
+            "run_id": run_id,
+            "method": "pixels",
+            "benchmark": "synthetic-5w1s",
+            "seed": seed,
+            "config_hash": "abc123",
+            "status": status,
+            "started": "2026-01-01T00:00:00+00:00",
+            "finished": finished,
+            "accuracy": 0.5,
+            "ci95": 0.1,
+        },
+    )
     return run_dir
 
 
@@ -76,11 +89,30 @@ def test_a_step_capped_run_replays_bit_identically(method, tmp_path):
     """Same steps and seed → the same per-query outcomes, for every method (CPU)."""
     outcomes = []
     for attempt in ("a", "b"):
-        assert run_cli("run", "--method", method, "--bench", "synthetic-5w1s", "--seed", "3",
-                       "--set", "train.steps=2", "--set", "bench.episodes=10", "--set", "train.val_episodes=2",
-                       "--set", "train.checkpoint_every=1",
-                       *[a for s in (CACTUS if method.startswith("cactus") else []) for a in ("--set", s)],
-                       "--run-dir", tmp_path / attempt, "--no-progress") == 0
+        assert (
+            run_cli(
+                "run",
+                "--method",
+                method,
+                "--bench",
+                "synthetic-5w1s",
+                "--seed",
+                "3",
+                "--set",
+                "train.steps=2",
+                "--set",
+                "bench.episodes=10",
+                "--set",
+                "train.val_episodes=2",
+                "--set",
+                "train.checkpoint_every=1",
+                *[a for s in (CACTUS if method.startswith("cactus") else []) for a in ("--set", s)],
+                "--run-dir",
+                tmp_path / attempt,
+                "--no-progress",
+            )
+            == 0
+        )
         record = read_record(tmp_path / attempt)
         outcomes.append((record["accuracy"], read_scores(tmp_path / attempt)[1]))
         assert record["steps"] == (2 if method in TRAINED else 0) and record["threads"] >= 1
@@ -93,21 +125,30 @@ def test_a_step_capped_run_replays_bit_identically(method, tmp_path):
 
 
 def tiny_spec(folder: Path, **change) -> Path:
-    tree = {"title": "tiny", "seeds": "0-1",
-            "columns": [{"label": "5w1s", "benchmark": "synthetic-5w1s", "where": {"bench.episodes": 20}}],
-            "rows": [{"label": "protonet", "method": "protonet", "where": {"train.steps": 2}},
-                     {"label": "pixels", "method": "pixels"}], **change}
+    tree = {
+        "title": "tiny",
+        "seeds": "0-1",
+        "columns": [{"label": "5w1s", "benchmark": "synthetic-5w1s", "where": {"bench.episodes": 20}}],
+        "rows": [
+            {"label": "protonet", "method": "protonet", "where": {"train.steps": 2}},
+            {"label": "pixels", "method": "pixels"},
+        ],
+        **change,
+    }
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tiny.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
     return folder / "tiny.yaml"
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"columns": [{"benchmark": "synthetic-5w1"}]}, "synthetic-5w1s"),
-    ({"rows": [{"method": "protonett"}]}, "(?i)did you mean 'protonet'"),
-    ({"rows": [{"method": "protonet", "where": {"train.stepz": 2}}]}, "(?i)did you mean 'train.steps'"),
-    ({"rows": [{"method": "protonet", "where": {"method.train_wayz": 2}}]}, "method.train_ways"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"columns": [{"benchmark": "synthetic-5w1"}]}, "synthetic-5w1s"),
+        ({"rows": [{"method": "protonett"}]}, "(?i)did you mean 'protonet'"),
+        ({"rows": [{"method": "protonet", "where": {"train.stepz": 2}}]}, "(?i)did you mean 'train.steps'"),
+        ({"rows": [{"method": "protonet", "where": {"method.train_wayz": 2}}]}, "method.train_ways"),
+    ],
+)
 def test_spec_typos_are_errors_with_the_closest_match(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
         load_spec(tiny_spec(tmp_path, **change))
@@ -150,8 +191,10 @@ def test_sweep_table_collect_regenerate_and_reproduce(tmp_path, capsys, monkeypa
     write_scores(stored, correct.mean(axis=1), correct)
     record = json.loads((stored / "result.json").read_text())
     write_record(stored, {**record, "accuracy": float(correct.mean())})
-    assert run_cli("reproduce", spec, "--only", "protonet", "--seeds", "0", "--executor", "local",
-                   "--runs-dir", "again") == 1
+    assert (
+        run_cli("reproduce", spec, "--only", "protonet", "--seeds", "0", "--executor", "local", "--runs-dir", "again")
+        == 1
+    )
     out = capsys.readouterr().out
     assert "DIFFERENT" in out and "0 identical" in out
 

@@ -24,10 +24,32 @@ from harness.store import read_record
 
 from conftest import interrupt_at_step, only_run, run_cli
 
-PROTONET = ("--method", "protonet", "--bench", "synthetic-5w1s", "--set", "train.steps=2", "--set", "bench.episodes=10",
-            "--set", "method.train_ways=5", "--set", "method.train_queries=3", "--no-progress")
+PROTONET = (
+    "--method",
+    "protonet",
+    "--bench",
+    "synthetic-5w1s",
+    "--set",
+    "train.steps=2",
+    "--set",
+    "bench.episodes=10",
+    "--set",
+    "method.train_ways=5",
+    "--set",
+    "method.train_queries=3",
+    "--no-progress",
+)
 PIXELS = ("--method", "pixels", "--bench", "synthetic-5w1s", "--set", "bench.episodes=10")
-PIXELS_SWEEP = ("--methods", "pixels", "--benches", "synthetic-5w1s", "--set", "bench.episodes=10", "--executor", "local")
+PIXELS_SWEEP = (
+    "--methods",
+    "pixels",
+    "--benches",
+    "synthetic-5w1s",
+    "--set",
+    "bench.episodes=10",
+    "--executor",
+    "local",
+)
 
 
 def one_line_error(capsys, *needles: str) -> str:
@@ -40,8 +62,11 @@ def one_line_error(capsys, *needles: str) -> str:
 
 def snapshot(run_dir: Path) -> dict[str, bytes]:
     """Every file under a run directory but its lock file, by relative path."""
-    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(run_dir)): p.read_bytes()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +100,40 @@ class Payload:
         return exec, (f"open({str(self.marker)!r}, 'w').write('payload ran')",)
 
 
-TRAINING_METHODS = ["protonet", "maml", "maml-fo", "anil", "simclr", "byol", "bmssl", "bmssl-noboot",
-                    "bmssl-noinner", "bmssl-fo", "moco", "simsiam", "barlowtwins", "vicreg", "swav", "dino", "supervised",
-                    "umtra", "cactus-protonet", "cactus-maml", "psco"]
-TINY = {"protonet": ["method.train_ways=5", "method.train_queries=2"], "bmssl": ["method.ways=4"],
-        "cactus": ["train.steps=2", "method.encoder_steps=1", "method.partitions=2", "method.clusters=30",
-                   "method.encoder_batch_size=8"]}
+TRAINING_METHODS = [
+    "protonet",
+    "maml",
+    "maml-fo",
+    "anil",
+    "simclr",
+    "byol",
+    "bmssl",
+    "bmssl-noboot",
+    "bmssl-noinner",
+    "bmssl-fo",
+    "moco",
+    "simsiam",
+    "barlowtwins",
+    "vicreg",
+    "swav",
+    "dino",
+    "supervised",
+    "umtra",
+    "cactus-protonet",
+    "cactus-maml",
+    "psco",
+]
+TINY = {
+    "protonet": ["method.train_ways=5", "method.train_queries=2"],
+    "bmssl": ["method.ways=4"],
+    "cactus": [
+        "train.steps=2",
+        "method.encoder_steps=1",
+        "method.partitions=2",
+        "method.clusters=30",
+        "method.encoder_batch_size=8",
+    ],
+}
 
 
 def test_every_training_method_is_listed_here():
@@ -94,11 +147,24 @@ def test_every_methods_checkpoint_loads_as_plain_tensors(method, tmp_path):
     from harness.checkpoint import read_checkpoint
     from harness.runner import RunRequest, execute
 
-    resolved = resolve(method, "synthetic-5w1s", sets=["train.steps=1", "train.batch_size=2", "train.val_episodes=1",
-                                                       "eval.test=false", *TINY.get(method.split("-")[0], [])])
+    resolved = resolve(
+        method,
+        "synthetic-5w1s",
+        sets=[
+            "train.steps=1",
+            "train.batch_size=2",
+            "train.val_episodes=1",
+            "eval.test=false",
+            *TINY.get(method.split("-")[0], []),
+        ],
+    )
     execute(RunRequest(resolved, 0, tmp_path, progress=False))
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert state["step"] == resolved.config.train.steps and state["optimizers"] and read_checkpoint(tmp_path / "checkpoint.pt")["done"] is True
+    assert (
+        state["step"] == resolved.config.train.steps
+        and state["optimizers"]
+        and read_checkpoint(tmp_path / "checkpoint.pt")["done"] is True
+    )
 
 
 def test_a_checkpoint_that_runs_code_is_refused_by_eval_and_resume(run_copy, runs_dir, tmp_path, capsys):
@@ -148,16 +214,25 @@ def test_eval_that_crashes_while_scoring_records_failed(run_copy, runs_dir, monk
 
 def test_a_second_writer_of_a_run_directory_is_refused(run_copy, capsys):
     mark_unfinished(run_copy)
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import fcntl, os, socket, sys
-        handle = open({str(run_copy / '.lock')!r}, "a+")
+        handle = open({str(run_copy / ".lock")!r}, "a+")
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         handle.truncate(0)
         handle.write(f"pid {{os.getpid()}} on host {{socket.gethostname()}} since now")
         handle.flush()
         print("locked", flush=True)
         sys.stdin.read()
-        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         before = snapshot(run_copy)
@@ -175,13 +250,17 @@ def test_a_second_writer_of_a_run_directory_is_refused(run_copy, capsys):
 
 def test_an_unbounded_seed_range_is_refused_before_it_is_expanded(tmp_path):
     """In a child process limited to 2 GiB of address space (the range once took 23 GB)."""
-    code = ("import sys; from harness.cli import main; sys.exit(main(['sweep', '--methods', 'pixels', '--benches', "
-            f"'synthetic-5w1s', '--seeds', '0-100000000', '--dry-run', '--executor', 'local', '--runs-dir', {str(tmp_path)!r}]))")
+    code = (
+        "import sys; from harness.cli import main; sys.exit(main(['sweep', '--methods', 'pixels', '--benches', "
+        f"'synthetic-5w1s', '--seeds', '0-100000000', '--dry-run', '--executor', 'local', '--runs-dir', {str(tmp_path)!r}]))"
+    )
 
     def limit_memory():
         resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
 
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, preexec_fn=limit_memory)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, preexec_fn=limit_memory
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     err = done.stderr.strip()
     assert err.count("\n") == 0 and "100,000,001 seeds" in err and f"at most {MAX_SWEEP_RUNS:,} runs" in err
@@ -191,30 +270,64 @@ def test_seeds_out_of_range_and_oversized_grids_are_refused(runs_dir, capsys):
     with pytest.raises(ConfigError, match=f"out of range; seeds are integers from 0 to {SEED_MAX}"):
         config.parse_seeds("0-99999999999999999999")
     lrs = ",".join(str(0.001 * (i + 1)) for i in range(101))
-    assert run_cli("sweep", "--methods", "pixels", "--benches", "synthetic-5w1s", "--seeds", "0-99", "--set",
-                   f"train.lr={lrs}", "--dry-run", "--executor", "local", "--runs-dir", runs_dir) == 2
+    assert (
+        run_cli(
+            "sweep",
+            "--methods",
+            "pixels",
+            "--benches",
+            "synthetic-5w1s",
+            "--seeds",
+            "0-99",
+            "--set",
+            f"train.lr={lrs}",
+            "--dry-run",
+            "--executor",
+            "local",
+            "--runs-dir",
+            runs_dir,
+        )
+        == 2
+    )
     one_line_error(capsys, "10,100 runs", "101 settings × 100 seeds", f"at most {MAX_SWEEP_RUNS:,}")
 
 
 # ------------------------------------------------------------------------------ values checked before any work
 
 
-@pytest.mark.parametrize("item", ["train.lr=nan", "train.lr=.inf", "train.budget_minutes=nan", "train.budget_minutes=inf",
-                                  "data.train_fraction=nan", "data.train_fraction=-inf", "train.steps=inf",
-                                  "bench.episodes=nan"])
+@pytest.mark.parametrize(
+    "item",
+    [
+        "train.lr=nan",
+        "train.lr=.inf",
+        "train.budget_minutes=nan",
+        "train.budget_minutes=inf",
+        "data.train_fraction=nan",
+        "data.train_fraction=-inf",
+        "train.steps=inf",
+        "bench.episodes=nan",
+    ],
+)
 def test_nan_and_infinity_fail_the_checks(item):
     with pytest.raises(ConfigError, match=f"{item.split('=')[0]} must be a finite number"):
         resolve("protonet", "synthetic-5w1s", sets=[item])
 
 
-@pytest.mark.parametrize("method, options, message", [
-    ("pixels", ["--set", "train.budget_minutes=nan"], "train.budget_minutes must be a finite number, got nan"),
-    ("protonet", ["--set", "method.train_ways=500"], "method.train_ways=500: 500-way training episodes need 500 "
-                                                     "training classes, and synthetic-5w1s has 160; use at most 160"),
-    ("protonet", ["--set", "data.image_size=3"], "data.image_size=3 is too small for the conv4 backbone"),
-    ("pixels", ["--set", "eval.head=adapt"], "eval.head=adapt needs a method that adapts to each episode"),
-    ("protonet", ["--seed", "99999999999999999999"], f"seed must be an integer from 0 to {SEED_MAX}"),
-])
+@pytest.mark.parametrize(
+    "method, options, message",
+    [
+        ("pixels", ["--set", "train.budget_minutes=nan"], "train.budget_minutes must be a finite number, got nan"),
+        (
+            "protonet",
+            ["--set", "method.train_ways=500"],
+            "method.train_ways=500: 500-way training episodes need 500 "
+            "training classes, and synthetic-5w1s has 160; use at most 160",
+        ),
+        ("protonet", ["--set", "data.image_size=3"], "data.image_size=3 is too small for the conv4 backbone"),
+        ("pixels", ["--set", "eval.head=adapt"], "eval.head=adapt needs a method that adapts to each episode"),
+        ("protonet", ["--seed", "99999999999999999999"], f"seed must be an integer from 0 to {SEED_MAX}"),
+    ],
+)
 def test_late_checks_happen_before_the_run_directory_exists(method, options, message, runs_dir, capsys):
     assert run_cli("run", "--method", method, "--bench", "synthetic-5w1s", *options, "--runs-dir", runs_dir) == 2
     one_line_error(capsys, message)
@@ -244,7 +357,9 @@ def read_only_dir(tmp_path):
         pass
     else:
         (path / "probe").unlink()
-        immutable = shutil.which("chattr") and subprocess.run(["chattr", "+i", path], capture_output=True).returncode == 0
+        immutable = (
+            shutil.which("chattr") and subprocess.run(["chattr", "+i", path], capture_output=True).returncode == 0
+        )
         if not immutable:
             pytest.skip("cannot make a read-only directory here (root without chattr +i)")
     yield path

@@ -7,11 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from conftest import run_cli
 from test_own_data import bench_file, harness_error
 
 from harness.benchmarks import get_benchmark
 from harness.protocol import Benchmark
+
+from conftest import run_cli
 
 
 def pattern(label: int, i: int) -> np.ndarray:
@@ -40,7 +41,9 @@ def alpha_only(values, path):
 @pytest.mark.parametrize("save, channels", [(grey16, 1), (alpha_only, 3)])
 def test_sixteen_bit_and_alpha_images_decode_with_their_content(tmp_path, save, channels):
     folder(tmp_path / "imgs", save)
-    bench = Benchmark.of(get_benchmark(str(bench_file(tmp_path / "b.yaml", {"image_folder": "imgs"}, queries=1, shots=1))))
+    bench = Benchmark.of(
+        get_benchmark(str(bench_file(tmp_path / "b.yaml", {"image_folder": "imgs"}, queries=1, shots=1)))
+    )
     test = bench.dataset.load(bench.root, "test")
     first = test.images[0].numpy().astype(int)
     expected = pattern(6, 0).astype(int)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import run_cli
 from test_evidence import tiny_spec
 
@@ -37,8 +38,10 @@ DAMAGE = {
     "truncated trials.npy": ("trials.npy", lambda p: p.write_bytes(p.read_bytes()[:60])),
     "reshaped trials.npy": ("trials.npy", lambda p: np.save(p, np.load(p).reshape(-1, 1))),
     "corrupt config.yaml": ("config.yaml", lambda p: p.write_text("method: [unclosed\n")),
-    "text in train_log.csv": ("train_log.csv", lambda p: p.write_text(p.read_text().replace("\n2,", "\n2,x", 1)
-                                                                     .replace(",", ",oops", 1) + "4,zz\n")),
+    "text in train_log.csv": (
+        "train_log.csv",
+        lambda p: p.write_text(p.read_text().replace("\n2,", "\n2,x", 1).replace(",", ",oops", 1) + "4,zz\n"),
+    ),
 }
 
 

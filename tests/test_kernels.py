@@ -13,15 +13,20 @@ from harness.errors import HarnessError
 
 
 def capability_under(pins: dict) -> str:
-    code = ("from harness import kernels; kernels.pin(%r); import torch; "
-            "print(torch.backends.cpu.get_cpu_capability())" % (pins,))
+    code = (
+        "from harness import kernels; kernels.pin(%r); import torch; "
+        "print(torch.backends.cpu.get_cpu_capability())" % (pins,)
+    )
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def test_a_records_kernels_are_pinned_in_a_fresh_process():
     record = {"kernels": {"cpu_capability": "DEFAULT", "onednn_isa": "native"}}
-    assert kernels.record_pins(record) == {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": None,
-                                           "MKL_ENABLE_INSTRUCTIONS": None}
+    assert kernels.record_pins(record) == {
+        "ATEN_CPU_CAPABILITY": "default",
+        "ONEDNN_MAX_CPU_ISA": None,
+        "MKL_ENABLE_INSTRUCTIONS": None,
+    }
     assert capability_under(kernels.record_pins(record)) == "DEFAULT"
     assert kernels.record_pins({"accuracy": 0.5}) is None  # an older record names no kernels
 
@@ -37,8 +42,15 @@ def test_other_kernels_once_torch_runs_are_an_error():
 
 
 def test_replay_is_exact_only_on_the_same_kernels():
-    base = {"kernels": {"torch": "2", "cpu_capability": "AVX2", "onednn_isa": "AVX2", "threads": 2,
-                        "cpu": {"arch": "x86_64", "flags_digest": "a"}}}
+    base = {
+        "kernels": {
+            "torch": "2",
+            "cpu_capability": "AVX2",
+            "onednn_isa": "AVX2",
+            "threads": 2,
+            "cpu": {"arch": "x86_64", "flags_digest": "a"},
+        }
+    }
     other_cpu = {"kernels": {**base["kernels"], "cpu": {"arch": "x86_64", "flags_digest": "b"}}}
     assert kernels.replay_key(base) == kernels.replay_key(other_cpu)  # pinned: the CPU's other flags do not count
     intel = {"kernels": {**base["kernels"], "cpu": {"arch": "x86_64", "vendor": "GenuineIntel", "flags_digest": "a"}}}
@@ -46,7 +58,9 @@ def test_replay_is_exact_only_on_the_same_kernels():
     native = {"kernels": {**base["kernels"], "onednn_isa": "native"}}
     native_other = {"kernels": {**native["kernels"], "cpu": {"arch": "x86_64", "flags_digest": "b"}}}
     assert kernels.replay_key(native) != kernels.replay_key(native_other)
-    assert kernels.replay_key({**base, "kernels": {**base["kernels"], "cpu_capability": "AVX512"}}) != kernels.replay_key(base)
+    assert kernels.replay_key(
+        {**base, "kernels": {**base["kernels"], "cpu_capability": "AVX512"}}
+    ) != kernels.replay_key(base)
     assert kernels.replay_key({}) is None
     with pytest.raises(HarnessError, match="portable, native"):
         kernels.level_pins("fast")

@@ -4,13 +4,15 @@ plans one run per rung with its own schedule and skips finished ones; `harness t
 from __future__ import annotations
 
 import pytest
-from conftest import run_cli
-from test_evidence import tiny_spec
 
 from harness.errors import ConfigError
-from harness.report.spec import load_spec, rung_specs
+from harness.report.ladder import rung_specs
+from harness.report.spec import load_spec
 from harness.store import RunStore
 from harness.sweep.plan import table_runs
+
+from conftest import run_cli
+from test_evidence import tiny_spec
 
 LADDER = [{"multiple": 2, "seeds": 0}, {"multiple": 3, "seeds": "0-1", "rows": ["protonet"]}]
 
@@ -18,19 +20,28 @@ LADDER = [{"multiple": 2, "seeds": 0}, {"multiple": 3, "seeds": "0-1", "rows": [
 def test_a_ladder_plans_one_run_per_rung_and_seed(tmp_path):
     spec = load_spec(tiny_spec(tmp_path, ladder=LADDER))
     planned = sorted((r.method, r.overrides.get("train.steps"), r.seed) for r in table_runs(spec))
-    assert planned == [("pixels", None, 0), ("protonet", 2, 0), ("protonet", 2, 1), ("protonet", 4, 0),
-                       ("protonet", 6, 0), ("protonet", 6, 1)]
+    assert planned == [
+        ("pixels", None, 0),
+        ("protonet", 2, 0),
+        ("protonet", 2, 1),
+        ("protonet", 4, 0),
+        ("protonet", 6, 0),
+        ("protonet", 6, 1),
+    ]
     x2, x3 = rung_specs(spec)
     assert (x2.multiple, x2.outputs["md"].name, [r.label for r in x2.rows]) == (2, "tiny-x2.md", ["protonet", "pixels"])
     assert x3.rows[0].where["train.steps"] == 6 and x3.rows[0].seeds == (0, 1)
 
 
-@pytest.mark.parametrize("ladder, message", [
-    ([{"multiple": 1}], "from 2 to"),
-    ([{"multiple": 2, "rows": ["protonett"]}], "did you mean 'protonet'"),
-    ([{"multiple": 2, "rows": ["pixels"]}], "no step cap"),
-    ([{"multiple": 2, "seed": 0}], "unknown key"),
-])
+@pytest.mark.parametrize(
+    "ladder, message",
+    [
+        ([{"multiple": 1}], "from 2 to"),
+        ([{"multiple": 2, "rows": ["protonett"]}], "did you mean 'protonet'"),
+        ([{"multiple": 2, "rows": ["pixels"]}], "no step cap"),
+        ([{"multiple": 2, "seed": 0}], "unknown key"),
+    ],
+)
 def test_bad_ladders_are_one_clear_error(tmp_path, ladder, message):
     with pytest.raises(ConfigError, match=message):
         load_spec(tiny_spec(tmp_path, ladder=ladder))
@@ -42,14 +53,21 @@ def test_sweep_table_makes_every_rung_once_and_table_writes_each(tmp_path, monke
     assert run_cli("sweep", "--table", spec, "--executor", "local", "--runs-dir", "runs", "--wait") == 0
     records = [r for r in RunStore(tmp_path / "runs") if r["status"] == "ok"]
     assert sorted((r["method"], r["steps"], r["seed"]) for r in records) == [
-        ("pixels", 0, 0), ("protonet", 2, 0), ("protonet", 2, 1), ("protonet", 4, 0), ("protonet", 6, 0),
-        ("protonet", 6, 1)]
+        ("pixels", 0, 0),
+        ("protonet", 2, 0),
+        ("protonet", 2, 1),
+        ("protonet", 4, 0),
+        ("protonet", 6, 0),
+        ("protonet", 6, 1),
+    ]
     capsys.readouterr()
     assert run_cli("sweep", "--table", spec, "--executor", "local", "--runs-dir", "runs", "--dry-run") == 0
     assert "0 to submit" in capsys.readouterr().out
     assert run_cli("table", spec, "--collect-from", "runs") == 0
     x3 = (tmp_path / "tables" / "tiny-x3.md").read_text()
-    steps = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in x3.splitlines() if line.startswith("| ")}
+    steps = {
+        line.split("|")[1].strip(): line.split("|")[-2].strip() for line in x3.splitlines() if line.startswith("| ")
+    }
     assert "3× the step caps" in x3 and steps["protonet"] == "6" and steps["pixels"] == "0"
     assert len([p for p in (tmp_path / "runs" / "tiny").iterdir() if p.is_dir()]) == 6  # every rung's evidence
     capsys.readouterr()  # a new machine with no runs directory: the committed evidence is not re-made
@@ -61,8 +79,11 @@ def test_the_compute_plot_draws_every_rung_against_training_flops(tmp_path, monk
     import pandas as pd
 
     monkeypatch.chdir(tmp_path)
-    spec = tiny_spec(tmp_path / "tables", ladder=LADDER,
-                     plots=[{"kind": "compute", "benchmarks": ["synthetic-5w1s"], "out": "compute-tiny"}])
+    spec = tiny_spec(
+        tmp_path / "tables",
+        ladder=LADDER,
+        plots=[{"kind": "compute", "benchmarks": ["synthetic-5w1s"], "out": "compute-tiny"}],
+    )
     assert run_cli("sweep", "--table", spec, "--executor", "local", "--runs-dir", "runs", "--wait") == 0
     assert run_cli("table", spec, "--runs-dir", "runs") == 0
     points = pd.read_csv(tmp_path / "tables" / "compute-tiny.csv")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
+from harness.sweep.plan import Sweep
+
 from conftest import run_cli
 from test_evidence import tiny_spec
-
-from harness.sweep.plan import Sweep
 
 
 def error(capsys) -> str:
@@ -18,8 +18,22 @@ def error(capsys) -> str:
 
 def test_procs_beyond_the_cpu_cores_are_refused(tmp_path, capsys):
     procs = (os.cpu_count() or 1) + 1
-    assert run_cli("run", "--method", "protonet", "--bench", "synthetic-5w1s", "--procs", str(procs), "--device", "cpu",
-                   "--runs-dir", tmp_path / "runs") == 2
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            "protonet",
+            "--bench",
+            "synthetic-5w1s",
+            "--procs",
+            str(procs),
+            "--device",
+            "cpu",
+            "--runs-dir",
+            tmp_path / "runs",
+        )
+        == 2
+    )
     assert "more processes than this machine's" in error(capsys) and not (tmp_path / "runs").exists()
 
 
@@ -33,15 +47,30 @@ def test_a_truncated_plan_is_one_error_naming_it(tmp_path, capsys):
     sweep = Sweep(tmp_path / "runs", "s")
     sweep.plan_path.parent.mkdir(parents=True)
     sweep.plan_path.write_text('{"runs": [{"key": ')
-    for command in (["status", "s"], ["status"],
-                    ["sweep", "--methods", "pixels", "--benches", "synthetic-5w1s", "--name", "s", "--dry-run"]):
+    for command in (
+        ["status", "s"],
+        ["status"],
+        ["sweep", "--methods", "pixels", "--benches", "synthetic-5w1s", "--name", "s", "--dry-run"],
+    ):
         assert run_cli(*command, "--runs-dir", tmp_path / "runs") == 2, command
         assert str(sweep.plan_path) in error(capsys)
 
 
 def test_leaderboard_out_onto_a_folder_is_refused(tmp_path, capsys):
-    assert run_cli("run", "--method", "pixels", "--bench", "synthetic-5w1s", "--set", "bench.episodes=5",
-                   "--runs-dir", tmp_path / "runs") == 0
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            "pixels",
+            "--bench",
+            "synthetic-5w1s",
+            "--set",
+            "bench.episodes=5",
+            "--runs-dir",
+            tmp_path / "runs",
+        )
+        == 0
+    )
     (tmp_path / "out").mkdir()
     capsys.readouterr()
     assert run_cli("leaderboard", "--runs-dir", tmp_path / "runs", "--out", tmp_path / "out") == 2
@@ -49,8 +78,23 @@ def test_leaderboard_out_onto_a_folder_is_refused(tmp_path, capsys):
 
 
 def test_eval_of_a_run_whose_config_is_not_a_mapping(tmp_path, capsys):
-    assert run_cli("run", "--method", "protonet", "--bench", "synthetic-5w1s", "--set", "train.steps=1",
-                   "--set", "bench.episodes=5", "--run-dir", tmp_path / "run", "--no-progress") == 0
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            "protonet",
+            "--bench",
+            "synthetic-5w1s",
+            "--set",
+            "train.steps=1",
+            "--set",
+            "bench.episodes=5",
+            "--run-dir",
+            tmp_path / "run",
+            "--no-progress",
+        )
+        == 0
+    )
     (tmp_path / "run" / "config.yaml").write_text("- a\n- list\n")
     capsys.readouterr()
     assert run_cli("eval", "--run", tmp_path / "run", "--bench", "synthetic-5w5s", "--runs-dir", tmp_path / "ev") == 2
@@ -58,8 +102,20 @@ def test_eval_of_a_run_whose_config_is_not_a_mapping(tmp_path, capsys):
 
 
 def test_a_huge_text_setting_is_refused_before_a_run_exists(tmp_path, capsys):
-    assert run_cli("run", "--method", "pixels", "--bench", "synthetic-5w1s", "--set", "data.holdout=" + "x" * 100_000,
-                   "--runs-dir", tmp_path / "runs") == 2
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            "pixels",
+            "--bench",
+            "synthetic-5w1s",
+            "--set",
+            "data.holdout=" + "x" * 100_000,
+            "--runs-dir",
+            tmp_path / "runs",
+        )
+        == 2
+    )
     assert "100,000 characters long" in error(capsys) and not (tmp_path / "runs").exists()
 
 
@@ -71,10 +127,32 @@ def test_two_sweeps_over_one_grid_make_each_computation_once(tmp_path):
 
     from harness.store import RunStore
 
-    grid = ["--methods", "protonet", "--benches", "synthetic-5w1s", "--seeds", "0", "--set", "train.steps=40",
-            "--set", "bench.episodes=10", "--executor", "local", "--runs-dir", str(tmp_path / "runs"), "--wait"]
-    sweeps = [subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", *grid, "--name", name],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for name in ("a", "b")]
+    grid = [
+        "--methods",
+        "protonet",
+        "--benches",
+        "synthetic-5w1s",
+        "--seeds",
+        "0",
+        "--set",
+        "train.steps=40",
+        "--set",
+        "bench.episodes=10",
+        "--executor",
+        "local",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--wait",
+    ]
+    sweeps = [
+        subprocess.Popen(
+            [sys.executable, "-m", "harness.cli", "sweep", *grid, "--name", name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
     outputs = [p.communicate(timeout=600)[0] for p in sweeps]
     assert [p.returncode for p in sweeps] == [0, 0], outputs
     ok = [r for r in RunStore(tmp_path / "runs") if r["status"] == "ok"]

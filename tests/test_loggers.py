@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import interrupt_at_step, run_cli
 from test_tboard import TINY, csv_rows, scalars
 
 from harness.loggers import STATE
@@ -20,6 +19,8 @@ from harness.runner import RunRequest, execute
 from harness.settings import config_hash
 from harness.store import RunStore, read_config, read_record
 
+from conftest import interrupt_at_step, run_cli
+
 ALL = "tensorboard,wandb,mlflow"
 BLOCK = 32768  # the .wandb file is a LevelDB-style log of 32 KiB blocks
 
@@ -27,9 +28,15 @@ BLOCK = 32768  # the .wandb file is a LevelDB-style log of 32 KiB blocks
 @pytest.fixture(autouse=True)
 def wandb_offline(tmp_path, monkeypatch):
     """No network, no prompt, nothing outside tmp_path: W&B offline and silent."""
-    for name, value in {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": tmp_path / "wandb-dir",
-                        "WANDB_CONFIG_DIR": tmp_path / "wandb-config", "WANDB_CACHE_DIR": tmp_path / "wandb-cache",
-                        "WANDB_DATA_DIR": tmp_path / "wandb-data", "WANDB_INIT_TIMEOUT": "60"}.items():
+    for name, value in {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_DIR": tmp_path / "wandb-dir",
+        "WANDB_CONFIG_DIR": tmp_path / "wandb-config",
+        "WANDB_CACHE_DIR": tmp_path / "wandb-cache",
+        "WANDB_DATA_DIR": tmp_path / "wandb-data",
+        "WANDB_INIT_TIMEOUT": "60",
+    }.items():
         monkeypatch.setenv(name, str(value))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
 
@@ -51,8 +58,8 @@ def wandb_records(path: Path):
         if left < 7:
             position += left
             continue
-        length, kind = int.from_bytes(data[position + 4:position + 6], "little"), data[position + 6]
-        parts.append(data[position + 7:position + 7 + length])
+        length, kind = int.from_bytes(data[position + 4 : position + 6], "little"), data[position + 6]
+        parts.append(data[position + 7 : position + 7 + length])
         position += 7 + length
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()
@@ -64,8 +71,12 @@ def wandb_records(path: Path):
 def wandb_attempts(run_dir: Path) -> list[list]:
     """The records of each offline W&B folder of the run (one per attempt), in the order they were started."""
     attempts = [list(wandb_records(path)) for path in (run_dir / "wandb").glob("offline-run-*/run-*.wandb")]
-    return sorted(attempts, key=lambda records: next(r.run.start_time.ToNanoseconds() for r in records
-                                                     if r.WhichOneof("record_type") == "run"))
+    return sorted(
+        attempts,
+        key=lambda records: next(
+            r.run.start_time.ToNanoseconds() for r in records if r.WhichOneof("record_type") == "run"
+        ),
+    )
 
 
 def wandb_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -95,8 +106,10 @@ def mlflow_run(run_dir: Path):
 
 def mlflow_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     client, run = mlflow_run(run_dir)
-    return {key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
-            for key in run.data.metrics}
+    return {
+        key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+        for key in run.data.metrics
+    }
 
 
 def assert_same_series(expected: dict, got: dict, where: str) -> None:
@@ -116,9 +129,26 @@ def the_run(runs_dir: Path) -> Path:
 
 
 def test_tensorboard_wandb_and_mlflow_get_the_same_scalars_and_the_configuration(runs_dir):
-    assert run_cli("run", "--method", "protonet", "--bench", "synthetic-5w1s", "--set", "train.steps=3",
-                   "--set", "train.val_every=2", *(a for s in TINY for a in ("--set", s)), "--runs-dir", runs_dir,
-                   "--no-progress", "--logger", ALL) == 0
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            "protonet",
+            "--bench",
+            "synthetic-5w1s",
+            "--set",
+            "train.steps=3",
+            "--set",
+            "train.val_every=2",
+            *(a for s in TINY for a in ("--set", s)),
+            "--runs-dir",
+            runs_dir,
+            "--no-progress",
+            "--logger",
+            ALL,
+        )
+        == 0
+    )
     run_dir = the_run(runs_dir)
     board, record = scalars(run_dir), read_record(run_dir)
     assert {"train/loss", "train/lr", "train/steps_per_second", "val/accuracy", "test/accuracy"} <= set(board)
@@ -142,10 +172,28 @@ def test_tensorboard_wandb_and_mlflow_get_the_same_scalars_and_the_configuration
 
 
 def test_a_method_without_training_logs_its_score_everywhere(runs_dir):
-    assert run_cli("run", "--method", "pixels", "--bench", "synthetic-5w1s", "--set", "bench.episodes=20",
-                   "--runs-dir", runs_dir, "--no-progress", "--logger", "wandb,mlflow") == 0
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            "pixels",
+            "--bench",
+            "synthetic-5w1s",
+            "--set",
+            "bench.episodes=20",
+            "--runs-dir",
+            runs_dir,
+            "--no-progress",
+            "--logger",
+            "wandb,mlflow",
+        )
+        == 0
+    )
     run_dir = the_run(runs_dir)
-    expected = {"test/accuracy": [(0, read_record(run_dir)["accuracy"])], "test/ci95": [(0, read_record(run_dir)["ci95"])]}
+    expected = {
+        "test/accuracy": [(0, read_record(run_dir)["accuracy"])],
+        "test/ci95": [(0, read_record(run_dir)["ci95"])],
+    }
     assert_same_series(expected, wandb_scalars(run_dir), "W&B")
     assert_same_series(expected, mlflow_scalars(run_dir), "MLflow")
     assert not (run_dir / "tb").exists()  # not asked for
@@ -156,9 +204,18 @@ def test_a_resumed_run_continues_its_wandb_and_mlflow_runs_without_a_step_twice(
     keep steps 1-3 from the first attempt and get 4-5 from the second, in the same runs. Resumed training is
     deterministic, so all three loggers show the curves of train_log.csv; only the clock differs: W&B and
     MLflow keep the first attempt's steps per second at step 3, where TensorBoard has the second's."""
-    resolved = resolve("protonet", "synthetic-5w1s", sets=[*TINY, "train.steps=5", "train.checkpoint_every=2",
-                                                            "train.val_every=2", f"log.loggers=[{ALL}]",
-                                                            f"log.mlflow_uri={(tmp_path / 'mlruns').as_uri()}"])
+    resolved = resolve(
+        "protonet",
+        "synthetic-5w1s",
+        sets=[
+            *TINY,
+            "train.steps=5",
+            "train.checkpoint_every=2",
+            "train.val_every=2",
+            f"log.loggers=[{ALL}]",
+            f"log.mlflow_uri={(tmp_path / 'mlruns').as_uri()}",
+        ],
+    )
     run_dir = tmp_path / "run"
     restore = interrupt_at_step(monkeypatch, resolved.method_class, 3)
     with pytest.raises(KeyboardInterrupt):
@@ -188,36 +245,109 @@ def test_a_resumed_run_continues_its_wandb_and_mlflow_runs_without_a_step_twice(
 
 def test_logging_settings_change_no_config_hash_and_are_never_stored():
     plain = resolve("protonet", "synthetic-5w1s").config
-    logged = resolve("protonet", "synthetic-5w1s", sets=["log.loggers=[wandb,mlflow]", "log.wandb_mode=online",
-                                                         "log.wandb_project=x", "log.mlflow_uri=file:/tmp/y"]).config
+    logged = resolve(
+        "protonet",
+        "synthetic-5w1s",
+        sets=[
+            "log.loggers=[wandb,mlflow]",
+            "log.wandb_mode=online",
+            "log.wandb_project=x",
+            "log.mlflow_uri=file:/tmp/y",
+        ],
+    ).config
     assert logged.log.loggers == ("wandb", "mlflow") and plain.log.loggers == ("tensorboard",)
     assert config_hash(logged) == config_hash(plain) and logged.to_dict() == plain.to_dict()
 
 
 def test_unknown_loggers_get_the_closest_name_and_a_missing_package_the_install_command(runs_dir, monkeypatch, capsys):
-    assert run_cli("run", "--method", "pixels", "--bench", "synthetic-5w1s", "--logger", "tensorboard,wandbb",
-                   "--runs-dir", runs_dir) == 2
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            "pixels",
+            "--bench",
+            "synthetic-5w1s",
+            "--logger",
+            "tensorboard,wandbb",
+            "--runs-dir",
+            runs_dir,
+        )
+        == 2
+    )
     assert "--logger: unknown logger 'wandbb'" in capsys.readouterr().err
-    assert run_cli("run", "--method", "pixels", "--bench", "synthetic-5w1s", "--set", "log.loggers=[mlfow]",
-                   "--runs-dir", runs_dir) == 2
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            "pixels",
+            "--bench",
+            "synthetic-5w1s",
+            "--set",
+            "log.loggers=[mlfow]",
+            "--runs-dir",
+            runs_dir,
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "log.loggers: unknown logger 'mlfow'" in err and "Did you mean 'mlflow'?" in err
-    assert run_cli("run", "--method", "pixels", "--bench", "synthetic-5w1s", "--set", "log.wandb_mode=onlin",
-                   "--runs-dir", runs_dir) == 2
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            "pixels",
+            "--bench",
+            "synthetic-5w1s",
+            "--set",
+            "log.wandb_mode=onlin",
+            "--runs-dir",
+            runs_dir,
+        )
+        == 2
+    )
     assert "log.wandb_mode must be one of 'offline', 'online'" in capsys.readouterr().err
-    assert run_cli("run", "--method", "pixels", "--bench", "synthetic-5w1s", "--set", "log.loggers=wandb",
-                   "--runs-dir", runs_dir) == 2
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            "pixels",
+            "--bench",
+            "synthetic-5w1s",
+            "--set",
+            "log.loggers=wandb",
+            "--runs-dir",
+            runs_dir,
+        )
+        == 2
+    )
     assert "log.loggers must be a list of str in brackets, e.g. [a, b], got 'wandb'" in capsys.readouterr().err
 
     import harness.loggers
 
     real = harness.loggers.find_spec
     monkeypatch.setattr(harness.loggers, "find_spec", lambda name: None if name == "wandb" else real(name))
-    assert run_cli("run", "--method", "pixels", "--bench", "synthetic-5w1s", "--logger", "wandb",
-                   "--runs-dir", runs_dir) == 2
+    assert (
+        run_cli("run", "--method", "pixels", "--bench", "synthetic-5w1s", "--logger", "wandb", "--runs-dir", runs_dir)
+        == 2
+    )
     assert "pip install -e '.[wandb]'" in capsys.readouterr().err
-    assert run_cli("sweep", "--methods", "pixels", "--benches", "synthetic-5w1s", "--executor", "local",
-                   "--set", "log.loggers=[wandb]", "--runs-dir", runs_dir, "--dry-run") == 2
+    assert (
+        run_cli(
+            "sweep",
+            "--methods",
+            "pixels",
+            "--benches",
+            "synthetic-5w1s",
+            "--executor",
+            "local",
+            "--set",
+            "log.loggers=[wandb]",
+            "--runs-dir",
+            runs_dir,
+            "--dry-run",
+        )
+        == 2
+    )
     assert "pip install -e '.[wandb]'" in capsys.readouterr().err
     assert not runs_dir.exists()
 
@@ -229,11 +359,35 @@ def test_the_logger_choice_reaches_sweep_tasks_and_tune_trials(runs_dir, tmp_pat
 
     planned, seen = [], []
     monkeypatch.setattr(harness.sweep.commands, "launch_runs", lambda sweep, runs, *rest: planned.extend(runs))
-    assert run_cli("sweep", "--methods", "protonet", "--benches", "synthetic-5w1s", "--seeds", "0-1", "--executor",
-                   "local", "--logger", "mlflow", "--runs-dir", runs_dir) == 0
+    assert (
+        run_cli(
+            "sweep",
+            "--methods",
+            "protonet",
+            "--benches",
+            "synthetic-5w1s",
+            "--seeds",
+            "0-1",
+            "--executor",
+            "local",
+            "--logger",
+            "mlflow",
+            "--runs-dir",
+            runs_dir,
+        )
+        == 0
+    )
     assert [run.overrides for run in planned] == [{"log.loggers": ["mlflow"]}] * 2
-    record = {"run_id": "x", "method": "protonet", "benchmark": "synthetic-5w1s", "seed": 0, "val_accuracy": 0.5,
-              "steps": 1, "train_seconds": 0.1, "run_dir": "x"}
+    record = {
+        "run_id": "x",
+        "method": "protonet",
+        "benchmark": "synthetic-5w1s",
+        "seed": 0,
+        "val_accuracy": 0.5,
+        "steps": 1,
+        "train_seconds": 0.1,
+        "run_dir": "x",
+    }
     monkeypatch.setattr(harness.runner, "execute", lambda request: seen.append(request.resolved.config.log) or record)
     planned[0].run_dir = str(tmp_path / "task")
     execute_run(planned[0], "cpu")  # what a SLURM or local task runs (it checks the planned config hash)
@@ -241,19 +395,41 @@ def test_the_logger_choice_reaches_sweep_tasks_and_tune_trials(runs_dir, tmp_pat
 
     space = tmp_path / "space.yaml"
     space.write_text("train.lr: [0.001, 0.01]\n")
-    assert run_cli("tune", "--method", "protonet", "--bench", "synthetic-5w1s", "--space", space, "--trials", "2",
-                   "--budget-minutes", "1", "--runs-dir", runs_dir, "--out", tmp_path / "tuned", "--logger", "wandb") == 0
+    assert (
+        run_cli(
+            "tune",
+            "--method",
+            "protonet",
+            "--bench",
+            "synthetic-5w1s",
+            "--space",
+            space,
+            "--trials",
+            "2",
+            "--budget-minutes",
+            "1",
+            "--runs-dir",
+            runs_dir,
+            "--out",
+            tmp_path / "tuned",
+            "--logger",
+            "wandb",
+        )
+        == 0
+    )
     assert [log.loggers for log in seen[1:]] == [("wandb",)] * 2
     assert "log.loggers" not in (tmp_path / "tuned.md").read_text()  # where curves went is no tuning setting
 
 
 def test_commands_and_import_harness_load_no_logger_library():
-    code = ("import sys, contextlib, io, harness; light = {'torch', 'pandas', 'wandb', 'mlflow'} & set(sys.modules); "
-            "from harness.cli import build_parser, main\n"
-            "with contextlib.redirect_stdout(io.StringIO()): main(['list'])\n"
-            "for command in ('run', 'sweep', 'tune'):\n"
-            "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()): "
-            "build_parser().parse_args([command, '--help'])\n"
-            "print(sorted(light), sorted({'wandb', 'mlflow'} & set(sys.modules)))")
+    code = (
+        "import sys, contextlib, io, harness; light = {'torch', 'pandas', 'wandb', 'mlflow'} & set(sys.modules); "
+        "from harness.cli import build_parser, main\n"
+        "with contextlib.redirect_stdout(io.StringIO()): main(['list'])\n"
+        "for command in ('run', 'sweep', 'tune'):\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()): "
+        "build_parser().parse_args([command, '--help'])\n"
+        "print(sorted(light), sorted({'wandb', 'mlflow'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[] []"

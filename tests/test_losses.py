@@ -39,16 +39,20 @@ def fixed(*shape: int, seed: int = 0) -> torch.Tensor:
 
 def some_views(method, n: int = 8) -> list[torch.Tensor]:
     size = method.env.image_size
-    return [fixed(n, method.env.channels, size, size, seed=s).contiguous(memory_format=torch.channels_last) for s in (1, 2)]
+    return [
+        fixed(n, method.env.channels, size, size, seed=s).contiguous(memory_format=torch.channels_last) for s in (1, 2)
+    ]
 
 
 def fixed_views(sizes: list[int], batch: int = 6) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(7)
-    return [torch.randn(batch, 1, s, s, generator=generator).contiguous(memory_format=torch.channels_last) for s in sizes]
+    return [
+        torch.randn(batch, 1, s, s, generator=generator).contiguous(memory_format=torch.channels_last) for s in sizes
+    ]
 
 
 def off_diagonal_sum_of_squares(m: torch.Tensor) -> torch.Tensor:
-    return (m ** 2).sum() - (m.diagonal() ** 2).sum()
+    return (m**2).sum() - (m.diagonal() ** 2).sum()
 
 
 # ---------------------------------------------------------------- SimCLR, BYOL
@@ -281,7 +285,9 @@ def test_dino_loss_and_centre_match_the_paper():
         teachers = [method.teacher_head(method.teacher_encoder(v).flatten(1)) for v in views[:2]]
     expected = dino_formula(teachers, students, center[0], out["teacher_temp"])
     assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
-    assert torch.allclose(method.criterion.center[0], 0.9 * center[0] + 0.1 * torch.cat(teachers).mean(0, keepdim=True), atol=1e-6)
+    assert torch.allclose(
+        method.criterion.center[0], 0.9 * center[0] + 0.1 * torch.cat(teachers).mean(0, keepdim=True), atol=1e-6
+    )
     assert "criterion.center" in method.state_dict()
 
 

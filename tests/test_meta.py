@@ -20,8 +20,13 @@ def test_protonet_logits_and_loss_by_hand():
     logits = prototype_logits(support, labels, query, 2)
     assert torch.allclose(logits, torch.tensor([[-1.0, -5.0], [-10.0, 0.0]]))
     loss = F.cross_entropy(logits, torch.tensor([0, 1]))
-    by_hand = -(torch.log(torch.exp(torch.tensor(-1.0)) / (torch.exp(torch.tensor(-1.0)) + torch.exp(torch.tensor(-5.0))))
-                + torch.log(1 / (1 + torch.exp(torch.tensor(-10.0))))) / 2
+    by_hand = (
+        -(
+            torch.log(torch.exp(torch.tensor(-1.0)) / (torch.exp(torch.tensor(-1.0)) + torch.exp(torch.tensor(-5.0))))
+            + torch.log(1 / (1 + torch.exp(torch.tensor(-10.0))))
+        )
+        / 2
+    )
     assert loss.item() == pytest.approx(by_hand.item(), rel=1e-6)
 
 
@@ -49,7 +54,9 @@ def test_maml_adaptation_changes_fast_weights_not_meta_parameters():
 def meta_gradient(method, batch):
     xs, ys, xq, yq = batch
     method.net.zero_grad()
-    logits = method.adapted_query_logits(xs, ys, xq, method.cfg.inner_steps, method.cfg.inner_lr, method.cfg.first_order)
+    logits = method.adapted_query_logits(
+        xs, ys, xq, method.cfg.inner_steps, method.cfg.inner_lr, method.cfg.first_order
+    )
     F.cross_entropy(logits.flatten(0, 1), yq.flatten()).backward()
     return torch.cat([p.grad.flatten() for p in method.net.parameters()])
 

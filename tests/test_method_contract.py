@@ -24,8 +24,13 @@ from conftest import interrupt_at_step, only_run, run_cli
 
 BENCH = "synthetic-5w1s"
 STEPS = 4  # a checkpoint after step 2; a crash at step 3 (0-based) leaves it to resume from
-RUN = [f"train.steps={STEPS}", "train.checkpoint_every=2", "train.log_every=1", "bench.episodes=10",
-       "train.val_episodes=5"]
+RUN = [
+    f"train.steps={STEPS}",
+    "train.checkpoint_every=2",
+    "train.log_every=1",
+    "bench.episodes=10",
+    "train.val_episodes=5",
+]
 
 
 def tiny_sets(name: str) -> list[str]:
@@ -42,8 +47,20 @@ def tiny_run(request, tmp_path_factory):
     """(method name, run directory, record) of the method's tiny run through ``harness run`` (seed 0)."""
     name = request.param
     runs = tmp_path_factory.mktemp(f"contract-{name}")
-    assert run_cli("run", "--method", name, "--bench", BENCH, *[a for s in tiny_sets(name) for a in ("--set", s)],
-                   "--runs-dir", runs, "--no-progress") == 0
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            name,
+            "--bench",
+            BENCH,
+            *[a for s in tiny_sets(name) for a in ("--set", s)],
+            "--runs-dir",
+            runs,
+            "--no-progress",
+        )
+        == 0
+    )
     run_dir = only_run(runs)
     return name, run_dir, read_record(run_dir)
 
@@ -128,7 +145,9 @@ def test_labels_reach_only_the_methods_that_use_them(tiny_run, tmp_path, monkeyp
 def test_tiny_settings_are_no_benchmark_family(tmp_path):
     """A benchmark whose family (or name) is ``tiny`` takes no settings from the presets' ``tiny:`` blocks."""
     bench = tmp_path / "tiny.yaml"
-    bench.write_text("family: tiny\nsplits: {train: train, val: val, test: test}\nbenchmarks:\n"
-                     "  tiny: {dataset: synthetic-glyphs, image_size: 28, ways: 5, shots: 1}\n")
+    bench.write_text(
+        "family: tiny\nsplits: {train: train, val: val, test: test}\nbenchmarks:\n"
+        "  tiny: {dataset: synthetic-glyphs, image_size: 28, ways: 5, shots: 1}\n"
+    )
     assert tiny_settings("simclr")["train.batch_size"] == 16
     assert resolve("simclr", f"{bench}:tiny").config.train.batch_size == 256  # presets/simclr.yaml [default]

@@ -17,8 +17,12 @@ from harness.runner import build_method
 
 MOMENTUM_METHODS = [name for name in METHODS.names() if issubclass(METHODS.get(name).load(), MomentumTargets)]
 # The targets' names in checkpoints of committed runs: they must keep loading.
-COMMITTED_TARGETS = {"byol": {"target_encoder", "target_projection"}, "moco": {"key_encoder", "key_projection"},
-                     "psco": {"key_encoder", "key_projection"}, "dino": {"teacher_encoder", "teacher_head"}}
+COMMITTED_TARGETS = {
+    "byol": {"target_encoder", "target_projection"},
+    "moco": {"key_encoder", "key_projection"},
+    "psco": {"key_encoder", "key_projection"},
+    "dino": {"teacher_encoder", "teacher_head"},
+}
 
 
 def set_up(name: str, *sets: str):
@@ -44,8 +48,10 @@ def test_targets_follow_their_online_networks_on_the_cosine_schedule(name):
         for online, _ in pairs:
             for p in online.parameters():
                 p.add_(0.1)
-    before = [([p.detach().clone() for p in online.parameters()], [p.detach().clone() for p in target.parameters()])
-              for online, target in pairs]
+    before = [
+        ([p.detach().clone() for p in online.parameters()], [p.detach().clone() for p in target.parameters()])
+        for online, target in pairs
+    ]
     m = method.training_step(train, 50, 0.25, torch.Generator().manual_seed(0))["momentum"]
     assert m == pytest.approx(method.momentum(0.25))
     for (online, target), (_, new) in zip(before, pairs):
@@ -62,7 +68,8 @@ def test_targets_are_frozen_copies_outside_the_optimiser(name):
         online, target = getattr(method, online_name), getattr(method, target_name)
         assert target is not online and all(torch.equal(a, b) for a, b in zip(online.parameters(), target.parameters()))
         assert not any(p.requires_grad or id(p) in trained for p in target.parameters())
-        assert {k.removeprefix(f"{target_name}.") for k in state if k.startswith(f"{target_name}.")} == \
-            {k.removeprefix(f"{online_name}.") for k in state if k.startswith(f"{online_name}.")}
+        assert {k.removeprefix(f"{target_name}.") for k in state if k.startswith(f"{target_name}.")} == {
+            k.removeprefix(f"{online_name}.") for k in state if k.startswith(f"{online_name}.")
+        }
     if name in COMMITTED_TARGETS:
         assert {target for _, target in method.momentum_pairs} == COMMITTED_TARGETS[name]

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_cli
-from test_evidence import tiny_spec
 
 from harness import files
+
+from conftest import run_cli
+from test_evidence import tiny_spec
 
 
 def digest(path: Path) -> str:
@@ -98,12 +99,28 @@ def test_run_dir_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     folder.mkdir()
     (folder / "config.yaml").write_text("my own settings\n")
     before = digest(folder)
-    assert run_cli("run", "--method", "pixels", "--bench", "synthetic-5w1s", "--set", "bench.episodes=5",
-                   "--run-dir", folder) == 2
+    assert (
+        run_cli(
+            "run", "--method", "pixels", "--bench", "synthetic-5w1s", "--set", "bench.episodes=5", "--run-dir", folder
+        )
+        == 2
+    )
     assert "not a run directory" in capsys.readouterr().err
     assert digest(folder) == before
-    assert run_cli("run", "--method", "pixels", "--bench", "synthetic-5w1s", "--set", "bench.episodes=5",
-                   "--run-dir", tmp_path / "empty-ok") == 0
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            "pixels",
+            "--bench",
+            "synthetic-5w1s",
+            "--set",
+            "bench.episodes=5",
+            "--run-dir",
+            tmp_path / "empty-ok",
+        )
+        == 0
+    )
 
 
 def test_a_killed_write_leaves_nothing_the_next_write_keeps(made, tmp_path):

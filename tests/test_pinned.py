@@ -22,14 +22,25 @@ from harness.resolve import resolve
 from harness.runner import RunRequest, execute
 
 PINS = Path(__file__).parent / "pinned"
-SETTINGS = ["train.steps=4", "train.val_every=0", "train.log_every=1", "bench.episodes=40", "train.val_episodes=10",
-            "train.schedule=cosine", "train.batch_size=8", "eval.batch_size=40"]
+SETTINGS = [
+    "train.steps=4",
+    "train.val_every=0",
+    "train.log_every=1",
+    "bench.episodes=40",
+    "train.val_episodes=10",
+    "train.schedule=cosine",
+    "train.batch_size=8",
+    "eval.batch_size=40",
+]
 # CACTUs: 2 steps of its encoder, then clustering and 2 steps of meta-training
 CACTUS = ["method.encoder_steps=2", "method.encoder_batch_size=16", "method.partitions=3", "method.clusters=12"]
 # ProtoNet's were recorded with one episode per step (method.meta_batch's default then; since train.batch_size)
-EXTRA = {"bmssl adapt=all": ["train.batch_size=2", "method.ways=4", "method.adapt=all", "method.match=l2"],
-         "protonet": ["train.batch_size=1"],
-         "cactus-protonet": [*CACTUS, "method.train_ways=5", "train.batch_size=1"], "cactus-maml": CACTUS}
+EXTRA = {
+    "bmssl adapt=all": ["train.batch_size=2", "method.ways=4", "method.adapt=all", "method.match=l2"],
+    "protonet": ["train.batch_size=1"],
+    "cactus-protonet": [*CACTUS, "method.train_ways=5", "train.batch_size=1"],
+    "cactus-maml": CACTUS,
+}
 
 
 def cpu_kind(name: str) -> str:
@@ -76,9 +87,11 @@ def test_results_match_the_pinned_ones(case, tmp_path):
     if PINNED is None:
         # measured on an Intel AVX-512 machine: maml's 4-step accuracy moved 1.8 points (0.375 v 0.393) and six
         # methods left the old 0.5-point/1e-4 band, natively and pinned to AVX2 alike: no tolerance holds there
-        pytest.skip(f"no pins recorded on a {cpu_kind(kernels.cpu_identity()['name'])} with "
-                    f"{torch.backends.cpu.get_cpu_capability()} kernels; this CPU may round otherwise "
-                    f"(`python tests/test_pinned.py` records them)")
+        pytest.skip(
+            f"no pins recorded on a {cpu_kind(kernels.cpu_identity()['name'])} with "
+            f"{torch.backends.cpu.get_cpu_capability()} kernels; this CPU may round otherwise "
+            f"(`python tests/test_pinned.py` records them)"
+        )
     expected = PINNED["results"][case]
     assert run_case(case, tmp_path / "run") == (expected["accuracy"], expected["losses"])
 
@@ -88,17 +101,22 @@ def record() -> Path:
     from harness.methods import METHODS
 
     cpu, capability = kernels.cpu_identity(), torch.backends.cpu.get_cpu_capability()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=PINS).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=PINS
+    ).stdout.strip()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for case in dict.fromkeys([*METHODS.names(), *EXTRA]):
             accuracy, losses = run_case(case, Path(tmp) / case.replace(" ", "_"))
             results[case] = {"accuracy": accuracy, "losses": losses}
             print(case, accuracy, losses, flush=True)
-    pins = {"recorded_at": f"commit {commit}; torch {torch.__version__} on CPU, 1 thread; {cpu['name']} "
-                           f"(family {cpu['family']}, model {cpu['model']})",
-            "cpu": cpu_kind(cpu["name"]), "cpu_capability": capability, "results": results}
+    pins = {
+        "recorded_at": f"commit {commit}; torch {torch.__version__} on CPU, 1 thread; {cpu['name']} "
+        f"(family {cpu['family']}, model {cpu['model']})",
+        "cpu": cpu_kind(cpu["name"]),
+        "cpu_capability": capability,
+        "results": results,
+    }
     path = PINS / f"synthetic-5w1s-{pins['cpu'].lower().replace(' ', '-')}.json"
     path.write_text(json.dumps(pins, indent=1) + "\n")
     return path

@@ -11,8 +11,8 @@ import torch
 
 from harness.errors import ConfigError
 from harness.resolve import resolve
-from harness.settings import config_hash
 from harness.runner import RunRequest, execute
+from harness.settings import config_hash
 
 TINY = ["train.steps=2", "train.batch_size=4", "bench.episodes=10", "train.log_every=1", "train.checkpoint_every=1"]
 
@@ -34,16 +34,22 @@ def test_bf16_trains_under_autocast_and_is_recorded(tmp_path, monkeypatch):
 
 
 def test_float16_scales_its_loss_checkpoints_the_scaler_and_resumes(tmp_path):
-    resolved = resolve("protonet", "synthetic-5w1s", sets=[*TINY, "train.precision=16", "method.train_ways=5",
-                                                           "method.train_queries=2"])
+    resolved = resolve(
+        "protonet",
+        "synthetic-5w1s",
+        sets=[*TINY, "train.precision=16", "method.train_ways=5", "method.train_queries=2"],
+    )
     execute(RunRequest(resolved, 0, tmp_path / "run", device="cpu", progress=False))
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["optimizers"]["grad_scaler"]["scale"] > 0  # the scaler's state travels with the optimisers'
     record = json.loads((tmp_path / "run" / "result.json").read_text())
     assert record["precision"] == "16"
     # Resuming a finished float16 run restores the scaler too (a mismatch would be an error).
-    resumed = resolve("protonet", "synthetic-5w1s", sets=[*TINY[:-1], "train.steps=3", "train.precision=16",
-                                                          "method.train_ways=5", "method.train_queries=2"])
+    resumed = resolve(
+        "protonet",
+        "synthetic-5w1s",
+        sets=[*TINY[:-1], "train.steps=3", "train.precision=16", "method.train_ways=5", "method.train_queries=2"],
+    )
     (tmp_path / "run" / "result.json").write_text(json.dumps({**record, "status": "running"}))
     state["done"] = False
     torch.save(state, tmp_path / "run" / "checkpoint.pt")
@@ -54,8 +60,15 @@ def test_compile_compiles_the_methods_modules_and_is_recorded(tmp_path, monkeypa
     """The wiring only: compiling for real takes minutes on CPU; tests/gpu/ compiles on CUDA."""
     compiled = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
-    record = execute(RunRequest(resolve("simclr", "synthetic-5w1s", sets=[*TINY, "train.compile=true"]), 0, tmp_path / "run",
-                     device="cpu", progress=False))
+    record = execute(
+        RunRequest(
+            resolve("simclr", "synthetic-5w1s", sets=[*TINY, "train.compile=true"]),
+            0,
+            tmp_path / "run",
+            device="cpu",
+            progress=False,
+        )
+    )
     assert record["compiled"] is True and "SimCLRProjectionHead" in compiled and len(compiled) >= 2
 
 

@@ -9,9 +9,10 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 
 from harness.store import read_record, write_record
+
+from conftest import run_cli
 
 TINY = ["train.steps=2", "bench.episodes=4", "train.checkpoint_every=1"]
 
@@ -27,8 +28,23 @@ def test_print_config_gives_every_key_with_its_origin(tmp_path, capsys):
 
     config = tmp_path / "mine.yaml"
     config.write_text("train: {lr: 0.01}\n")
-    assert run_cli("run", "--method", "protonet", "--bench", "synthetic-5w1s", "--print-config", "--config", config,
-                   "--set", "eval.distance=cosine", "--runs-dir", tmp_path / "runs") == 0
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            "protonet",
+            "--bench",
+            "synthetic-5w1s",
+            "--print-config",
+            "--config",
+            config,
+            "--set",
+            "eval.distance=cosine",
+            "--runs-dir",
+            tmp_path / "runs",
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     origins = dict(re.match(r"  (\w+): .*# (.+)$", line).groups() for line in lines if line.startswith("  "))
     cfg = resolve("protonet", "synthetic-5w1s").config
@@ -51,14 +67,18 @@ def test_show_gives_a_methods_levels_and_its_values_on_a_benchmark(capsys):
 
 
 def test_a_dry_run_passes_a_good_command_and_makes_nothing(tmp_path, capsys):
-    assert run_cli("run", "--method", "bmssl", "--bench", "synthetic-5w1s", "--dry-run", "--runs-dir",
-                   tmp_path / "runs") == 0
+    assert (
+        run_cli("run", "--method", "bmssl", "--bench", "synthetic-5w1s", "--dry-run", "--runs-dir", tmp_path / "runs")
+        == 0
+    )
     out = capsys.readouterr().out
     assert "every check passed" in out and "200 steps" in out and not (tmp_path / "runs").exists()
 
 
 def omniglot_lake_ready() -> bool:
-    return bool(os.environ.get("HARNESS_DATA_MIRROR")) and (Path(os.environ["HARNESS_DATA_MIRROR"]) / "omniglot").is_dir()
+    return (
+        bool(os.environ.get("HARNESS_DATA_MIRROR")) and (Path(os.environ["HARNESS_DATA_MIRROR"]) / "omniglot").is_dir()
+    )
 
 
 FAILING = [  # (bench, settings, the key the error names)
@@ -69,8 +89,12 @@ FAILING = [  # (bench, settings, the key the error names)
     ("synthetic-5w1s", ["method.train_ways=300"], "method.train_ways"),
     ("synthetic-5w1s", ["method.train_queries=30"], "method.train_queries"),
     ("synthetic-5w1s", ["bench.ways=100"], "bench.ways"),
-    pytest.param("omniglot-small1-20w1s-lake", ["data.holdout=Klingon"], "data.holdout",
-                 marks=pytest.mark.skipif(not omniglot_lake_ready(), reason="needs HARNESS_DATA_MIRROR with omniglot")),
+    pytest.param(
+        "omniglot-small1-20w1s-lake",
+        ["data.holdout=Klingon"],
+        "data.holdout",
+        marks=pytest.mark.skipif(not omniglot_lake_ready(), reason="needs HARNESS_DATA_MIRROR with omniglot"),
+    ),
 ]
 
 
@@ -82,8 +106,18 @@ def test_every_check_comes_before_a_run_directory(bench, settings, key, dry, tmp
     if not bench.startswith("synthetic"):
         assert run_cli("data", "download", "omniglot-small1") == 0  # a dry run fetches nothing
     sets = [a for s in [*tiny, *settings] for a in ("--set", s)]
-    code = run_cli("run", "--method", "protonet", "--bench", bench, *sets, "--runs-dir", runs, "--no-progress",
-                   *(["--dry-run"] if dry else []))
+    code = run_cli(
+        "run",
+        "--method",
+        "protonet",
+        "--bench",
+        bench,
+        *sets,
+        "--runs-dir",
+        runs,
+        "--no-progress",
+        *(["--dry-run"] if dry else []),
+    )
     assert code == 2
     assert key in one_error(capsys)
     assert not runs.exists() or list(runs.iterdir()) == []
@@ -91,11 +125,34 @@ def test_every_check_comes_before_a_run_directory(bench, settings, key, dry, tmp
 
 def test_a_dry_run_names_the_data_it_would_fetch_and_fetches_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HARNESS_DATA", str(tmp_path / "empty-data-root"))
-    assert run_cli("run", "--method", "protonet", "--bench", "omniglot-small1-20w1s-lake", "--dry-run", "--runs-dir",
-                   tmp_path / "runs") == 0
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            "protonet",
+            "--bench",
+            "omniglot-small1-20w1s-lake",
+            "--dry-run",
+            "--runs-dir",
+            tmp_path / "runs",
+        )
+        == 0
+    )
     assert "would first fetch its data" in capsys.readouterr().out and not (tmp_path / "runs").exists()
-    assert run_cli("run", "--method", "protonet", "--bench", "omniglot-small1-20w1s-lake", "--dry-run", "--no-download",
-                   "--runs-dir", tmp_path / "runs") == 2
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            "protonet",
+            "--bench",
+            "omniglot-small1-20w1s-lake",
+            "--dry-run",
+            "--no-download",
+            "--runs-dir",
+            tmp_path / "runs",
+        )
+        == 2
+    )
     assert "is not present" in one_error(capsys)
     assert not (tmp_path / "empty-data-root").exists() or not any((tmp_path / "empty-data-root").rglob("*.zip"))
 
@@ -107,8 +164,11 @@ def test_prune_lists_then_removes_failed_interrupted_and_dead_runs_only(tmp_path
         assert run_cli("run", *base, "--seed", seed) == 0
     made = sorted(p for p in runs.iterdir())
     failed, dead, interrupted, kept = made
-    for run_dir, status, reason in ((failed, "failed", "RunFailed: diverged"), (dead, "running", None),
-                                    (interrupted, "failed", "interrupted")):
+    for run_dir, status, reason in (
+        (failed, "failed", "RunFailed: diverged"),
+        (dead, "running", None),
+        (interrupted, "failed", "interrupted"),
+    ):
         record = read_record(run_dir)
         record.update(status=status, reason=reason)
         write_record(run_dir, {k: v for k, v in record.items() if k != "run_dir"})
@@ -129,8 +189,18 @@ def test_prune_leaves_a_run_that_a_live_process_holds(tmp_path):
 
     run_dir = tmp_path / "runs" / "r1"
     run_dir.mkdir(parents=True)
-    write_record(run_dir, {"run_id": "r1", "status": "running", "config_hash": "x", "seed": 0, "method": "m",
-                           "benchmark": "b", "started": "2026-01-01T00:00:00+00:00"})
+    write_record(
+        run_dir,
+        {
+            "run_id": "r1",
+            "status": "running",
+            "config_hash": "x",
+            "seed": 0,
+            "method": "m",
+            "benchmark": "b",
+            "started": "2026-01-01T00:00:00+00:00",
+        },
+    )
     with files.locked(run_dir / rundir.LOCK):
         assert rundir.unfinished(tmp_path / "runs") == []
     assert [r["run_id"] for r in rundir.unfinished(tmp_path / "runs")] == ["r1"]

@@ -31,7 +31,9 @@ def fixed(*shape: int, seed: int = 0) -> torch.Tensor:
 
 def some_views(method, n: int = 8) -> list[torch.Tensor]:
     size = method.env.image_size
-    return [fixed(n, method.env.channels, size, size, seed=s).contiguous(memory_format=torch.channels_last) for s in (1, 2)]
+    return [
+        fixed(n, method.env.channels, size, size, seed=s).contiguous(memory_format=torch.channels_last) for s in (1, 2)
+    ]
 
 
 def sinkhorn_by_hand(similarity: torch.Tensor, iterations: int, epsilon: float) -> torch.Tensor:
@@ -151,11 +153,14 @@ def test_queue_is_fifo_wraps_around_and_is_in_state_dict():
     assert torch.equal(fresh.queue, method.queue) and int(fresh.queue_ptr) == 2
 
 
-@pytest.mark.parametrize("sets, message", [
-    (["method.queue_size=4", "method.shots=5"], "method.shots"),
-    (["method.queue_size=4"], "train.batch_size"),
-    (["train.batch_size=1"], "at least 2"),
-])
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["method.queue_size=4", "method.shots=5"], "method.shots"),
+        (["method.queue_size=4"], "train.batch_size"),
+        (["train.batch_size=1"], "at least 2"),
+    ],
+)
 def test_config_checks(sets, message):
     with pytest.raises(ConfigError, match=message):
         resolve("psco", "synthetic-5w1s", sets=["train.batch_size=8", *sets])

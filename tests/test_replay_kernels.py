@@ -11,33 +11,70 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import run_cli
-from test_evidence import tiny_spec
 
 from harness.store import RunStore, read_record, read_scores, write_record, write_scores
 
+from conftest import run_cli
+from test_evidence import tiny_spec
+
 # A maker whose "portable" level is torch's DEFAULT kernels (no AVX): a machine other than the replayer's.
-AS_DEFAULT = ("import platform; from harness import kernels; "
-              "kernels.PORTABLE[platform.machine()] = {'ATEN_CPU_CAPABILITY': 'default'}; ")
-PROTONET = ["--method", "protonet", "--bench", "synthetic-5w1s", "--seed", "1", "--set", "train.steps=4",
-            "--set", "train.checkpoint_every=2", "--set", "bench.episodes=20", "--set", "train.val_episodes=2",
-            "--no-progress"]
+AS_DEFAULT = (
+    "import platform; from harness import kernels; "
+    "kernels.PORTABLE[platform.machine()] = {'ATEN_CPU_CAPABILITY': 'default'}; "
+)
+PROTONET = [
+    "--method",
+    "protonet",
+    "--bench",
+    "synthetic-5w1s",
+    "--seed",
+    "1",
+    "--set",
+    "train.steps=4",
+    "--set",
+    "train.checkpoint_every=2",
+    "--set",
+    "bench.episodes=20",
+    "--set",
+    "train.val_episodes=2",
+    "--no-progress",
+]
 
 
 def harness_in_fresh_process(args: list, prelude: str = "") -> subprocess.CompletedProcess:
     code = prelude + "import sys; from harness.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "ATEN_CPU_CAPABILITY": ""})
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ATEN_CPU_CAPABILITY": ""},
+    )
 
 
 def test_reproduce_replays_a_record_under_the_kernels_it_names(tmp_path, monkeypatch):
     """Evidence made at DEFAULT kernels, reproduced from this (AVX2-pinned) process: the replay workers
     pin DEFAULT and the per-query outcomes are identical."""
     monkeypatch.chdir(tmp_path)
-    spec = tiny_spec(tmp_path / "tables", seeds="0", rows=[{"label": "protonet", "method": "protonet",
-                                                           "where": {"train.steps": 3}}])
-    made = harness_in_fresh_process(["run", "--method", "protonet", "--bench", "synthetic-5w1s", "--set", "train.steps=3",
-                                     "--set", "bench.episodes=20", "--runs-dir", "made", "--no-progress"], AS_DEFAULT)
+    spec = tiny_spec(
+        tmp_path / "tables", seeds="0", rows=[{"label": "protonet", "method": "protonet", "where": {"train.steps": 3}}]
+    )
+    made = harness_in_fresh_process(
+        [
+            "run",
+            "--method",
+            "protonet",
+            "--bench",
+            "synthetic-5w1s",
+            "--set",
+            "train.steps=3",
+            "--set",
+            "bench.episodes=20",
+            "--runs-dir",
+            "made",
+            "--no-progress",
+        ],
+        AS_DEFAULT,
+    )
     assert made.returncode == 0, made.stderr
     assert harness_in_fresh_process(["table", spec, "--collect-from", "made"]).returncode == 0
     stored = next(RunStore(tmp_path / "runs" / "tiny").__iter__())
@@ -53,14 +90,17 @@ def test_resume_continues_under_the_stored_kernels(tmp_path):
     start at AVX2) continues at DEFAULT, bit-identically to an uninterrupted DEFAULT run."""
     straight = harness_in_fresh_process(["run", *PROTONET, "--run-dir", tmp_path / "straight"], AS_DEFAULT)
     assert straight.returncode == 0, straight.stderr
-    stop_at_step_3 = ("kernels.pin(kernels.level_pins('portable'))\n"  # as the CLI would, before torch starts
-                      "from harness.methods.protonet import ProtoNet; real = ProtoNet.training_step\n"
-                      "def stopped(self, data, step, *rest):\n"
-                      "    if step == 3: raise KeyboardInterrupt\n"
-                      "    return real(self, data, step, *rest)\n"
-                      "ProtoNet.training_step = stopped\n")
-    stopped = harness_in_fresh_process(["run", *PROTONET, "--run-dir", tmp_path / "resumed"],
-                                       AS_DEFAULT + "\n" + stop_at_step_3)
+    stop_at_step_3 = (
+        "kernels.pin(kernels.level_pins('portable'))\n"  # as the CLI would, before torch starts
+        "from harness.methods.protonet import ProtoNet; real = ProtoNet.training_step\n"
+        "def stopped(self, data, step, *rest):\n"
+        "    if step == 3: raise KeyboardInterrupt\n"
+        "    return real(self, data, step, *rest)\n"
+        "ProtoNet.training_step = stopped\n"
+    )
+    stopped = harness_in_fresh_process(
+        ["run", *PROTONET, "--run-dir", tmp_path / "resumed"], AS_DEFAULT + "\n" + stop_at_step_3
+    )
     assert stopped.returncode == 130, stopped.stderr
     resumed = harness_in_fresh_process(["run", *PROTONET, "--run-dir", tmp_path / "resumed", "--resume"])
     assert resumed.returncode == 0, resumed.stderr
@@ -90,9 +130,14 @@ def test_reproduce_on_unrecorded_kernels_is_a_statistical_verdict(tmp_path, monk
     consistent (Welch over both seeds; the one-seed rule with --seeds), a cell whose outcomes were
     inverted is DIFFERENT."""
     monkeypatch.chdir(tmp_path)
-    spec = tiny_spec(tmp_path / "tables", seeds="0-1",
-                     rows=[{"label": "a", "method": "protonet", "where": {"train.steps": 2}},
-                           {"label": "b", "method": "protonet", "where": {"train.steps": 3}}])
+    spec = tiny_spec(
+        tmp_path / "tables",
+        seeds="0-1",
+        rows=[
+            {"label": "a", "method": "protonet", "where": {"train.steps": 2}},
+            {"label": "b", "method": "protonet", "where": {"train.steps": 3}},
+        ],
+    )
     assert run_cli("sweep", "--table", spec, "--executor", "local", "--runs-dir", "made", "--wait") == 0
     assert run_cli("table", spec, "--collect-from", "made") == 0
     for run in RunStore(tmp_path / "runs" / "tiny"):

@@ -39,6 +39,7 @@ def toy_names(monkeypatch):
     specs here skip the registry check, which tests/test_evidence.py covers."""
     monkeypatch.setattr("harness.report.spec.check_names", lambda spec: None)
 
+
 # Correct answers (of 10) per episode. A is best; B is clearly tied; C is significantly worse than
 # A before Holm's correction but not after; D and E tie with each other well below A; F is last.
 COUNTS = {
@@ -54,16 +55,35 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 _made = {"n": 0}
 
 
-def make_run(runs_dir: Path, method: str, bench: str, seed: int, counts, *, finished: str, status: str = "ok",
-             digest: str | None = None, shots: int = 1, settings: dict | None = None, reason: str | None = None,
-             train_log: list[dict] | None = None, dirty: bool = False) -> dict:
+def make_run(
+    runs_dir: Path,
+    method: str,
+    bench: str,
+    seed: int,
+    counts,
+    *,
+    finished: str,
+    status: str = "ok",
+    digest: str | None = None,
+    shots: int = 1,
+    settings: dict | None = None,
+    reason: str | None = None,
+    train_log: list[dict] | None = None,
+    dirty: bool = False,
+) -> dict:
     """Write one run like `harness run` does: config.yaml, result.json, episodes.csv, trials.npy."""
     _made["n"] += 1
     tree = {
-        "method_name": method, "benchmark": bench,
+        "method_name": method,
+        "benchmark": bench,
         "bench": {"ways": 5, "shots": shots, "queries": 2, "episodes": 30, "episode_seed": 0},
-        "data": {"root": "/somewhere/else", "train_fraction": 1.0, "image_size": 28, "class_rotations": False,
-                 "holdout": ""},
+        "data": {
+            "root": "/somewhere/else",
+            "train_fraction": 1.0,
+            "image_size": 28,
+            "class_rotations": False,
+            "holdout": "",
+        },
         "train": {"steps": 100, "lr": 0.001},
         "eval": {"head": "prototype", "distance": "euclidean", "batch_size": 512},
         "method": {},
@@ -77,21 +97,43 @@ def make_run(runs_dir: Path, method: str, bench: str, seed: int, counts, *, fini
     run_dir = runs_dir / run_id
     write_config(run_dir, tree)
     record = {
-        "run_id": run_id, "kind": "train", "method": method, "benchmark": bench, "trained_on": bench, "seed": seed,
-        "config_hash": config_hash, "head": "prototype", "distance": "euclidean", "status": status, "reason": reason,
-        "started": finished, "finished": finished, "device": "cpu: test", "host": "test",
-        "command": "harness run", "versions": {}, "git": {"commit": COMMIT, "dirty": dirty},
-        "train_seconds": 12.5, "steps": 100, "val_accuracy": None, "peak_memory_mb": 300.0,
+        "run_id": run_id,
+        "kind": "train",
+        "method": method,
+        "benchmark": bench,
+        "trained_on": bench,
+        "seed": seed,
+        "config_hash": config_hash,
+        "head": "prototype",
+        "distance": "euclidean",
+        "status": status,
+        "reason": reason,
+        "started": finished,
+        "finished": finished,
+        "device": "cpu: test",
+        "host": "test",
+        "command": "harness run",
+        "versions": {},
+        "git": {"commit": COMMIT, "dirty": dirty},
+        "train_seconds": 12.5,
+        "steps": 100,
+        "val_accuracy": None,
+        "peak_memory_mb": 300.0,
     }
     if status == "ok":
         counts = np.asarray(counts)
         correct = np.arange(QUERIES)[None, :] < counts[:, None]
         accuracies = correct.mean(axis=1)
         write_scores(run_dir, accuracies, correct)
-        record.update(accuracy=float(accuracies.mean()), error=float(1 - accuracies.mean()),
-                      ci95=float(1.96 * accuracies.std(ddof=1) / math.sqrt(len(accuracies))),
-                      episodes=len(accuracies), queries_per_episode=QUERIES,
-                      episode_digest=digest or f"digest-{bench}", eval_seconds=0.1)
+        record.update(
+            accuracy=float(accuracies.mean()),
+            error=float(1 - accuracies.mean()),
+            ci95=float(1.96 * accuracies.std(ddof=1) / math.sqrt(len(accuracies))),
+            episodes=len(accuracies),
+            queries_per_episode=QUERIES,
+            episode_digest=digest or f"digest-{bench}",
+            eval_seconds=0.1,
+        )
     if train_log:
         pd.DataFrame(train_log).to_csv(run_dir / TRAIN_LOG, index=False)
     write_record(run_dir, record)
@@ -105,22 +147,60 @@ def store(tmp_path_factory) -> dict:
     made = {"runs_dir": runs}
     # The older duplicate of meth-b seed 0 scores 100%: it must be ignored, the newer run counts.
     made["b-old"] = make_run(runs, "meth-b", "toy-5w1s", 0, [10] * 30, finished="2026-01-01T09:00:00+00:00")
-    log = [{"step": s, "seconds": s / 10, "lr": 0.001, "loss": 2.0 / s, "val_accuracy": None if s < 30 else 0.5}
-           for s in (10, 20, 30)]
+    log = [
+        {"step": s, "seconds": s / 10, "lr": 0.001, "loss": 2.0 / s, "val_accuracy": None if s < 30 else 0.5}
+        for s in (10, 20, 30)
+    ]
     for i, (method, counts) in enumerate(COUNTS.items()):
-        made[method] = make_run(runs, method, "toy-5w1s", 0, counts, finished=f"2026-01-02T10:00:0{i}+00:00",
-                                train_log=log if method == "meth-a" else None, dirty=method == "meth-f")
-    made["g-failed"] = make_run(runs, "meth-g", "toy-5w1s", 0, None, status="failed", finished="2026-01-02T11:00:00+00:00",
-                                reason="RunFailed: training diverged at step 7: loss=nan; lower train.lr")
+        made[method] = make_run(
+            runs,
+            method,
+            "toy-5w1s",
+            0,
+            counts,
+            finished=f"2026-01-02T10:00:0{i}+00:00",
+            train_log=log if method == "meth-a" else None,
+            dirty=method == "meth-f",
+        )
+    made["g-failed"] = make_run(
+        runs,
+        "meth-g",
+        "toy-5w1s",
+        0,
+        None,
+        status="failed",
+        finished="2026-01-02T11:00:00+00:00",
+        reason="RunFailed: training diverged at step 7: loss=nan; lower train.lr",
+    )
     for seed, shift in SHIFTS_5W5S.items():
-        made[f"a5-s{seed}"] = make_run(runs, "meth-a", "toy-5w5s", seed, np.minimum(np.add(COUNTS["meth-a"], shift), 10),
-                                       shots=5, finished=f"2026-01-03T10:00:0{seed}+00:00")
-    made["b5"] = make_run(runs, "meth-b", "toy-5w5s", 0, np.minimum(np.add(COUNTS["meth-b"], 1), 10), shots=5,
-                          finished="2026-01-03T10:00:05+00:00")
+        made[f"a5-s{seed}"] = make_run(
+            runs,
+            "meth-a",
+            "toy-5w5s",
+            seed,
+            np.minimum(np.add(COUNTS["meth-a"], shift), 10),
+            shots=5,
+            finished=f"2026-01-03T10:00:0{seed}+00:00",
+        )
+    made["b5"] = make_run(
+        runs,
+        "meth-b",
+        "toy-5w5s",
+        0,
+        np.minimum(np.add(COUNTS["meth-b"], 1), 10),
+        shots=5,
+        finished="2026-01-03T10:00:05+00:00",
+    )
     for i, fraction in enumerate((0.25, 0.5, 1.0)):
-        made[f"scarce-{fraction}"] = make_run(runs, "meth-a", "toy-scarce", 0, np.subtract(COUNTS["meth-a"], 2 - i),
-                                              settings={"data.train_fraction": fraction},
-                                              finished=f"2026-01-04T10:00:0{i}+00:00")
+        made[f"scarce-{fraction}"] = make_run(
+            runs,
+            "meth-a",
+            "toy-scarce",
+            0,
+            np.subtract(COUNTS["meth-a"], 2 - i),
+            settings={"data.train_fraction": fraction},
+            finished=f"2026-01-04T10:00:0{i}+00:00",
+        )
     made["scarce-b"] = make_run(runs, "meth-b", "toy-scarce", 0, COUNTS["meth-b"], finished="2026-01-04T10:00:09+00:00")
     return made
 
@@ -209,8 +289,14 @@ def test_leaderboard_ties_follow_a_hand_computed_paired_test_with_holm(store, tm
 
     assert list(board.index) == ["meth-a", "meth-b", "meth-c", leader, other, "meth-f"]
     assert board["rank"].to_dict() == {"meth-a": 1, "meth-b": 1, "meth-c": 1, leader: 4, other: 4, "meth-f": 6}
-    assert board["mark"].fillna("").to_dict() == {"meth-a": "best", "meth-b": "tie", "meth-c": "tie", leader: "",
-                                                  other: "", "meth-f": ""}
+    assert board["mark"].fillna("").to_dict() == {
+        "meth-a": "best",
+        "meth-b": "tie",
+        "meth-c": "tie",
+        leader: "",
+        other: "",
+        "meth-f": "",
+    }
     for method, p in adjusted.items():
         assert board.loc[method, "p_vs_best_holm"] == pytest.approx(p, abs=1e-6)
     for method in COUNTS:
@@ -245,29 +331,53 @@ def test_several_seeds_mean_and_ci_across_seeds_paired_on_seed_averaged_episodes
     # Pairs: meth-a's per-episode accuracy averaged over its seeds against meth-b's (integers: exact zeros).
     p = float(stats.wilcoxon((np.sum(seeds, axis=0) - 3 * b) / (3 * QUERIES), zero_method="pratt").pvalue)
     assert board.loc["meth-b", "p_vs_best_holm"] == pytest.approx(p, abs=1e-6)
-    err = cli_error(capsys, "leaderboard", "--bench", "toy-5w5s", "--runs-dir", store["runs_dir"], "--test", "mcnemar",
-                    "--out", tmp_path / "x.md")
+    err = cli_error(
+        capsys,
+        "leaderboard",
+        "--bench",
+        "toy-5w5s",
+        "--runs-dir",
+        store["runs_dir"],
+        "--test",
+        "mcnemar",
+        "--out",
+        tmp_path / "x.md",
+    )
     assert "McNemar" in err and "3 seeds" in err and not (tmp_path / "x.md").exists()
 
 
 def test_configs_of_one_method_are_labelled_by_the_settings_that_differ(store, tmp_path):
     board = leaderboard_csv(store, tmp_path, "toy-scarce")
-    assert sorted(board.index) == ["meth-a [data.train_fraction=0.25]", "meth-a [data.train_fraction=0.5]",
-                                   "meth-a [data.train_fraction=1.0]", "meth-b"]
+    assert sorted(board.index) == [
+        "meth-a [data.train_fraction=0.25]",
+        "meth-a [data.train_fraction=0.5]",
+        "meth-a [data.train_fraction=1.0]",
+        "meth-b",
+    ]
 
 
 def test_digest_mismatch_is_an_error_naming_both_digests(tmp_path, capsys):
     runs = tmp_path / "runs"
-    first = make_run(runs, "meth-a", "toy-5w1s", 0, COUNTS["meth-a"], digest="aaaa1111",
-                     finished="2026-01-01T00:00:00+00:00")
-    second = make_run(runs, "meth-b", "toy-5w1s", 0, COUNTS["meth-b"], digest="bbbb2222",
-                      finished="2026-01-01T00:00:01+00:00", settings={"data.image_size": 84})
+    first = make_run(
+        runs, "meth-a", "toy-5w1s", 0, COUNTS["meth-a"], digest="aaaa1111", finished="2026-01-01T00:00:00+00:00"
+    )
+    second = make_run(
+        runs,
+        "meth-b",
+        "toy-5w1s",
+        0,
+        COUNTS["meth-b"],
+        digest="bbbb2222",
+        finished="2026-01-01T00:00:01+00:00",
+        settings={"data.image_size": 84},
+    )
     message = cli_error(capsys, "leaderboard", "--runs-dir", runs)
     for text in ("aaaa1111", "bbbb2222", first["run_id"], second["run_id"], "data.image_size (28 vs 84)"):
         assert text in message
     spec = tmp_path / "t.yaml"
-    spec.write_text(yaml.safe_dump({"columns": [{"benchmark": "toy-5w1s"}],
-                                    "rows": [{"method": "meth-a"}, {"method": "meth-b"}]}))
+    spec.write_text(
+        yaml.safe_dump({"columns": [{"benchmark": "toy-5w1s"}], "rows": [{"method": "meth-a"}, {"method": "meth-b"}]})
+    )
     message = cli_error(capsys, "table", spec, "--runs-dir", runs)
     assert "aaaa1111" in message and "bbbb2222" in message and not (tmp_path / "t.md").exists()
 
@@ -280,9 +390,18 @@ REFERENCES = [
 ]
 
 
-BIBLIOGRAPHY = {"lake2015": {"type": "article", "author": "Lake, Brenden M. and Salakhutdinov, Ruslan",
-                             "title": "Concepts & programs: 100% learned", "journal": "Science", "volume": 350,
-                             "pages": "1332–1338", "year": 2015, "doi": "10.1126/science.aab3050"}}
+BIBLIOGRAPHY = {
+    "lake2015": {
+        "type": "article",
+        "author": "Lake, Brenden M. and Salakhutdinov, Ruslan",
+        "title": "Concepts & programs: 100% learned",
+        "journal": "Science",
+        "volume": 350,
+        "pages": "1332–1338",
+        "year": 2015,
+        "doi": "10.1126/science.aab3050",
+    }
+}
 
 
 def write_spec(folder: Path, **extra) -> Path:
@@ -290,8 +409,12 @@ def write_spec(folder: Path, **extra) -> Path:
         "title": "Toy error & friends",
         "metric": "error",
         "columns": [{"label": "1-shot", "benchmark": "toy-5w1s"}, {"label": "5-shot", "benchmark": "toy-5w5s"}],
-        "rows": [{"label": "A", "method": "meth-a"}, {"label": "B", "method": "meth-b"},
-                 {"label": "C_1", "method": "meth-c"}, {"label": "G", "method": "meth-g"}],
+        "rows": [
+            {"label": "A", "method": "meth-a"},
+            {"label": "B", "method": "meth-b"},
+            {"label": "C_1", "method": "meth-c"},
+            {"label": "G", "method": "meth-g"},
+        ],
         "references": REFERENCES,
         "bibliography": BIBLIOGRAPHY,
         "notes": ["Toy data."],
@@ -318,15 +441,18 @@ def test_table_markdown_marks_best_and_ties_and_quotes_references(store, tmp_pat
     assert main(["table", str(spec), "--runs-dir", str(store["runs_dir"])]) == 0
     md = (tmp_path / "tables" / "toy.md").read_text()
     a5 = [np.minimum(np.add(COUNTS["meth-a"], s), 10) for s in SHIFTS_5W5S.values()]
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in md.splitlines() if line.startswith("| ")}
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in md.splitlines()
+        if line.startswith("| ")
+    }
     assert rows["A"] == [f"**{error_cell([COUNTS['meth-a']])}**", f"**{error_cell(a5)}**"]
     assert rows["B"][0] == f"<u>{error_cell([COUNTS['meth-b']])}</u>"
     assert rows["C_1"] == [f"<u>{error_cell([COUNTS['meth-c']])}</u>", "—"]  # missing cell
     assert rows["G"] == ["—", "—"]  # only a failed run
-    quoted = md[md.index("Published results (quoted, not measured, not ranked)"):]
+    quoted = md[md.index("Published results (quoted, not measured, not ranked)") :]
     assert "| Humans " in quoted and "| Lake et al. 2015 " in quoted and "24.0" in quoted and "13.25" in quoted
-    assert "**4.5**" not in md and "Humans" not in md[:md.index("Published results")]
+    assert "**4.5**" not in md and "Humans" not in md[: md.index("Published results")]
     assert "Wilcoxon signed-rank" in md and "Holm" in md and "Toy data." in md
     assert store["g-failed"]["run_id"] in md and "training diverged" in md
 
@@ -345,19 +471,27 @@ def test_table_latex_uses_booktabs_bold_underline_and_escapes(store, tmp_path):
     assert next(line for line in lines if line.startswith(r"C\_1 & ")).startswith(r"C\_1 & \underline{")
     assert next(line for line in lines if line.startswith("B & ")).startswith(r"B & \underline{")
     assert r"\emph{Published results (quoted, not measured, not ranked)}" in tex
-    assert r"Humans~\cite{lake2015} & 4.5 & --- \\" in tex and r"Deep convnet (Lake et al. 2015) & 24.0 & 13.25 \\" in tex
+    assert (
+        r"Humans~\cite{lake2015} & 4.5 & --- \\" in tex and r"Deep convnet (Lake et al. 2015) & 24.0 & 13.25 \\" in tex
+    )
     comments = [line for line in lines if line.startswith("%")]
     assert any(store["meth-a"]["run_id"] in line and COMMIT[:12] in line for line in comments)
     assert any(store["g-failed"]["run_id"] in line for line in comments)
 
 
 def test_table_rows_print_under_their_blocks(store, tmp_path):
-    rows = [{"label": "A", "method": "meth-a", "block": "meta & learning"}, {"label": "B", "method": "meth-b",
-            "block": "meta & learning"}, {"label": "C_1", "method": "meth-c", "block": "self-supervised"}]
+    rows = [
+        {"label": "A", "method": "meth-a", "block": "meta & learning"},
+        {"label": "B", "method": "meth-b", "block": "meta & learning"},
+        {"label": "C_1", "method": "meth-c", "block": "self-supervised"},
+    ]
     spec = write_spec(tmp_path / "tables", rows=rows)
     assert main(["table", str(spec), "--runs-dir", str(store["runs_dir"])]) == 0
-    md = [line.split("|")[1].strip() for line in (tmp_path / "tables" / "toy.md").read_text().splitlines()
-          if line.startswith("| ")]
+    md = [
+        line.split("|")[1].strip()
+        for line in (tmp_path / "tables" / "toy.md").read_text().splitlines()
+        if line.startswith("| ")
+    ]
     assert md[:6] == ["Method", "*meta & learning*", "A", "B", "*self-supervised*", "C_1"]
     tex = (tmp_path / "tables" / "toy.tex").read_text().splitlines()
     first = tex.index(r"\multicolumn{3}{l}{\emph{meta \& learning}} " + "\\\\")
@@ -365,7 +499,11 @@ def test_table_rows_print_under_their_blocks(store, tmp_path):
     assert r"\midrule\multicolumn{3}{l}{\emph{self-supervised}} " + "\\\\" in tex
     frame = read_csv(tmp_path / "tables" / "toy.csv")
     assert dict(zip(frame["row"], frame["block"].fillna(""))) == {
-        "A": "meta & learning", "B": "meta & learning", "C_1": "self-supervised", **{r: "" for r in ("Humans", "Deep convnet")}}
+        "A": "meta & learning",
+        "B": "meta & learning",
+        "C_1": "self-supervised",
+        **{r: "" for r in ("Humans", "Deep convnet")},
+    }
 
 
 def test_table_csv_has_plain_numbers_marks_and_kinds(store, tmp_path):
@@ -377,26 +515,47 @@ def test_table_csv_has_plain_numbers_marks_and_kinds(store, tmp_path):
     assert measured.loc[("A", "1-shot"), "mark"] == "best" and measured.loc[("B", "1-shot"), "mark"] == "tie"
     assert measured.loc[("A", "1-shot"), "runs"] == store["meth-a"]["run_id"]
     assert set(zip(frame.loc[frame["kind"] == "missing", "row"], frame.loc[frame["kind"] == "missing", "column"])) == {
-        ("C_1", "5-shot"), ("G", "1-shot"), ("G", "5-shot")}
+        ("C_1", "5-shot"),
+        ("G", "1-shot"),
+        ("G", "5-shot"),
+    }
     excluded = frame[frame["kind"] == "excluded"]
     assert list(excluded["runs"]) == [store["g-failed"]["run_id"]] and "diverged" in excluded["note"].iloc[0]
     quoted = frame[frame["kind"] == "quoted"]
     assert sorted(zip(quoted["row"], quoted["column"], quoted["value_pct"])) == [
-        ("Deep convnet", "1-shot", 24.0), ("Deep convnet", "5-shot", 13.25), ("Humans", "1-shot", 4.5)]
+        ("Deep convnet", "1-shot", 24.0),
+        ("Deep convnet", "5-shot", 13.25),
+        ("Humans", "1-shot", 4.5),
+    ]
 
 
 def test_table_regenerates_byte_identically_and_names_its_sources(store, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    spec = write_spec(tmp_path / "results" / "tables", evidence=str(store["runs_dir"]),
-                      leaderboards=[{"benchmarks": ["toy-5w1s"], "outputs": {"md": "../leaderboards/toy-5w1s.md",
-                                                                             "latex": "../leaderboards/toy-5w1s.tex"}}],
-                      plots=[{"kind": "scarcity", "benchmarks": ["toy-scarce"], "out": "../plots/scarcity"}])
+    spec = write_spec(
+        tmp_path / "results" / "tables",
+        evidence=str(store["runs_dir"]),
+        leaderboards=[
+            {
+                "benchmarks": ["toy-5w1s"],
+                "outputs": {"md": "../leaderboards/toy-5w1s.md", "latex": "../leaderboards/toy-5w1s.tex"},
+            }
+        ],
+        plots=[{"kind": "scarcity", "benchmarks": ["toy-scarce"], "out": "../plots/scarcity"}],
+    )
     assert main(["table", "results/tables/toy.yaml"]) == 0
     printed = capsys.readouterr().out.split()
     written = sorted(p for p in (tmp_path / "results").rglob("*") if p.is_file() and p != spec)
     assert [p.relative_to(tmp_path / "results").as_posix() for p in written] == [
-        "leaderboards/toy-5w1s.md", "leaderboards/toy-5w1s.tex", "plots/scarcity.csv", "plots/scarcity.pdf",
-        "plots/scarcity.png", "tables/toy.bib", "tables/toy.csv", "tables/toy.md", "tables/toy.tex"]
+        "leaderboards/toy-5w1s.md",
+        "leaderboards/toy-5w1s.tex",
+        "plots/scarcity.csv",
+        "plots/scarcity.pdf",
+        "plots/scarcity.png",
+        "tables/toy.bib",
+        "tables/toy.csv",
+        "tables/toy.md",
+        "tables/toy.tex",
+    ]
     assert "results/leaderboards/toy-5w1s.md" in printed
     first = {p: p.read_bytes() for p in written}
     assert main(["table", "results/tables/toy.yaml"]) == 0
@@ -413,31 +572,45 @@ def test_table_regenerates_byte_identically_and_names_its_sources(store, tmp_pat
 
 
 def test_a_row_matching_several_configurations_must_choose_one(store, tmp_path, capsys):
-    spec = write_spec(tmp_path, columns=[{"label": "scarce", "benchmark": "toy-scarce"}], references=[],
-                      rows=[{"label": "A", "method": "meth-a"}])
+    spec = write_spec(
+        tmp_path,
+        columns=[{"label": "scarce", "benchmark": "toy-scarce"}],
+        references=[],
+        rows=[{"label": "A", "method": "meth-a"}],
+    )
     message = cli_error(capsys, "table", spec, "--runs-dir", store["runs_dir"], "--format", "md")
     assert "matches 3 configurations" in message and "where: {data.train_fraction: 0.25}" in message
-    spec = write_spec(tmp_path, columns=[{"label": "scarce", "benchmark": "toy-scarce"}], references=[],
-                      rows=[{"label": "A", "method": "meth-a", "where": {"data.train_fraction": 0.5}}])
+    spec = write_spec(
+        tmp_path,
+        columns=[{"label": "scarce", "benchmark": "toy-scarce"}],
+        references=[],
+        rows=[{"label": "A", "method": "meth-a", "where": {"data.train_fraction": 0.5}}],
+    )
     table = build_table(load_spec(spec), Store(RunStore(store["runs_dir"])))
     assert table.cells[0][0].group.runs[0]["run_id"] == store["scarce-0.5"]["run_id"]
 
 
 def test_a_column_without_runs_is_all_missing(store, tmp_path, capsys):
-    spec = write_spec(tmp_path, columns=[{"label": "1-shot", "benchmark": "toy-5w1s"},
-                                         {"label": "none yet", "benchmark": "toy-unrun"}], references=[])
+    spec = write_spec(
+        tmp_path,
+        columns=[{"label": "1-shot", "benchmark": "toy-5w1s"}, {"label": "none yet", "benchmark": "toy-unrun"}],
+        references=[],
+    )
     assert main(["table", str(spec), "--runs-dir", str(store["runs_dir"]), "--format", "md"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
     assert [line.split("|")[3].strip() for line in rows] == ["—"] * 4
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"colums": []}, "unknown key.*colums.*Valid keys"),
-    ({"metric": "f1"}, "metric must be one of accuracy, error"),
-    ({"rows": [{"method": "meth-a", "where": {"train_fraction": 1}}]}, "neither a config key"),
-    ({"references": [{"label": "X", "citation": "Y", "values": {"9-shot": 1.0}}]}, "unknown key.*9-shot"),
-    ({"test": "ttest"}, "test must be one of wilcoxon, mcnemar"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"colums": []}, "unknown key.*colums.*Valid keys"),
+        ({"metric": "f1"}, "metric must be one of accuracy, error"),
+        ({"rows": [{"method": "meth-a", "where": {"train_fraction": 1}}]}, "neither a config key"),
+        ({"references": [{"label": "X", "citation": "Y", "values": {"9-shot": 1.0}}]}, "unknown key.*9-shot"),
+        ({"test": "ttest"}, "test must be one of wilcoxon, mcnemar"),
+    ],
+)
 def test_spec_errors_say_what_is_wrong(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
         load_spec(write_spec(tmp_path, **change))
@@ -452,8 +625,23 @@ def test_cli_prints_spec_errors_and_exits_nonzero(tmp_path, capsys):
 
 def test_scarcity_and_shots_plots_write_png_pdf_and_the_points(store, tmp_path, capsys):
     runs = str(store["runs_dir"])
-    assert main(["plot", "scarcity", "--bench", "toy-scarce", "--methods", "meth-a", "--runs-dir", runs,
-                 "--out", str(tmp_path / "scarce")]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                "scarcity",
+                "--bench",
+                "toy-scarce",
+                "--methods",
+                "meth-a",
+                "--runs-dir",
+                runs,
+                "--out",
+                str(tmp_path / "scarce"),
+            ]
+        )
+        == 0
+    )
     points = read_csv(tmp_path / "scarce.csv")
     assert list(points["train_fraction"]) == [0.25, 0.5, 1.0] and set(points["series"]) == {"meth-a"}
     expected = [100 * np.mean(np.subtract(COUNTS["meth-a"], 2 - i)) / QUERIES for i in range(3)]
@@ -461,15 +649,48 @@ def test_scarcity_and_shots_plots_write_png_pdf_and_the_points(store, tmp_path, 
     assert list(points["runs"]) == [store[f"scarce-{f}"]["run_id"] for f in (0.25, 0.5, 1.0)]
     assert (tmp_path / "scarce.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "scarce.pdf").read_bytes()[:5] == b"%PDF-"
-    assert main(["plot", "scarcity", "--bench", "toy-scarce", "--methods", "meth-a", "--runs-dir", runs,
-                 "--where", "data.train_fraction=0.5", "--out", str(tmp_path / "half")]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                "scarcity",
+                "--bench",
+                "toy-scarce",
+                "--methods",
+                "meth-a",
+                "--runs-dir",
+                runs,
+                "--where",
+                "data.train_fraction=0.5",
+                "--out",
+                str(tmp_path / "half"),
+            ]
+        )
+        == 0
+    )
     assert list(read_csv(tmp_path / "half.csv")["runs"]) == [store["scarce-0.5"]["run_id"]]
     for where, message in (("budget", "--where expects KEY=VALUE"), ("budget=3", "neither a config key")):
-        assert message in cli_error(capsys, "plot", "scarcity", "--bench", "toy-scarce", "--runs-dir", runs,
-                                    "--where", where)
+        assert message in cli_error(
+            capsys, "plot", "scarcity", "--bench", "toy-scarce", "--runs-dir", runs, "--where", where
+        )
 
-    assert main(["plot", "shots", "--benches", "toy-5w1s,toy-5w5s", "--methods", "meth-a,meth-b", "--runs-dir", runs,
-                 "--out", str(tmp_path / "shots")]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                "shots",
+                "--benches",
+                "toy-5w1s,toy-5w5s",
+                "--methods",
+                "meth-a,meth-b",
+                "--runs-dir",
+                runs,
+                "--out",
+                str(tmp_path / "shots"),
+            ]
+        )
+        == 0
+    )
     shots = read_csv(tmp_path / "shots.csv")
     assert sorted(zip(shots["series"], shots["shots"])) == [("meth-a", 1), ("meth-a", 5), ("meth-b", 1), ("meth-b", 5)]
     a5 = shots[(shots["series"] == "meth-a") & (shots["shots"] == 5)].iloc[0]
@@ -477,27 +698,55 @@ def test_scarcity_and_shots_plots_write_png_pdf_and_the_points(store, tmp_path, 
 
 
 def test_curves_plot_reads_the_training_log(store, tmp_path, capsys):
-    assert main(["plot", "curves", "--bench", "toy-5w1s", "--method", "meth-a", "--runs-dir", str(store["runs_dir"]),
-                 "--out", str(tmp_path / "curves")]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                "curves",
+                "--bench",
+                "toy-5w1s",
+                "--method",
+                "meth-a",
+                "--runs-dir",
+                str(store["runs_dir"]),
+                "--out",
+                str(tmp_path / "curves"),
+            ]
+        )
+        == 0
+    )
     points = read_csv(tmp_path / "curves.csv")
     assert list(points["step"]) == [10, 20, 30] and list(points["loss"]) == pytest.approx([0.2, 0.1, 2 / 30])
     assert set(points["series"]) == {"meth-a seed 0"} and (tmp_path / "curves.png").is_file()
     val = tmp_path / "val"
     main(["plot", "curves", "--runs", store["meth-a"]["run_dir"], "--y", "val_accuracy", "--out", str(val)])
     assert list(read_csv(tmp_path / "val.csv")["step"]) == [30]  # empty cells are not points
-    assert "--where selects runs from the store" in cli_error(capsys, "plot", "curves", "--runs",
-                                                              store["meth-a"]["run_dir"], "--where", "seed=0")
-    assert "no train_log.csv" in cli_error(capsys, "plot", "curves", "--runs", store["meth-b"]["run_dir"],
-                                           "--out", tmp_path / "none")
+    assert "--where selects runs from the store" in cli_error(
+        capsys, "plot", "curves", "--runs", store["meth-a"]["run_dir"], "--where", "seed=0"
+    )
+    assert "no train_log.csv" in cli_error(
+        capsys, "plot", "curves", "--runs", store["meth-b"]["run_dir"], "--out", tmp_path / "none"
+    )
 
 
 def test_a_curve_of_one_point_is_a_warning_naming_train_log_every(store, tmp_path, capsys):
     """A 100-step run logged every 100 steps has one row: its curve is drawn as a point, with a warning saying
     which setting gives more; meth-a's three-row log draws without one."""
-    one = make_run(tmp_path, "meth-b", "toy-5w1s", 0, COUNTS["meth-b"], finished="2026-01-01T00:00:00+00:00",
-                   settings={"train.log_every": 100}, train_log=[{"step": 100, "seconds": 9.0, "lr": 0.001, "loss": 0.5}])
+    one = make_run(
+        tmp_path,
+        "meth-b",
+        "toy-5w1s",
+        0,
+        COUNTS["meth-b"],
+        finished="2026-01-01T00:00:00+00:00",
+        settings={"train.log_every": 100},
+        train_log=[{"step": 100, "seconds": 9.0, "lr": 0.001, "loss": 0.5}],
+    )
     capsys.readouterr()
-    assert main(["plot", "curves", "--runs", one["run_dir"], store["meth-a"]["run_dir"], "--out", str(tmp_path / "c")]) == 0
+    assert (
+        main(["plot", "curves", "--runs", one["run_dir"], store["meth-a"]["run_dir"], "--out", str(tmp_path / "c")])
+        == 0
+    )
     err = capsys.readouterr().err
     assert err.count("harness: warning:") == 1 and one["run_id"] in err and store["meth-a"]["run_id"] not in err
     assert "has 1 point" in err and "train.log_every=100" in err and "--set train.log_every=10 " in err
@@ -507,26 +756,58 @@ def test_a_curve_of_one_point_is_a_warning_naming_train_log_every(store, tmp_pat
 
 
 def test_importing_the_commands_loads_no_heavy_library():
-    code = ("import sys, harness.cli; harness.cli.build_parser(); "
-            "print(sorted(m for m in ('torch', 'pandas', 'matplotlib', 'scipy', 'numpy') if m in sys.modules))")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    code = (
+        "import sys, harness.cli; harness.cli.build_parser(); "
+        "print(sorted(m for m in ('torch', 'pandas', 'matplotlib', 'scipy', 'numpy') if m in sys.modules))"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )
 
 
 def test_older_runs_settings_read_as_the_config_hash_sees_them(tmp_path):
     """View settings stored under method.* (before views were a group) and keys added since a run was made
     (at the defaults it ran with) compare equal to a newer run's, so one configuration stays one line. An
     added key belongs to the method that declares it: a SimCLR run has no method.meta_batch."""
-    old = make_run(tmp_path, "simclr", "toy-5w1s", 0, COUNTS["meth-a"], finished="2026-01-01T00:00:00+00:00",
-                   settings={"method.cj_bright": 0.8})
-    new = make_run(tmp_path, "simclr", "toy-5w1s", 1, COUNTS["meth-a"], finished="2026-01-02T00:00:00+00:00",
-                   settings={"views.cj_bright": 0.8, "eval.logreg_steps": 100, "train.exact_batchnorm": False})
-    changed = make_run(tmp_path, "simclr", "toy-5w1s", 2, COUNTS["meth-a"], finished="2026-01-03T00:00:00+00:00",
-                       settings={"views.cj_bright": 0.8, "eval.logreg_steps": 50})
+    old = make_run(
+        tmp_path,
+        "simclr",
+        "toy-5w1s",
+        0,
+        COUNTS["meth-a"],
+        finished="2026-01-01T00:00:00+00:00",
+        settings={"method.cj_bright": 0.8},
+    )
+    new = make_run(
+        tmp_path,
+        "simclr",
+        "toy-5w1s",
+        1,
+        COUNTS["meth-a"],
+        finished="2026-01-02T00:00:00+00:00",
+        settings={"views.cj_bright": 0.8, "eval.logreg_steps": 100, "train.exact_batchnorm": False},
+    )
+    changed = make_run(
+        tmp_path,
+        "simclr",
+        "toy-5w1s",
+        2,
+        COUNTS["meth-a"],
+        finished="2026-01-03T00:00:00+00:00",
+        settings={"views.cj_bright": 0.8, "eval.logreg_steps": 50},
+    )
     assert read_settings(old) == read_settings(new)
     assert "method.cj_bright" not in read_settings(old) and "method.meta_batch" not in read_settings(old)
     assert read_settings(changed)["eval.logreg_steps"] == 50
-    protonet = make_run(tmp_path, "protonet", "toy-5w1s", 0, COUNTS["meth-a"], finished="2026-01-01T00:00:00+00:00",
-                        settings={"method.cj_bright": 0.8})
+    protonet = make_run(
+        tmp_path,
+        "protonet",
+        "toy-5w1s",
+        0,
+        COUNTS["meth-a"],
+        finished="2026-01-01T00:00:00+00:00",
+        settings={"method.cj_bright": 0.8},
+    )
     assert read_settings(protonet)["train.batch_size"] == 1  # stored before method.meta_batch: one task per step
     assert "method.meta_batch" not in read_settings(protonet)  # renamed train.batch_size (harness/settings.py)
     assert read_settings(protonet)["method.cj_bright"] == 0.8  # protonet has no views: nothing moves
@@ -538,13 +819,23 @@ def test_a_leaderboard_keeps_only_the_runs_its_filter_names(tmp_path):
     for seed in range(2):
         make_run(tmp_path, "meth-a", "toy-5w1s", seed, COUNTS["meth-a"], finished=f"2026-01-0{seed + 1}T00:00:00+00:00")
         make_run(tmp_path, "meth-b", "toy-5w1s", seed, COUNTS["meth-b"], finished=f"2026-01-0{seed + 1}T00:00:00+00:00")
-        make_run(tmp_path, "meth-a", "toy-5w1s", seed, COUNTS["meth-f"], finished=f"2026-01-0{seed + 3}T00:00:00+00:00",
-                 settings={"data.train_fraction": 0.1})
+        make_run(
+            tmp_path,
+            "meth-a",
+            "toy-5w1s",
+            seed,
+            COUNTS["meth-f"],
+            finished=f"2026-01-0{seed + 3}T00:00:00+00:00",
+            settings={"data.train_fraction": 0.1},
+        )
     store = Store(RunStore(tmp_path))
-    every, = build_boards(store, ["toy-5w1s"], None, "wilcoxon", 0.05)
-    full, = build_boards(store, ["toy-5w1s"], None, "wilcoxon", 0.05, {"data.train_fraction": 1.0})
-    assert sorted(g.label for g in every.groups) == ["meth-a [data.train_fraction=0.1]", "meth-a [data.train_fraction=1.0]",
-                                                     "meth-b"]
+    (every,) = build_boards(store, ["toy-5w1s"], None, "wilcoxon", 0.05)
+    (full,) = build_boards(store, ["toy-5w1s"], None, "wilcoxon", 0.05, {"data.train_fraction": 1.0})
+    assert sorted(g.label for g in every.groups) == [
+        "meth-a [data.train_fraction=0.1]",
+        "meth-a [data.train_fraction=1.0]",
+        "meth-b",
+    ]
     assert sorted(g.label for g in full.groups) == ["meth-a", "meth-b"]
     with pytest.raises(HarnessError, match="matching"):
         build_boards(store, ["toy-5w1s"], None, "wilcoxon", 0.05, {"data.train_fraction": 0.5})

@@ -29,13 +29,32 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL = {"bench.queries": 15, "bench.episodes": 2000}  # synthetic-5w1s's own (ways and shots: make_run's)
 
 
-def trained_run(runs: Path, method: str, seed: int, counts, steps: int, *, bench: str = "toy-5w1s",
-                settings: dict | None = None, minute: int = 0) -> dict:
+def trained_run(
+    runs: Path,
+    method: str,
+    seed: int,
+    counts,
+    steps: int,
+    *,
+    bench: str = "toy-5w1s",
+    settings: dict | None = None,
+    minute: int = 0,
+) -> dict:
     """A run with ``steps`` in its config and record, and 1e9 FLOPs per step."""
-    made = make_run(runs, method, bench, seed, counts, finished=f"2026-02-01T10:{minute:02d}:{seed:02d}+00:00",
-                    settings={"train.steps": steps, **(settings or {})})
-    record = {**read_record(Path(made["run_dir"])), "steps": steps,
-              "flops": {"train": steps * 10**9, "eval": 10**8, "step": 10**9}}
+    made = make_run(
+        runs,
+        method,
+        bench,
+        seed,
+        counts,
+        finished=f"2026-02-01T10:{minute:02d}:{seed:02d}+00:00",
+        settings={"train.steps": steps, **(settings or {})},
+    )
+    record = {
+        **read_record(Path(made["run_dir"])),
+        "steps": steps,
+        "flops": {"train": steps * 10**9, "eval": 10**8, "step": 10**9},
+    }
     write_record(Path(made["run_dir"]), record)
     return record
 
@@ -58,8 +77,11 @@ def test_one_method_at_two_step_counts_is_two_labelled_entries_with_steps_and_fl
     assert main(["leaderboard", "--runs-dir", str(runs), "--out", str(out)]) == 0
     board = read_csv(out).set_index("label")
     assert list(board.index) == ["meth-a [train.steps=200]", "meth-a [train.steps=10]", "meth-b"]
-    assert board["steps"].astype(str).to_dict() == {"meth-a [train.steps=200]": "200", "meth-a [train.steps=10]": "10",
-                                                    "meth-b": "10"}
+    assert board["steps"].astype(str).to_dict() == {
+        "meth-a [train.steps=200]": "200",
+        "meth-a [train.steps=10]": "10",
+        "meth-b": "10",
+    }
     assert board.loc["meth-a [train.steps=200]", "train_flops"] == 200e9
     assert board.loc["meth-a [train.steps=200]", "runs"] == long["run_id"]
     assert board.loc["meth-a [train.steps=10]", "runs"] == " ".join(r["run_id"] for r in short)
@@ -72,8 +94,11 @@ def test_one_method_at_two_step_counts_is_two_labelled_entries_with_steps_and_fl
     md = capsys.readouterr().out
     header = next(line for line in md.splitlines() if line.startswith("|   Rank"))
     assert [h.strip() for h in header.split("|")[1:-1]][4:7] == ["Seeds", "Steps", "Train FLOPs"]
-    cells = {line.split("|")[2].strip(): [c.strip() for c in line.split("|")[1:-1]] for line in md.splitlines()
-             if line.startswith("| ")}
+    cells = {
+        line.split("|")[2].strip(): [c.strip() for c in line.split("|")[1:-1]]
+        for line in md.splitlines()
+        if line.startswith("| ")
+    }
     assert cells["meth-a [train.steps=200]"][5:7] == ["200", "2.00e11"]
     assert cells["meth-a [train.steps=10]"][4:7] == ["2", "10", "1.00e10"]
     assert "meth-a: several configurations, each its own entry" in md
@@ -94,8 +119,12 @@ def test_a_changed_protocol_is_marked_with_the_keys_that_differ(tmp_path, capsys
     assert main(["leaderboard", "--runs-dir", str(kept)]) == 0
     assert "†" not in capsys.readouterr().out
 
-    spec = write_spec(tmp_path / "tables", columns=[{"label": "1-shot", "benchmark": "synthetic-5w1s"}], references=[],
-                      rows=[{"label": "A", "method": "meth-a"}, {"label": "B", "method": "meth-b"}])
+    spec = write_spec(
+        tmp_path / "tables",
+        columns=[{"label": "1-shot", "benchmark": "synthetic-5w1s"}],
+        references=[],
+        rows=[{"label": "A", "method": "meth-a"}, {"label": "B", "method": "meth-b"}],
+    )
     assert main(["table", str(spec), "--runs-dir", str(changed)]) == 0
     md = (tmp_path / "tables" / "toy.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| Method"))
@@ -104,7 +133,9 @@ def test_a_changed_protocol_is_marked_with_the_keys_that_differ(tmp_path, capsys
     tex = (tmp_path / "tables" / "toy.tex").read_text()
     assert r"1-shot$^\dagger$" in tex
     frame = read_csv(tmp_path / "tables" / "toy.csv")
-    assert set(frame["note"]) == {"protocol changed: bench.queries=5 (benchmark: 15), bench.episodes=20 (benchmark: 2000)"}
+    assert set(frame["note"]) == {
+        "protocol changed: bench.queries=5 (benchmark: 15), bench.episodes=20 (benchmark: 2000)"
+    }
 
 
 # ------------------------------------------------------------------------------------ site
@@ -119,16 +150,24 @@ def test_the_site_index_names_nothing_the_specs_filters_exclude(tmp_path):
     trained_run(runs, "pixels", 0, COUNTS["meth-f"], 0, bench="synthetic-5w1s", minute=2)
     spec = tmp_path / "results" / "tables" / "toy.yaml"
     spec.parent.mkdir(parents=True)
-    spec.write_text(yaml.safe_dump({
-        "title": "Filtered", "columns": [{"label": "1-shot", "benchmark": "synthetic-5w1s"}],
-        "rows": [{"label": "ProtoNet", "method": "protonet", "where": {"train.steps": 30}},
-                 {"label": "Pixels", "method": "pixels"}]}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "title": "Filtered",
+                "columns": [{"label": "1-shot", "benchmark": "synthetic-5w1s"}],
+                "rows": [
+                    {"label": "ProtoNet", "method": "protonet", "where": {"train.steps": 30}},
+                    {"label": "Pixels", "method": "pixels"},
+                ],
+            }
+        )
+    )
     build_site([spec], tmp_path / "site")
     index = (tmp_path / "site" / "index.html").read_text()
     best = re.search(r"<td>([^<]*)</td><td class=\"num\">(\d+)</td></tr>", index)
     assert best.group(1) == f"protonet ({100 * kept['accuracy']:.2f}%)" and best.group(2) == "2"
     bench = (tmp_path / "site" / "bench" / "synthetic-5w1s.html").read_text()
-    leaderboard = bench[bench.index("<h2>Leaderboard"):bench.index("<h2>Paper table")]
+    leaderboard = bench[bench.index("<h2>Leaderboard") : bench.index("<h2>Paper table")]
     for page in (index, leaderboard):
         assert excluded["run_id"] not in page and "train.steps=200" not in page
     assert "synthetic-5w1s†" in index and "bench.queries=2 (the benchmark&#x27;s 15)" in index  # make_run's protocol
@@ -142,8 +181,9 @@ def three_seed_store(runs: Path) -> None:
     for seed in range(3):
         for i, (method, steps) in enumerate((("meth-a", 100), ("meth-b", 50))):
             for bench in ("toy-5w1s", "toy-5w5s"):
-                trained_run(runs, method, seed, COUNTS[method], steps + (bench == "toy-5w5s") * steps, bench=bench,
-                            minute=i)
+                trained_run(
+                    runs, method, seed, COUNTS[method], steps + (bench == "toy-5w5s") * steps, bench=bench, minute=i
+                )
     for bench in ("toy-5w1s", "toy-5w5s"):
         trained_run(runs, "meth-f", 0, COUNTS["meth-f"], 0, bench=bench, minute=5)
 
@@ -155,15 +195,18 @@ def test_a_fact_shared_by_every_cell_is_said_once_and_row_facts_are_columns(tmp_
     spec = write_spec(tmp_path / "tables", rows=rows, seeds="0-2")
     assert main(["table", str(spec), "--runs-dir", str(runs)]) == 0
     md = (tmp_path / "tables" / "toy.md").read_text()
-    notes = md[md.index("Notes:"):md.index("Source runs")]
+    notes = md[md.index("Notes:") : md.index("Source runs")]
     assert notes.count("mean over 3 seeds (0, 1, 2)") == 1 and "A (1-shot): 3" not in notes
     assert "F (1-shot), F (5-shot), which do not train: one run" in notes
     assert "steps" not in md.lower()  # no column, and no prose of per-row facts
 
     spec = write_spec(tmp_path / "tables", rows=rows, seeds="0-2", training_columns=["steps", "flops", "seconds"])
     assert main(["table", str(spec), "--runs-dir", str(runs)]) == 0
-    table = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-             for line in (tmp_path / "tables" / "toy.md").read_text().splitlines() if line.startswith("| ")}
+    table = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in (tmp_path / "tables" / "toy.md").read_text().splitlines()
+        if line.startswith("| ")
+    }
     assert table["Method"][2:] == ["Steps", "Train GFLOPs", "Train time"]
     assert table["A"][2:] == ["100 / 200", "100 / 200", "12.5 s"]  # per column where they differ, once where shared
     assert table["F"][2:] == ["0", "0", "12.5 s"]
@@ -171,14 +214,23 @@ def test_a_fact_shared_by_every_cell_is_said_once_and_row_facts_are_columns(tmp_
     assert frame.loc[(frame["row"] == "A") & (frame["column"] == "5-shot"), "train_flops"].item() == 200e9
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"bibliography": {}}, "bibkey 'lake2015', which the spec's bibliography does not define"),
-    ({"bibliography": {"lake2015": {**BIBLIOGRAPHY["lake2015"], "jornal": "x"}}}, "unknown field 'jornal'; did you mean 'journal'"),
-    ({"bibliography": {"lake2015": {"type": "article", "author": "A", "title": "T", "year": 2015}}}, "needs journal"),
-    ({"references": [{"label": "X", "citation": "Y", "bibkey": "a b", "values": {}}]}, "bibkey must be letters"),
-    ({"training_columns": ["steps", "seconds", "flop"]}, "unknown column 'flop'; valid: steps, flops, seconds"),
-    ({"latex_size": "tiny"}, "latex_size must be one of normalsize, small"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"bibliography": {}}, "bibkey 'lake2015', which the spec's bibliography does not define"),
+        (
+            {"bibliography": {"lake2015": {**BIBLIOGRAPHY["lake2015"], "jornal": "x"}}},
+            "unknown field 'jornal'; did you mean 'journal'",
+        ),
+        (
+            {"bibliography": {"lake2015": {"type": "article", "author": "A", "title": "T", "year": 2015}}},
+            "needs journal",
+        ),
+        ({"references": [{"label": "X", "citation": "Y", "bibkey": "a b", "values": {}}]}, "bibkey must be letters"),
+        ({"training_columns": ["steps", "seconds", "flop"]}, "unknown column 'flop'; valid: steps, flops, seconds"),
+        ({"latex_size": "tiny"}, "latex_size must be one of normalsize, small"),
+    ],
+)
 def test_bibliography_and_table_option_errors_say_what_is_wrong(tmp_path, unregistered_names, change, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_spec(write_spec(tmp_path, **change))
@@ -191,7 +243,8 @@ def pdflatex(folder: Path, tables: list[str], bib: str) -> str:
     (folder / "paper.tex").write_text(
         "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
         + "".join(f"\\input{{{name}}}\n" for name in tables)
-        + f"\\bibliographystyle{{plain}}\n\\bibliography{{{bib}}}\n\\end{{document}}\n")
+        + f"\\bibliographystyle{{plain}}\n\\bibliography{{{bib}}}\n\\end{{document}}\n"
+    )
     latex = ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"]
     for command in (latex, ["bibtex", "paper"], latex, latex):  # the last run has every citation resolved
         done = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=120)
@@ -211,8 +264,12 @@ def bib_keys(bib: str) -> set[str]:
 def test_the_table_latex_compiles_in_a_plain_article_with_its_bib(tmp_path, unregistered_names):
     runs = tmp_path / "runs"
     three_seed_store(runs)
-    spec = write_spec(tmp_path / "tables", seeds="0-2", training_columns=["steps", "flops"],
-                      rows=[{"label": "A_1 & co", "method": "meth-a"}, {"label": "F", "method": "meth-f"}])
+    spec = write_spec(
+        tmp_path / "tables",
+        seeds="0-2",
+        training_columns=["steps", "flops"],
+        rows=[{"label": "A_1 & co", "method": "meth-a"}, {"label": "F", "method": "meth-f"}],
+    )
     assert main(["table", str(spec), "--runs-dir", str(runs)]) == 0
     tex, bib = (tmp_path / "tables" / "toy.tex").read_text(), (tmp_path / "tables" / "toy.bib").read_text()
     assert cited_keys(tex) == {"lake2015"} == bib_keys(bib) and "cites entries of toy.bib" in tex

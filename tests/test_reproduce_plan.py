@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
 from harness.reproduce import failure_causes
 from harness.sweep.plan import Run
 from harness.sweep.status import RunStatus
+
+from conftest import run_cli
 
 LAKE = Path(__file__).resolve().parents[1] / "results" / "tables" / "omniglot_lake.yaml"
 
@@ -45,14 +46,20 @@ def status(tmp_path: Path, label: str, record: dict | None, reason: str, log: st
 
 def test_a_failed_run_is_one_line_naming_its_cause(tmp_path):
     log = tmp_path / "123_0_log.err"
-    log.write_text("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
-                   "harness: run failed: b seed 0: DataError: dataset omniglot-small1 is not present under /d\n"
-                   "submitit ERROR (...) - Submitted job triggered an exception\nRunFailed: 1 of 1 runs failed:\n")
-    causes = failure_causes([
-        status(tmp_path, "a", {"status": "failed", "reason": "RuntimeError: boom"}, "RuntimeError: boom\n  detail", ""),
-        status(tmp_path, "b seed 0", None, "job 123 ended STOPPED without a result", str(log)),
-        status(tmp_path, "c", None, "job 123 ended CANCELLED without a result", str(tmp_path / "missing.err")),
-    ])
+    log.write_text(
+        'Traceback (most recent call last):\n  File "x.py", line 1\n'
+        "harness: run failed: b seed 0: DataError: dataset omniglot-small1 is not present under /d\n"
+        "submitit ERROR (...) - Submitted job triggered an exception\nRunFailed: 1 of 1 runs failed:\n"
+    )
+    causes = failure_causes(
+        [
+            status(
+                tmp_path, "a", {"status": "failed", "reason": "RuntimeError: boom"}, "RuntimeError: boom\n  detail", ""
+            ),
+            status(tmp_path, "b seed 0", None, "job 123 ended STOPPED without a result", str(log)),
+            status(tmp_path, "c", None, "job 123 ended CANCELLED without a result", str(tmp_path / "missing.err")),
+        ]
+    )
     assert causes == {
         "ha-s0": "RuntimeError: boom",
         "hb seed 0-s0": f"DataError: dataset omniglot-small1 is not present under /d (stderr: {log})",
@@ -70,6 +77,7 @@ def test_a_worker_failure_is_one_line_and_the_verdict_not_run(no_data, tmp_path,
     captured = capsys.readouterr()
     failed = [line for line in captured.err.splitlines() if "failed" in line]
     assert len(failed) == 1 and "Traceback" not in captured.out + captured.err, captured
-    assert failed[0].startswith("harness: pixels | small1, 20-way 1-shot seed 0 failed: DataError: dataset "
-                                "omniglot-small1 is not present")
+    assert failed[0].startswith(
+        "harness: pixels | small1, 20-way 1-shot seed 0 failed: DataError: dataset omniglot-small1 is not present"
+    )
     assert "NOT RUN" in captured.out and "accuracy" not in captured.out  # the spec's metric is error

@@ -10,14 +10,30 @@ import torch
 
 from harness import files
 from harness.episodes import sample_episodes
-from harness.store import read_config, read_record, read_scores
 from harness.runner import log_interval
+from harness.store import read_config, read_record, read_scores
 
 from conftest import only_run, run_cli
 
 RECORD_KEYS = {
-    "method", "benchmark", "seed", "config_hash", "accuracy", "ci95", "episodes", "episode_digest", "head",
-    "train_seconds", "eval_seconds", "peak_memory_mb", "device", "versions", "git", "command", "status", "reason",
+    "method",
+    "benchmark",
+    "seed",
+    "config_hash",
+    "accuracy",
+    "ci95",
+    "episodes",
+    "episode_digest",
+    "head",
+    "train_seconds",
+    "eval_seconds",
+    "peak_memory_mb",
+    "device",
+    "versions",
+    "git",
+    "command",
+    "status",
+    "reason",
 }
 
 
@@ -38,8 +54,22 @@ def test_pixels_run_writes_a_complete_record(runs_dir, capsys):
 
 
 def test_diverged_run_is_recorded_as_failed(runs_dir, capsys):
-    code = run_cli("run", "--method", "protonet", "--bench", "synthetic-5w1s", "--set", "train.lr=1e30",
-                   "--set", "train.steps=20", "--set", "train.log_every=5", "--runs-dir", runs_dir, "--no-progress")
+    code = run_cli(
+        "run",
+        "--method",
+        "protonet",
+        "--bench",
+        "synthetic-5w1s",
+        "--set",
+        "train.lr=1e30",
+        "--set",
+        "train.steps=20",
+        "--set",
+        "train.log_every=5",
+        "--runs-dir",
+        runs_dir,
+        "--no-progress",
+    )
     assert code == 1
     assert "training diverged" in capsys.readouterr().err
     record = read_record(only_run(runs_dir))
@@ -65,10 +95,27 @@ def test_a_short_run_logs_enough_rows_to_draw_a_curve(log_every, steps, rows):
 
 
 def test_eval_rescores_a_trained_run_elsewhere(runs_dir):
-    assert run_cli("run", "--method", "protonet", "--bench", "synthetic-5w1s", "--set", "train.steps=10",
-                   "--set", "bench.episodes=50", "--runs-dir", runs_dir, "--no-progress") == 0
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            "protonet",
+            "--bench",
+            "synthetic-5w1s",
+            "--set",
+            "train.steps=10",
+            "--set",
+            "bench.episodes=50",
+            "--runs-dir",
+            runs_dir,
+            "--no-progress",
+        )
+        == 0
+    )
     source = only_run(runs_dir)
-    assert run_cli("eval", "--run", source, "--bench", "synthetic-5w5s", "--head", "logreg", "--runs-dir", runs_dir) == 0
+    assert (
+        run_cli("eval", "--run", source, "--bench", "synthetic-5w5s", "--head", "logreg", "--runs-dir", runs_dir) == 0
+    )
     evaluated = [r for r in map(read_record, runs_dir.iterdir()) if r["kind"] == "eval"]
     assert len(evaluated) == 1
     record = evaluated[0]
@@ -78,7 +125,9 @@ def test_eval_rescores_a_trained_run_elsewhere(runs_dir):
 
 
 def test_results_table_lists_runs(runs_dir, capsys):
-    run_cli("run", "--method", "pixels", "--bench", "synthetic-5w1s", "--set", "bench.episodes=30", "--runs-dir", runs_dir)
+    run_cli(
+        "run", "--method", "pixels", "--bench", "synthetic-5w1s", "--set", "bench.episodes=30", "--runs-dir", runs_dir
+    )
     capsys.readouterr()
     assert run_cli("results", "--runs-dir", runs_dir, "--format", "csv") == 0
     lines = capsys.readouterr().out.splitlines()

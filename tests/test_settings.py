@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ConfigError
-from harness.report.selection import RECORD_FIELDS, UNCOMPARED, CONFIG_ALIASES, check_where, read_settings
+from harness.report.selection import CONFIG_ALIASES, RECORD_FIELDS, UNCOMPARED, check_where, read_settings
 from harness.resolve import resolve
 from harness.settings import SCHEMA, canonical, config_hash, flatten, stored_form, stored_overrides
 from harness.store import RunStore, read_config
@@ -68,12 +68,15 @@ def test_protonet_episodes_per_step_migrate_to_train_batch_size_and_keep_their_h
     assert written["schema"] == SCHEMA and flatten(canonical(written))["train.batch_size"] == tasks
 
 
-@pytest.mark.parametrize("method, bench, tasks, old_hash", [
-    # config_hash at 80e8ed7 of the same configurations set with method.meta_batch=<tasks>
-    ("protonet", "synthetic-5w1s", 1, "529740505220"),
-    ("protonet", "synthetic-5w1s", 4, "ae8bdc4a7f2c"),
-    ("cactus-protonet", "omniglot-small1-20w1s-lake", 2, "a3715515169b"),
-])
+@pytest.mark.parametrize(
+    "method, bench, tasks, old_hash",
+    [
+        # config_hash at 80e8ed7 of the same configurations set with method.meta_batch=<tasks>
+        ("protonet", "synthetic-5w1s", 1, "529740505220"),
+        ("protonet", "synthetic-5w1s", 4, "ae8bdc4a7f2c"),
+        ("cactus-protonet", "omniglot-small1-20w1s-lake", 2, "a3715515169b"),
+    ],
+)
 def test_episodes_per_step_hash_as_they_did_under_their_old_key(method, bench, tasks, old_hash):
     cfg = resolve(method, bench, sets=[f"train.batch_size={tasks}"]).config
     assert config_hash(cfg) == old_hash

@@ -11,14 +11,26 @@ import time
 
 from harness.store import read_record
 
-RUN = ["--method", "protonet", "--bench", "synthetic-5w1s", "--set", "train.steps=100000",
-       "--set", "train.checkpoint_every=5", "--set", "bench.episodes=10", "--no-progress"]
+RUN = [
+    "--method",
+    "protonet",
+    "--bench",
+    "synthetic-5w1s",
+    "--set",
+    "train.steps=100000",
+    "--set",
+    "train.checkpoint_every=5",
+    "--set",
+    "bench.episodes=10",
+    "--no-progress",
+]
 
 
 def test_sigterm_records_the_run_terminated_with_its_resume_command(tmp_path):
     run_dir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", *RUN, "--run-dir", str(run_dir)],
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", *RUN, "--run-dir", str(run_dir)], stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.time() + 120
         while not (run_dir / "checkpoint.pt").is_file() and time.time() < deadline and process.poll() is None:
@@ -36,16 +48,31 @@ def test_sigterm_records_the_run_terminated_with_its_resume_command(tmp_path):
 
 def test_a_killed_process_of_a_two_process_run_is_recorded_failed(tmp_path):
     run_dir = tmp_path / "two"
-    process = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", *RUN, "--set", "train.batch_size=2",
-                                "--procs", "2", "--device", "cpu", "--run-dir", str(run_dir)],
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            *RUN,
+            "--set",
+            "train.batch_size=2",
+            "--procs",
+            "2",
+            "--device",
+            "cpu",
+            "--run-dir",
+            str(run_dir),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 180
         while not (run_dir / "checkpoint.pt").is_file() and time.time() < deadline and process.poll() is None:
             time.sleep(0.5)
         children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
-        workers = [int(c) for c in children
-                   if "spawn_main" in open(f"/proc/{c}/cmdline").read().replace("\0", " ")]
+        workers = [int(c) for c in children if "spawn_main" in open(f"/proc/{c}/cmdline").read().replace("\0", " ")]
         assert len(workers) == 2, children
         os.kill(max(workers), signal.SIGKILL)  # the later-spawned process: rank 1
         _, err = process.communicate(timeout=120)
@@ -70,9 +97,22 @@ def test_a_full_disk_is_named_as_such(tmp_path, capsys):
 
         pytest.skip("mounting a small tmpfs needs root")
     try:
-        code = run_cli("run", "--method", "protonet", "--bench", "synthetic-5w1s", "--set", "train.steps=2",
-                       "--set", "train.checkpoint_every=1", "--set", "bench.episodes=5", "--run-dir", disk / "run",
-                       "--no-progress")
+        code = run_cli(
+            "run",
+            "--method",
+            "protonet",
+            "--bench",
+            "synthetic-5w1s",
+            "--set",
+            "train.steps=2",
+            "--set",
+            "train.checkpoint_every=1",
+            "--set",
+            "bench.episodes=5",
+            "--run-dir",
+            disk / "run",
+            "--no-progress",
+        )
         err = capsys.readouterr().err
         assert code != 0 and "No space left on device" in err and "inline_container" not in err, err
     finally:

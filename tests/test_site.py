@@ -36,26 +36,57 @@ def make_run(runs: Path, method: str, seed: int, counts: list[int], minute: int)
     """One run's evidence as `harness run` writes it."""
     run_id = f"20260105-10{minute:02d}00-{method}-{BENCH}-s{seed}-abcd{minute:04d}-00{minute:02d}"
     run_dir = runs / run_id
-    write_config(run_dir, {"method_name": method, "benchmark": BENCH,
-                           "bench": {"ways": 5, "shots": 1, "queries": 2, "episodes": 30, "episode_seed": 0},
-                           "data": {"root": "/somewhere/else", "train_fraction": 1.0, "image_size": 28},
-                           "train": {"steps": 30, "lr": 0.001}, "eval": {"head": "prototype"}, "method": {}})
+    write_config(
+        run_dir,
+        {
+            "method_name": method,
+            "benchmark": BENCH,
+            "bench": {"ways": 5, "shots": 1, "queries": 2, "episodes": 30, "episode_seed": 0},
+            "data": {"root": "/somewhere/else", "train_fraction": 1.0, "image_size": 28},
+            "train": {"steps": 30, "lr": 0.001},
+            "eval": {"head": "prototype"},
+            "method": {},
+        },
+    )
     correct = np.arange(QUERIES)[None, :] < np.clip(counts, 0, QUERIES)[:, None]
     accuracies = correct.mean(axis=1)
     write_scores(run_dir, accuracies, correct)
     if method != "pixels":
-        (run_dir / TRAIN_LOG).write_text("step,seconds,lr,loss,val_accuracy\n"
-                                         + "".join(f"{s},{s / 10},0.001,{2.0 / s + seed / 10},{'' if s < 30 else 0.5}\n"
-                                                   for s in (10, 20, 30)))
-    record = {"run_id": run_id, "kind": "train", "method": method, "benchmark": BENCH, "trained_on": BENCH,
-              "seed": seed, "config_hash": f"abcd{method}", "head": "prototype", "distance": "euclidean",
-              "status": "ok", "reason": None, "started": "2026-01-05T10:00:00+00:00",
-              "finished": f"2026-01-05T10:{minute:02d}:00+00:00", "device": "cpu: test", "host": "test",
-              "command": "harness run", "versions": {"torch": "2.x"}, "git": {"commit": COMMIT, "dirty": False},
-              "train_seconds": 3.0, "steps": 30 if method != "pixels" else 0, "val_accuracy": None,
-              "peak_memory_mb": 300.0, "accuracy": float(accuracies.mean()), "error": float(1 - accuracies.mean()),
-              "ci95": float(1.96 * accuracies.std(ddof=1) / math.sqrt(len(accuracies))), "episodes": 30,
-              "queries_per_episode": QUERIES, "episode_digest": "digest", "eval_seconds": 0.1}
+        (run_dir / TRAIN_LOG).write_text(
+            "step,seconds,lr,loss,val_accuracy\n"
+            + "".join(f"{s},{s / 10},0.001,{2.0 / s + seed / 10},{'' if s < 30 else 0.5}\n" for s in (10, 20, 30))
+        )
+    record = {
+        "run_id": run_id,
+        "kind": "train",
+        "method": method,
+        "benchmark": BENCH,
+        "trained_on": BENCH,
+        "seed": seed,
+        "config_hash": f"abcd{method}",
+        "head": "prototype",
+        "distance": "euclidean",
+        "status": "ok",
+        "reason": None,
+        "started": "2026-01-05T10:00:00+00:00",
+        "finished": f"2026-01-05T10:{minute:02d}:00+00:00",
+        "device": "cpu: test",
+        "host": "test",
+        "command": "harness run",
+        "versions": {"torch": "2.x"},
+        "git": {"commit": COMMIT, "dirty": False},
+        "train_seconds": 3.0,
+        "steps": 30 if method != "pixels" else 0,
+        "val_accuracy": None,
+        "peak_memory_mb": 300.0,
+        "accuracy": float(accuracies.mean()),
+        "error": float(1 - accuracies.mean()),
+        "ci95": float(1.96 * accuracies.std(ddof=1) / math.sqrt(len(accuracies))),
+        "episodes": 30,
+        "queries_per_episode": QUERIES,
+        "episode_digest": "digest",
+        "eval_seconds": 0.1,
+    }
     write_record(run_dir, record)
     return {**record, "run_dir": str(run_dir)}
 
@@ -72,15 +103,27 @@ def project(tmp_path_factory) -> dict:
     made["runs"].append(make_run(runs, "pixels", 0, COUNTS["pixels"], 11))
     spec = root / "results" / "tables" / "toy.yaml"
     spec.parent.mkdir(parents=True)
-    spec.write_text(yaml.safe_dump({
-        "title": "Toy one-shot error", "metric": "error", "seeds": "0-2",
-        "columns": [{"label": "5-way 1-shot", "benchmark": BENCH}],
-        "rows": [{"label": "ProtoNet", "method": "protonet"}, {"label": "MAML", "method": "maml"},
-                 {"label": "Pixels", "method": "pixels"}],
-        "references": [{"label": "Humans", "citation": "Somebody 2015", "values": {"5-way 1-shot": 4.5}}],
-        "leaderboards": [{"benchmarks": [BENCH], "outputs": {"md": f"../leaderboards/{BENCH}.md"}}],
-        "plots": [{"kind": "curves", "benchmarks": [BENCH], "methods": ["protonet"], "out": "../plots/curves-toy"}],
-    }, sort_keys=False))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "title": "Toy one-shot error",
+                "metric": "error",
+                "seeds": "0-2",
+                "columns": [{"label": "5-way 1-shot", "benchmark": BENCH}],
+                "rows": [
+                    {"label": "ProtoNet", "method": "protonet"},
+                    {"label": "MAML", "method": "maml"},
+                    {"label": "Pixels", "method": "pixels"},
+                ],
+                "references": [{"label": "Humans", "citation": "Somebody 2015", "values": {"5-way 1-shot": 4.5}}],
+                "leaderboards": [{"benchmarks": [BENCH], "outputs": {"md": f"../leaderboards/{BENCH}.md"}}],
+                "plots": [
+                    {"kind": "curves", "benchmarks": [BENCH], "methods": ["protonet"], "out": "../plots/curves-toy"}
+                ],
+            },
+            sort_keys=False,
+        )
+    )
     assert main(["table", str(spec)]) == 0
     made["spec"] = spec
     return made
@@ -106,7 +149,9 @@ def test_site_has_every_page_regenerates_byte_identically_and_needs_no_network(p
         if name.endswith(".html"):
             text = content.decode()
             assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
-            assert str(project["root"]) not in text and str(tmp_path) not in text and "/somewhere/else" not in text, name
+            assert str(project["root"]) not in text and str(tmp_path) not in text and "/somewhere/else" not in text, (
+                name
+            )
     bench = first[f"bench/{BENCH}.html"].decode()
     for run in project["runs"]:
         assert f'href="../runs/{run["run_id"]}.html"' in bench
@@ -140,8 +185,13 @@ def chromium(*args: str) -> subprocess.CompletedProcess:
     binary = shutil.which("chromium")
     if binary is None:
         pytest.skip("no chromium binary on PATH (Debian: apt-get install -y chromium; CI installs it)")
-    return subprocess.run([binary, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
-                           "--disable-dev-shm-usage", *args], capture_output=True, text=True, timeout=180, check=True)
+    return subprocess.run(
+        [binary, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run", "--disable-dev-shm-usage", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
 
 
 def test_the_leaderboard_renders_in_headless_chromium(project, tmp_path):
@@ -155,7 +205,10 @@ def test_the_leaderboard_renders_in_headless_chromium(project, tmp_path):
     assert "<table>" in dom and "Leaderboard" in dom
     rows = [r for r in dom.split("<tr>") if "seed 0</a>" in r]
     assert [next(m for m in ("protonet", "maml", "pixels") if f"<td>{m}</td>" in r) for r in rows[:3]] == [
-        "protonet", "maml", "pixels"]
+        "protonet",
+        "maml",
+        "pixels",
+    ]
     for run in project["runs"][3:]:  # single-seed rows: the run's accuracy ± its CI over episodes
         assert plus_minus(100 * run["accuracy"], 100 * run["ci95"], 2) in dom
     protonet = [r for r in project["runs"] if r["method"] == "protonet"]
@@ -164,5 +217,7 @@ def test_the_leaderboard_renders_in_headless_chromium(project, tmp_path):
     shot = tmp_path / "leaderboard.png"
     chromium(f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,900", page)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
-    index = chromium(f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", (out / "index.html").resolve().as_uri()).stdout
+    index = chromium(
+        f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", (out / "index.html").resolve().as_uri()
+    ).stdout
     assert "Toy one-shot error" in index and BENCH in index and "protonet (" in index

@@ -13,18 +13,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.store import CHECKPOINT, RunStore, read_record, read_scores
 from harness.sweep.plan import Sweep
 from harness.sweep.profiles import slurm_answers
-from harness.store import CHECKPOINT, RunStore, read_record, read_scores
 
 from conftest import run_cli
 
 pytestmark = pytest.mark.slurm
 ANSWERS, SINFO_SAID = slurm_answers()
 if not ANSWERS:
-    pytest.skip(f"no SLURM controller answers ({SINFO_SAID.splitlines()[-1] if SINFO_SAID else 'sinfo failed'}); "
-                f"start one with: bash slurm/local-cluster.sh start; . /tmp/harness-slurm/env.sh",
-                allow_module_level=True)
+    pytest.skip(
+        f"no SLURM controller answers ({SINFO_SAID.splitlines()[-1] if SINFO_SAID else 'sinfo failed'}); "
+        f"start one with: bash slurm/local-cluster.sh start; . /tmp/harness-slurm/env.sh",
+        allow_module_level=True,
+    )
 
 ON_SLURM = ("--executor", "slurm", "--profile", "local")
 
@@ -50,8 +52,24 @@ def only_job(runs_dir: Path, name: str) -> dict:
 def pixel_sweep(tmp_path_factory):
     """Eight cheap runs as one array, all eight allowed at once (the node declares 8 CPUs)."""
     runs_dir = tmp_path_factory.mktemp("slurm-runs")
-    args = ("sweep", "--methods", "pixels", "--benches", "synthetic-5w1s", "--seeds", "0-7",
-            "--set", "bench.episodes=100", *ON_SLURM, "--parallelism", "8", "--name", "pixels8", "--runs-dir", runs_dir)
+    args = (
+        "sweep",
+        "--methods",
+        "pixels",
+        "--benches",
+        "synthetic-5w1s",
+        "--seeds",
+        "0-7",
+        "--set",
+        "bench.episodes=100",
+        *ON_SLURM,
+        "--parallelism",
+        "8",
+        "--name",
+        "pixels8",
+        "--runs-dir",
+        runs_dir,
+    )
     code = run_cli(*args, "--wait")
     return runs_dir, args, code
 
@@ -105,9 +123,28 @@ def test_resubmitting_a_finished_sweep_submits_nothing(pixel_sweep, capsys):
 
 def test_a_failing_task_is_reported_with_its_reason(tmp_path, capsys):
     runs_dir = tmp_path / "runs"
-    args = ("sweep", "--methods", "protonet", "--benches", "synthetic-5w1s", "--set", "train.lr=0.001,1e30",
-            "--set", "train.steps=3", "--set", "train.log_every=1", "--set", "method.train_ways=5",
-            "--set", "bench.episodes=100", *ON_SLURM, "--name", "diverge", "--runs-dir", runs_dir)
+    args = (
+        "sweep",
+        "--methods",
+        "protonet",
+        "--benches",
+        "synthetic-5w1s",
+        "--set",
+        "train.lr=0.001,1e30",
+        "--set",
+        "train.steps=3",
+        "--set",
+        "train.log_every=1",
+        "--set",
+        "method.train_ways=5",
+        "--set",
+        "bench.episodes=100",
+        *ON_SLURM,
+        "--name",
+        "diverge",
+        "--runs-dir",
+        runs_dir,
+    )
     assert run_cli(*args, "--wait") == 1
     captured = capsys.readouterr()
     assert "1 of 2 runs failed" in captured.err
@@ -149,9 +186,23 @@ def test_requeued_task_resumes_from_its_checkpoint_to_the_same_result(tmp_path, 
     """Requeued twice while training: once from outside (`scontrol requeue`, as an admin or a node
     failure would), once by submitit itself on the preemption signal (USR2 → checkpoint() →
     requeue). The result equals an uninterrupted run's, episode by episode."""
-    grid = ("--methods", "protonet", "--benches", "synthetic-5w1s", "--set", "train.steps=1000",
-            "--set", "train.checkpoint_every=50", "--set", "method.train_ways=5", "--set", "bench.episodes=200",
-            *ON_SLURM, "--name", "requeue")
+    grid = (
+        "--methods",
+        "protonet",
+        "--benches",
+        "synthetic-5w1s",
+        "--set",
+        "train.steps=1000",
+        "--set",
+        "train.checkpoint_every=50",
+        "--set",
+        "method.train_ways=5",
+        "--set",
+        "bench.episodes=200",
+        *ON_SLURM,
+        "--name",
+        "requeue",
+    )
     interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
     assert run_cli("sweep", *grid, "--runs-dir", interrupted) == 0
     assert run_cli("sweep", *grid, "--runs-dir", straight) == 0
@@ -161,8 +212,11 @@ def test_requeued_task_resumes_from_its_checkpoint_to_the_same_result(tmp_path, 
 
     wait_until(lambda: (run_dir / CHECKPOINT).is_file(), "the first checkpoint", log=stdout)
     subprocess.run(["scontrol", "requeue", job["job_id"]], check=True)
-    wait_until(lambda: stdout.is_file() and "from its checkpoint" in stdout.read_text(), "the requeued task to resume",
-               log=stdout)
+    wait_until(
+        lambda: stdout.is_file() and "from its checkpoint" in stdout.read_text(),
+        "the requeued task to resume",
+        log=stdout,
+    )
     resumed_at = (run_dir / CHECKPOINT).stat().st_mtime
     wait_until(lambda: (run_dir / CHECKPOINT).stat().st_mtime > resumed_at, "a checkpoint after resuming", log=stdout)
     assert read_record(run_dir)["status"] == "running"
@@ -194,10 +248,30 @@ def test_a_two_process_run_and_its_requeue(tmp_path, capsys):
     uninterrupted 2-process run's."""
     profile = tmp_path / "two-tasks.yaml"
     profile.write_text("partition: debug\ncpus_per_task: 1\ntasks_per_node: 2\ntime_min: 30\nsignal_delay_s: 30\n")
-    grid = ("--methods", "simclr", "--benches", "synthetic-5w1s", "--set", "train.steps=250",
-            "--set", "train.checkpoint_every=20", "--set", "train.batch_size=16", "--set", "method.projection_hidden=32",
-            "--set", "method.projection_dim=16", "--set", "bench.episodes=100",
-            "--executor", "slurm", "--profile", str(profile), "--name", "twoproc")
+    grid = (
+        "--methods",
+        "simclr",
+        "--benches",
+        "synthetic-5w1s",
+        "--set",
+        "train.steps=250",
+        "--set",
+        "train.checkpoint_every=20",
+        "--set",
+        "train.batch_size=16",
+        "--set",
+        "method.projection_hidden=32",
+        "--set",
+        "method.projection_dim=16",
+        "--set",
+        "bench.episodes=100",
+        "--executor",
+        "slurm",
+        "--profile",
+        str(profile),
+        "--name",
+        "twoproc",
+    )
     interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
     assert run_cli("sweep", *grid, "--runs-dir", interrupted) == 0
     assert run_cli("sweep", *grid, "--runs-dir", straight) == 0

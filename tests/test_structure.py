@@ -61,7 +61,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         path.pop()
@@ -104,20 +104,35 @@ def test_no_module_is_over_500_lines(name, path):
 
 def test_methods_leave_optimisation_to_the_runner():
     pattern = re.compile(r"\.backward\(|\.step\(\)|zero_grad|torch\.optim\.")
-    offenders = [f"{path.name}:{i}" for path in (ROOT / "methods").glob("*.py")
-                 for i, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    offenders = [
+        f"{path.name}:{i}"
+        for path in (ROOT / "methods").glob("*.py")
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert offenders == []
 
 
-LAYERS_ABOVE_METHODS = ("harness.runner", "harness.resolve", "harness.rundir", "harness.cli", "harness.report",
-                        "harness.sweep", "harness.tune", "harness.reproduce")
+LAYERS_ABOVE_METHODS = (
+    "harness.runner",
+    "harness.resolve",
+    "harness.rundir",
+    "harness.cli",
+    "harness.report",
+    "harness.sweep",
+    "harness.tune",
+    "harness.reproduce",
+)
 
 
 def test_methods_import_nothing_from_the_layers_that_run_them():
     """A method is a model and its training step: what runs, resolves, stores or reports runs sits above it."""
     graph = import_graph()
-    offenders = {name: sorted(t for t in targets if t.startswith(LAYERS_ABOVE_METHODS))
-                 for name, targets in graph.items() if name.startswith("harness.methods")}
+    offenders = {
+        name: sorted(t for t in targets if t.startswith(LAYERS_ABOVE_METHODS))
+        for name, targets in graph.items()
+        if name.startswith("harness.methods")
+    }
     assert {name: found for name, found in offenders.items() if found} == {}
 
 

@@ -11,13 +11,13 @@ import sys
 import pytest
 
 from harness import config
-from harness.sweep import profiles
+from harness.errors import ConfigError
 from harness.overrides import Grid
+from harness.store import RunStore
+from harness.sweep import profiles
 from harness.sweep.grid import SweepSpec
 from harness.sweep.plan import Run, Sweep, assign_run_dirs, plan_runs
 from harness.sweep.task import execute_run
-from harness.errors import ConfigError
-from harness.store import RunStore
 
 from conftest import run_cli
 
@@ -36,8 +36,17 @@ def test_without_sinfo_there_is_no_slurm(monkeypatch, tmp_path):
     assert profiles.choose_executor(None, None) == "local"
 
 
-@pytest.mark.parametrize("text, seeds", [("0-4", [0, 1, 2, 3, 4]), ("0,2,5", [0, 2, 5]), ("0-2,7", [0, 1, 2, 7]),
-                                         ("3,3,1-3", [3, 1, 2]), (2, [2]), ([0, "4-5"], [0, 4, 5])])
+@pytest.mark.parametrize(
+    "text, seeds",
+    [
+        ("0-4", [0, 1, 2, 3, 4]),
+        ("0,2,5", [0, 2, 5]),
+        ("0-2,7", [0, 1, 2, 7]),
+        ("3,3,1-3", [3, 1, 2]),
+        (2, [2]),
+        ([0, "4-5"], [0, 4, 5]),
+    ],
+)
 def test_seed_ranges(text, seeds):
     assert config.parse_seeds(text) == seeds
 
@@ -49,10 +58,13 @@ def test_bad_seeds_say_what_is_valid(text):
 
 
 def test_set_values_split_at_top_level_commas_only():
-    grid = Grid.from_text(["train.lr=0.1,1e-3", "method.widths=[64,64],[32,32]", "eval.head='a,b'",
-                                  "train.steps=200"])
-    assert grid == {"train.lr": [0.1, "1e-3"], "method.widths": [[64, 64], [32, 32]], "eval.head": ["a,b"],
-                    "train.steps": [200]}
+    grid = Grid.from_text(["train.lr=0.1,1e-3", "method.widths=[64,64],[32,32]", "eval.head='a,b'", "train.steps=200"])
+    assert grid == {
+        "train.lr": [0.1, "1e-3"],
+        "method.widths": [[64, 64], [32, 32]],
+        "eval.head": ["a,b"],
+        "train.steps": [200],
+    }
     with pytest.raises(ConfigError, match="empty value between commas"):
         Grid.from_text(["train.lr=0.1,"])
     with pytest.raises(ConfigError, match="group.key=value"):
@@ -60,9 +72,22 @@ def test_set_values_split_at_top_level_commas_only():
 
 
 def test_dry_run_prints_the_grid_and_writes_nothing(runs_dir, capsys, no_slurm):
-    code = run_cli("sweep", "--methods", "pixels,protonet", "--benches", "synthetic-5w1s", "--seeds", "0-1",
-                   "--set", "bench.episodes=100,200", "--set", "eval.distance=cosine", "--runs-dir", runs_dir,
-                   "--dry-run")
+    code = run_cli(
+        "sweep",
+        "--methods",
+        "pixels,protonet",
+        "--benches",
+        "synthetic-5w1s",
+        "--seeds",
+        "0-1",
+        "--set",
+        "bench.episodes=100,200",
+        "--set",
+        "eval.distance=cosine",
+        "--runs-dir",
+        runs_dir,
+        "--dry-run",
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "8 runs; 8 to submit" in out and "executor local" in out and "nothing submitted" in out
@@ -73,27 +98,41 @@ def test_dry_run_prints_the_grid_and_writes_nothing(runs_dir, capsys, no_slurm):
 
 def test_sweep_file_with_flags_taking_precedence(runs_dir, tmp_path, capsys, no_slurm):
     spec = tmp_path / "grid.yaml"
-    spec.write_text("name: from-file\nmethods: [pixels]\nbenches: synthetic-5w1s\nseeds: 0-2\n"
-                    "set:\n  bench.episodes: [100, 200]\n  eval.distance: cosine\n")
+    spec.write_text(
+        "name: from-file\nmethods: [pixels]\nbenches: synthetic-5w1s\nseeds: 0-2\n"
+        "set:\n  bench.episodes: [100, 200]\n  eval.distance: cosine\n"
+    )
     assert run_cli("sweep", spec, "--seeds", "5", "--runs-dir", runs_dir, "--dry-run") == 0
     out = capsys.readouterr().out
     assert out.startswith("sweep from-file (dry run): 2 runs")
     assert "bench.episodes=100 seed 5" in out and "seed 0" not in out
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--methods", "pixel", "--benches", "synthetic-5w1s"), "unknown method 'pixel'.*Did you mean 'pixels'"),
-    (("--methods", "pixels", "--benches", "synthetic-5w1s", "--set", "train.lrr=0.1,0.2"),
-     "cannot plan pixels synthetic-5w1s train.lrr=0.1.*unknown config key 'train.lrr'"),
-    (("--methods", "protonet", "--benches", "synthetic-5w1s", "--set", "train.lr=0.1,-1"),
-     "train.lr=-1.*train.lr must be > 0"),
-    (("--methods", "pixels", "--benches", "cifarfs-5w1s"),
-     "cannot plan pixels cifarfs-5w1s: dataset cifarfs is not present.*harness data download cifarfs"),
-    (("--benches", "synthetic-5w1s"), "needs methods and benchmarks"),
-    (("--methods", "pixels", "--benches", "synthetic-5w1s", "--seeds", "3-1"), "not a seed or an ascending range"),
-    (("--methods", "pixels", "--benches", "synthetic-5w1s", "--name", "a/b"), "sweep name 'a/b' must be"),
-    (("--methods", "pixels", "--benches", "synthetic-5w1s", "--parallelism", "0"), "parallelism must be a positive"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--methods", "pixel", "--benches", "synthetic-5w1s"), "unknown method 'pixel'.*Did you mean 'pixels'"),
+        (
+            ("--methods", "pixels", "--benches", "synthetic-5w1s", "--set", "train.lrr=0.1,0.2"),
+            "cannot plan pixels synthetic-5w1s train.lrr=0.1.*unknown config key 'train.lrr'",
+        ),
+        (
+            ("--methods", "protonet", "--benches", "synthetic-5w1s", "--set", "train.lr=0.1,-1"),
+            "train.lr=-1.*train.lr must be > 0",
+        ),
+        (
+            ("--methods", "pixels", "--benches", "cifarfs-5w1s"),
+            "cannot plan pixels cifarfs-5w1s: dataset cifarfs is not present.*harness data download cifarfs",
+        ),
+        (("--benches", "synthetic-5w1s"), "needs methods and benchmarks"),
+        (("--methods", "pixels", "--benches", "synthetic-5w1s", "--seeds", "3-1"), "not a seed or an ascending range"),
+        (("--methods", "pixels", "--benches", "synthetic-5w1s", "--name", "a/b"), "sweep name 'a/b' must be"),
+        (
+            ("--methods", "pixels", "--benches", "synthetic-5w1s", "--parallelism", "0"),
+            "parallelism must be a positive",
+        ),
+    ],
+)
 def test_bad_grids_are_refused_before_anything_is_written(runs_dir, capsys, no_slurm, args, message):
     assert run_cli("sweep", *args, "--runs-dir", runs_dir) == 2
     err = capsys.readouterr().err
@@ -128,8 +167,9 @@ def test_profiles_are_validated(tmp_path):
 
 
 def test_local_sweep_runs_skips_finished_and_reports_status(runs_dir, capsys, no_slurm):
-    code = run_cli("sweep", *PIXELS, "--seeds", "0-1", "--name", "first", "--parallelism", "2",
-                   "--runs-dir", runs_dir, "--wait")
+    code = run_cli(
+        "sweep", *PIXELS, "--seeds", "0-1", "--name", "first", "--parallelism", "2", "--runs-dir", runs_dir, "--wait"
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "submitted 2 runs as 2 local worker process(es)" in out
@@ -150,8 +190,10 @@ def test_local_sweep_runs_skips_finished_and_reports_status(runs_dir, capsys, no
     assert run_cli("sweep", *PIXELS, "--seeds", "0-2", "--name", "second", "--runs-dir", runs_dir, "--dry-run") == 0
     out = capsys.readouterr().out
     assert "3 runs; 1 to submit, 2 already done" in out
-    assert run_cli("sweep", *PIXELS, "--seeds", "0-2", "--name", "second", "--runs-dir", runs_dir, "--dry-run",
-                   "--force") == 0
+    assert (
+        run_cli("sweep", *PIXELS, "--seeds", "0-2", "--name", "second", "--runs-dir", runs_dir, "--dry-run", "--force")
+        == 0
+    )
     assert "3 runs; 3 to submit" in capsys.readouterr().out
 
     assert run_cli("status", "--runs-dir", runs_dir) == 0
@@ -178,8 +220,10 @@ def test_plan_fixes_each_run_directory(runs_dir, capsys, no_slurm):
 
 
 def test_cli_help_stays_light():
-    code = ("import sys, harness.cli; harness.cli.build_parser(); "
-            "heavy = {'torch', 'submitit', 'harness.runner', 'harness.resolve'} & set(sys.modules); "
-            "sys.exit(', '.join(sorted(heavy)) or None)")
+    code = (
+        "import sys, harness.cli; harness.cli.build_parser(); "
+        "heavy = {'torch', 'submitit', 'harness.runner', 'harness.resolve'} & set(sys.modules); "
+        "sys.exit(', '.join(sorted(heavy)) or None)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -24,9 +24,30 @@ def test_tune_scores_validation_only_and_picks_the_best(tmp_path, capsys):
     space.write_text(yaml.safe_dump({"method.train_ways": [5, 20], "train.lr": [0.001]}))
     runs = tmp_path / "runs"
     out = tmp_path / "summary"
-    assert run_cli("tune", "--method", "protonet", "--bench", "synthetic-5w1s", "--space", space, "--trials", "2",
-                   "--budget-minutes", "1", "--set", "train.steps=8", "--set", "train.val_episodes=50",
-                   "--runs-dir", runs, "--out", out) == 0
+    assert (
+        run_cli(
+            "tune",
+            "--method",
+            "protonet",
+            "--bench",
+            "synthetic-5w1s",
+            "--space",
+            space,
+            "--trials",
+            "2",
+            "--budget-minutes",
+            "1",
+            "--set",
+            "train.steps=8",
+            "--set",
+            "train.val_episodes=50",
+            "--runs-dir",
+            runs,
+            "--out",
+            out,
+        )
+        == 0
+    )
     summary = json.loads(out.with_suffix(".json").read_text())
     assert len(summary["results"]) == 2 and summary["budget_minutes"] == 1.0
     best = max(summary["results"], key=lambda r: r["val_accuracy"])

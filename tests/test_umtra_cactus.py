@@ -14,8 +14,14 @@ from harness.runner import build_method
 
 from conftest import only_run, run_cli
 
-NO_AUGMENTATION = ["views.min_scale=1.0", "views.rr_prob=0", "views.cj_prob=0", "views.hf_prob=0",
-                   "views.random_gray_scale=0", "views.gaussian_blur=0"]
+NO_AUGMENTATION = [
+    "views.min_scale=1.0",
+    "views.rr_prob=0",
+    "views.cj_prob=0",
+    "views.hf_prob=0",
+    "views.random_gray_scale=0",
+    "views.gaussian_blur=0",
+]
 SMALL_ENCODER = ["method.encoder_batch_size=16", "method.partitions=3", "method.clusters=12"]
 FAST = ["bench.episodes=20", "train.val_episodes=10"]
 
@@ -91,23 +97,36 @@ def test_cactus_partitions_recover_clusters_and_differ_by_scaling():
 
 
 def test_cactus_tasks_come_from_one_partition_each():
-    method, _ = built("cactus-protonet", "method.partitions=2", "method.clusters=6", "method.train_ways=3",
-                      "method.train_queries=2", "method.encoder_batch_size=16")
-    method.partition_labels.copy_(torch.stack([torch.arange(len(method.partition_labels[0])) % 6,
-                                               torch.arange(len(method.partition_labels[0])) // 600]))
+    method, _ = built(
+        "cactus-protonet",
+        "method.partitions=2",
+        "method.clusters=6",
+        "method.train_ways=3",
+        "method.train_queries=2",
+        "method.encoder_batch_size=16",
+    )
+    method.partition_labels.copy_(
+        torch.stack(
+            [torch.arange(len(method.partition_labels[0])) % 6, torch.arange(len(method.partition_labels[0])) // 600]
+        )
+    )
     sampler = method.task_sampler(3, 1, 2)
     support, support_labels, query, query_labels = sampler.sample(torch.Generator().manual_seed(0), 8)
     assert support.shape == (8, 3) and query.shape == (8, 6)
     for s, sl, q, ql in zip(support, support_labels, query, query_labels):
         # some partition gives every task's pseudo-class one cluster, different clusters different labels
-        fits = [all(len({int(part[i]) for i in torch.cat([s[sl == c], q[ql == c]])}) == 1 for c in range(3))
-                and len({int(part[s[c]]) for c in range(3)}) == 3 for part in method.partition_labels]
+        fits = [
+            all(len({int(part[i]) for i in torch.cat([s[sl == c], q[ql == c]])}) == 1 for c in range(3))
+            and len({int(part[s[c]]) for c in range(3)}) == 3
+            for part in method.partition_labels
+        ]
         assert any(fits)
 
 
 def test_cactus_trains_the_encoder_first_then_the_meta_learner(monkeypatch):
-    method, train = built("cactus-protonet", "method.encoder_steps=2", "train.steps=4", "method.train_ways=5",
-                          *SMALL_ENCODER)
+    method, train = built(
+        "cactus-protonet", "method.encoder_steps=2", "train.steps=4", "method.train_ways=5", *SMALL_ENCODER
+    )
     generator = torch.Generator().manual_seed(0)
     embedding = {id(p) for p in method.embedding.parameters()}
     for step in range(4):
@@ -126,16 +145,21 @@ def test_cactus_errors(tmp_path):
         resolve("cactus-maml", "synthetic-5w1s", sets=["train.steps=300"])
     with pytest.raises(ConfigError, match="no checkpoint"):
         resolve("cactus-maml", "synthetic-5w1s", sets=["method.encoder_steps=0", f"method.encoder_run={tmp_path}"])
-    method, train = built("cactus-protonet", "method.encoder_steps=1", "train.steps=2", "method.train_ways=20",
-                          *SMALL_ENCODER)
+    method, train = built(
+        "cactus-protonet", "method.encoder_steps=1", "train.steps=2", "method.train_ways=20", *SMALL_ENCODER
+    )
     with pytest.raises(ConfigError, match="lower method.clusters"):  # 20-way tasks from 12 clusters
         method.training_step(train, 1, 0.5, torch.Generator().manual_seed(0))
 
 
 def test_cactus_embedding_from_a_finished_simclr_run(runs_dir):
     args = ["--set", "train.steps=2", "--set", "train.batch_size=16", *[a for s in FAST for a in ("--set", s)]]
-    assert run_cli("run", "--method", "simclr", "--bench", "synthetic-5w1s", *args, "--runs-dir", runs_dir,
-                   "--no-progress") == 0
+    assert (
+        run_cli(
+            "run", "--method", "simclr", "--bench", "synthetic-5w1s", *args, "--runs-dir", runs_dir, "--no-progress"
+        )
+        == 0
+    )
     simclr_run = only_run(runs_dir)
     method, _ = built("cactus-protonet", "method.encoder_steps=0", f"method.encoder_run={simclr_run}")
     stored = torch.load(simclr_run / "checkpoint.pt", weights_only=False)["model"]

@@ -20,7 +20,8 @@ def paired_views(cfg: ViewConfig, image: np.ndarray):
     """The same image through our batched views and through lightly's transform, SAMPLES times each."""
     ours = TensorViews(cfg, 3, SIZE, (0, 0, 0), (1, 1, 1))(
         torch.from_numpy(image).permute(2, 0, 1)[None].expand(SAMPLES, -1, -1, -1).contiguous(),
-        torch.Generator().manual_seed(0))
+        torch.Generator().manual_seed(0),
+    )
     np.random.seed(0)
     torch.manual_seed(0)
     transform = lightly_transform(cfg, SIZE, (0, 0, 0), (1, 1, 1), "simclr")
@@ -30,7 +31,9 @@ def paired_views(cfg: ViewConfig, image: np.ndarray):
 
 def test_crop_scale_matches_lightly():
     ramp = np.linspace(0, 255, SIZE)
-    image = np.stack([np.tile(ramp, (SIZE, 1)), np.tile(ramp[:, None], (1, SIZE)), np.zeros((SIZE, SIZE))], -1).astype(np.uint8)
+    image = np.stack([np.tile(ramp, (SIZE, 1)), np.tile(ramp[:, None], (1, SIZE)), np.zeros((SIZE, SIZE))], -1).astype(
+        np.uint8
+    )
     cfg = ViewConfig(min_scale=0.2, hf_prob=0, cj_prob=0, random_gray_scale=0, gaussian_blur=0)
     ours, theirs = paired_views(cfg, image)
 
@@ -46,8 +49,9 @@ def test_crop_scale_matches_lightly():
 
 
 def test_brightness_jitter_matches_lightly():
-    cfg = ViewConfig(min_scale=1.0, hf_prob=0, cj_prob=0.8, cj_contrast=0, cj_sat=0, cj_hue=0,
-                     random_gray_scale=0, gaussian_blur=0)
+    cfg = ViewConfig(
+        min_scale=1.0, hf_prob=0, cj_prob=0.8, cj_contrast=0, cj_sat=0, cj_hue=0, random_gray_scale=0, gaussian_blur=0
+    )
     ours, theirs = paired_views(cfg, np.full((SIZE, SIZE, 3), 128, np.uint8))
     a, b = ours.mean((1, 2, 3)).numpy(), theirs.mean((1, 2, 3)).numpy()
     assert abs(a.mean() - b.mean()) < 0.03 and abs(a.std() - b.std()) < 0.03

@@ -63,7 +63,9 @@ class RemoteFile:
         """Raise DataError if ``path`` does not match the published checksum."""
         problem = self.problem(path)
         if problem:
-            raise DataError(f"{self.name}: {problem}; the file is corrupt or truncated and was not kept. Fetch it again.")
+            raise DataError(
+                f"{self.name}: {problem}; the file is corrupt or truncated and was not kept. Fetch it again."
+            )
 
 
 @dataclass(frozen=True)
@@ -161,17 +163,23 @@ class Dataset:
             elif not remote.pinned:
                 checks.append(FileCheck("raw", path, "unpinned", "no published checksum; checked when decoded"))
             elif problem := remote.problem(path):
-                checks.append(FileCheck("raw", path, "bad", problem, f"`harness data download {self.name}` fetches it again"))
+                checks.append(
+                    FileCheck("raw", path, "bad", problem, f"`harness data download {self.name}` fetches it again")
+                )
             else:
                 checks.append(FileCheck("raw", path, "ok"))
         if all(c.state in ("ok", "unpinned") for c in checks):
             rebuild = f"`harness data prepare {self.name} --force` rebuilds it (a load also does)"
         else:
-            rebuild = (f"`harness data download {self.name}` fetches the raw files and rebuilds it, or "
-                       f"`harness data prepare {self.name} --from PATH` decodes your own copy")
+            rebuild = (
+                f"`harness data download {self.name}` fetches the raw files and rebuilds it, or "
+                f"`harness data prepare {self.name} --from PATH` decodes your own copy"
+            )
         for path in self.cache_files(root):
             problem = cache_problem(path)
-            checks.append(FileCheck("cache", path, "bad", problem, rebuild) if problem else FileCheck("cache", path, "ok"))
+            checks.append(
+                FileCheck("cache", path, "bad", problem, rebuild) if problem else FileCheck("cache", path, "ok")
+            )
         return checks
 
     def status(self, root: Path) -> dict:
@@ -227,7 +235,9 @@ class Dataset:
                 if _cache_size(stale, split):
                     drop_cache(stale)
             path = self.cache_path(root, split, self.native_size)
-            save_cache(_imageset_state(_to_imageset(local, self.native_size, self.channels, f"{self.name}/{split}")), path)
+            save_cache(
+                _imageset_state(_to_imageset(local, self.native_size, self.channels, f"{self.name}/{split}")), path
+            )
             written.append(path)
         return written
 
@@ -246,9 +256,12 @@ class Dataset:
                 raise self.missing_error(root)
             mirror = os.environ.get("HARNESS_DATA_MIRROR")
             source = f"the mirror {mirror}" if mirror else "their public URLs"
-            print(f"harness: {self.name} is not under {root}: downloading {', '.join(f.name for f in self.missing_files(root))} "
-                  f"from {source} into {self.raw_dir(root)} (checksum-verified; --no-download turns this off)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"harness: {self.name} is not under {root}: downloading {', '.join(f.name for f in self.missing_files(root))} "
+                f"from {source} into {self.raw_dir(root)} (checksum-verified; --no-download turns this off)",
+                file=sys.stderr,
+                flush=True,
+            )
             try:
                 self.download(root)
             except DataError as exc:
@@ -260,19 +273,25 @@ class Dataset:
 
     def missing_error(self, root: Path) -> DataError:
         names = ", ".join(f.name for f in self.missing_files(root))
-        gone = [entry["source"] for name, entry in linked.recorded(self.raw_dir(root)).items()
-                if not (self.raw_dir(root) / name).exists()]
+        gone = [
+            entry["source"]
+            for name, entry in linked.recorded(self.raw_dir(root)).items()
+            if not (self.raw_dir(root) / name).exists()
+        ]
         return DataError(
             f"dataset {self.name} is not present under {root}: expected {names} in {self.raw_dir(root)}"
-            + (f" (linked from {', '.join(gone)}, which {'is' if len(gone) == 1 else 'are'} gone)" if gone else "") + ". "
+            + (f" (linked from {', '.join(gone)}, which {'is' if len(gone) == 1 else 'are'} gone)" if gone else "")
+            + ". "
             f"Fetch it with `harness data download {self.name}` (set HARNESS_DATA_MIRROR=<dir> to use a "
             f"local mirror laid out as <dir>/{self.folder}/<file>) or convert your own copy with "
             f"`harness data prepare {self.name} --from PATH`. {self.prepare_hint}".rstrip()
         )
 
     def replace_hint(self) -> str:
-        return (f"Replace it: `harness data download {self.name} --force` fetches the published files again, "
-                f"or `harness data prepare {self.name} --from PATH` decodes your own copy.")
+        return (
+            f"Replace it: `harness data download {self.name} --force` fetches the published files again, "
+            f"or `harness data prepare {self.name} --from PATH` decodes your own copy."
+        )
 
     # ------------------------------------------------------------------ decoding and loading
     def read_split(self, raw: Path, split: str) -> RawSplit:
@@ -329,7 +348,9 @@ class Dataset:
                     _say_rebuilding(paths[size], problems[size])
             source = self._read_source(root, split)
             for size in stale:
-                save_cache(_imageset_state(_to_imageset(source, size, self.channels, f"{self.name}/{split}")), paths[size])
+                save_cache(
+                    _imageset_state(_to_imageset(source, size, self.channels, f"{self.name}/{split}")), paths[size]
+                )
                 written.append(paths[size])
         return written
 
@@ -356,8 +377,10 @@ class Dataset:
                 raise DataError(f"{raw / name}: {problem}; {linked.prepare_again(raw, self.name)}")
         for remote in self.files:
             if problem := remote.problem(raw / remote.name):
-                raise DataError(f"{raw / remote.name}: {problem}: the file is corrupt or truncated. "
-                                f"Replace it with `harness data download {self.name}`, which fetches it again.")
+                raise DataError(
+                    f"{raw / remote.name}: {problem}: the file is corrupt or truncated. "
+                    f"Replace it with `harness data download {self.name}`, which fetches it again."
+                )
         try:
             return self.read_split(raw, split)
         except RawFileError as exc:

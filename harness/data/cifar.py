@@ -32,7 +32,9 @@ class CIFARFS(CIFAR100Subset):
     folder = "cifarfs"
     files = (RemoteFile("cifar100.zip", f"{_ZENODO}/cifar100.zip"),)
     splits = {"train": SplitInfo(64, 600), "val": SplitInfo(16, 600), "test": SplitInfo(20, 600)}
-    prepare_hint = "A local copy is a folder holding cifar100.zip, or its extracted cifar100/data and cifar100/splits/bertinetto."
+    prepare_hint = (
+        "A local copy is a folder holding cifar100.zip, or its extracted cifar100/data and cifar100/splits/bertinetto."
+    )
 
     def read_split(self, raw: Path, split: str) -> RawSplit:
         path = raw / "cifar100.zip"
@@ -40,7 +42,10 @@ class CIFARFS(CIFAR100Subset):
             names = archive.namelist()
             lists = [n for n in names if n.endswith("splits/bertinetto/train.txt")]
             if not lists:
-                raise RawFileError(path, "holds no splits/bertinetto/train.txt (want cifar100/data/<class>/*.png and cifar100/splits/bertinetto/*.txt)")
+                raise RawFileError(
+                    path,
+                    "holds no splits/bertinetto/train.txt (want cifar100/data/<class>/*.png and cifar100/splits/bertinetto/*.txt)",
+                )
             root = lists[0].rsplit("splits/", 1)[0]
             classes = _split_classes(archive.read(f"{root}splits/bertinetto/{split}.txt").decode())
             return _class_folders(classes, names, f"{root}data/", archive.read)

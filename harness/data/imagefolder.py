@@ -32,8 +32,10 @@ from harness.files import write_text
 DECLARATION_KEYS = ("image_folder", "split", "channels", "mean", "std")
 SPLIT_FOLDERS = ("train", "val", "test")
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
-LAYOUT = ("class subfolders under train/ val/ test/, or `split:` naming a JSON file {\"train\": [classes], "
-          "\"test\": [...]} or one CSV per split ({train: train.csv, test: test.csv}, rows filename,label)")
+LAYOUT = (
+    'class subfolders under train/ val/ test/, or `split:` naming a JSON file {"train": [classes], '
+    '"test": [...]} or one CSV per split ({train: train.csv, test: test.csv}, rows filename,label)'
+)
 
 
 def _listed(items: list, shown: int = 5) -> str:
@@ -59,8 +61,10 @@ class ImageFolderSpec:
         unknown = sorted(set(tree) - set(DECLARATION_KEYS))
         if unknown or "image_folder" not in tree:
             problem = f"unknown key(s) {', '.join(map(str, unknown))}" if unknown else "no image_folder"
-            raise ConfigError(f"{context}: {problem}; an image-folder dataset takes the keys "
-                              f"{', '.join(DECLARATION_KEYS)} (image_folder required)")
+            raise ConfigError(
+                f"{context}: {problem}; an image-folder dataset takes the keys "
+                f"{', '.join(DECLARATION_KEYS)} (image_folder required)"
+            )
         path = lambda value: str((base / str(value)).expanduser().resolve())  # noqa: E731
         split = tree.get("split") or ""
         if isinstance(split, dict):
@@ -75,9 +79,13 @@ class ImageFolderSpec:
         mean, std = tree.get("mean", []), tree.get("std", [])
         numbers = lambda v: isinstance(v, list) and all(isinstance(x, (int, float)) and x >= 0 for x in v)  # noqa: E731
         if not (numbers(mean) and numbers(std) and len(mean) == len(std) in ({0, channels} if channels else {0, 1, 3})):
-            raise ConfigError(f"{context}: mean and std are declared together, one number in 0..1 per channel, got "
-                              f"mean={mean!r}, std={std!r}; omit both to compute them from the training split")
-        return cls(path(tree["image_folder"]), split, channels or len(mean), tuple(map(float, mean)), tuple(map(float, std)))
+            raise ConfigError(
+                f"{context}: mean and std are declared together, one number in 0..1 per channel, got "
+                f"mean={mean!r}, std={std!r}; omit both to compute them from the training split"
+            )
+        return cls(
+            path(tree["image_folder"]), split, channels or len(mean), tuple(map(float, mean)), tuple(map(float, std))
+        )
 
 
 def _image_names() -> set[str]:
@@ -89,12 +97,16 @@ def _image_names() -> set[str]:
 def confined(root: Path, relative: str, source: Path) -> None:
     """A split file's class or file name must name something inside the image folder."""
     if Path(relative).is_absolute() or not (root / relative).resolve().is_relative_to(root.resolve()):
-        raise ConfigError(f"{source}: {relative[:200]!r} lies outside the image folder {root}; a split file names "
-                          "classes (and files) relative to it, with no absolute paths or '..'")
+        raise ConfigError(
+            f"{source}: {relative[:200]!r} lies outside the image folder {root}; a split file names "
+            "classes (and files) relative to it, with no absolute paths or '..'"
+        )
 
 
 def _images(folder: Path, suffixes: set[str]) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes and not p.name.startswith(".") and p.is_file())
+    return sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in suffixes and not p.name.startswith(".") and p.is_file()
+    )
 
 
 def _class_folders(folder: Path) -> list[Path]:
@@ -107,13 +119,17 @@ def _json_split(path: Path, root: Path, suffixes: set[str]) -> dict[str, dict[st
     except (OSError, ValueError) as exc:
         raise DataError(f"split file {path} cannot be read ({type(exc).__name__}: {exc}); {LAYOUT}") from None
     if not isinstance(lists, dict) or not all(isinstance(v, list) for v in lists.values()):
-        raise DataError(f"split file {path} must hold {{\"train\": [class folder names], \"test\": [...]}}, got {str(lists)[:80]}")
+        raise DataError(
+            f'split file {path} must hold {{"train": [class folder names], "test": [...]}}, got {str(lists)[:80]}'
+        )
     for c in (c for classes in lists.values() for c in classes):
         confined(root, str(c), path)
     missing = sorted({str(c) for classes in lists.values() for c in classes if not (root / str(c)).is_dir()})
     if missing:
-        raise DataError(f"split file {path} names {len(missing)} classes with no folder in {root}: {_listed(missing)}. "
-                        "Correct the class names in the split file, or add those class folders")
+        raise DataError(
+            f"split file {path} names {len(missing)} classes with no folder in {root}: {_listed(missing)}. "
+            "Correct the class names in the split file, or add those class folders"
+        )
     return {split: {str(c): _images(root / str(c), suffixes) for c in classes} for split, classes in lists.items()}
 
 
@@ -136,8 +152,10 @@ def _csv_split(path: Path, root: Path) -> dict[str, list[Path]]:
         else:
             missing.append(filename)
     if missing:
-        raise DataError(f"split file {path} names {len(missing)} images not found in {root} (as <label>/<filename> "
-                        f"or <filename>): {_listed(missing)}. Correct the split file, or add the images")
+        raise DataError(
+            f"split file {path} names {len(missing)} images not found in {root} (as <label>/<filename> "
+            f"or <filename>): {_listed(missing)}. Correct the split file, or add the images"
+        )
     return {label: sorted(paths) for label, paths in sorted(members.items())}
 
 
@@ -145,16 +163,20 @@ def list_members(spec: ImageFolderSpec) -> dict[str, dict[str, list[Path]]]:
     """split → class → image files, from the declaration; a missing folder or class is a DataError."""
     root, suffixes = Path(spec.folder), _image_names()
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist; correct `image_folder:` in the benchmark file "
-                        "(relative paths are relative to the file)")
+        raise DataError(
+            f"image folder {root} does not exist; correct `image_folder:` in the benchmark file "
+            "(relative paths are relative to the file)"
+        )
     if isinstance(spec.split, tuple):
         return {split: _csv_split(Path(csv_path), root) for split, csv_path in spec.split}
     if spec.split:
         return _json_split(Path(spec.split), root, suffixes)
     splits = [s for s in SPLIT_FOLDERS if (root / s).is_dir()]
     if not splits:
-        raise DataError(f"image folder {root} has no train/ val/ test/ subfolders and the benchmark file names no "
-                        f"split file; use {LAYOUT}")
+        raise DataError(
+            f"image folder {root} has no train/ val/ test/ subfolders and the benchmark file names no "
+            f"split file; use {LAYOUT}"
+        )
     return {s: {c.name: _images(c, suffixes) for c in _class_folders(root / s)} for s in splits}
 
 
@@ -162,18 +184,24 @@ def check_members(members: dict[str, dict[str, list[Path]]], root: str) -> None:
     """Every split has classes, every class has images, and no class is in two splits."""
     for split, classes in members.items():
         if not classes:
-            raise DataError(f"split '{split}' of image folder {root} is empty: it has no classes. Add class "
-                            f"folders of images to it, or drop the split; {LAYOUT}")
+            raise DataError(
+                f"split '{split}' of image folder {root} is empty: it has no classes. Add class "
+                f"folders of images to it, or drop the split; {LAYOUT}"
+            )
         empty = [name for name, paths in classes.items() if not paths]
         if empty:
-            raise DataError(f"split '{split}' of image folder {root}: {len(empty)} class folders hold no images: "
-                            f"{_listed(empty)}. Add images (any format PIL reads) or remove those classes")
+            raise DataError(
+                f"split '{split}' of image folder {root}: {len(empty)} class folders hold no images: "
+                f"{_listed(empty)}. Add images (any format PIL reads) or remove those classes"
+            )
     seen: dict[str, str] = {}
     for split, classes in members.items():
         for name in classes:
             if seen.setdefault(name, split) != split:
-                raise DataError(f"class '{name}' of image folder {root} is in both split '{seen[name]}' and split "
-                                f"'{split}'; few-shot splits need disjoint classes")
+                raise DataError(
+                    f"class '{name}' of image folder {root} is in both split '{seen[name]}' and split "
+                    f"'{split}'; few-shot splits need disjoint classes"
+                )
 
 
 class ImageFolder(Dataset):
@@ -185,8 +213,12 @@ class ImageFolder(Dataset):
         self.spec, self.native_size, self.root, self.train_split = spec, image_size, root, train_split
         self.members = list_members(spec)
         check_members(self.members, spec.folder)
-        listing = [[s, c, str(p), (st := p.stat()).st_size, st.st_mtime_ns]
-                   for s, classes in self.members.items() for c, paths in classes.items() for p in paths]
+        listing = [
+            [s, c, str(p), (st := p.stat()).st_size, st.st_mtime_ns]
+            for s, classes in self.members.items()
+            for c, paths in classes.items()
+            for p in paths
+        ]
         digest = hashlib.sha256(json.dumps([spec.channels, image_size, listing]).encode()).hexdigest()
         self.name = re.sub(r"[^A-Za-z0-9._+-]", "_", Path(spec.folder).name) or "images"
         self.folder = f"imagefolder/{digest[:16]}"
@@ -195,8 +227,9 @@ class ImageFolder(Dataset):
         for split, classes in self.members.items():
             smallest = min(classes, key=lambda c: len(classes[c]))
             folder = classes[smallest][0].parent
-            self.splits[split] = SplitInfo(len(classes), len(classes[smallest]),
-                                           str(folder) if folder.name == smallest else smallest)
+            self.splits[split] = SplitInfo(
+                len(classes), len(classes[smallest]), str(folder) if folder.name == smallest else smallest
+            )
         self.prepare_hint = f"Your images are read from {spec.folder}."
 
     @property
@@ -242,8 +275,11 @@ class ImageFolder(Dataset):
             return stored
         digest, channels = hashlib.sha256(), self.channels
         count = sum(len(paths) for classes in self.members.values() for paths in classes.values())
-        print(f"harness: decoding the {count} images of {self.spec.folder} into {self.root / self.folder} (once)",
-              file=sys.stderr, flush=True)
+        print(
+            f"harness: decoding the {count} images of {self.spec.folder} into {self.root / self.folder} (once)",
+            file=sys.stderr,
+            flush=True,
+        )
         for split in self.splits:
             raw, split_digest = self._decode(split, self.native_size)
             digest.update(f"{split}:{split_digest}\n".encode())
@@ -256,8 +292,13 @@ class ImageFolder(Dataset):
 
     def definition(self) -> dict:
         facts = self.facts()
-        return {"dataset": self.name, "images_sha256": facts["sha256"], "channels": self.channels,
-                "mean": list(self.mean), "std": list(self.std)}
+        return {
+            "dataset": self.name,
+            "images_sha256": facts["sha256"],
+            "channels": self.channels,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
 
     def load(self, root: Path, split: str, size: int = 0):
         """As :meth:`Dataset.load`; another size than the benchmark's is decoded from the original images."""
@@ -288,13 +329,17 @@ class ImageFolder(Dataset):
                 digest.update(f"{name}/{path.name}:{hashlib.sha256(data).hexdigest()}\n".encode())
         if bad:
             total = sum(map(len, self.members[split].values()))
-            raise DataError(f"{len(bad)} of {total} images in split '{split}' of image folder {self.spec.folder} "
-                            f"cannot be read: {_listed(bad, 3)}. Replace or delete them (and drop them from a split file)")
+            raise DataError(
+                f"{len(bad)} of {total} images in split '{split}' of image folder {self.spec.folder} "
+                f"cannot be read: {_listed(bad, 3)}. Replace or delete them (and drop them from a split file)"
+            )
         if images and all(int(a.max()) == int(a.min()) for a in images):
             paths = [str(p) for classes in self.members[split].values() for p in classes]
-            raise DataError(f"every image of split '{split}' of image folder {self.spec.folder} decodes to a single "
-                            f"value (e.g. {_listed(paths, 3)}): no signal to learn or score; check how they were "
-                            "saved (their mode and content)")
+            raise DataError(
+                f"every image of split '{split}' of image folder {self.spec.folder} decodes to a single "
+                f"value (e.g. {_listed(paths, 3)}): no signal to learn or score; check how they were "
+                "saved (their mode and content)"
+            )
         return RawSplit(images, np.array(labels), list(self.members[split])), digest.hexdigest()
 
 
@@ -324,9 +369,8 @@ def channel_stats(images) -> tuple[list[float], list[float]]:
     for c in range(images.shape[1]):
         counts = np.zeros(256, dtype=np.int64)
         for start in range(0, len(images), 1024):
-            counts += np.bincount(images[start:start + 1024, c].numpy().ravel(), minlength=256)
+            counts += np.bincount(images[start : start + 1024, c].numpy().ravel(), minlength=256)
         m = (counts @ values) / counts.sum()
         mean.append(round(m / 255, 4))
         std.append(round(float(np.sqrt(max(counts @ values**2 / counts.sum() - m * m, 0.0))) / 255, 4))
     return mean, std
-

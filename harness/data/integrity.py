@@ -93,4 +93,6 @@ def open_zip(path: Path) -> Iterator[zipfile.ZipFile]:
         with zipfile.ZipFile(path) as archive:
             yield archive
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise RawFileError(path, f"not a readable zip archive: truncated or corrupt ({type(exc).__name__}: {exc})") from None
+        raise RawFileError(
+            path, f"not a readable zip archive: truncated or corrupt ({type(exc).__name__}: {exc})"
+        ) from None

@@ -28,8 +28,13 @@ def link_sources(raw: Path, sources: dict[str, Path], folder: Path) -> None:
         source = source.resolve()
         how = place_link(source, raw / name)
         stat = source.stat()
-        entries[name] = {"source": str(source), "link": how, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                         "sha256": file_digest(source)}
+        entries[name] = {
+            "source": str(source),
+            "link": how,
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "sha256": file_digest(source),
+        }
     files.write_json(raw / RECORD, {"from": str(folder.resolve()), "files": {**recorded(raw), **entries}})
 
 
@@ -93,5 +98,7 @@ def prepare_again(raw: Path, dataset: str) -> str:
         folder = json.loads((raw / RECORD).read_text())["from"]
     except (OSError, ValueError, KeyError, TypeError):
         folder = "PATH"
-    return (f"restore the file, or prepare from an intact copy again: `harness data prepare {dataset} --from {folder}` "
-            f"(or fetch the published files: `harness data download {dataset} --force`)")
+    return (
+        f"restore the file, or prepare from an intact copy again: `harness data prepare {dataset} --from {folder}` "
+        f"(or fetch the published files: `harness data download {dataset} --force`)"
+    )

@@ -19,12 +19,17 @@ _BASE = "https://github.com/brendenlake/omniglot/raw/master/python"
 # SHA256 of the published files (the same values as TensorFlow Datasets' url_checksums/omniglot.txt
 # and ../shared/data/omniglot/SHA256SUMS).
 BACKGROUND, EVALUATION, SMALL1, SMALL2, ALL_RUNS = (
-    RemoteFile(name, f"{_BASE}/{folder}{name}", sha256=sha256) for folder, name, sha256 in (
+    RemoteFile(name, f"{_BASE}/{folder}{name}", sha256=sha256)
+    for folder, name, sha256 in (
         ("", "images_background.zip", "ad41ab679c8b5d90b271ef46be6987cc81211774a695c29dcc5367b2b26ee640"),
         ("", "images_evaluation.zip", "1f61a8f3366785b057fc117d9228e78a16e3d976c8953b2a10fcc74cf0609cee"),
         ("", "images_background_small1.zip", "f38eb80f801274ac2b4dff5b24289016bfaba4a7d5bb50deebf27104ad6cb8a4"),
         ("", "images_background_small2.zip", "3ccaa407515a8778e5d0861875af38b17e418f301ad5bb3b5a6b65d901a41c7f"),
-        ("one-shot-classification/", "all_runs.zip", "437c1eeab0af8484112e1b4cc0f3d541ec727f7c47b9b202da738af9dfd6c325"),
+        (
+            "one-shot-classification/",
+            "all_runs.zip",
+            "437c1eeab0af8484112e1b4cc0f3d541ec727f7c47b9b202da738af9dfd6c325",
+        ),
     )
 )
 RUNS = 20
@@ -47,7 +52,9 @@ def read_alphabets(zip_path: Path, exclude: tuple[str, ...] = ()) -> RawSplit:
         for name in pngs:
             parts = name.split("/")
             if len(parts) < 4:
-                raise ValueError(f"{zip_path.name}: unexpected entry {name} (want <top>/<Alphabet>/<character>/<file>.png)")
+                raise ValueError(
+                    f"{zip_path.name}: unexpected entry {name} (want <top>/<Alphabet>/<character>/<file>.png)"
+                )
             alphabet, character = parts[-3], parts[-2]
             if alphabet in exclude:
                 continue
@@ -72,7 +79,11 @@ def read_runs(zip_path: Path) -> RawSplit:
     with open_zip(zip_path) as archive:
         for run in range(1, RUNS + 1):
             prefix = f"run{run:02d}"
-            pairs = [line.split() for line in archive.read(f"{prefix}/class_labels.txt").decode().splitlines() if line.strip()]
+            pairs = [
+                line.split()
+                for line in archive.read(f"{prefix}/class_labels.txt").decode().splitlines()
+                if line.strip()
+            ]
             answer = {Path(test).name: Path(train).name for test, train in pairs}
             training = sorted(answer.values())
             tests = sorted(answer)
@@ -101,9 +112,13 @@ def lake_run_episodes(labels, identity: str):
     query = starts + RUN_WAYS + np.arange(RUN_WAYS)[None, :]
     offsets = np.arange(RUNS)[:, None] * RUN_WAYS
     return Episodes.build(
-        support=support, support_labels=labels[support] - offsets,
-        query=query, query_labels=labels[query] - offsets,
-        ways=RUN_WAYS, shots=1, identity=identity,
+        support=support,
+        support_labels=labels[support] - offsets,
+        query=query,
+        query_labels=labels[query] - offsets,
+        ways=RUN_WAYS,
+        shots=1,
+        identity=identity,
     )
 
 

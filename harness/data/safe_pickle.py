@@ -71,9 +71,14 @@ def load_pickle(source: Path | bytes, label: str = "", encoding: str = "ASCII") 
         with open(source, "rb") as fh:
             return _RestrictedUnpickler(fh, encoding=encoding).load()
     except _Refused as refused:
-        raise RawFileError(label, (
-            f"refused to unpickle the global '{refused}': dataset pickles hold only {ADMITTED}, and loading "
-            "any other global could run code from the file (nothing was run). It is not the published file"
-        )) from None
+        raise RawFileError(
+            label,
+            (
+                f"refused to unpickle the global '{refused}': dataset pickles hold only {ADMITTED}, and loading "
+                "any other global could run code from the file (nothing was run). It is not the published file"
+            ),
+        ) from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        raise RawFileError(label, f"not a readable pickle: truncated or corrupt ({type(exc).__name__}: {exc})") from None
+        raise RawFileError(
+            label, f"not a readable pickle: truncated or corrupt ({type(exc).__name__}: {exc})"
+        ) from None

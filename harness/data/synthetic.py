@@ -61,11 +61,11 @@ def generate(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     grid_t = torch.as_tensor(grid, dtype=torch.float32)
     images = np.empty((n, SIZE * SIZE), dtype=np.uint8)
     for start in range(0, n, 512):
-        pts = torch.as_tensor(points[start:start + 512], dtype=torch.float32)
+        pts = torch.as_tensor(points[start : start + 512], dtype=torch.float32)
         d2 = torch.cdist(grid_t[None].expand(len(pts), -1, -1), pts).pow(2).amin(dim=-1)
-        sigma = torch.as_tensor(width[start:start + 512], dtype=torch.float32)[:, None]
+        sigma = torch.as_tensor(width[start : start + 512], dtype=torch.float32)[:, None]
         ink = torch.exp(-d2 / (2 * sigma**2))
-        images[start:start + 512] = (ink * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+        images[start : start + 512] = (ink * 255).round().clamp(0, 255).to(torch.uint8).numpy()
     return images.reshape(n, SIZE, SIZE), labels
 
 

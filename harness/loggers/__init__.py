@@ -46,15 +46,35 @@ class LoggerEntry(Entry):
 
 
 LOGGERS: Registry[LoggerEntry] = Registry("logger")
-LOGGERS.add("tensorboard", LoggerEntry(
-    "tensorboard", "harness.loggers.tensorboard:TensorBoard",
-    "event files in <run dir>/tb/ (tensorboard --logdir runs)", package="tensorboard"))
-LOGGERS.add("wandb", LoggerEntry(
-    "wandb", "harness.loggers.wandb:WandB",
-    "Weights & Biases: offline files in <run dir>/wandb/ (wandb sync), or online", package="wandb", extra="wandb"))
-LOGGERS.add("mlflow", LoggerEntry(
-    "mlflow", "harness.loggers.mlflow:MLflow",
-    "MLflow: a file store in <runs dir>/mlruns, or log.mlflow_uri", package="mlflow", extra="mlflow"))
+LOGGERS.add(
+    "tensorboard",
+    LoggerEntry(
+        "tensorboard",
+        "harness.loggers.tensorboard:TensorBoard",
+        "event files in <run dir>/tb/ (tensorboard --logdir runs)",
+        package="tensorboard",
+    ),
+)
+LOGGERS.add(
+    "wandb",
+    LoggerEntry(
+        "wandb",
+        "harness.loggers.wandb:WandB",
+        "Weights & Biases: offline files in <run dir>/wandb/ (wandb sync), or online",
+        package="wandb",
+        extra="wandb",
+    ),
+)
+LOGGERS.add(
+    "mlflow",
+    LoggerEntry(
+        "mlflow",
+        "harness.loggers.mlflow:MLflow",
+        "MLflow: a file store in <runs dir>/mlruns, or log.mlflow_uri",
+        package="mlflow",
+        extra="mlflow",
+    ),
+)
 
 # Run directory → its training loggers, open until ``finish`` adds the final numbers to the same runs.
 _OPEN: dict[Path, TrainLoggers] = {}
@@ -71,15 +91,20 @@ def check(names, source: str = "log.loggers") -> None:
             raise
         if find_spec(entry.package) is None:
             install = f"pip install -e '.[{entry.extra}]'" if entry.extra else "make install"
-            raise HarnessError(f"{source} names {name}, and the {entry.package} package it needs is not installed: "
-                               f"install it with `{install}` in the harness's folder, or log without {name}")
+            raise HarnessError(
+                f"{source} names {name}, and the {entry.package} package it needs is not installed: "
+                f"install it with `{install}` in the harness's folder, or log without {name}"
+            )
 
 
 def add_logger_option(parser) -> None:
     """``--logger NAMES`` on a command that starts runs (``logger_setting`` reads it)."""
-    parser.add_argument("--logger", metavar="NAMES",
-                        help=f"where curves and scores go, comma-separated: {', '.join(LOGGERS.names())} "
-                             "(sets log.loggers; default tensorboard)")
+    parser.add_argument(
+        "--logger",
+        metavar="NAMES",
+        help=f"where curves and scores go, comma-separated: {', '.join(LOGGERS.names())} "
+        "(sets log.loggers; default tensorboard)",
+    )
 
 
 def logger_setting(value: str | None) -> dict:
@@ -88,8 +113,10 @@ def logger_setting(value: str | None) -> dict:
         return {}
     names = list(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
     if not names:
-        raise ConfigError(f"--logger needs one or more of {', '.join(LOGGERS.names())}, comma-separated; "
-                          "to write only train_log.csv, use --set 'log.loggers=[]'")
+        raise ConfigError(
+            f"--logger needs one or more of {', '.join(LOGGERS.names())}, comma-separated; "
+            "to write only train_log.csv, use --set 'log.loggers=[]'"
+        )
     check(names, "--logger")
     return {"log.loggers": names}
 
@@ -102,8 +129,10 @@ class RunState:
         try:
             self.data = json.loads(self.path.read_text()) if self.path.is_file() else {}
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise HarnessError(f"{self.path} is damaged ({type(exc).__name__}); it names the W&B and MLflow runs "
-                               "this run continues: restore it, or remove it to start new ones") from None
+            raise HarnessError(
+                f"{self.path} is damaged ({type(exc).__name__}); it names the W&B and MLflow runs "
+                "this run continues: restore it, or remove it to start new ones"
+            ) from None
 
     def get(self, name: str) -> dict:
         return dict(self.data.get(name) or {})
@@ -145,8 +174,11 @@ class TrainLoggers:
     def write(self, row: dict) -> None:
         """One ``train_log.csv`` row: ``step``, ``seconds``, ``lr``, the method's terms, maybe ``val_accuracy``."""
         step, seconds = int(row["step"]), float(row["seconds"])
-        values = {TAGS.get(key, f"train/{key}"): float(value) for key, value in row.items()
-                  if key not in UNPLOTTED and value is not None}
+        values = {
+            TAGS.get(key, f"train/{key}"): float(value)
+            for key, value in row.items()
+            if key not in UNPLOTTED and value is not None
+        }
         if seconds > self.last_seconds:
             values["train/steps_per_second"] = (step - self.last_step) / (seconds - self.last_seconds)
         self.last_step, self.last_seconds = step, seconds
@@ -178,8 +210,11 @@ def finish(run_dir: Path, log: LogConfig, record: dict) -> None:
             loggers.close(record)
         return
     loggers = loggers or TrainLoggers(run_dir, log)
-    finals = {"val/final_accuracy": record.get("val_accuracy"), "test/accuracy": record.get("accuracy"),
-              "test/ci95": record.get("ci95")}
+    finals = {
+        "val/final_accuracy": record.get("val_accuracy"),
+        "test/accuracy": record.get("accuracy"),
+        "test/ci95": record.get("ci95"),
+    }
     try:
         values = {tag: float(value) for tag, value in finals.items() if value is not None}
         for sink in loggers.sinks:

@@ -53,16 +53,21 @@ class MLflow:
             else:
                 tree = read_config(run_dir)
                 tags = {key: str(value) for key, value in run_identity(run_dir).items()}
-                run = self.client.create_run(self.experiment(log.mlflow_experiment),
-                                             run_name=run_dir.name, tags={**tags, "run_dir": str(run_dir.absolute())})
+                run = self.client.create_run(
+                    self.experiment(log.mlflow_experiment),
+                    run_name=run_dir.name,
+                    tags={**tags, "run_dir": str(run_dir.absolute())},
+                )
                 self.run_id = run.info.run_id
                 params = [Param(key, str(value)) for key, value in flatten(tree).items()]
                 for start in range(0, len(params), MAX_PARAMS):
-                    self.client.log_batch(self.run_id, params=params[start:start + MAX_PARAMS])
+                    self.client.log_batch(self.run_id, params=params[start : start + MAX_PARAMS])
                 self.client.log_text(self.run_id, yaml.safe_dump(tree, sort_keys=False), "config.yaml")
         except MlflowException as exc:
-            raise HarnessError(f"MLflow could not start the run at {uri} ({exc.message}); check log.mlflow_uri "
-                               f"(default: a file store beside the run directory)") from None
+            raise HarnessError(
+                f"MLflow could not start the run at {uri} ({exc.message}); check log.mlflow_uri "
+                f"(default: a file store beside the run directory)"
+            ) from None
         self.state, self.sent = state, int(saved.get("sent_step", -1))
         state.update("mlflow", tracking_uri=uri, run_id=self.run_id, sent_step=self.sent)
 

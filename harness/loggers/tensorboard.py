@@ -28,8 +28,10 @@ def open_writer(run_dir: Path, purge_step: int | None = None):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:
-        raise HarnessError(f"TensorBoard logging needs the tensorboard package, a dependency of the harness ({exc}); "
-                           "install it with `pip install 'tensorboard>=2.14'` or `make install`") from None
+        raise HarnessError(
+            f"TensorBoard logging needs the tensorboard package, a dependency of the harness ({exc}); "
+            "install it with `pip install 'tensorboard>=2.14'` or `make install`"
+        ) from None
     log_dir = Path(run_dir) / TB_DIR
     newest = max((int(p.name.split(".")[3]) for p in log_dir.glob(EVENTS_GLOB)), default=None)
     if newest is not None and time.time() < newest + 1:

@@ -32,15 +32,25 @@ class WandB:
         project, entity = saved.get("project", log.wandb_project), saved.get("entity", log.wandb_entity)
         try:
             self.run = wandb.init(
-                project=project, entity=entity or None, id=run_id, resume="allow", name=run_dir.name,
-                group=identity["config_hash"], tags=[str(identity["method"]), str(identity["benchmark"])],
-                config={**read_config(run_dir), "harness": identity}, dir=str(run_dir), mode=log.wandb_mode,
+                project=project,
+                entity=entity or None,
+                id=run_id,
+                resume="allow",
+                name=run_dir.name,
+                group=identity["config_hash"],
+                tags=[str(identity["method"]), str(identity["benchmark"])],
+                config={**read_config(run_dir), "harness": identity},
+                dir=str(run_dir),
+                mode=log.wandb_mode,
                 reinit="create_new",
-                settings=wandb.Settings(console="off", disable_git=True, save_code=False))  # the record has git
+                settings=wandb.Settings(console="off", disable_git=True, save_code=False),
+            )  # the record has git
         except Exception as exc:
-            raise HarnessError(f"W&B could not start the run ({type(exc).__name__}: {exc}); for log.wandb_mode=online "
-                               "log in first (`wandb login`, or set WANDB_API_KEY) on a machine that reaches the "
-                               "server, or log offline with --set log.wandb_mode=offline") from None
+            raise HarnessError(
+                f"W&B could not start the run ({type(exc).__name__}: {exc}); for log.wandb_mode=online "
+                "log in first (`wandb login`, or set WANDB_API_KEY) on a machine that reaches the "
+                "server, or log offline with --set log.wandb_mode=offline"
+            ) from None
         self.state, self.sent = state, int(saved.get("sent_step", -1))
         state.update("wandb", id=run_id, project=project, entity=entity, mode=log.wandb_mode, sent_step=self.sent)
 

@@ -12,10 +12,31 @@ from typing import Any
 from harness.errors import ConfigError
 from harness.report.render import latex_escape
 
-BIB_TYPES = {"article": "journal", "inproceedings": "booktitle", "incollection": "booktitle", "book": "publisher",
-             "phdthesis": "school", "techreport": "institution", "misc": None}  # type → its venue field
-BIB_FIELDS = ("author", "title", "journal", "booktitle", "publisher", "school", "institution", "volume", "number",
-              "pages", "year", "doi", "url", "note")
+BIB_TYPES = {
+    "article": "journal",
+    "inproceedings": "booktitle",
+    "incollection": "booktitle",
+    "book": "publisher",
+    "phdthesis": "school",
+    "techreport": "institution",
+    "misc": None,
+}  # type → its venue field
+BIB_FIELDS = (
+    "author",
+    "title",
+    "journal",
+    "booktitle",
+    "publisher",
+    "school",
+    "institution",
+    "volume",
+    "number",
+    "pages",
+    "year",
+    "doi",
+    "url",
+    "note",
+)
 REQUIRED = ("author", "title", "year")
 VERBATIM = ("doi", "url")  # written as given (no LaTeX escaping)
 BIBKEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_:.+-]*")
@@ -49,8 +70,10 @@ def load_bibliography(value: Any, path: Path) -> dict[str, BibEntry]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"{path}: bibliography must map each bibkey to its entry, e.g. "
-                          "{lake2015human: {type: article, author: ..., title: ..., journal: ..., year: 2015}}")
+        raise ConfigError(
+            f"{path}: bibliography must map each bibkey to its entry, e.g. "
+            "{lake2015human: {type: article, author: ..., title: ..., journal: ..., year: 2015}}"
+        )
     entries = {}
     for key, item in value.items():
         context = f"{path}: bibliography: {key}"
@@ -64,8 +87,11 @@ def load_bibliography(value: Any, path: Path) -> dict[str, BibEntry]:
         for name in fields:
             if name not in BIB_FIELDS:
                 close = difflib.get_close_matches(str(name), BIB_FIELDS, n=1)
-                raise ConfigError(f"{context}: unknown field {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
-                                  + f". Fields: type, {', '.join(BIB_FIELDS)}")
+                raise ConfigError(
+                    f"{context}: unknown field {name!r}"
+                    + (f"; did you mean {close[0]!r}?" if close else "")
+                    + f". Fields: type, {', '.join(BIB_FIELDS)}"
+                )
         missing = [name for name in (*REQUIRED, BIB_TYPES[kind]) if name and name not in fields]
         if missing:
             raise ConfigError(f"{context}: a {kind} entry needs {', '.join(missing)}")
@@ -83,10 +109,12 @@ def check_cited(bibkeys: list[str], bibliography: dict[str, BibEntry], path: Pat
     for key in bibkeys:
         if key not in bibliography:
             close = difflib.get_close_matches(key, list(bibliography), n=1)
-            raise ConfigError(f"{path}: references cite bibkey {key!r}, which the spec's bibliography does not define"
-                              + (f" (did you mean {close[0]!r}?)" if close else "")
-                              + f". Add its entry, e.g. bibliography: {{{key}: {{type: article, author: ..., title: ..., "
-                              "journal: ..., year: ...}}")
+            raise ConfigError(
+                f"{path}: references cite bibkey {key!r}, which the spec's bibliography does not define"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+                + f". Add its entry, e.g. bibliography: {{{key}: {{type: article, author: ..., title: ..., "
+                "journal: ..., year: ...}}"
+            )
 
 
 def bib_text(entries: list[BibEntry], made_by: str) -> str:
@@ -94,7 +122,8 @@ def bib_text(entries: list[BibEntry], made_by: str) -> str:
     out = [f"% Made by {made_by}; regenerate, do not edit.", ""]
     for entry in entries:
         out.append(f"@{entry.kind}{{{entry.key},")
-        out += [f"  {name} = {{{text if name in VERBATIM else latex_escape(text)}}},"
-                for name, text in entry.fields.items()]
+        out += [
+            f"  {name} = {{{text if name in VERBATIM else latex_escape(text)}}}," for name, text in entry.fields.items()
+        ]
         out += ["}", ""]
     return "\n".join(out)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from harness import files
 from harness.errors import HarnessError
+from harness.report.ladder import step_keys
 from harness.report.render import csv_text, percent, provenance_text, write_output
-from harness.report.selection import (RunGroup, Store, check_same_episodes, commit_of, make_labels, read_settings,
-                                      run_id)
-from harness.report.spec import PlotRequest, step_keys
+from harness.report.selection import RunGroup, Store, check_same_episodes, commit_of, make_labels, read_settings, run_id
+from harness.report.spec import PlotRequest
 from harness.store import TRAIN_LOG
 
 
@@ -45,23 +45,33 @@ def accuracy_series(store: Store, request: PlotRequest) -> tuple[list[Series], s
         for group in selection.groups:
             x = group.settings.get(x_key)
             if not isinstance(x, (int, float)):
-                raise HarnessError(f"run {group.runs[0]['run_id']} has no {x_key} in its config.yaml; cannot place it "
-                                   f"on a {request.kind} plot")
-            line_settings = {k: v for k, v in group.settings.items() if k != x_key and not (
-                request.kind == "shots" and (k.startswith("bench.") or k in ("benchmark", "kind")))}
+                raise HarnessError(
+                    f"run {group.runs[0]['run_id']} has no {x_key} in its config.yaml; cannot place it "
+                    f"on a {request.kind} plot"
+                )
+            line_settings = {
+                k: v
+                for k, v in group.settings.items()
+                if k != x_key
+                and not (request.kind == "shots" and (k.startswith("bench.") or k in ("benchmark", "kind")))
+            }
             if request.kind == "shots" and line_settings.get("trained_on") == benchmark:
                 line_settings["trained_on"] = "(the benchmark)"
             key = (group.method, repr(sorted(line_settings.items(), key=lambda kv: kv[0])))
             line = series.setdefault(key, Series(group.method, line_settings, group.config_hash))
             clash = [b for px, b, _ in line.points if px == x]
             if clash:
-                raise HarnessError(f"{group.method}: two results at {x_key}={x} for one line ({clash[0]} and {benchmark}); "
-                                   f"plot benchmarks that differ in {x_key}")
+                raise HarnessError(
+                    f"{group.method}: two results at {x_key}={x} for one line ({clash[0]} and {benchmark}); "
+                    f"plot benchmarks that differ in {x_key}"
+                )
             line.points.append((x, benchmark, group))
     if not series:
-        raise HarnessError(f"no finished runs for a {request.kind} plot on {', '.join(request.benchmarks)}"
-                           + (f" of {', '.join(request.methods)}" if request.methods else "")
-                           + f" under {store.describe()}")
+        raise HarnessError(
+            f"no finished runs for a {request.kind} plot on {', '.join(request.benchmarks)}"
+            + (f" of {', '.join(request.methods)}" if request.methods else "")
+            + f" under {store.describe()}"
+        )
     lines = [series[key] for key in sorted(series)]
     labels = make_labels([s.method for s in lines], [s.settings for s in lines], [s.config_hash for s in lines])
     for line, label in zip(lines, labels):
@@ -73,8 +83,10 @@ def accuracy_series(store: Store, request: PlotRequest) -> tuple[list[Series], s
 def save_figure(fig, prefix: Path, title: str, provenance: str) -> list[Path]:
     """PNG and PDF beside ``prefix``, without timestamps so that equal plots are equal bytes."""
     written = []
-    for suffix, metadata in ((".png", {"Software": None, "Title": title, "Description": provenance}),
-                             (".pdf", {"CreationDate": None, "Title": title, "Subject": provenance})):
+    for suffix, metadata in (
+        (".png", {"Software": None, "Title": title, "Description": provenance}),
+        (".pdf", {"CreationDate": None, "Title": title, "Subject": provenance}),
+    ):
         path = prefix.with_name(prefix.name + suffix)
         with files.atomic_path(path) as tmp:
             fig.savefig(tmp, format=suffix[1:], dpi=150, metadata=metadata)
@@ -106,17 +118,30 @@ def plot_compute(tables: list, request: PlotRequest, made_by: str) -> tuple[list
     for table in tables:
         for row, cells in zip(table.spec.rows, table.cells):
             group = cells[column].group
-            if group is None or (table.spec.multiple > 1 and not step_keys(row)):  # untrained: the same run at every rung
+            if group is None or (
+                table.spec.multiple > 1 and not step_keys(row)
+            ):  # untrained: the same run at every rung
                 continue
             flops = [(r.get("flops") or {}).get("train") for r in group.runs]
             if None in flops:
-                raise HarnessError(f"run {run_id(group.runs[flops.index(None)])} has no training FLOPs: add them with "
-                                   f"`harness flops {spec.evidence}`")
-            lines.setdefault(row.label, []).append({
-                "row": row.label, "block": row.block, "multiple": table.spec.multiple, "train_flops": sum(flops) / len(flops),
-                "value_pct": round(percent(group.accuracy, spec.metric), 4), "ci95_pct": round(100 * group.ci95, 4),
-                "train_seconds": group.train_seconds, "seeds": " ".join(map(str, group.seeds)),
-                "runs": " ".join(run_id(r) for r in group.runs), "_records": group.runs})
+                raise HarnessError(
+                    f"run {run_id(group.runs[flops.index(None)])} has no training FLOPs: add them with "
+                    f"`harness flops {spec.evidence}`"
+                )
+            lines.setdefault(row.label, []).append(
+                {
+                    "row": row.label,
+                    "block": row.block,
+                    "multiple": table.spec.multiple,
+                    "train_flops": sum(flops) / len(flops),
+                    "value_pct": round(percent(group.accuracy, spec.metric), 4),
+                    "ci95_pct": round(100 * group.ci95, 4),
+                    "train_seconds": group.train_seconds,
+                    "seeds": " ".join(map(str, group.seeds)),
+                    "runs": " ".join(run_id(r) for r in group.runs),
+                    "_records": group.runs,
+                }
+            )
     if not lines:
         raise HarnessError(f"{spec.path}: no finished run to draw a compute plot of {benchmark}")
     plt, fig, ax = new_figure()
@@ -134,9 +159,17 @@ def plot_compute(tables: list, request: PlotRequest, made_by: str) -> tuple[list
             continue
         seen[block] = seen.get(block, -1) + 1  # the rows of a block: one colour, each its own marker
         marker = markers[seen[block] % len(markers)]
-        ax.errorbar([p["train_flops"] for p in points], [p["value_pct"] for p in points],
-                    yerr=[p["ci95_pct"] for p in points], color=colours[block], marker=marker, capsize=2,
-                    linewidth=1, markersize=4, label=f"{label} ({block})" if block else label)
+        ax.errorbar(
+            [p["train_flops"] for p in points],
+            [p["value_pct"] for p in points],
+            yerr=[p["ci95_pct"] for p in points],
+            color=colours[block],
+            marker=marker,
+            capsize=2,
+            linewidth=1,
+            markersize=4,
+            label=f"{label} ({block})" if block else label,
+        )
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs (FlopCounterMode; log scale)")
     ax.set_ylabel(f"test {spec.metric} (%) ± 95% CI")
@@ -163,30 +196,52 @@ def make_plot(store: Store, request: PlotRequest, made_by: str) -> tuple[list[Pa
             for group in store.select(benchmark, request.methods, request.head, request.where).groups:
                 runs += [(f"{group.label} seed {r['seed']}", r) for r in group.runs]
         if not runs:
-            raise HarnessError(f"no finished runs of {', '.join(request.methods)} on {request.benchmarks[0]} under "
-                               f"{store.describe()}")
+            raise HarnessError(
+                f"no finished runs of {', '.join(request.methods)} on {request.benchmarks[0]} under {store.describe()}"
+            )
         return plot_curves(runs, request.x, request.y, request.prefix, made_by), [r for _, r in runs]
     import pandas as pd
 
     lines, x_key = accuracy_series(store, request)
     x_name = x_key.split(".")[1]
-    rows = [{"series": line.label, "method": line.method, "benchmark": benchmark, x_name: x,
-             "accuracy_pct": round(100 * group.accuracy, 4), "ci95_pct": round(100 * group.ci95, 4),
-             "seeds": " ".join(map(str, group.seeds)), "episodes": group.episodes,
-             "runs": " ".join(run_id(r) for r in group.runs), "commits": " ".join(commit_of(r) for r in group.runs)}
-            for line in lines for x, benchmark, group in line.points]
-    title = (f"Accuracy vs shots: {', '.join(request.benchmarks)}" if request.kind == "shots"
-             else f"Data scarcity: {request.benchmarks[0]}")
+    rows = [
+        {
+            "series": line.label,
+            "method": line.method,
+            "benchmark": benchmark,
+            x_name: x,
+            "accuracy_pct": round(100 * group.accuracy, 4),
+            "ci95_pct": round(100 * group.ci95, 4),
+            "seeds": " ".join(map(str, group.seeds)),
+            "episodes": group.episodes,
+            "runs": " ".join(run_id(r) for r in group.runs),
+            "commits": " ".join(commit_of(r) for r in group.runs),
+        }
+        for line in lines
+        for x, benchmark, group in line.points
+    ]
+    title = (
+        f"Accuracy vs shots: {', '.join(request.benchmarks)}"
+        if request.kind == "shots"
+        else f"Data scarcity: {request.benchmarks[0]}"
+    )
     plt, fig, ax = new_figure()
     for line in lines:
-        ax.errorbar([p[0] for p in line.points], [100 * p[2].accuracy for p in line.points],
-                    yerr=[100 * p[2].ci95 for p in line.points], marker="o", capsize=3, label=line.label)
+        ax.errorbar(
+            [p[0] for p in line.points],
+            [100 * p[2].accuracy for p in line.points],
+            yerr=[100 * p[2].ci95 for p in line.points],
+            marker="o",
+            capsize=3,
+            label=line.label,
+        )
     xs = sorted({p[0] for line in lines for p in line.points})
     if request.kind == "scarcity" and xs[0] > 0 and xs[-1] / xs[0] >= 10:
         ax.set_xscale("log")
     ax.set_xticks(xs, [f"{x:g}" for x in xs])
-    ax.set_xlabel("shots per class (bench.shots)" if request.kind == "shots"
-                  else "training data fraction (data.train_fraction)")
+    ax.set_xlabel(
+        "shots per class (bench.shots)" if request.kind == "shots" else "training data fraction (data.train_fraction)"
+    )
     ax.set_ylabel("test accuracy (%) ± 95% CI")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -209,12 +264,16 @@ def plot_curves(runs: list[tuple[str, dict]], x: str, y: str, prefix: Path, made
     for label, record in runs:
         path = Path(record["run_dir"]) / TRAIN_LOG
         if not path.is_file():
-            raise HarnessError(f"run {run_id(record)} has no {TRAIN_LOG} ({record.get('method')} does not train, or the "
-                               "run stopped before its first log row); curves exist only for trained runs")
+            raise HarnessError(
+                f"run {run_id(record)} has no {TRAIN_LOG} ({record.get('method')} does not train, or the "
+                "run stopped before its first log row); curves exist only for trained runs"
+            )
         log = pd.read_csv(path)
         if y not in log.columns or x not in log.columns:
-            raise HarnessError(f"{path}: no column '{y if y not in log.columns else x}'; columns there: "
-                               f"{', '.join(log.columns)}. Pick one with --y")
+            raise HarnessError(
+                f"{path}: no column '{y if y not in log.columns else x}'; columns there: "
+                f"{', '.join(log.columns)}. Pick one with --y"
+            )
         rows, log = len(log), log[[x, y]].dropna()
         if len(log) < 2:
             print(f"harness: warning: {sparse_curve_warning(record, y, len(log), rows)}", file=sys.stderr)
@@ -246,6 +305,8 @@ def sparse_curve_warning(record: dict, y: str, points: int, rows: int) -> str:
         return text + f" ({y} is empty in {rows - points} of its {rows} rows); pick another column with --y"
     steps, every = record.get("steps"), read_settings(record).get("train.log_every")
     if isinstance(steps, int) and steps > 0 and isinstance(every, int):
-        return (text + f": its {steps} training steps were logged every train.log_every={every} steps (and at the "
-                f"last). For a curve, run it with --set train.log_every={max(1, steps // 10)} (about ten points)")
+        return (
+            text + f": its {steps} training steps were logged every train.log_every={every} steps (and at the "
+            f"last). For a curve, run it with --set train.log_every={max(1, steps // 10)} (about ten points)"
+        )
     return text + "; train.log_every sets how often a run logs a row (--set train.log_every=N)"

@@ -68,10 +68,29 @@ def mark_latex(text: str, mark: str) -> str:
 
 
 LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"$<$", ">": r"$>$", "—": "---",
-    "–": "--", "±": r"$\pm$", "×": r"$\times$", "α": r"$\alpha$", "≥": r"$\geq$", "√": r"$\surd$", "·": r"$\cdot$",
-    "→": r"$\rightarrow$", "…": r"\ldots{}", "†": r"$^\dagger$",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"$<$",
+    ">": r"$>$",
+    "—": "---",
+    "–": "--",
+    "±": r"$\pm$",
+    "×": r"$\times$",
+    "α": r"$\alpha$",
+    "≥": r"$\geq$",
+    "√": r"$\surd$",
+    "·": r"$\cdot$",
+    "→": r"$\rightarrow$",
+    "…": r"\ldots{}",
+    "†": r"$^\dagger$",
 }
 
 
@@ -87,8 +106,9 @@ def markdown_table(headers: list[str], rows: list[list[str]], align: list[str]) 
     return tabulate(rows, headers=headers, tablefmt="pipe", colalign=align, disable_numparse=True)
 
 
-def latex_tabular(headers: list[str], rows: list[list[str]], align: str,
-                  blocks: list[tuple[str, list[list[str]]]] = ()) -> list[str]:
+def latex_tabular(
+    headers: list[str], rows: list[list[str]], align: str, blocks: list[tuple[str, list[list[str]]]] = ()
+) -> list[str]:
     """A booktabs tabular; ``rows`` are LaTeX already; each block adds a rule, a caption row and its rows."""
     lines = [rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(headers) + r" \\", r"\midrule"]
     lines += [" & ".join(row) + r" \\" for row in rows]
@@ -115,28 +135,40 @@ def provenance_text(made_by: str, records: list[dict]) -> str:
 
 
 def ranking_note(test: str, alpha: float) -> str:
-    return (f"Rank 1 is shared by every row not significantly worse than the best on the same test episodes: "
-            f"{TEST_DESCRIPTIONS[test]}, Holm-corrected over the comparisons with the best, α = {alpha:g}; "
-            "lower ranks repeat this among the rows left.")
+    return (
+        f"Rank 1 is shared by every row not significantly worse than the best on the same test episodes: "
+        f"{TEST_DESCRIPTIONS[test]}, Holm-corrected over the comparisons with the best, α = {alpha:g}; "
+        "lower ranks repeat this among the rows left."
+    )
 
 
 def interval_note() -> str:
-    return ("± is the 95% confidence interval: over test episodes for one seed, across seeds "
-            "(1.96·sd/√seeds) for several, where the number is the mean over seeds.")
+    return (
+        "± is the 95% confidence interval: over test episodes for one seed, across seeds "
+        "(1.96·sd/√seeds) for several, where the number is the mean over seeds."
+    )
 
 
 def protocol_note(changed: dict[str, dict]) -> str:
     """The footnote of ``PROTOCOL_MARK``: per marked benchmark (or column), the protocol settings its runs
     changed (``selection.protocol_changes``)."""
-    parts = [f"{name}: " + ", ".join(f"{key}={own} (the benchmark's {theirs})" for key, (own, theirs) in keys.items())
-             for name, keys in changed.items() if keys]
-    return (f"{PROTOCOL_MARK} Scored with protocol settings changed from the benchmark's own, so not comparable "
-            "with results on the benchmark as defined: " + "; ".join(parts) + ".")
+    parts = [
+        f"{name}: " + ", ".join(f"{key}={own} (the benchmark's {theirs})" for key, (own, theirs) in keys.items())
+        for name, keys in changed.items()
+        if keys
+    ]
+    return (
+        f"{PROTOCOL_MARK} Scored with protocol settings changed from the benchmark's own, so not comparable "
+        "with results on the benchmark as defined: " + "; ".join(parts) + "."
+    )
 
 
 def duplicates_note(superseded: list[dict]) -> str:
-    return ("Of several ok runs of one configuration and seed the newest counts; ignored: "
-            + ", ".join(run_id(r) for r in superseded) + ".")
+    return (
+        "Of several ok runs of one configuration and seed the newest counts; ignored: "
+        + ", ".join(run_id(r) for r in superseded)
+        + "."
+    )
 
 
 def write_output(path: Path, text: str) -> Path:

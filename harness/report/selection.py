@@ -110,9 +110,11 @@ class RunGroup:
     def trials(self):
         """Per-query outcomes of the group's only run (McNemar needs one seed)."""
         if len(self.runs) > 1:
-            raise HarnessError(f"{self.label}: the McNemar test pairs single runs' trials, but this row has "
-                               f"{len(self.runs)} seeds ({', '.join(map(str, self.seeds))}); use test: wilcoxon "
-                               "(pairs per-episode accuracies averaged over seeds)")
+            raise HarnessError(
+                f"{self.label}: the McNemar test pairs single runs' trials, but this row has "
+                f"{len(self.runs)} seeds ({', '.join(map(str, self.seeds))}); use test: wilcoxon "
+                "(pairs per-episode accuracies averaged over seeds)"
+            )
         return read_scores(self.runs[0]["run_dir"])[1]
 
     def scores(self, test: str):
@@ -141,8 +143,10 @@ def check_where(where: Mapping | None, context: str) -> dict:
         check_not_renamed(key, None, context)
         group = key.partition(".")[0]
         if key not in RECORD_FIELDS and not ("." in key and group in GROUPS):
-            raise ConfigError(f"{context}: where key '{key}' is neither a config key (group.key with group one of "
-                              f"{', '.join(GROUPS)}) nor a record field ({', '.join(RECORD_FIELDS)})")
+            raise ConfigError(
+                f"{context}: where key '{key}' is neither a config key (group.key with group one of "
+                f"{', '.join(GROUPS)}) nor a record field ({', '.join(RECORD_FIELDS)})"
+            )
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{context}: where {key} must be a single value, got {value!r}")
         out[key] = value
@@ -179,8 +183,10 @@ class Store:
         """Every report reads its runs through here: an unreadable record, or an ok run whose files
         disagree with it (``check_evidence``), is one error naming the file."""
         if run_store.unreadable:
-            raise HarnessError(f"{run_store.unreadable[0]}: not a readable run record (truncated or edited); "
-                               "restore it from git or remove the run directory")
+            raise HarnessError(
+                f"{run_store.unreadable[0]}: not a readable run record (truncated or edited); "
+                "restore it from git or remove the run directory"
+            )
         for record in run_store.records:
             if record.get("status") == "ok":
                 check_evidence(record)
@@ -209,15 +215,19 @@ class Store:
         """Benchmarks with at least one ok run, sorted."""
         return sorted({r["benchmark"] for r in self.records if r.get("status") == "ok" and r.get("benchmark")})
 
-    def select(self, benchmark: str, methods: list[str] | None = None, head: str | None = None,
-               where: dict | None = None) -> Selection:
+    def select(
+        self, benchmark: str, methods: list[str] | None = None, head: str | None = None, where: dict | None = None
+    ) -> Selection:
         """The runs on ``benchmark`` (of ``methods``, with ``head``, matching ``where``), grouped and labelled."""
         where = where or {}
-        chosen = [r for r in self.records
-                  if r.get("benchmark") == benchmark
-                  and (methods is None or r.get("method") in methods)
-                  and (head is None or r.get("head") == head)
-                  and matches(self.settings(r), where)]
+        chosen = [
+            r
+            for r in self.records
+            if r.get("benchmark") == benchmark
+            and (methods is None or r.get("method") in methods)
+            and (head is None or r.get("head") == head)
+            and matches(self.settings(r), where)
+        ]
         excluded = [r for r in chosen if r.get("status") != "ok"]
         newest, superseded = self.run_store.newest(chosen)
         by_config: dict[tuple, list[dict]] = {}
@@ -241,8 +251,9 @@ def describe(settings: dict, keys: list[str]) -> str:
     return ", ".join(f"{k}={settings.get(k, 'unset')}" for k in keys)
 
 
-def make_labels(methods: list[str], settings: list[dict], config_hashes: list[str],
-                ignore: set[str] = frozenset()) -> list[str]:
+def make_labels(
+    methods: list[str], settings: list[dict], config_hashes: list[str], ignore: set[str] = frozenset()
+) -> list[str]:
     """Labels: the method, plus its differing settings where a method comes with several settings."""
     labels = list(methods)
     for method in sorted(set(methods)):
@@ -250,8 +261,10 @@ def make_labels(methods: list[str], settings: list[dict], config_hashes: list[st
         keys = differing_settings([settings[i] for i in members], ignore) if len(members) > 1 else []
         for i in members:
             labels[i] = f"{method} [{describe(settings[i], keys)}]" if keys else method
-    return [f"{label} (config {config_hashes[i][:8]})" if labels.count(label) > 1 else label
-            for i, label in enumerate(labels)]
+    return [
+        f"{label} (config {config_hashes[i][:8]})" if labels.count(label) > 1 else label
+        for i, label in enumerate(labels)
+    ]
 
 
 def label_groups(groups: list[RunGroup]) -> None:
@@ -273,7 +286,8 @@ def check_same_definition(groups: list[RunGroup], context: str) -> None:
             f"{context}: runs of one benchmark name were made on different definitions of it: benchmark hash "
             f"{hash_a or 'none (a built-in benchmark)'} (run {run_a}) vs {hash_b or 'none (a built-in benchmark)'} "
             f"(run {run_b}); its benchmark file or its images changed between them. Move the runs of the other "
-            "definition out of the runs directory, or give the changed benchmark a new name")
+            "definition out of the runs directory, or give the changed benchmark a new name"
+        )
 
 
 def check_same_episodes(groups: list[RunGroup], context: str) -> None:
@@ -286,15 +300,21 @@ def check_same_episodes(groups: list[RunGroup], context: str) -> None:
             first.setdefault(str(record.get("episode_digest")), (run_id(record), group.settings))
     if len(first) > 1:
         (digest_a, (run_a, settings_a)), (digest_b, (run_b, settings_b)) = list(first.items())[:2]
-        protocol = [k for k in differing_settings([settings_a, settings_b])
-                    if k.startswith("bench.") or k == "data.image_size"]
-        hint = (f" They differ in {', '.join(f'{k} ({settings_a.get(k)} vs {settings_b.get(k)})' for k in protocol)}, "
-                "which the episode digest covers." if protocol else "")
+        protocol = [
+            k for k in differing_settings([settings_a, settings_b]) if k.startswith("bench.") or k == "data.image_size"
+        ]
+        hint = (
+            f" They differ in {', '.join(f'{k} ({settings_a.get(k)} vs {settings_b.get(k)})' for k in protocol)}, "
+            "which the episode digest covers."
+            if protocol
+            else ""
+        )
         raise HarnessError(
             f"{context}: runs were scored on different test episodes: episode digest {digest_a} (run {run_a}) "
             f"vs {digest_b} (run {run_b}).{hint} Results on different episodes are never compared in one column. "
             "Move the runs made on the other episodes out of the runs directory, or select one protocol "
-            "with a where filter (e.g. where: {bench.episodes: 2000})")
+            "with a where filter (e.g. where: {bench.episodes: 2000})"
+        )
 
 
 def benchmark_protocol(record: dict) -> dict[str, Any] | None:

@@ -7,13 +7,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from harness.config import load_yaml, parse_seeds
 from harness.errors import ConfigError, HarnessError
 from harness.report.bib import BibEntry, check_bibkey, check_cited, load_bibliography
+from harness.report.ladder import Rung, load_ladder
 from harness.report.render import FORMATS, SUFFIXES
 from harness.report.selection import RECORD_FIELDS, check_where
+from harness.report.spec_fields import check_keys, check_list, check_outputs, names, spec_path
 from harness.report.stats import ALPHA, check_test
 
 METRICS = ("accuracy", "error")
@@ -21,52 +22,6 @@ PLOT_KINDS = ("curves", "shots", "scarcity", "compute")
 TRAINING_COLUMNS = ("steps", "flops", "seconds")  # per-row facts a table may show as columns
 LATEX_SIZES = ("normalsize", "small", "footnotesize", "scriptsize")  # the LaTeX table's font size
 CURVE_X = ("step", "seconds")
-
-
-def check_keys(mapping: Any, allowed: set[str], required: set[str], context: str) -> dict:
-    """``mapping`` as a dict with only ``allowed`` keys and all ``required`` ones, or a ConfigError."""
-    if not isinstance(mapping, dict):
-        raise ConfigError(f"{context} must be a mapping with keys {', '.join(sorted(allowed))}, got {mapping!r}")
-    unknown = sorted(set(mapping) - allowed)
-    if unknown:
-        raise ConfigError(f"{context}: unknown key(s) {', '.join(unknown)}. Valid keys: {', '.join(sorted(allowed))}")
-    missing = sorted(required - set(mapping))
-    if missing:
-        raise ConfigError(f"{context}: missing key(s) {', '.join(missing)}")
-    return mapping
-
-
-def check_list(value: Any, context: str) -> list:
-    if not isinstance(value, list) or not value:
-        raise ConfigError(f"{context} must be a non-empty list")
-    return value
-
-
-def spec_path(base: Path, value: Any, context: str) -> Path:
-    """A path a spec names, relative to its folder ``base``: it must stay inside ``base``'s parent (the
-    results folder beside the spec's folder: ../runs, ../plots, ...); absolute paths are refused."""
-    text = str(value)
-    path = Path(os.path.normpath(base / text))
-    if Path(text).is_absolute() or not path.resolve().is_relative_to(base.resolve().parent):
-        raise ConfigError(f"{context}: {text[:200]!r} lies outside {base.resolve().parent}; a spec writes only under "
-                          "the folder that holds its own folder, with relative paths (e.g. ../plots/x)")
-    return path
-
-
-def check_outputs(value: Any, context: str, base: Path) -> dict[str, Path]:
-    """``{format: path}`` with paths relative to ``base`` (the spec's folder), normalised (``spec_path``)."""
-    outputs = check_keys(value, set(FORMATS), set(), context)
-    return {fmt: spec_path(base, path, f"{context}: {fmt}") for fmt, path in outputs.items()}
-
-
-def names(value: Any, context: str) -> list[str] | None:
-    """A list of names from a YAML list or a comma-separated string (None when absent)."""
-    if value is None:
-        return None
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(i, str) and i.strip() for i in items):
-        raise ConfigError(f"{context} must be a list of names, got {value!r}")
-    return [i.strip() for i in items]
 
 
 @dataclass(frozen=True)
@@ -85,15 +40,6 @@ class Row:
     where: dict
     block: str = ""  # the group of rows it is printed under (e.g. "self-supervised")
     seeds: tuple[int, ...] | None = None  # its training seeds where not the spec's (a ladder rung's)
-
-
-@dataclass(frozen=True)
-class Rung:
-    """A ladder rung: the rows' step caps times ``multiple``, for ``rows`` (labels) with ``seeds``."""
-
-    multiple: int
-    seeds: tuple[int, ...]
-    rows: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -202,63 +148,27 @@ class TableSpec:
         return list(dict.fromkeys(ref.bibkey for ref in self.references if ref.bibkey))
 
 
-SPEC_KEYS = {"title", "caption", "metric", "decimals", "test", "alpha", "evidence", "seeds", "columns", "rows",
-             "references", "notes", "outputs", "leaderboards", "plots", "ladder", "training_columns", "latex_size",
-             "bibliography"}
-MAX_MULTIPLE = 1000
-
-
-def load_ladder(value: Any, rows: list[Row], seeds: list[int], path: Path) -> list[Rung]:
-    labels = [row.label for row in rows]
-    rungs = []
-    for i, item in enumerate(value or []):
-        context = f"{path}: ladder[{i}]"
-        item = check_keys(item, {"multiple", "seeds", "rows"}, {"multiple"}, context)
-        multiple = item["multiple"]
-        if not isinstance(multiple, int) or isinstance(multiple, bool) or not 2 <= multiple <= MAX_MULTIPLE:
-            raise ConfigError(f"{context}: multiple must be an integer from 2 to {MAX_MULTIPLE} (rung 1 is the table "
-                              f"itself), got {multiple!r}")
-        chosen = names(item.get("rows"), f"{context}: rows") or [r.label for r in rows if step_keys(r)]
-        for label in chosen:
-            if label not in labels:
-                close = difflib.get_close_matches(label, labels, n=1)
-                raise ConfigError(f"{context}: rows: no row labelled {label!r}"
-                                  + (f"; did you mean {close[0]!r}?" if close else "") + f". Rows: {', '.join(labels)}")
-            if not step_keys(rows[labels.index(label)]):
-                raise ConfigError(f"{context}: row {label!r} sets no train.steps in its where, so it has no step "
-                                  "cap to multiply; give it one, or leave it out of the rung")
-        rungs.append(Rung(multiple, tuple(parse_seeds(item.get("seeds", seeds))), tuple(chosen)))
-    return rungs
-
-
-def step_keys(row: Row) -> list[str]:
-    """The step settings of a learned row's filter (``train.steps``, ``method.encoder_steps``, ...)."""
-    if "train.steps" not in row.where:
-        return []
-    return [key for key, value in row.where.items()
-            if key.endswith("steps") and isinstance(value, int) and not isinstance(value, bool)]
-
-
-def rung_specs(spec: TableSpec) -> list[TableSpec]:
-    """The table at each ladder rung, in increasing multiple: scaled rows, their seeds, own outputs."""
-    out = []
-    for multiple in sorted({rung.multiple for rung in spec.ladder}):
-        seeds: dict[str, set[int]] = {}
-        for rung in spec.ladder:
-            if rung.multiple == multiple:
-                for label in rung.rows:
-                    seeds.setdefault(label, set()).update(rung.seeds)
-        rows = []
-        for row in spec.rows:
-            if not step_keys(row):
-                rows.append(row)  # no training: the same runs at every rung
-            elif row.label in seeds:
-                where = {k: v * multiple if k in step_keys(row) else v for k, v in row.where.items()}
-                rows.append(replace(row, where=where, seeds=tuple(sorted(seeds[row.label]))))
-        outputs = {fmt: p.with_name(f"{p.stem}-x{multiple}{p.suffix}") for fmt, p in spec.outputs.items()}
-        out.append(replace(spec, title=f"{spec.title} — {multiple}× the step caps", caption=None, rows=rows,
-                           outputs=outputs, leaderboards=[], plots=[], ladder=[], multiple=multiple))
-    return out
+SPEC_KEYS = {
+    "title",
+    "caption",
+    "metric",
+    "decimals",
+    "test",
+    "alpha",
+    "evidence",
+    "seeds",
+    "columns",
+    "rows",
+    "references",
+    "notes",
+    "outputs",
+    "leaderboards",
+    "plots",
+    "ladder",
+    "training_columns",
+    "latex_size",
+    "bibliography",
+}
 
 
 def load_spec(path: Path) -> TableSpec:
@@ -277,14 +187,26 @@ def load_spec(path: Path) -> TableSpec:
     for i, item in enumerate(check_list(tree["columns"], f"{path}: columns")):
         context = f"{path}: columns[{i}]"
         item = check_keys(item, {"label", "benchmark", "head", "where"}, {"benchmark"}, context)
-        columns.append(Column(str(item.get("label", item["benchmark"])), str(item["benchmark"]), item.get("head"),
-                              check_where(item.get("where"), context)))
+        columns.append(
+            Column(
+                str(item.get("label", item["benchmark"])),
+                str(item["benchmark"]),
+                item.get("head"),
+                check_where(item.get("where"), context),
+            )
+        )
     rows = []
     for i, item in enumerate(check_list(tree["rows"], f"{path}: rows")):
         context = f"{path}: rows[{i}]"
         item = check_keys(item, {"label", "method", "where", "block"}, {"method"}, context)
-        rows.append(Row(str(item.get("label", item["method"])), str(item["method"]),
-                        check_where(item.get("where"), context), str(item.get("block", ""))))
+        rows.append(
+            Row(
+                str(item.get("label", item["method"])),
+                str(item["method"]),
+                check_where(item.get("where"), context),
+                str(item.get("block", "")),
+            )
+        )
     column_labels = [c.label for c in columns]
     references = []
     for i, item in enumerate(tree.get("references") or []):
@@ -293,8 +215,14 @@ def load_spec(path: Path) -> TableSpec:
         values = check_keys(item["values"], set(column_labels), set(), f"{context}: values (keys are column labels)")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()):
             raise ConfigError(f"{context}: values must be numbers in the table's metric ({metric}, percent)")
-        references.append(Reference(str(item["label"]), str(item["citation"]), check_bibkey(item.get("bibkey"), context),
-                                    {k: float(v) for k, v in values.items()}))
+        references.append(
+            Reference(
+                str(item["label"]),
+                str(item["citation"]),
+                check_bibkey(item.get("bibkey"), context),
+                {k: float(v) for k, v in values.items()},
+            )
+        )
     for kind, labels in (("column", column_labels), ("row", [r.label for r in rows] + [r.label for r in references])):
         repeated = sorted({label for label in labels if labels.count(label) > 1})
         if repeated:
@@ -302,27 +230,50 @@ def load_spec(path: Path) -> TableSpec:
     notes = tree.get("notes") or []
     if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
         raise ConfigError(f"{path}: notes must be a list of strings")
-    outputs = (check_outputs(tree["outputs"], f"{path}: outputs", base) if "outputs" in tree
-               else {fmt: base / f"{path.stem}{SUFFIXES[fmt]}" for fmt in FORMATS})
+    outputs = (
+        check_outputs(tree["outputs"], f"{path}: outputs", base)
+        if "outputs" in tree
+        else {fmt: base / f"{path.stem}{SUFFIXES[fmt]}" for fmt in FORMATS}
+    )
     leaderboards = []
     for i, item in enumerate(tree.get("leaderboards") or []):
         context = f"{path}: leaderboards[{i}]"
-        item = check_keys(item, {"benchmarks", "head", "test", "alpha", "outputs", "where"}, {"benchmarks", "outputs"},
-                          context)
+        item = check_keys(
+            item, {"benchmarks", "head", "test", "alpha", "outputs", "where"}, {"benchmarks", "outputs"}, context
+        )
         board_test, board_alpha = check_test(item.get("test", test), item.get("alpha", alpha), context)
-        leaderboards.append(LeaderboardRequest(names(item["benchmarks"], f"{context}: benchmarks"), item.get("head"),
-                                               board_test, board_alpha,
-                                               check_outputs(item["outputs"], f"{context}: outputs", base),
-                                               check_where(item.get("where"), context)))
+        leaderboards.append(
+            LeaderboardRequest(
+                names(item["benchmarks"], f"{context}: benchmarks"),
+                item.get("head"),
+                board_test,
+                board_alpha,
+                check_outputs(item["outputs"], f"{context}: outputs", base),
+                check_where(item.get("where"), context),
+            )
+        )
     plots = []
     for i, item in enumerate(tree.get("plots") or []):
         context = f"{path}: plots[{i}]"
-        item = check_keys(item, {"kind", "benchmarks", "methods", "head", "y", "x", "where", "out"},
-                          {"kind", "benchmarks", "out"}, context)
-        plots.append(plot_request(item["kind"], names(item["benchmarks"], f"{context}: benchmarks"),
-                                  names(item.get("methods"), f"{context}: methods"), item.get("head"),
-                                  item.get("y", "loss"), item.get("x", "step"),
-                                  spec_path(base, item["out"], f"{context}: out"), context, item.get("where")))
+        item = check_keys(
+            item,
+            {"kind", "benchmarks", "methods", "head", "y", "x", "where", "out"},
+            {"kind", "benchmarks", "out"},
+            context,
+        )
+        plots.append(
+            plot_request(
+                item["kind"],
+                names(item["benchmarks"], f"{context}: benchmarks"),
+                names(item.get("methods"), f"{context}: methods"),
+                item.get("head"),
+                item.get("y", "loss"),
+                item.get("x", "step"),
+                spec_path(base, item["out"], f"{context}: out"),
+                context,
+                item.get("where"),
+            )
+        )
     # read anywhere (a runs directory of yours); --collect-from writes it only if absent, empty or its own
     evidence = Path(os.path.normpath(base / str(tree.get("evidence", f"../runs/{path.stem}"))))
     seeds = parse_seeds(tree.get("seeds", 0))
@@ -330,17 +281,38 @@ def load_spec(path: Path) -> TableSpec:
     training = names(tree.get("training_columns"), f"{path}: training_columns") or []
     for name in training:
         if name not in TRAINING_COLUMNS:
-            raise ConfigError(f"{path}: training_columns: unknown column {name!r}; valid: {', '.join(TRAINING_COLUMNS)}")
+            raise ConfigError(
+                f"{path}: training_columns: unknown column {name!r}; valid: {', '.join(TRAINING_COLUMNS)}"
+            )
     latex_size = tree.get("latex_size", "small")
     if latex_size not in LATEX_SIZES:
         raise ConfigError(f"{path}: latex_size must be one of {', '.join(LATEX_SIZES)}, got {latex_size!r}")
     bibliography = load_bibliography(tree.get("bibliography"), path)
     check_cited([ref.bibkey for ref in references if ref.bibkey], bibliography, path)
     bib_path = outputs["latex"].with_suffix(".bib") if bibliography and "latex" in outputs else None
-    spec = TableSpec(path, title, tree.get("caption"), metric, decimals, test, float(alpha), evidence, seeds,
-                     columns, rows, references, notes, outputs, leaderboards, plots,
-                     load_ladder(tree.get("ladder"), rows, seeds, path), training_columns=list(dict.fromkeys(training)),
-                     latex_size=latex_size, bibliography=bibliography, bib_path=bib_path)
+    spec = TableSpec(
+        path,
+        title,
+        tree.get("caption"),
+        metric,
+        decimals,
+        test,
+        float(alpha),
+        evidence,
+        seeds,
+        columns,
+        rows,
+        references,
+        notes,
+        outputs,
+        leaderboards,
+        plots,
+        load_ladder(tree.get("ladder"), rows, seeds, path),
+        training_columns=list(dict.fromkeys(training)),
+        latex_size=latex_size,
+        bibliography=bibliography,
+        bib_path=bib_path,
+    )
     check_names(spec)
     return spec
 
@@ -396,23 +368,36 @@ def check_where_keys(where: dict, methods: list[str], context: str) -> None:
         if key in RECORD_FIELDS or key in known:
             continue
         close = difflib.get_close_matches(key, sorted(known | set(RECORD_FIELDS)), n=1)
-        raise ConfigError(f"{context}: where key '{key}' is no setting of {', '.join(sorted(set(methods)))}"
-                          + (f"; did you mean '{close[0]}'?" if close else "")
-                          + f" (valid: record fields {', '.join(RECORD_FIELDS)} or group.key config keys; "
-                          "see a run's config.yaml)")
+        raise ConfigError(
+            f"{context}: where key '{key}' is no setting of {', '.join(sorted(set(methods)))}"
+            + (f"; did you mean '{close[0]}'?" if close else "")
+            + f" (valid: record fields {', '.join(RECORD_FIELDS)} or group.key config keys; "
+            "see a run's config.yaml)"
+        )
 
 
 def merge_where(row: Row, column: Column, spec_path: Path) -> dict:
     """The filters of a row and a column together; contradicting ones are an error."""
     for key in set(row.where) & set(column.where):
         if row.where[key] != column.where[key]:
-            raise ConfigError(f"{spec_path}: row '{row.label}' and column '{column.label}' filter {key} to different "
-                              f"values ({row.where[key]!r} vs {column.where[key]!r}); no run can match both")
+            raise ConfigError(
+                f"{spec_path}: row '{row.label}' and column '{column.label}' filter {key} to different "
+                f"values ({row.where[key]!r} vs {column.where[key]!r}); no run can match both"
+            )
     return {**column.where, **row.where}
 
 
-def plot_request(kind: str, benchmarks: list[str] | None, methods: list[str] | None, head: str | None, y: str,
-                 x: str, prefix: Path, context: str, where: Mapping | None = None) -> PlotRequest:
+def plot_request(
+    kind: str,
+    benchmarks: list[str] | None,
+    methods: list[str] | None,
+    head: str | None,
+    y: str,
+    x: str,
+    prefix: Path,
+    context: str,
+    where: Mapping | None = None,
+) -> PlotRequest:
     """A checked plot request (from the command line or a spec's ``plots``); ``where`` filters the runs."""
     if kind not in PLOT_KINDS:
         raise ConfigError(f"{context}: plot kind must be one of {', '.join(PLOT_KINDS)}, got {kind!r}")

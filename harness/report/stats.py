@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 TESTS = ("wilcoxon", "mcnemar")
 TEST_DESCRIPTIONS = {
     "wilcoxon": "two-sided Wilcoxon signed-rank test on per-episode accuracies (Pratt's treatment of zero "
-                "differences; with several seeds, per-episode accuracies averaged over seeds)",
+    "differences; with several seeds, per-episode accuracies averaged over seeds)",
     "mcnemar": "two-sided exact McNemar test on per-query outcomes",
 }
 TEST_NAMES = {  # short forms, for a table's notes
@@ -54,8 +54,10 @@ class PairedTest:
     def summary(self) -> str:
         unit = "episodes" if self.kind == "wilcoxon" else "trials"
         name = "Wilcoxon signed-rank test" if self.kind == "wilcoxon" else "exact McNemar test"
-        return (f"{name}, two-sided, over {self.pairs} paired {unit} (A better on {self.a_better}, "
-                f"B better on {self.b_better}): p = {self.p_value:.4g}")
+        return (
+            f"{name}, two-sided, over {self.pairs} paired {unit} (A better on {self.a_better}, "
+            f"B better on {self.b_better}): p = {self.p_value:.4g}"
+        )
 
 
 def paired_test(a, b, kind: str = "wilcoxon") -> PairedTest:
@@ -142,5 +144,7 @@ def rank_groups(groups: list[RunGroup], test: str = "wilcoxon", alpha: float = A
         ranks.update({i: next_rank for i in [leader, *tied]})
         remaining = [i for i in others if i not in tied]
         next_rank += 1 + len(tied)
-    return [Standing(ranks[i], "best" if i == best else "tie" if ranks[i] == 1 else "", p_vs_best.get(i))
-            for i in range(len(groups))]
+    return [
+        Standing(ranks[i], "best" if i == best else "tie" if ranks[i] == 1 else "", p_vs_best.get(i))
+        for i in range(len(groups))
+    ]

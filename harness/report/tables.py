@@ -8,11 +8,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
-from harness.report.render import (MISSING, PROTOCOL_MARK, csv_text, duplicates_note, format_seconds,
-                                   format_steps, latex_escape, latex_tabular, mark_latex, mark_markdown,
-                                   markdown_table, percent, plus_minus, protocol_note, source_lines)
-from harness.report.selection import (RunGroup, Store, check_same_episodes, commit_of, describe, differing_settings,
-                                      protocol_changes, run_id, short_reason)
+from harness.report.render import (
+    MISSING,
+    PROTOCOL_MARK,
+    duplicates_note,
+    format_seconds,
+    format_steps,
+    percent,
+    plus_minus,
+    protocol_note,
+)
+from harness.report.selection import (
+    RunGroup,
+    Store,
+    check_same_episodes,
+    commit_of,
+    describe,
+    differing_settings,
+    protocol_changes,
+    run_id,
+    short_reason,
+)
 from harness.report.spec import Column, Row, TableSpec, merge_where
 from harness.report.stats import TEST_NAMES, Standing, rank_groups
 from harness.store import newest_key
@@ -51,12 +67,15 @@ def build_table(spec: TableSpec, store: Store) -> PaperTable:
             selection = store.select(column.benchmark, [row.method], column.head, merge_where(row, column, spec.path))
             if len(selection.groups) > 1:
                 keys = differing_settings([g.settings for g in selection.groups])
-                options = "; ".join(f"{describe(g.settings, keys)} (config {g.config_hash[:8]})" for g in selection.groups)
+                options = "; ".join(
+                    f"{describe(g.settings, keys)} (config {g.config_hash[:8]})" for g in selection.groups
+                )
                 example = f", e.g. where: {{{keys[0]}: {selection.groups[0].settings.get(keys[0])!r}}}" if keys else ""
                 raise HarnessError(
                     f"{spec.path}: row '{row.label}' matches {len(selection.groups)} configurations of {row.method} "
                     f"in column '{column.label}' ({column.benchmark}): {options}. Add a where filter to the row"
-                    f"{example}")
+                    f"{example}"
+                )
             if selection.groups:
                 cells[i][j] = Cell(selection.groups[0])
             excluded += [(row, column, r) for r in selection.excluded]
@@ -69,8 +88,10 @@ def build_table(spec: TableSpec, store: Store) -> PaperTable:
             cells[i][j].standing = standing
         changes.append(protocol_changes([g for _, g in present]))
     if spec.multiple == 1 and not any(cell.group for row in cells for cell in row):
-        raise HarnessError(f"{spec.path}: no finished run for any cell under {store.describe()}; make them "
-                           "(harness reproduce / harness run) or point --runs-dir at the runs directory that has them")
+        raise HarnessError(
+            f"{spec.path}: no finished run for any cell under {store.describe()}; make them "
+            "(harness reproduce / harness run) or point --runs-dir at the runs directory that has them"
+        )
     return PaperTable(spec, cells, excluded, sorted(superseded, key=newest_key), changes)
 
 
@@ -95,8 +116,12 @@ def cell_where(spec: TableSpec, row: Row, column: Column) -> str:
 
 def measured_cells(table: PaperTable) -> list[tuple[Row, Column, RunGroup]]:
     spec = table.spec
-    return [(row, column, cell.group) for row, cells in zip(spec.rows, table.cells)
-            for column, cell in zip(spec.columns, cells) if cell.group]
+    return [
+        (row, column, cell.group)
+        for row, cells in zip(spec.rows, table.cells)
+        for column, cell in zip(spec.columns, cells)
+        if cell.group
+    ]
 
 
 def trains(group: RunGroup) -> bool:
@@ -116,19 +141,26 @@ def cells_note(table: PaperTable) -> str:
         listed = f" ({', '.join(map(str, next(iter(seeds))))})" if len(seeds) == 1 else ""
         return f"mean over {n} seeds{listed} ± 95% CI across seeds (1.96·sd/√{n})"
 
-    text = f"Cells: {spec.metric} (%) on the test episodes, " + runs(common, {tuple(g.seeds) for _, _, g in cells
-                                                                            if len(g.runs) == common})
+    text = f"Cells: {spec.metric} (%) on the test episodes, " + runs(
+        common, {tuple(g.seeds) for _, _, g in cells if len(g.runs) == common}
+    )
     for n in sorted(set(counts) - {common}, reverse=True):
         odd = [(row, column, group) for row, column, group in cells if len(group.runs) == n]
         untrained = ", which do not train" if not any(trains(group) for _, _, group in odd) else ""
-        text += ("; " + ", ".join(cell_where(spec, row, column) for row, column, _ in odd) + untrained
-                 + f": {runs(n, {tuple(g.seeds) for _, _, g in odd})}")
+        text += (
+            "; "
+            + ", ".join(cell_where(spec, row, column) for row, column, _ in odd)
+            + untrained
+            + f": {runs(n, {tuple(g.seeds) for _, _, g in odd})}"
+        )
     return text + "."
 
 
 def marks_note(spec: TableSpec) -> str:
-    return ("Bold: best in its column; underlined: not significantly worse than the best "
-            f"({TEST_NAMES[spec.test]}, Holm-corrected, α = {spec.alpha:g}).")
+    return (
+        "Bold: best in its column; underlined: not significantly worse than the best "
+        f"({TEST_NAMES[spec.test]}, Holm-corrected, α = {spec.alpha:g})."
+    )
 
 
 def table_notes(table: PaperTable, fmt: str) -> list[str]:
@@ -146,8 +178,11 @@ def table_notes(table: PaperTable, fmt: str) -> list[str]:
     if short:
         notes.append("Fewer seeds than planned: " + "; ".join(short) + ".")
     if budget:
-        notes.append("Stopped by a wall-clock budget (train.budget_minutes), so not exactly reproducible: "
-                     + ", ".join(budget) + ".")
+        notes.append(
+            "Stopped by a wall-clock budget (train.budget_minutes), so not exactly reproducible: "
+            + ", ".join(budget)
+            + "."
+        )
     changed = {column.label: changes for column, changes in zip(spec.columns, table.protocol_changes) if changes}
     if changed:
         notes.append(protocol_note(changed))
@@ -156,9 +191,14 @@ def table_notes(table: PaperTable, fmt: str) -> list[str]:
         if fmt == "latex":
             notes.append(f"{len(table.excluded)} failed or unfinished run(s) excluded (listed in the comments above).")
         else:
-            notes.append("Excluded (not ok): " + "; ".join(
-                f"{row.label} ({column.label}): {run_id(r)} ({r.get('status')}: {short_reason(r)})"
-                for row, column, r in table.excluded) + ".")
+            notes.append(
+                "Excluded (not ok): "
+                + "; ".join(
+                    f"{row.label} ({column.label}): {run_id(r)} ({r.get('status')}: {short_reason(r)})"
+                    for row, column, r in table.excluded
+                )
+                + "."
+            )
     if table.superseded and fmt != "latex":
         notes.append(duplicates_note(table.superseded))
     return notes
@@ -175,15 +215,17 @@ def training_columns(table: PaperTable) -> dict[str, tuple[str, Callable[[RunGro
     column (T for 10^12, ...), its largest value 1 to 999 of it."""
     flops = [g.train_flops for _, _, g in measured_cells(table) if g.train_flops]
     power = min(18, 3 * math.floor(math.log10(max(flops)) / 3)) if flops else 0
-    decimals = max(0, 2 - math.floor(math.log10(max(flops) / 10 ** power))) if flops else 0  # 3 digits of the largest
+    decimals = max(0, 2 - math.floor(math.log10(max(flops) / 10**power))) if flops else 0  # 3 digits of the largest
 
     def flops_text(group: RunGroup) -> str:
         value = group.train_flops
-        return MISSING if value is None else "0" if value == 0 else f"{value / 10 ** power:.{decimals}f}"
+        return MISSING if value is None else "0" if value == 0 else f"{value / 10**power:.{decimals}f}"
 
-    known = {"steps": ("Steps", lambda g: format_steps(g.steps)),
-             "flops": (f"Train {SI_PREFIXES[power]}FLOPs", flops_text),
-             "seconds": ("Train time", lambda g: format_seconds(g.train_seconds))}
+    known = {
+        "steps": ("Steps", lambda g: format_steps(g.steps)),
+        "flops": (f"Train {SI_PREFIXES[power]}FLOPs", flops_text),
+        "seconds": ("Train time", lambda g: format_seconds(g.train_seconds)),
+    }
     return {name: known[name] for name in table.spec.training_columns}
 
 
@@ -205,97 +247,6 @@ def quoted(value: float | None, decimals: int) -> str:
     return f"{value:.{max(decimals, len(given))}f}"
 
 
-QUOTED_HEADING = "Published results (quoted, not measured, not ranked)"
-
-
-def render_table(table: PaperTable, fmt: str, made_by: str) -> str:
-    """A paper table as Markdown, LaTeX (booktabs) or CSV (one line per cell)."""
-    if fmt == "csv":
-        return csv_text(table_frame(table))
-    return table_markdown(table, made_by) if fmt == "md" else table_latex(table, made_by)
-
-
-def headers(table: PaperTable) -> list[str]:
-    """Method, the columns (marked where the protocol changed), the training columns."""
-    return ["Method", *(column_label(table, j) for j in range(len(table.spec.columns))),
-            *(header for header, _ in training_columns(table).values())]
-
-
-def measured_rows(table: PaperTable, fmt: str) -> list[list[str]]:
-    """The measured rows' cells as Markdown or LaTeX (escaped, best bold, ties underlined), each block of
-    rows under a heading row."""
-    escape, mark = (latex_escape, mark_latex) if fmt == "latex" else (str, mark_markdown)
-    width = len(headers(table))
-    out, block = [], ""
-    for row, cells in zip(table.spec.rows, table.cells):
-        if row.block and row.block != block:
-            rule = r"\midrule" if out else ""
-            heading = rf"{rule}\multicolumn{{{width}}}{{l}}{{\emph{{{escape(row.block)}}}}}"
-            out.append([heading] if fmt == "latex" else [f"*{row.block}*", *[""] * (width - 1)])
-        block = row.block
-        out.append([escape(row.label), *(mark(escape(table_cell_text(cell, table.spec)),
-                                              cell.standing.mark if cell.standing else "") for cell in cells),
-                    *map(escape, training_cells(table, cells))])
-    return out
-
-
-def table_markdown(table: PaperTable, made_by: str) -> str:
-    spec = table.spec
-    labels, align = headers(table)[1:], ["right"] * (len(headers(table)) - 1)
-    out = [f"<!-- Made by {made_by}; regenerate, do not edit. -->", "", f"## {spec.title}", "",
-           markdown_table(["Method", *labels], measured_rows(table, "md"), ["left", *align]), ""]
-    if spec.references:
-        ref_rows = [[ref.label, ref.citation, *(quoted(ref.values.get(c.label), spec.decimals) for c in spec.columns)]
-                    for ref in spec.references]
-        out += [f"**{QUOTED_HEADING}**", "",
-                markdown_table(["Reference", "Source", *labels[:len(spec.columns)]], ref_rows,
-                               ["left", "left", *align[:len(spec.columns)]]), ""]
-    out += ["Notes:", ""] + [f"- {note}" for note in table_notes(table, "md")]
-    out += ["", "Source runs (run id, harness commit): "
-            + (", ".join(f"`{rid}` ({commit})" for rid, commit in source_lines(table.records)) or "none") + ".", ""]
-    return "\n".join(out)
-
-
-def stacked(header: str, align: str) -> str:
-    """A long LaTeX column header in two lines (split at the space nearest its middle), so that the
-    column is as wide as its numbers."""
-    spaces = [i for i, c in enumerate(header) if c == " " and "$" not in header[:i]]
-    if len(header) <= 8 or not spaces:
-        return header
-    cut = min(spaces, key=lambda i: abs(2 * i - len(header)))
-    return rf"\begin{{tabular}}[b]{{@{{}}{align}@{{}}}}{header[:cut]}\\{header[cut + 1:]}\end{{tabular}}"
-
-
-def table_latex(table: PaperTable, made_by: str) -> str:
-    """A ``table`` float that compiles in a plain ``article`` with ``booktabs``; its citations' entries are
-    in the spec's .bib (``spec.bib_path``), named in the header comment."""
-    spec = table.spec
-    needs = "Needs \\usepackage{booktabs}" + (f"; cites entries of {spec.bib_path.name} (written beside it)"
-                                              if spec.bibkeys and spec.bib_path else "")
-    out = [f"% Made by {made_by}; regenerate, do not edit. {needs}.", "% Source runs (run id, harness commit):"]
-    out += [f"%   {rid} {commit}" for rid, commit in source_lines(table.records)] or ["%   none"]
-    if table.excluded:
-        out += ["% Excluded failed or unfinished runs (row, column, run id, reason):"]
-        out += [f"%   {row.label} | {column.label} | {run_id(r)} | {short_reason(r)}" for row, column, r in table.excluded]
-    if table.superseded:
-        out += ["% " + duplicates_note(table.superseded)]
-    blocks, padding = [], [""] * len(spec.training_columns)
-    if spec.references:
-        blocks.append((latex_escape(QUOTED_HEADING), [
-            [latex_escape(ref.label) + (rf"~\cite{{{ref.bibkey}}}" if ref.bibkey else f" ({latex_escape(ref.citation)})"),
-             *(latex_escape(quoted(ref.values.get(c.label), spec.decimals)) for c in spec.columns), *padding]
-            for ref in spec.references]))
-    align = "l" + "c" * len(spec.columns) + "r" * len(spec.training_columns)
-    out += [r"\begin{table}[t]", r"\centering", f"\\{spec.latex_size}",
-            rf"\caption{{{spec.caption or latex_escape(spec.title)}}}",
-            rf"\label{{tab:{spec.path.stem}{f'-x{spec.multiple}' if spec.multiple > 1 else ''}}}"]
-    out += latex_tabular([stacked(latex_escape(h), a) for h, a in zip(headers(table), align)],
-                         measured_rows(table, "latex"), align, blocks)
-    out += [r"\par\smallskip", r"\begin{minipage}{\linewidth}\footnotesize",
-            " ".join(latex_escape(n) for n in table_notes(table, "latex")), r"\end{minipage}", r"\end{table}", ""]
-    return "\n".join(out)
-
-
 def table_frame(table: PaperTable):
     """The table as a DataFrame (its CSV): one line per measured, missing, quoted or excluded cell; numbers
     in percent of the metric."""
@@ -306,36 +257,101 @@ def table_frame(table: PaperTable):
     for row, cells in zip(spec.rows, table.cells):
         for column, cell, changes in zip(spec.columns, cells, table.protocol_changes):
             group, standing = cell.group, cell.standing
-            line = {"row": row.label, "block": row.block, "column": column.label, "benchmark": column.benchmark,
-                    "kind": "measured" if group else "missing", "method": row.method, "metric": spec.metric,
-                    "value_pct": None, "ci95_pct": None, "mark": "", "rank": None, "p_vs_best_holm": None,
-                    "seeds": "", "episodes": None, "steps": "", "train_flops": None, "train_seconds": None,
-                    "citation": "", "runs": "", "commits": "", "note": ""}
+            line = {
+                "row": row.label,
+                "block": row.block,
+                "column": column.label,
+                "benchmark": column.benchmark,
+                "kind": "measured" if group else "missing",
+                "method": row.method,
+                "metric": spec.metric,
+                "value_pct": None,
+                "ci95_pct": None,
+                "mark": "",
+                "rank": None,
+                "p_vs_best_holm": None,
+                "seeds": "",
+                "episodes": None,
+                "steps": "",
+                "train_flops": None,
+                "train_seconds": None,
+                "citation": "",
+                "runs": "",
+                "commits": "",
+                "note": "",
+            }
             if group:
-                line.update(value_pct=round(percent(group.accuracy, spec.metric), 4), ci95_pct=round(100 * group.ci95, 4),
-                            mark=standing.mark, rank=standing.rank,
-                            p_vs_best_holm=None if standing.p_vs_best is None else round(standing.p_vs_best, 6),
-                            seeds=" ".join(map(str, group.seeds)), episodes=group.episodes,
-                            steps=" ".join(map(str, group.steps)), train_flops=group.train_flops,
-                            train_seconds=None if group.train_seconds is None else round(group.train_seconds, 3),
-                            runs=" ".join(run_id(r) for r in group.runs), commits=" ".join(commit_of(r) for r in group.runs),
-                            note="protocol changed: " + ", ".join(f"{k}={own} (benchmark: {theirs})"
-                                                                  for k, (own, theirs) in changes.items())
-                            if changes else "")
+                line.update(
+                    value_pct=round(percent(group.accuracy, spec.metric), 4),
+                    ci95_pct=round(100 * group.ci95, 4),
+                    mark=standing.mark,
+                    rank=standing.rank,
+                    p_vs_best_holm=None if standing.p_vs_best is None else round(standing.p_vs_best, 6),
+                    seeds=" ".join(map(str, group.seeds)),
+                    episodes=group.episodes,
+                    steps=" ".join(map(str, group.steps)),
+                    train_flops=group.train_flops,
+                    train_seconds=None if group.train_seconds is None else round(group.train_seconds, 3),
+                    runs=" ".join(run_id(r) for r in group.runs),
+                    commits=" ".join(commit_of(r) for r in group.runs),
+                    note="protocol changed: "
+                    + ", ".join(f"{k}={own} (benchmark: {theirs})" for k, (own, theirs) in changes.items())
+                    if changes
+                    else "",
+                )
             lines.append(line)
     for row, column, record in table.excluded:
-        lines.append({"row": row.label, "column": column.label, "benchmark": column.benchmark, "kind": "excluded",
-                      "method": row.method, "metric": spec.metric, "runs": run_id(record), "commits": commit_of(record),
-                      "note": f"{record.get('status')}: {short_reason(record)}"})
+        lines.append(
+            {
+                "row": row.label,
+                "column": column.label,
+                "benchmark": column.benchmark,
+                "kind": "excluded",
+                "method": row.method,
+                "metric": spec.metric,
+                "runs": run_id(record),
+                "commits": commit_of(record),
+                "note": f"{record.get('status')}: {short_reason(record)}",
+            }
+        )
     for ref in spec.references:
         for column in spec.columns:
             if column.label in ref.values:
-                lines.append({"row": ref.label, "column": column.label, "benchmark": column.benchmark, "kind": "quoted",
-                              "metric": spec.metric, "value_pct": ref.values[column.label], "citation": ref.citation,
-                              "note": "quoted, not measured"})
-    columns = ["row", "block", "column", "benchmark", "kind", "method", "metric", "value_pct", "ci95_pct", "mark", "rank",
-               "p_vs_best_holm", "seeds", "episodes", "steps", "train_flops", "train_seconds", "citation", "runs",
-               "commits", "note"]
+                lines.append(
+                    {
+                        "row": ref.label,
+                        "column": column.label,
+                        "benchmark": column.benchmark,
+                        "kind": "quoted",
+                        "metric": spec.metric,
+                        "value_pct": ref.values[column.label],
+                        "citation": ref.citation,
+                        "note": "quoted, not measured",
+                    }
+                )
+    columns = [
+        "row",
+        "block",
+        "column",
+        "benchmark",
+        "kind",
+        "method",
+        "metric",
+        "value_pct",
+        "ci95_pct",
+        "mark",
+        "rank",
+        "p_vs_best_holm",
+        "seeds",
+        "episodes",
+        "steps",
+        "train_flops",
+        "train_seconds",
+        "citation",
+        "runs",
+        "commits",
+        "note",
+    ]
     frame = pd.DataFrame(lines, columns=columns)
     frame["rank"] = frame["rank"].astype("Int64")
     frame["episodes"] = frame["episodes"].astype("Int64")

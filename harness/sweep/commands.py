@@ -19,14 +19,18 @@ from harness.sweep.submit import Launch, dry_run, launch_runs, wait
 def cmd_sweep(args) -> int:
     sweep_file = load_sweep_file(args.file) if args.file else {}
     if args.table and (args.file or args.methods or args.benches or args.seeds or args.set or args.config):
-        raise ConfigError("--table makes the runs a table spec needs (its rows, columns and seeds); "
-                          "drop the grid options (FILE, --methods, --benches, --seeds, --set, --config)")
+        raise ConfigError(
+            "--table makes the runs a table spec needs (its rows, columns and seeds); "
+            "drop the grid options (FILE, --methods, --benches, --seeds, --set, --config)"
+        )
     spec = None if args.table else sweep_spec(args, sweep_file)
     profile_name = args.profile or sweep_file.get("profile")
     executor = choose_executor(args.executor or sweep_file.get("executor"), profile_name)
     profile, profile_source = load_profile(profile_name)
-    parallelism = next((p for p in (args.parallelism, sweep_file.get("parallelism")) if p is not None),
-                       profile["parallelism"] if executor == "slurm" else 1)
+    parallelism = next(
+        (p for p in (args.parallelism, sweep_file.get("parallelism")) if p is not None),
+        profile["parallelism"] if executor == "slurm" else 1,
+    )
     if not isinstance(parallelism, int) or isinstance(parallelism, bool) or parallelism < 1:
         raise ConfigError(f"parallelism must be a positive integer, got {parallelism!r}")
     if args.table:
@@ -42,8 +46,11 @@ def cmd_sweep(args) -> int:
         run.overrides = {**run.overrides, **log}
     if executor == "slurm":
         check_split(grid_runs, processes_per_run(profile))
-    sweep = Sweep(Path(args.runs_dir), str(args.name or sweep_file.get("name") or default_name),
-                  table.evidence if args.table else None)
+    sweep = Sweep(
+        Path(args.runs_dir),
+        str(args.name or sweep_file.get("name") or default_name),
+        table.evidence if args.table else None,
+    )
     launch = Launch(executor, profile, profile_source, parallelism, args.device)
     if args.dry_run:
         return dry_run(sweep, grid_runs, launch, args)
@@ -67,41 +74,65 @@ def check_split(runs, procs: int) -> None:
 
 def add_commands(sub) -> None:
     p = sub.add_parser(
-        "sweep", help="run a grid of methods × benchmarks × settings × seeds as one job array (SLURM or local)",
+        "sweep",
+        help="run a grid of methods × benchmarks × settings × seeds as one job array (SLURM or local)",
         description="Plan a grid of runs and submit the ones not finished yet: on SLURM as one submitit job array "
-                    "(requeued and resumed from checkpoints on preemption or time limit), or as worker processes "
-                    "on this machine. Runs with an ok record for the same config hash and seed are skipped.")
-    p.add_argument("file", nargs="?", help="sweep YAML file with any of: " + ", ".join(SWEEP_FILE_KEYS) +
-                   " (command-line flags take precedence)")
-    p.add_argument("--table", metavar="SPEC.yaml",
-                   help="instead of a grid: every run the table spec's measured cells need (its rows × columns, "
-                        "with their settings, and its seeds); finished ones are skipped")
+        "(requeued and resumed from checkpoints on preemption or time limit), or as worker processes "
+        "on this machine. Runs with an ok record for the same config hash and seed are skipped.",
+    )
+    p.add_argument(
+        "file",
+        nargs="?",
+        help="sweep YAML file with any of: " + ", ".join(SWEEP_FILE_KEYS) + " (command-line flags take precedence)",
+    )
+    p.add_argument(
+        "--table",
+        metavar="SPEC.yaml",
+        help="instead of a grid: every run the table spec's measured cells need (its rows × columns, "
+        "with their settings, and its seeds); finished ones are skipped",
+    )
     p.add_argument("--methods", help="comma-separated method names (see `harness list methods`)")
     p.add_argument("--benches", help="comma-separated benchmark names (see `harness list benchmarks`)")
     p.add_argument("--seeds", help="training seeds: 0-4, 0,2,5 or 0-2,7 (default 0)")
-    p.add_argument("--set", action="append", metavar="KEY=V1[,V2...]",
-                   help="a setting for every run, or a grid over comma-separated values, e.g. --set train.lr=0.1,0.01; "
-                        "commas inside [] or quotes stay in the value (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=V1[,V2...]",
+        help="a setting for every run, or a grid over comma-separated values, e.g. --set train.lr=0.1,0.01; "
+        "commas inside [] or quotes stay in the value (repeatable)",
+    )
     p.add_argument("--config", help="YAML file of overrides for every run, as in `harness run --config`")
     p.add_argument("--name", help="sweep name (default: derived from the grid); reusing a name adds to that sweep")
     p.add_argument("--executor", choices=EXECUTORS, help="default: slurm when `sinfo` answers, else local")
     p.add_argument("--profile", help="SLURM profile: a name from slurm/profiles/ (or $HARNESS_PROFILES) or a YAML file")
-    p.add_argument("--parallelism", type=int, help="at most this many runs at once (SLURM: the array's %%N throttle, "
-                                                   "default from the profile; local: worker processes, default 1)")
-    p.add_argument("--device", default="auto",
-                   help="auto | cpu | cuda, on the machine that runs each task (default auto)")
+    p.add_argument(
+        "--parallelism",
+        type=int,
+        help="at most this many runs at once (SLURM: the array's %%N throttle, "
+        "default from the profile; local: worker processes, default 1)",
+    )
+    p.add_argument(
+        "--device", default="auto", help="auto | cpu | cuda, on the machine that runs each task (default auto)"
+    )
     p.add_argument("--runs-dir", default=str(default_runs_dir()), help="result store (default ./runs or $HARNESS_RUNS)")
     add_logger_option(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan and the sbatch settings; submit nothing")
     p.add_argument("--force", action="store_true", help="rerun finished runs too (into new run directories)")
-    p.add_argument("--retry-failed", action="store_true",
-                   help="resubmit failed runs (each resumes from its last checkpoint)")
-    p.add_argument("--wait", action="store_true", help="stay until the runs have finished and print their status; "
-                                                       "exit 1 if any failed")
+    p.add_argument(
+        "--retry-failed", action="store_true", help="resubmit failed runs (each resumes from its last checkpoint)"
+    )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="stay until the runs have finished and print their status; exit 1 if any failed",
+    )
     p.set_defaults(handler=cmd_sweep)
 
-    p = sub.add_parser("status", help="every run of a sweep: job id, SLURM state, elapsed, result or failure reason",
-                       description="Without SWEEP: the sweeps under the runs directory, with counts.")
+    p = sub.add_parser(
+        "status",
+        help="every run of a sweep: job id, SLURM state, elapsed, result or failure reason",
+        description="Without SWEEP: the sweeps under the runs directory, with counts.",
+    )
     p.add_argument("sweep", nargs="?", help="sweep name (as printed by `harness sweep`)")
     p.add_argument("--runs-dir", default=str(default_runs_dir()), help="result store (default ./runs or $HARNESS_RUNS)")
     p.add_argument("--lines", type=int, default=10, help="lines of a failed task's stderr to show (default 10)")

@@ -40,7 +40,9 @@ class SweepSpec:
     def default_name(self) -> str:
         from harness.benchmarks import is_file_ref
 
-        digest = hashlib.sha256(json.dumps({**asdict(self), "base": dict(self.base)}, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        digest = hashlib.sha256(
+            json.dumps({**asdict(self), "base": dict(self.base)}, sort_keys=True, default=str).encode()
+        ).hexdigest()[:8]
         benches = [Path(b).stem if is_file_ref(b) else b for b in self.benches]
         readable = f"{'+'.join(self.methods)}_{'+'.join(benches)}"
         return f"{readable[:60]}-{digest}"
@@ -61,11 +63,17 @@ def sweep_spec(args, sweep_file: dict) -> SweepSpec:
     methods = args.methods or sweep_file.get("methods")
     benches = args.benches or sweep_file.get("benches")
     if not methods or not benches:
-        raise ConfigError("harness sweep needs methods and benchmarks: --methods a,b --benches x,y "
-                          "(or a sweep file with methods: and benches:); see `harness list`")
+        raise ConfigError(
+            "harness sweep needs methods and benchmarks: --methods a,b --benches x,y "
+            "(or a sweep file with methods: and benches:); see `harness list`"
+        )
     grid = Grid.from_mapping(sweep_file.get("set") or {}, args.file or "sweep file")
     grid.update(Grid.from_text(args.set or []))
     config = args.config or sweep_file.get("config")
-    return SweepSpec(names(methods, "--methods"), names(benches, "--benches"),
-                     parse_seeds(args.seeds if args.seeds is not None else sweep_file.get("seeds", 0)),
-                     grid, Overrides.from_tree(load_yaml(config), str(config)) if config else Overrides())
+    return SweepSpec(
+        names(methods, "--methods"),
+        names(benches, "--benches"),
+        parse_seeds(args.seeds if args.seeds is not None else sweep_file.get("seeds", 0)),
+        grid,
+        Overrides.from_tree(load_yaml(config), str(config)) if config else Overrides(),
+    )

@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness import files
-from harness.provenance import now
 from harness.errors import ConfigError, HarnessError
 from harness.overrides import Overrides
+from harness.provenance import now
 from harness.sweep.grid import SweepSpec
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
@@ -49,8 +49,15 @@ class Run:
     level: str = "portable"  # the configuration's train.kernels
 
 
-def add_runs(runs: dict[str, Run], label: str, method: str, bench: str, overrides: dict, seeds: list[int],
-             untrained_seeds: list[int] | None = None) -> None:
+def add_runs(
+    runs: dict[str, Run],
+    label: str,
+    method: str,
+    bench: str,
+    overrides: dict,
+    seeds: list[int],
+    untrained_seeds: list[int] | None = None,
+) -> None:
     """Resolve one point (unknown names, bad values and missing datasets raise the runner's own
     message) and add a run per seed to ``runs``, keyed by config hash and seed (a key already there
     stays). ``label`` names the point; a method that does not train gets ``untrained_seeds`` if given.
@@ -65,9 +72,21 @@ def add_runs(runs: dict[str, Run], label: str, method: str, bench: str, override
         seeds = untrained_seeds
     for seed in seeds:
         key = f"{digest}-s{seed}"
-        runs.setdefault(key, Run(key, f"{label} seed {seed}", method, resolved.config.benchmark, seed, overrides,
-                                 digest, "", bench_file=resolved.benchmark.spec.source,
-                                 level=resolved.config.train.kernels))
+        runs.setdefault(
+            key,
+            Run(
+                key,
+                f"{label} seed {seed}",
+                method,
+                resolved.config.benchmark,
+                seed,
+                overrides,
+                digest,
+                "",
+                bench_file=resolved.benchmark.spec.source,
+                level=resolved.config.train.kernels,
+            ),
+        )
 
 
 def plan_runs(spec: SweepSpec) -> list[Run]:
@@ -78,9 +97,11 @@ def plan_runs(spec: SweepSpec) -> list[Run]:
     settings = spec.grid.size()
     size = len(spec.methods) * len(spec.benches) * settings * len(spec.seeds)
     if size > MAX_SWEEP_RUNS:
-        raise ConfigError(f"the sweep's grid is {size:,} runs ({len(spec.methods)} methods × {len(spec.benches)} "
-                          f"benchmarks × {settings} settings × {len(spec.seeds)} seeds), and one sweep plans at most "
-                          f"{MAX_SWEEP_RUNS:,}; split it into smaller sweeps")
+        raise ConfigError(
+            f"the sweep's grid is {size:,} runs ({len(spec.methods)} methods × {len(spec.benches)} "
+            f"benchmarks × {settings} settings × {len(spec.seeds)} seeds), and one sweep plans at most "
+            f"{MAX_SWEEP_RUNS:,}; split it into smaller sweeps"
+        )
     varying = spec.grid.varying()  # labels name only what differs between runs
     runs: dict[str, Run] = {}
     for method, bench in itertools.product(spec.methods, spec.benches):
@@ -100,7 +121,8 @@ def table_runs(spec) -> list[Run]:
     the row's and the column's config filters as settings, and the row's seeds (else the spec's) for
     methods that train (seed 0 else)."""
     from harness.benchmarks import reference
-    from harness.report.spec import merge_where, rung_specs
+    from harness.report.ladder import rung_specs
+    from harness.report.spec import merge_where
 
     runs: dict[str, Run] = {}
     for table in [spec, *rung_specs(spec)]:
@@ -108,9 +130,15 @@ def table_runs(spec) -> list[Run]:
         for row in table.rows:
             for column in table.columns:
                 overrides = dict(Overrides(merge_where(row, column, table.path)).grouped())
-                add_runs(runs, f"{row.label}{rung} | {column.label}", row.method,
-                         reference(column.benchmark, column.source), overrides, list(row.seeds or table.seeds),
-                         untrained_seeds=[0])
+                add_runs(
+                    runs,
+                    f"{row.label}{rung} | {column.label}",
+                    row.method,
+                    reference(column.benchmark, column.source),
+                    overrides,
+                    list(row.seeds or table.seeds),
+                    untrained_seeds=[0],
+                )
     return list(runs.values())
 
 
@@ -119,8 +147,10 @@ class Sweep:
 
     def __init__(self, runs_dir: Path, name: str, evidence: Path | None = None):
         if not NAME_PATTERN.fullmatch(name):
-            raise ConfigError(f"sweep name '{name}' must be letters, digits and . _ + - (at most 100, "
-                              f"starting with a letter or digit)")
+            raise ConfigError(
+                f"sweep name '{name}' must be letters, digits and . _ + - (at most 100, "
+                f"starting with a letter or digit)"
+            )
         self.name, self.runs_dir = name, Path(runs_dir).absolute()
         self.dir = self.runs_dir / "sweeps" / name
         self.plan_path = self.dir / "plan.json"
@@ -143,14 +173,24 @@ class Sweep:
             [Run(**r) for r in plan["runs"]]
             return plan
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise HarnessError(f"{self.plan_path} is damaged ({type(exc).__name__}); it lists the sweep's runs: "
-                               f"restore it, or remove {self.dir} and submit the sweep again (finished runs are "
-                               "skipped)") from None
+            raise HarnessError(
+                f"{self.plan_path} is damaged ({type(exc).__name__}); it lists the sweep's runs: "
+                f"restore it, or remove {self.dir} and submit the sweep again (finished runs are "
+                "skipped)"
+            ) from None
 
     def save_plan(self, runs: list[Run], grid: dict) -> None:
         created = self.read_plan().get("created", now()) if self.exists() else now()
-        files.write_json(self.plan_path, {"name": self.name, "created": created, "updated": now(),
-                                          "last_grid": grid, "runs": [asdict(r) for r in runs]})
+        files.write_json(
+            self.plan_path,
+            {
+                "name": self.name,
+                "created": created,
+                "updated": now(),
+                "last_grid": grid,
+                "runs": [asdict(r) for r in runs],
+            },
+        )
 
     def submissions(self) -> list[dict]:
         if not self.submissions_dir.is_dir():
@@ -167,8 +207,13 @@ class Sweep:
         latest = {}
         for sub in self.submissions():
             for key, job_id in sub["jobs"].items():
-                latest[key] = {"job_id": job_id, "executor": sub["executor"], "submitted": sub["submitted"],
-                               "host": sub["host"], "log": str(task_log(sub["logs_folder"], job_id))}
+                latest[key] = {
+                    "job_id": job_id,
+                    "executor": sub["executor"],
+                    "submitted": sub["submitted"],
+                    "host": sub["host"],
+                    "log": str(task_log(sub["logs_folder"], job_id)),
+                }
         return latest
 
     def finished(self) -> dict[tuple[str, int], dict]:
@@ -213,4 +258,3 @@ def assign_run_dirs(sweep: Sweep, grid_runs: list[Run], finished: dict) -> list[
             run.run_dir = new_run_dir(sweep, run)
         planned[run.key] = run
     return list(planned.values())
-

@@ -57,8 +57,10 @@ def load_profile(name: str | None) -> tuple[dict, str]:
         path = next((c for c in candidates if c.is_file()), None)
         if path is None:
             known = sorted({p.stem for d in profile_dirs() if d.is_dir() for p in d.glob("*.yaml")})
-            raise ConfigError(f"unknown profile '{name}'. Profiles: {', '.join(known) or '(none)'} "
-                              f"(looked in {', '.join(map(str, profile_dirs()))}); or pass a YAML file")
+            raise ConfigError(
+                f"unknown profile '{name}'. Profiles: {', '.join(known) or '(none)'} "
+                f"(looked in {', '.join(map(str, profile_dirs()))}); or pass a YAML file"
+            )
     tree = load_yaml(path)
     profile = dict(PROFILE_DEFAULTS)
     for key, value in tree.items():
@@ -120,7 +122,9 @@ def choose_executor(requested: str | None, profile_name: str | None) -> str:
     if answers:
         return "slurm"
     if requested == "slurm" or profile_name:
-        raise HarnessError(f"no SLURM controller answers ({said}). Check SLURM_CONF, or try the local cluster: "
-                           f"bash slurm/local-cluster.sh start && . /tmp/harness-slurm/env.sh; "
-                           f"or run here with --executor local")
+        raise HarnessError(
+            f"no SLURM controller answers ({said}). Check SLURM_CONF, or try the local cluster: "
+            f"bash slurm/local-cluster.sh start && . /tmp/harness-slurm/env.sh; "
+            f"or run here with --executor local"
+        )
     return "local"

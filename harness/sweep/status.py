@@ -25,10 +25,22 @@ from harness.errors import HarnessError
 from harness.sweep.plan import Run, Sweep
 
 # SLURM states in which a job may still produce its result.
-ACTIVE_STATES = frozenset({
-    "PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
-    "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD",
-})
+ACTIVE_STATES = frozenset(
+    {
+        "PENDING",
+        "RUNNING",
+        "REQUEUED",
+        "REQUEUE_HOLD",
+        "REQUEUE_FED",
+        "CONFIGURING",
+        "COMPLETING",
+        "RESIZING",
+        "SUSPENDED",
+        "SIGNALING",
+        "STAGE_OUT",
+        "RESV_DEL_HOLD",
+    }
+)
 
 
 # ------------------------------------------------------------------------------------------ job states
@@ -40,8 +52,10 @@ def slurm_states(job_ids: set[str]) -> tuple[dict[str, tuple[str, str]], list[st
     states: dict[str, tuple[str, str]] = {}
     warnings = []
     user = getpass.getuser()
-    for command in (["squeue", "--noheader", "--array", f"--user={user}", "--format=%i|%T|%M"],
-                    ["sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID,State,Elapsed"]):
+    for command in (
+        ["squeue", "--noheader", "--array", f"--user={user}", "--format=%i|%T|%M"],
+        ["sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID,State,Elapsed"],
+    ):
         missing = job_ids - set(states)
         if not missing:
             break
@@ -158,14 +172,27 @@ def assess(sweep: Sweep, runs: list[Run]) -> tuple[list[RunStatus], list[str]]:
         if state in ACTIVE_STATES and not (current and current.get("status") in ("ok", "failed")):
             out.append(RunStatus(run, "active", state, job_id, elapsed, current, "", log))
         elif ok:
-            out.append(RunStatus(run, "done", "COMPLETED", job_id if ok["run_dir"] == run.run_dir else "",
-                                 elapsed if ok["run_dir"] == run.run_dir else record_elapsed(ok), ok, "", log))
+            out.append(
+                RunStatus(
+                    run,
+                    "done",
+                    "COMPLETED",
+                    job_id if ok["run_dir"] == run.run_dir else "",
+                    elapsed if ok["run_dir"] == run.run_dir else record_elapsed(ok),
+                    ok,
+                    "",
+                    log,
+                )
+            )
         elif current and current.get("status") == "failed":
             reason = current.get("reason") or "failed"
             out.append(RunStatus(run, "failed", "FAILED", job_id, elapsed, current, reason, log))
         elif job:
-            why = f"job {job_id} ended {state} without a result" if state != "UNKNOWN" else \
-                  f"the scheduler has no record of job {job_id} and the run has no result"
+            why = (
+                f"job {job_id} ended {state} without a result"
+                if state != "UNKNOWN"
+                else f"the scheduler has no record of job {job_id} and the run has no result"
+            )
             out.append(RunStatus(run, "failed", state, job_id, elapsed, current, why, log))
         else:
             out.append(RunStatus(run, "new", "NOT SUBMITTED", "", "", None, "", ""))
@@ -185,9 +212,12 @@ def cmd_status(args) -> int:
 
         known = sorted(p.parent.name for p in (runs_dir / "sweeps").glob("*/plan.json"))
         close = difflib.get_close_matches(args.sweep, known, n=1)
-        raise HarnessError(f"no sweep '{args.sweep}' under {runs_dir / 'sweeps'}. "
-                           f"Sweeps: {', '.join(known) or '(none)'}."
-                           + (f" Did you mean '{close[0]}'?" if close else "") + " (--runs-dir sets where to look)")
+        raise HarnessError(
+            f"no sweep '{args.sweep}' under {runs_dir / 'sweeps'}. "
+            f"Sweeps: {', '.join(known) or '(none)'}."
+            + (f" Did you mean '{close[0]}'?" if close else "")
+            + " (--runs-dir sets where to look)"
+        )
     statuses, warnings = assess(sweep, sweep.runs())
     print_status(sweep, statuses, warnings, args.lines)
     return 0
@@ -205,8 +235,17 @@ def list_sweeps(runs_dir: Path) -> int:
         sweep = Sweep(runs_dir, plan.parent.name)
         statuses, _ = assess(sweep, sweep.runs())
         counts = Counter(s.category for s in statuses)
-        rows.append([sweep.name, len(statuses), counts["done"], counts["active"], counts["failed"], counts["new"],
-                     sweep.read_plan().get("updated", "")])
+        rows.append(
+            [
+                sweep.name,
+                len(statuses),
+                counts["done"],
+                counts["active"],
+                counts["failed"],
+                counts["new"],
+                sweep.read_plan().get("updated", ""),
+            ]
+        )
     print(tabulate(rows, headers=["sweep", "runs", "done", "pending/running", "failed", "not submitted", "updated"]))
     return 0
 

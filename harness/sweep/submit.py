@@ -65,8 +65,11 @@ def submit(sweep: Sweep, runs: list[Run], executor: str, profile: dict, parallel
     except (UncompletedJobError, FailedSubmissionError, OSError) as exc:
         raise HarnessError(f"submitting to {executor} failed: {str(exc).strip()}") from None
     submission = {
-        "executor": executor, "submitted": submitted, "host": socket.gethostname(),
-        "logs_folder": str(sweep.logs_folder), "parameters": ex.parameters,
+        "executor": executor,
+        "submitted": submitted,
+        "host": socket.gethostname(),
+        "logs_folder": str(sweep.logs_folder),
+        "parameters": ex.parameters,
         "jobs": {run.key: job.job_id for job, group in zip(jobs, groups) for run in group},
     }
     sweep.save_submission(submission)
@@ -79,8 +82,9 @@ def sbatch_lines(profile: dict, sweep: Sweep, count: int, parallelism: int) -> l
 
     params = {**slurm_parameters(profile, sweep.name), "array_parallelism": parallelism}
     text = _make_sbatch_string(command="", folder=sweep.logs_folder, map_count=count if count > 1 else None, **params)
-    return [line for line in text.splitlines() if line.startswith("#SBATCH")] + \
-        [f"(setup) {line}" for line in profile.get("setup", [])]
+    return [line for line in text.splitlines() if line.startswith("#SBATCH")] + [
+        f"(setup) {line}" for line in profile.get("setup", [])
+    ]
 
 
 def triage(sweep: Sweep, grid_runs: list[Run], args) -> tuple[list[Run], list[RunStatus], list[RunStatus], list[str]]:
@@ -105,8 +109,10 @@ def describe_selection(statuses: list[RunStatus], to_submit: list[RunStatus], ar
     if counts["active"]:
         parts.append(f"{counts['active']} pending or running")
     if counts["failed"]:
-        parts.append(f"{counts['failed']} failed" + (" (resubmitted: --retry-failed)" if args.retry_failed
-                                                     else " (resubmit with --retry-failed)"))
+        parts.append(
+            f"{counts['failed']} failed"
+            + (" (resubmitted: --retry-failed)" if args.retry_failed else " (resubmit with --retry-failed)")
+        )
     return ", ".join(parts)
 
 
@@ -118,17 +124,27 @@ def launch_runs(sweep: Sweep, grid_runs: list[Run], grid: dict, launch: Launch, 
             if status.category == "done":  # --force: a fresh directory, the finished one stays as it is
                 status.run.run_dir = new_run_dir(sweep, status.run)
         sweep.save_plan(plan, grid)
-        submission = submit(sweep, [s.run for s in to_submit], launch.executor, launch.profile, launch.parallelism,
-                            launch.device) if to_submit else None
+        submission = (
+            submit(
+                sweep, [s.run for s in to_submit], launch.executor, launch.profile, launch.parallelism, launch.device
+            )
+            if to_submit
+            else None
+        )
     print_warnings(warnings)
     print(f"sweep {sweep.name}: {len(grid_runs)} runs; {describe_selection(statuses, to_submit, args)}")
     if submission:
         job_ids = sorted({j.split("_")[0] for j in submission["jobs"].values()})
-        where = (f"SLURM array {job_ids[0]}, at most {launch.parallelism} at once ({launch.profile_source})"
-                 if launch.executor == "slurm" else f"{len(job_ids)} local worker process(es) (pid {', '.join(job_ids)})")
+        where = (
+            f"SLURM array {job_ids[0]}, at most {launch.parallelism} at once ({launch.profile_source})"
+            if launch.executor == "slurm"
+            else f"{len(job_ids)} local worker process(es) (pid {', '.join(job_ids)})"
+        )
         print(f"submitted {len(to_submit)} runs as {where}")
-    print(f"  plan: {sweep.plan_path}\n  logs: {sweep.logs_folder.parent}\n"
-          f"  follow: harness status {sweep.name} --runs-dir {sweep.runs_dir}")
+    print(
+        f"  plan: {sweep.plan_path}\n  logs: {sweep.logs_folder.parent}\n"
+        f"  follow: harness status {sweep.name} --runs-dir {sweep.runs_dir}"
+    )
 
 
 def dry_run(sweep: Sweep, grid_runs: list[Run], launch: Launch, args) -> int:
@@ -139,15 +155,23 @@ def dry_run(sweep: Sweep, grid_runs: list[Run], launch: Launch, args) -> int:
     chosen = {id(s) for s in to_submit}
     print_warnings(warnings)
     print(f"sweep {sweep.name} (dry run): {len(grid_runs)} runs; {describe_selection(statuses, to_submit, args)}")
-    rows = [[s.run.label, s.run.config_hash,
-             s.category + (f" ({s.state} {s.job_id})" if s.category == "active" else ""),
-             "submit" if id(s) in chosen else "skip",
-             s.record["run_dir"] if s.category == "done" else s.reason] for s in statuses]
+    rows = [
+        [
+            s.run.label,
+            s.run.config_hash,
+            s.category + (f" ({s.state} {s.job_id})" if s.category == "active" else ""),
+            "submit" if id(s) in chosen else "skip",
+            s.record["run_dir"] if s.category == "done" else s.reason,
+        ]
+        for s in statuses
+    ]
     print(tabulate(rows, headers=["run", "config", "state", "action", "record / reason"], tablefmt="simple"))
     count = len(chosen)
     if launch.executor == "slurm":
-        print(f"executor slurm, profile {launch.profile_source}: one array of {count} task(s), "
-              f"at most {launch.parallelism} at once")
+        print(
+            f"executor slurm, profile {launch.profile_source}: one array of {count} task(s), "
+            f"at most {launch.parallelism} at once"
+        )
         print("\n".join(sbatch_lines(launch.profile, sweep, max(count, 1), launch.parallelism)))
     else:
         print(f"executor local: {min(launch.parallelism, max(count, 1))} worker process(es) on this machine")
@@ -177,6 +201,7 @@ def wait(sweep: Sweep, runs: list[Run], runs_dir) -> int:
     print_status(sweep, statuses, [], lines=10)
     failed = sum(s.category == "failed" for s in statuses)
     if failed:
-        raise RunFailed(f"{failed} of {len(runs)} runs failed; see above or `harness status {sweep.name} "
-                        f"--runs-dir {runs_dir}`")
+        raise RunFailed(
+            f"{failed} of {len(runs)} runs failed; see above or `harness status {sweep.name} --runs-dir {runs_dir}`"
+        )
     return 0

@@ -52,8 +52,9 @@ class SweepTask:
                 except Exception as exc:
                     traceback.print_exc()
                     written = getattr(exc, "written_files", [])
-                    failures.append(f"{run.label}: {type(exc).__name__}: {exc}"
-                                    + (f" (record: {written[-1]})" if written else ""))
+                    failures.append(
+                        f"{run.label}: {type(exc).__name__}: {exc}" + (f" (record: {written[-1]})" if written else "")
+                    )
                     print(f"harness: run failed: {failures[-1]}", file=sys.stderr, flush=True)
                     if world.size > 1:
                         break  # the other processes of this run cannot go on without this one
@@ -80,9 +81,9 @@ def execute_run(run: Run, device: str, world=None, threads: int | None = None) -
     refuses when its configuration no longer resolves to the planned hash (the harness or a preset changed
     since planning)."""
     from harness.benchmarks import reference
+    from harness.distributed import SINGLE
     from harness.resolve import check_data, resolve
     from harness.settings import config_hash
-    from harness.distributed import SINGLE
     from harness.store import claimed
 
     world = world or SINGLE
@@ -90,8 +91,10 @@ def execute_run(run: Run, device: str, world=None, threads: int | None = None) -
     resolved = resolve(run.method, reference(run.benchmark, run.bench_file), overrides=run.overrides)
     digest = config_hash(resolved.config)
     if digest != run.config_hash:
-        raise HarnessError(f"{run.label} now resolves to config hash {digest}, not {run.config_hash} "
-                           f"as planned: the harness or its presets changed since; plan the sweep again")
+        raise HarnessError(
+            f"{run.label} now resolves to config hash {digest}, not {run.config_hash} "
+            f"as planned: the harness or its presets changed since; plan the sweep again"
+        )
     check_data(resolved)
     kernels.pin(run_pins(run))  # an error, naming both, where this process's torch runs other kernels
     run_dir = Path(run.run_dir)
@@ -109,11 +112,17 @@ def run_planned(resolved, run: Run, run_dir: Path, device: str, world, threads: 
     from harness.store import CHECKPOINT, summary_line
 
     resuming = (run_dir / CHECKPOINT).is_file()
-    print(f"{'resuming' if resuming else 'starting'} {run.label} in {run_dir}"
-          f"{' from its checkpoint' if resuming else ''}"
-          f"{f' (process {world.rank} of {world.size})' if world.size > 1 else ''}", flush=True)
-    record = execute(RunRequest(resolved, run.seed, run_dir, device, resume=True, progress=world.is_main, world=world,
-                                threads=threads))
+    print(
+        f"{'resuming' if resuming else 'starting'} {run.label} in {run_dir}"
+        f"{' from its checkpoint' if resuming else ''}"
+        f"{f' (process {world.rank} of {world.size})' if world.size > 1 else ''}",
+        flush=True,
+    )
+    record = execute(
+        RunRequest(
+            resolved, run.seed, run_dir, device, resume=True, progress=world.is_main, world=world, threads=threads
+        )
+    )
     if world.is_main:
         print(summary_line(record), flush=True)
     return record

@@ -22,8 +22,8 @@ from torch.func import grad, vmap
 
 from harness.libs import learn2learn
 from harness.method import TrainData
-from harness.resolve import resolve
 from harness.optim import Optimization
+from harness.resolve import resolve
 from harness.runner import build_method
 
 from common import report, timed
@@ -55,7 +55,9 @@ def vmap_heads(method, support, query, ys, yq):
 
 
 def harness_heads(method, support, query, ys, yq):
-    head = method.adapt_heads(method.init_head(support, ys), support, ys, method.cfg.inner_steps, method.cfg.first_order)
+    head = method.adapt_heads(
+        method.init_head(support, ys), support, ys, method.cfg.inner_steps, method.cfg.first_order
+    )
     return F.cross_entropy(method.head_logits(head, query).flatten(0, 1), yq.repeat(len(support)))
 
 
@@ -82,16 +84,30 @@ def main() -> None:
             z = embeddings.clone().requires_grad_()
             loss_fn(method, *method.split(z), ys, yq).backward()
             return z.grad
+
         return step
 
-    rates = {name: timed(first_level(fn), 10 * args.steps) for name, fn in
-             (("harness", harness_heads), ("vmap", vmap_heads), ("learn2learn", learn2learn_heads))}
-    same = all(torch.allclose(first_level(fn)(0), first_level(harness_heads)(0), atol=1e-6)
-               for fn in (vmap_heads, learn2learn_heads))
-    print(json.dumps({"part": "bmssl first level (adapt=head)", "steps_per_s": round(rates["harness"], 1),
-                      "vmap_steps_per_s": round(rates["vmap"], 1), "learn2learn_steps_per_s": round(rates["learn2learn"], 1),
-                      "ratio_vs_learn2learn": round(rates["harness"] / rates["learn2learn"], 3),
-                      "ratio_vs_vmap": round(rates["harness"] / rates["vmap"], 3), "same_gradients": same}))
+    rates = {
+        name: timed(first_level(fn), 10 * args.steps)
+        for name, fn in (("harness", harness_heads), ("vmap", vmap_heads), ("learn2learn", learn2learn_heads))
+    }
+    same = all(
+        torch.allclose(first_level(fn)(0), first_level(harness_heads)(0), atol=1e-6)
+        for fn in (vmap_heads, learn2learn_heads)
+    )
+    print(
+        json.dumps(
+            {
+                "part": "bmssl first level (adapt=head)",
+                "steps_per_s": round(rates["harness"], 1),
+                "vmap_steps_per_s": round(rates["vmap"], 1),
+                "learn2learn_steps_per_s": round(rates["learn2learn"], 1),
+                "ratio_vs_learn2learn": round(rates["harness"] / rates["learn2learn"], 3),
+                "ratio_vs_vmap": round(rates["harness"] / rates["vmap"], 3),
+                "same_gradients": same,
+            }
+        )
+    )
 
     optimization = Optimization(method.parameter_groups(), resolved.config.train)  # the runner's
     step_rate = timed(lambda i: optimization.step(method.training_step(train, i, 0.0, generator)), args.steps)

@@ -52,8 +52,18 @@ def main() -> None:
     names = args.methods.split(",") if args.methods else [e.name for e in METHODS if e.family != "reference"]
     for name in names:
         fp32, bf16 = (steps_per_s(name, args.bench, p, args.steps) for p in ("32", "bf16"))
-        print(json.dumps({"method": name, "device": torch.cuda.get_device_name(), "fp32_steps_per_s": round(fp32, 2),
-                          "bf16_steps_per_s": round(bf16, 2), "bf16_over_fp32": round(bf16 / fp32, 3)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "method": name,
+                    "device": torch.cuda.get_device_name(),
+                    "fp32_steps_per_s": round(fp32, 2),
+                    "bf16_steps_per_s": round(bf16, 2),
+                    "bf16_over_fp32": round(bf16 / fp32, 3),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

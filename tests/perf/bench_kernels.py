@@ -28,9 +28,11 @@ def measure(method: str, bench: str, steps: int) -> float:
 
 
 def in_fresh_process(method: str, bench: str, steps: int, level: str) -> float:
-    code = (f"import sys; sys.path.insert(0, 'tests/perf'); from harness import kernels; "
-            f"kernels.pin(kernels.level_pins({level!r})); import bench_kernels; "
-            f"print(bench_kernels.measure({method!r}, {bench!r}, {steps}))")
+    code = (
+        f"import sys; sys.path.insert(0, 'tests/perf'); from harness import kernels; "
+        f"kernels.pin(kernels.level_pins({level!r})); import bench_kernels; "
+        f"print(bench_kernels.measure({method!r}, {bench!r}, {steps}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return float(out.split()[-1])
 
@@ -48,8 +50,17 @@ def main() -> None:
             for level in rates:
                 rates[level].append(in_fresh_process(method, args.bench, args.steps, level))
         portable, native = statistics.median(rates["portable"]), statistics.median(rates["native"])
-        print(json.dumps({"method": method, "portable_steps_per_s": round(portable, 3),
-                          "native_steps_per_s": round(native, 3), "ratio": round(portable / native, 3)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "method": method,
+                    "portable_steps_per_s": round(portable, 3),
+                    "native_steps_per_s": round(native, 3),
+                    "ratio": round(portable / native, 3),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -27,11 +27,12 @@ from harness.episodes import sample_episodes
 from harness.evaluation import evaluate
 from harness.libs import learn2learn
 from harness.method import TrainData
-from harness.resolve import resolve
 from harness.optim import Optimization
+from harness.resolve import resolve
 from harness.runner import build_method
 
-from common import report, timed as rate
+from common import report
+from common import timed as rate
 
 
 def setup(method_name: str, bench: str, sets: list[str]):
@@ -50,8 +51,12 @@ def l2l_taskset(method, train, ways: int, per_class: int):
     l2l = learn2learn()
     images = method.normalize(train.images).contiguous()
     dataset = l2l.data.MetaDataset(torch.utils.data.TensorDataset(images, train.labels))
-    transforms = [l2l.data.transforms.NWays(dataset, ways), l2l.data.transforms.KShots(dataset, per_class),
-                  l2l.data.transforms.LoadData(dataset), l2l.data.transforms.RemapLabels(dataset)]
+    transforms = [
+        l2l.data.transforms.NWays(dataset, ways),
+        l2l.data.transforms.KShots(dataset, per_class),
+        l2l.data.transforms.LoadData(dataset),
+        l2l.data.transforms.RemapLabels(dataset),
+    ]
     return l2l.data.TaskDataset(dataset, task_transforms=transforms, num_tasks=-1)
 
 
@@ -74,15 +79,17 @@ def bench_protonet(bench: str, steps: int) -> dict:
 
     def protonet_step(xs, ys, xq, yq):  # as learn2learn's protonet example
         features = method.encoder(torch.cat([xs, xq])).flatten(1)
-        loss = F.cross_entropy(prototype_logits(features[: len(xs)], ys, features[len(xs):], ways), yq)
+        loss = F.cross_entropy(prototype_logits(features[: len(xs)], ys, features[len(xs) :], ways), yq)
         method.optimizer.zero_grad()
         loss.backward()
         method.optimizer.step()
 
     taskset = l2l_taskset(method, train, ways, shots + queries)
     ref_rate = rate(lambda i: protonet_step(*split_task(*taskset.sample(), shots)), steps)
-    episode = [t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
-               for t in split_task(*taskset.sample(), shots)]
+    episode = [
+        t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+        for t in split_task(*taskset.sample(), shots)
+    ]
     limit_rate = rate(lambda i: method.optimization.step(method.loss(*episode)), steps)
     line = report("protonet", harness_rate, ref_rate, limit_rate)
 
@@ -96,11 +103,19 @@ def bench_protonet(bench: str, steps: int) -> dict:
     with torch.no_grad():
         for s, sl, q in zip(episodes.support, episodes.support_labels, episodes.query):
             feats = method.embed(data.test.images[torch.as_tensor(s).tolist() + torch.as_tensor(q).tolist()])
-            prototype_logits(feats[: len(s)], torch.as_tensor(sl), feats[len(s):], 5)
+            prototype_logits(feats[: len(s)], torch.as_tensor(sl), feats[len(s) :], 5)
     method.train()
     per_episode = len(episodes) / (time.perf_counter() - started)
-    print(json.dumps({"method": "protonet-eval", "episodes_per_s_cached": round(cached, 1),
-                      "episodes_per_s_reembed": round(per_episode, 1), "speedup": round(cached / per_episode, 2)}))
+    print(
+        json.dumps(
+            {
+                "method": "protonet-eval",
+                "episodes_per_s_cached": round(cached, 1),
+                "episodes_per_s_reembed": round(per_episode, 1),
+                "speedup": round(cached / per_episode, 2),
+            }
+        )
+    )
     return line
 
 
@@ -156,8 +171,10 @@ def vmap_rate(method, tasks, steps: int) -> dict:
         vmap(task_loss, in_dims=(None, 0, 0, 0, 0))(params, xs, ys, xq, yq).mean().backward()
         method.optimizer.step()
 
-    return {"limit_steps_per_s": round(rate(step, steps), 3),
-            "note": "second-order meta-gradient through batch norm differs from autograd's (tests/test_meta.py)"}
+    return {
+        "limit_steps_per_s": round(rate(step, steps), 3),
+        "note": "second-order meta-gradient through batch norm differs from autograd's (tests/test_meta.py)",
+    }
 
 
 def main() -> None:

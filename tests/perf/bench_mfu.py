@@ -21,9 +21,10 @@ kernels.pin(kernels.level_pins("portable"))
 
 import torch  # noqa: E402  (after the pin)
 
-from common import timed, training_step  # noqa: E402
 from harness import compute  # noqa: E402
 from harness.methods import METHODS  # noqa: E402
+
+from common import timed, training_step  # noqa: E402
 
 
 def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
@@ -48,22 +49,38 @@ def measure(name: str, bench: str, steps: int) -> tuple[int, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", default="omniglot-small1-20w1s-lake")
-    parser.add_argument("--methods", default=",".join(e.name for e in METHODS if e.load().trains
-                                                      and not e.name.startswith("cactus")),
-                        help="comma-separated (default: every trained method; CACTUs' first phase is SimCLR's)")
+    parser.add_argument(
+        "--methods",
+        default=",".join(e.name for e in METHODS if e.load().trains and not e.name.startswith("cactus")),
+        help="comma-separated (default: every trained method; CACTUs' first phase is SimCLR's)",
+    )
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
     peak = matmul_peak()
     lines = []
     for name in args.methods.split(","):
         flops, rate = measure(name, args.bench, args.steps)
-        lines.append({"method": name, "flops_per_step": flops, "steps_per_s": round(rate, 3),
-                      "achieved_gflops": round(flops * rate / 1e9, 2)})
+        lines.append(
+            {
+                "method": name,
+                "flops_per_step": flops,
+                "steps_per_s": round(rate, 3),
+                "achieved_gflops": round(flops * rate / 1e9, 2),
+            }
+        )
     peak = max(peak, matmul_peak())
     for line in lines:
         print(json.dumps({**line, "mfu": round(line["achieved_gflops"] * 1e9 / peak, 3)}), flush=True)
-    print(json.dumps({"matmul_peak_gflops": round(peak / 1e9, 1), "threads": torch.get_num_threads(),
-                      "cpu_capability": torch.backends.cpu.get_cpu_capability()}), flush=True)
+    print(
+        json.dumps(
+            {
+                "matmul_peak_gflops": round(peak / 1e9, 1),
+                "threads": torch.get_num_threads(),
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

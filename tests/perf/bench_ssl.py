@@ -25,8 +25,8 @@ from PIL import Image
 
 from harness.config import ViewConfig
 from harness.method import TrainData
-from harness.resolve import resolve
 from harness.optim import Optimization
+from harness.resolve import resolve
 from harness.runner import build_method
 
 from common import report, timed
@@ -50,22 +50,30 @@ class PILImages(torch.utils.data.Dataset):
 def lightly_multiview(name: str, method):
     """lightly's own multi-view transform for the method, with the run's view settings."""
     from lightly.transforms import BYOLTransform, SimCLRTransform
-    from lightly.transforms.multi_view_transform import MultiViewTransform
     from lightly.transforms.byol_transform import BYOLView1Transform, BYOLView2Transform
+    from lightly.transforms.multi_view_transform import MultiViewTransform
 
     from harness.augment import lightly_transform
 
     cfg, env = method.cfg, method.env
     fields = {f: getattr(env.views, f) for f in ViewConfig.__dataclass_fields__ if f != "views"}
-    common = dict(input_size=env.image_size, normalize={"mean": list(env.mean), "std": list(env.std)},
-                  rr_degrees=fields.pop("rr_degrees") or None, **fields)
+    common = dict(
+        input_size=env.image_size,
+        normalize={"mean": list(env.mean), "std": list(env.std)},
+        rr_degrees=fields.pop("rr_degrees") or None,
+        **fields,
+    )
     if name == "byol":
         second = dict(common, gaussian_blur=cfg.gaussian_blur_2, solarization_prob=cfg.solarization_prob_2)
         return BYOLTransform(BYOLView1Transform(**common), BYOLView2Transform(**second))
     sizes = [getattr(views, "size", env.image_size) for views in method.views]
     if sizes != [env.image_size] * 2:  # multi-crop: one lightly view transform per view, at its settings and size
-        return MultiViewTransform([lightly_transform(getattr(views, "cfg", env.views), size, env.mean, env.std)
-                                   for views, size in zip(method.views, sizes)])
+        return MultiViewTransform(
+            [
+                lightly_transform(getattr(views, "cfg", env.views), size, env.mean, env.std)
+                for views, size in zip(method.views, sizes)
+            ]
+        )
     common.pop("solarization_prob")
     return SimCLRTransform(**common)
 
@@ -88,9 +96,14 @@ def bench(name: str, bench_name: str, steps: int, batch: int, workers: int) -> d
     generator = torch.Generator().manual_seed(0)
     harness_rate = timed(lambda i: optimization.step(method.training_step(train, i, 0.0, generator)), steps)
 
-    loader = torch.utils.data.DataLoader(PILImages(data.train.images, lightly_multiview(name, method)),
-                                         batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
-                                         persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        PILImages(data.train.images, lightly_multiview(name, method)),
+        batch_size=batch,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
     batches = itertools.cycle(loader)
     ref_rate = timed(lambda i: step(*(v.contiguous(memory_format=torch.channels_last) for v in next(batches))), steps)
 
@@ -106,8 +119,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--methods", default=",".join(self_supervised_methods()),
-                        help="comma-separated method names (default: every self-supervised method)")
+    parser.add_argument(
+        "--methods",
+        default=",".join(self_supervised_methods()),
+        help="comma-separated method names (default: every self-supervised method)",
+    )
     args = parser.parse_args()
     for name in args.methods.split(","):
         bench(name.strip(), args.bench, args.steps, args.batch, args.workers)

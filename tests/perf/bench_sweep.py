@@ -24,8 +24,22 @@ from pathlib import Path
 from harness.sweep.plan import Sweep
 from harness.sweep.profiles import slurm_answers
 
-GRID = ["--methods", "pixels,protonet", "--benches", "synthetic-5w1s", "--seeds", "0-9", "--set", "bench.episodes=100",
-        "--executor", "slurm", "--profile", "local", "--name", "bench20"]
+GRID = [
+    "--methods",
+    "pixels,protonet",
+    "--benches",
+    "synthetic-5w1s",
+    "--seeds",
+    "0-9",
+    "--set",
+    "bench.episodes=100",
+    "--executor",
+    "slurm",
+    "--profile",
+    "local",
+    "--name",
+    "bench20",
+]
 
 
 def timed(command: list[str]) -> float:
@@ -40,8 +54,9 @@ def main() -> int:
     args = parser.parse_args()
     answers, said = slurm_answers()
     if not answers:
-        print(f"no SLURM controller answers ({said}); start one with: bash slurm/local-cluster.sh start",
-              file=sys.stderr)
+        print(
+            f"no SLURM controller answers ({said}); start one with: bash slurm/local-cluster.sh start", file=sys.stderr
+        )
         return 2
     harness = [sys.executable, "-m", "harness.cli"]
     plan, submit = [], []
@@ -57,8 +72,10 @@ def main() -> int:
             shutil.rmtree(runs_dir, ignore_errors=True)
     print(f"20-run sweep, {args.repeat} repeats (seconds, whole command):")
     print(f"  plan only (--dry-run): median {statistics.median(plan):.2f}, min {min(plan):.2f}, max {max(plan):.2f}")
-    print(f"  plan + submit:         median {statistics.median(submit):.2f}, min {min(submit):.2f}, "
-          f"max {max(submit):.2f}  (target <= 5)")
+    print(
+        f"  plan + submit:         median {statistics.median(submit):.2f}, min {min(submit):.2f}, "
+        f"max {max(submit):.2f}  (target <= 5)"
+    )
     return 0
 
 

@@ -35,8 +35,10 @@ def sample_spec(folder: Path, rows: list[str], scale: float) -> Path:
     chosen = []
     for row in spec["rows"]:
         if row["label"] in rows:
-            where = {k: (max(1, round(v * scale)) if k in ("train.steps", "method.encoder_steps") else v)
-                     for k, v in (row.get("where") or {}).items()}
+            where = {
+                k: (max(1, round(v * scale)) if k in ("train.steps", "method.encoder_steps") else v)
+                for k, v in (row.get("where") or {}).items()
+            }
             chosen.append({**row, "where": where})
     missing = set(rows) - {r["label"] for r in chosen}
     if missing:
@@ -54,9 +56,25 @@ def sweep_seconds(spec: Path, workers: int) -> float:
     runs = Path(tempfile.mkdtemp(prefix="layout-runs-"))
     try:
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "harness.cli", "sweep", "--table", str(spec), "--executor", "local",
-                        "--parallelism", str(workers), "--runs-dir", str(runs), "--wait"], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "harness.cli",
+                "sweep",
+                "--table",
+                str(spec),
+                "--executor",
+                "local",
+                "--parallelism",
+                str(workers),
+                "--runs-dir",
+                str(runs),
+                "--wait",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         return time.perf_counter() - started
     finally:
         shutil.rmtree(runs, ignore_errors=True)
@@ -75,12 +93,21 @@ def main() -> int:
         spec = sample_spec(Path(folder), rows, args.scale)
         seconds: dict[int, list[float]] = {w: [] for w in layouts}
         for repeat in range(args.repeats):
-            for workers in (layouts if repeat % 2 == 0 else layouts[::-1]):
+            for workers in layouts if repeat % 2 == 0 else layouts[::-1]:
                 took = sweep_seconds(spec, workers)
                 seconds[workers].append(took)
-                print(json.dumps({"workers": workers, "threads_each": max(1, cores // workers), "runs": len(rows),
-                                  "seconds": round(took, 1), "runs_per_hour": round(len(rows) * 3600 / took, 2)}),
-                      flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "workers": workers,
+                            "threads_each": max(1, cores // workers),
+                            "runs": len(rows),
+                            "seconds": round(took, 1),
+                            "runs_per_hour": round(len(rows) * 3600 / took, 2),
+                        }
+                    ),
+                    flush=True,
+                )
     base = sum(seconds[layouts[0]])
     for workers in layouts:
         print(json.dumps({"workers": workers, "runs_per_hour_vs_first": round(base / sum(seconds[workers]), 3)}))

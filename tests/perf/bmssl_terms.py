@@ -68,9 +68,18 @@ def main() -> None:
     for row in rows:
         print(json.dumps({k: float(row[k]) for k in keys if row.get(k) not in (None, "")}))
     ratios = [float(r["match_grad_norm"]) / float(r["query_grad_norm"]) for r in rows if float(r["query_grad_norm"])]
-    print(json.dumps({"summary": True, "test_error": round(1 - record["accuracy"], 4), "steps": record["steps"],
-                      "match_over_query_grad_first": ratios[0], "match_over_query_grad_last": ratios[-1],
-                      "match_over_query_grad_max": max(ratios)}))
+    print(
+        json.dumps(
+            {
+                "summary": True,
+                "test_error": round(1 - record["accuracy"], 4),
+                "steps": record["steps"],
+                "match_over_query_grad_first": ratios[0],
+                "match_over_query_grad_last": ratios[-1],
+                "match_over_query_grad_max": max(ratios),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,13 @@ from harness.resolve import resolve
 from harness.runner import RunRequest, execute, execute_processes
 from harness.store import read_losses
 
-COMMON = ["train.steps=20", "train.log_every=1", "train.checkpoint_every=1000", "bench.episodes=60",
-          "train.val_episodes=10"]
+COMMON = [
+    "train.steps=20",
+    "train.log_every=1",
+    "train.checkpoint_every=1000",
+    "bench.episodes=60",
+    "train.val_episodes=10",
+]
 
 
 def drift(a: list[float], b: list[float]) -> list[float]:
@@ -42,12 +47,24 @@ def main() -> None:
             perturbed = execute(RunRequest(resolved, 0, runs["no-onednn"], device="cpu", progress=False))
         many = execute_processes(args.procs, RunRequest(resolved, 0, runs["many"], device="cpu", progress=False))
         reference = read_losses(runs["one"])
-        print(json.dumps({"method": args.method, "sets": args.sets, "procs": args.procs,
-                          "accuracy_pct": {"1 process": round(100 * one["accuracy"], 2),
-                                           "1 process, oneDNN off": round(100 * perturbed["accuracy"], 2),
-                                           f"{args.procs} processes": round(100 * many["accuracy"], 2)},
-                          "relative_loss_drift": {"oneDNN off": drift(reference, read_losses(runs["no-onednn"])),
-                                                  f"{args.procs} processes": drift(reference, read_losses(runs["many"]))}}))
+        print(
+            json.dumps(
+                {
+                    "method": args.method,
+                    "sets": args.sets,
+                    "procs": args.procs,
+                    "accuracy_pct": {
+                        "1 process": round(100 * one["accuracy"], 2),
+                        "1 process, oneDNN off": round(100 * perturbed["accuracy"], 2),
+                        f"{args.procs} processes": round(100 * many["accuracy"], 2),
+                    },
+                    "relative_loss_drift": {
+                        "oneDNN off": drift(reference, read_losses(runs["no-onednn"])),
+                        f"{args.procs} processes": drift(reference, read_losses(runs["many"])),
+                    },
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

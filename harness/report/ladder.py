@@ -1,0 +1,102 @@
+"""Budget ladders of a table spec (issue 26): rungs that multiply the learned rows' step caps, each rung its own
+table (``rung_specs``) with its own runs and outputs (``<stem>-x<multiple>``)."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.config import parse_seeds
+from harness.errors import ConfigError
+from harness.report.spec_fields import check_keys, names
+
+if TYPE_CHECKING:
+    from harness.report.spec import Row, TableSpec
+
+
+@dataclass(frozen=True)
+class Rung:
+    """A ladder rung: the rows' step caps times ``multiple``, for ``rows`` (labels) with ``seeds``."""
+
+    multiple: int
+    seeds: tuple[int, ...]
+    rows: tuple[str, ...]
+
+
+MAX_MULTIPLE = 1000
+
+
+def load_ladder(value: Any, rows: list[Row], seeds: list[int], path: Path) -> list[Rung]:
+    labels = [row.label for row in rows]
+    rungs = []
+    for i, item in enumerate(value or []):
+        context = f"{path}: ladder[{i}]"
+        item = check_keys(item, {"multiple", "seeds", "rows"}, {"multiple"}, context)
+        multiple = item["multiple"]
+        if not isinstance(multiple, int) or isinstance(multiple, bool) or not 2 <= multiple <= MAX_MULTIPLE:
+            raise ConfigError(
+                f"{context}: multiple must be an integer from 2 to {MAX_MULTIPLE} (rung 1 is the table "
+                f"itself), got {multiple!r}"
+            )
+        chosen = names(item.get("rows"), f"{context}: rows") or [r.label for r in rows if step_keys(r)]
+        for label in chosen:
+            if label not in labels:
+                close = difflib.get_close_matches(label, labels, n=1)
+                raise ConfigError(
+                    f"{context}: rows: no row labelled {label!r}"
+                    + (f"; did you mean {close[0]!r}?" if close else "")
+                    + f". Rows: {', '.join(labels)}"
+                )
+            if not step_keys(rows[labels.index(label)]):
+                raise ConfigError(
+                    f"{context}: row {label!r} sets no train.steps in its where, so it has no step "
+                    "cap to multiply; give it one, or leave it out of the rung"
+                )
+        rungs.append(Rung(multiple, tuple(parse_seeds(item.get("seeds", seeds))), tuple(chosen)))
+    return rungs
+
+
+def step_keys(row: Row) -> list[str]:
+    """The step settings of a learned row's filter (``train.steps``, ``method.encoder_steps``, ...)."""
+    if "train.steps" not in row.where:
+        return []
+    return [
+        key
+        for key, value in row.where.items()
+        if key.endswith("steps") and isinstance(value, int) and not isinstance(value, bool)
+    ]
+
+
+def rung_specs(spec: TableSpec) -> list[TableSpec]:
+    """The table at each ladder rung, in increasing multiple: scaled rows, their seeds, own outputs."""
+    out = []
+    for multiple in sorted({rung.multiple for rung in spec.ladder}):
+        seeds: dict[str, set[int]] = {}
+        for rung in spec.ladder:
+            if rung.multiple == multiple:
+                for label in rung.rows:
+                    seeds.setdefault(label, set()).update(rung.seeds)
+        rows = []
+        for row in spec.rows:
+            if not step_keys(row):
+                rows.append(row)  # no training: the same runs at every rung
+            elif row.label in seeds:
+                where = {k: v * multiple if k in step_keys(row) else v for k, v in row.where.items()}
+                rows.append(replace(row, where=where, seeds=tuple(sorted(seeds[row.label]))))
+        outputs = {fmt: p.with_name(f"{p.stem}-x{multiple}{p.suffix}") for fmt, p in spec.outputs.items()}
+        out.append(
+            replace(
+                spec,
+                title=f"{spec.title} — {multiple}× the step caps",
+                caption=None,
+                rows=rows,
+                outputs=outputs,
+                leaderboards=[],
+                plots=[],
+                ladder=[],
+                multiple=multiple,
+            )
+        )
+    return out

@@ -1,0 +1,59 @@
+"""The checks every part of a table spec's YAML goes through: mappings with known keys, lists of names,
+and paths that stay beside the spec's folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ConfigError
+from harness.report.render import FORMATS
+
+
+def check_keys(mapping: Any, allowed: set[str], required: set[str], context: str) -> dict:
+    """``mapping`` as a dict with only ``allowed`` keys and all ``required`` ones, or a ConfigError."""
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{context} must be a mapping with keys {', '.join(sorted(allowed))}, got {mapping!r}")
+    unknown = sorted(set(mapping) - allowed)
+    if unknown:
+        raise ConfigError(f"{context}: unknown key(s) {', '.join(unknown)}. Valid keys: {', '.join(sorted(allowed))}")
+    missing = sorted(required - set(mapping))
+    if missing:
+        raise ConfigError(f"{context}: missing key(s) {', '.join(missing)}")
+    return mapping
+
+
+def check_list(value: Any, context: str) -> list:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{context} must be a non-empty list")
+    return value
+
+
+def spec_path(base: Path, value: Any, context: str) -> Path:
+    """A path a spec names, relative to its folder ``base``: it must stay inside ``base``'s parent (the
+    results folder beside the spec's folder: ../runs, ../plots, ...); absolute paths are refused."""
+    text = str(value)
+    path = Path(os.path.normpath(base / text))
+    if Path(text).is_absolute() or not path.resolve().is_relative_to(base.resolve().parent):
+        raise ConfigError(
+            f"{context}: {text[:200]!r} lies outside {base.resolve().parent}; a spec writes only under "
+            "the folder that holds its own folder, with relative paths (e.g. ../plots/x)"
+        )
+    return path
+
+
+def check_outputs(value: Any, context: str, base: Path) -> dict[str, Path]:
+    """``{format: path}`` with paths relative to ``base`` (the spec's folder), normalised (``spec_path``)."""
+    outputs = check_keys(value, set(FORMATS), set(), context)
+    return {fmt: spec_path(base, path, f"{context}: {fmt}") for fmt, path in outputs.items()}
+
+
+def names(value: Any, context: str) -> list[str] | None:
+    """A list of names from a YAML list or a comma-separated string (None when absent)."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) and i.strip() for i in items):
+        raise ConfigError(f"{context} must be a list of names, got {value!r}")
+    return [i.strip() for i in items]
