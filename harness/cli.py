@@ -14,6 +14,7 @@ from harness.data import commands as data_commands
 from harness.errors import HarnessError
 from harness.overrides import Overrides
 from harness.report import commands as report_commands
+from harness.report import compare
 from harness.store import default_runs_dir
 from harness.sweep import commands as sweep_commands
 
@@ -22,7 +23,17 @@ MAX_MESSAGE = 2000  # characters of an error message
 RESULT_DECIMALS = {"accuracy %": ".2f", "ci95 %": ".2f", "train_s": ".1f"}  # `harness results`' floats
 SIGPIPE_EXIT = 141  # the shell's status for a process whose reader went away (128 + SIGPIPE)
 # Further command groups, each with add_commands(sub); they import heavy libraries only inside commands.
-COMMAND_MODULES = (run_commands, data_commands, report_commands, sweep_commands, tune, reproduce, site, accounting)
+COMMAND_MODULES = (
+    run_commands,
+    data_commands,
+    report_commands,
+    compare,
+    sweep_commands,
+    tune,
+    reproduce,
+    site,
+    accounting,
+)
 
 
 # ------------------------------------------------------------------------------------------ list

@@ -73,6 +73,17 @@ def test_sweep_table_makes_every_rung_once_and_table_writes_each(tmp_path, monke
     capsys.readouterr()  # a new machine with no runs directory: the committed evidence is not re-made
     assert run_cli("sweep", "--table", spec, "--executor", "local", "--runs-dir", "fresh", "--dry-run") == 0
     assert "0 to submit, 6 already done" in capsys.readouterr().out
+    assert run_cli("compare", spec, "protonet", "pixels", "--format", "md") == 0  # every rung, paired on episodes
+    header, _, *body = [line.strip("|").split("|") for line in capsys.readouterr().out.splitlines()[1:]]
+    table = [dict(zip(map(str.strip, header), map(str.strip, line))) for line in body]
+    assert [(r["rung"], r["A steps"], r["A seeds"], r["B steps"]) for r in table] == [
+        ("1", "2", "0,1", "0"),
+        ("2", "4", "0", "0"),
+        ("3", "6", "0,1", "0"),
+    ]
+    assert all(0 <= float(r["Wilcoxon p"]) <= 1 for r in table)
+    assert run_cli("compare", spec, "protonet", "protonett") == 2
+    assert "no row labelled 'protonett'" in capsys.readouterr().err
 
 
 def test_the_compute_plot_draws_every_rung_against_training_flops(tmp_path, monkeypatch):
