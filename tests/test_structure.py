@@ -140,3 +140,8 @@ def test_the_layering_rule_sees_a_method_that_imports_the_runner(tmp_path):
     source = tmp_path / "bad.py"
     source.write_text("from harness.runner import execute\n")
     assert imports(source, "harness.methods.bad", {"harness.runner"}) == {"harness.runner"}
+
+
+def test_the_readme_is_a_manual_under_5000_words():
+    """Issue 27: the README is the user's manual; results, tuning logs and timings live in results/README.md."""
+    assert len((ROOT / "README.md").read_text().split()) < 5000
