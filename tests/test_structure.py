@@ -27,11 +27,23 @@ def modules() -> dict[str, Path]:
     return found
 
 
+def runtime_nodes(tree: ast.AST):
+    """Every node of ``tree`` except those under ``if TYPE_CHECKING:`` (imports for annotations only)."""
+    for node in ast.iter_child_nodes(tree):
+        test = node.test if isinstance(node, ast.If) else None
+        if test is not None and (getattr(test, "id", None) or getattr(test, "attr", None)) == "TYPE_CHECKING":
+            yield from (n for child in node.orelse for n in [child, *runtime_nodes(child)])
+            continue
+        yield node
+        yield from runtime_nodes(node)
+
+
 def imports(path: Path, name: str, known: set[str]) -> set[str]:
-    """The harness modules ``path`` imports anywhere in it (module level or inside functions)."""
+    """The harness modules ``path`` imports when it runs, anywhere in it (module level or inside functions;
+    not the imports under ``if TYPE_CHECKING:``, which only annotations read)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -83,6 +95,15 @@ def test_the_import_walk_sees_function_level_and_relative_imports(tmp_path):
     source = tmp_path / "mod.py"
     source.write_text("def f():\n    from harness.store import RunStore\n    from . import files\n")
     assert imports(source, "harness.mod", {"harness.store", "harness.files"}) == {"harness.store", "harness.files"}
+
+
+def test_the_import_walk_leaves_out_imports_for_annotations_only(tmp_path):
+    source = tmp_path / "mod.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from harness.store import RunStore\n"
+        "else:\n    from harness import files\n"
+    )
+    assert imports(source, "harness.mod", {"harness.store", "harness.files"}) == {"harness.files"}
 
 
 def test_no_import_cycles_among_the_harness_modules():
