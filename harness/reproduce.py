@@ -278,7 +278,7 @@ def add_commands(sub) -> None:
     p.add_argument("--seeds", help="only these seeds: 0-2, 0,2 (default: every stored seed)")
     p.add_argument("--executor", choices=("local", "slurm"), help="default: slurm when `sinfo` answers, else local")
     p.add_argument("--profile", help="SLURM profile (see `harness sweep --profile`)")
-    p.add_argument("--parallelism", type=int, help="runs at once (default 1)")
+    p.add_argument("--parallelism", type=int, help="runs at once (default 1: each replay uses its record's threads)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument(
         "--runs-dir",

@@ -96,6 +96,16 @@ def test_dry_run_prints_the_grid_and_writes_nothing(runs_dir, capsys, no_slurm):
     assert not runs_dir.exists()
 
 
+def test_local_sweeps_default_to_one_worker_per_core(runs_dir, capsys, no_slurm, monkeypatch):
+    """The default measured fastest on 2 cores (results/README.md#speed); --parallelism overrides it."""
+    monkeypatch.setattr("os.cpu_count", lambda: 3)
+    grid = ("sweep", *PIXELS, "--seeds", "0-7", "--runs-dir", runs_dir, "--dry-run")
+    assert run_cli(*grid) == 0
+    assert "executor local: 3 worker process(es)" in capsys.readouterr().out
+    assert run_cli(*grid, "--parallelism", "1") == 0
+    assert "executor local: 1 worker process(es)" in capsys.readouterr().out
+
+
 def test_sweep_file_with_flags_taking_precedence(runs_dir, tmp_path, capsys, no_slurm):
     spec = tmp_path / "grid.yaml"
     spec.write_text(

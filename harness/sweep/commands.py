@@ -13,7 +13,7 @@ from harness.sweep.grid import SWEEP_FILE_KEYS, load_sweep_file, sweep_spec
 from harness.sweep.plan import Sweep, plan_runs, table_runs
 from harness.sweep.profiles import EXECUTORS, choose_executor, load_profile, processes_per_run
 from harness.sweep.status import cmd_status
-from harness.sweep.submit import Launch, dry_run, launch_runs, wait
+from harness.sweep.submit import Launch, dry_run, launch_runs, local_workers, wait
 
 
 def cmd_sweep(args) -> int:
@@ -29,7 +29,7 @@ def cmd_sweep(args) -> int:
     profile, profile_source = load_profile(profile_name)
     parallelism = next(
         (p for p in (args.parallelism, sweep_file.get("parallelism")) if p is not None),
-        profile["parallelism"] if executor == "slurm" else 1,
+        profile["parallelism"] if executor == "slurm" else local_workers(),
     )
     if not isinstance(parallelism, int) or isinstance(parallelism, bool) or parallelism < 1:
         raise ConfigError(f"parallelism must be a positive integer, got {parallelism!r}")
@@ -109,7 +109,7 @@ def add_commands(sub) -> None:
         "--parallelism",
         type=int,
         help="at most this many runs at once (SLURM: the array's %%N throttle, "
-        "default from the profile; local: worker processes, default 1)",
+        "default from the profile; local: worker processes, default one per CPU core, each with one thread)",
     )
     p.add_argument(
         "--device", default="auto", help="auto | cpu | cuda, on the machine that runs each task (default auto)"
