@@ -52,7 +52,7 @@ def evaluate_run(run_dir: Path, bench: str, head: str | None, runs_dir: Path, de
     )
     target = Benchmark.of(get_benchmark(bench), resolved.config.data.root)
     head = head or source["head"]
-    HEADS.get(head)
+    HEADS.get(head, "--head")
     check_head(resolved.method_class, head)
 
     cfg = copy.deepcopy(resolved.config)

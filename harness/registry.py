@@ -43,11 +43,13 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
-    def get(self, name: str) -> T:
+    def get(self, name: str, setting: str = "") -> T:
+        """The entry called ``name``; else a closest-match error, naming the ``setting`` that chose it."""
         try:
             return self._entries[name]
         except KeyError:
-            raise UnknownNameError(self.kind, name, self._entries) from None
+            hint = f"Set {setting} to one of them." if setting else ""
+            raise UnknownNameError(self.kind, name, self._entries, hint) from None
 
     def names(self) -> list[str]:
         return list(self._entries)

@@ -154,7 +154,7 @@ def resolve(
     if not cfg.eval.head:
         cfg.eval.head = cls.default_head or spec.head
         origins["eval.head"] = f"method {method}" if cls.default_head else from_benchmark
-    HEADS.get(cfg.eval.head)
+    HEADS.get(cfg.eval.head, "eval.head")
     loggers.check(cfg.log.loggers)
     check_bounds(cfg)
     bench = Benchmark.of(spec, cfg.data.root)
@@ -189,7 +189,7 @@ def check_backbone(backbone: str, channels: int, image_size: int) -> None:
     """``method.backbone`` is registered (closest-match error) and takes the run's images: shape-only
     inputs pass through it on torch's meta device, so an image size it cannot take is a config error
     before any work starts."""
-    BACKBONES.get(backbone)
+    BACKBONES.get(backbone, "method.backbone")
     from harness.backbones import feature_dims
 
     try:

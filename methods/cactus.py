@@ -58,7 +58,15 @@ class Cactus:
 
     @classmethod
     def check_config(cls, run, benchmark) -> None:
+        """CACTUs' own settings; its tasks' classes are clusters, so the meta-learner's check of labelled
+        training classes does not apply, and its ways are checked against ``method.clusters`` instead."""
         cfg = run.method
+        key, ways = cls.training_ways(run)
+        if ways > cfg.clusters:
+            raise ConfigError(
+                f"method.clusters={cfg.clusters}: a {ways}-way training task ({key}={ways}) needs {ways} "
+                f"clusters in a partition; raise method.clusters to at least {ways} or lower {key}"
+            )
         if bool(cfg.encoder_run) == bool(cfg.encoder_steps):
             raise ConfigError(
                 f"CACTUs takes its embedding from either method.encoder_steps (train {cfg.encoder} "

@@ -53,7 +53,12 @@ class MAML(Method):
 
     @classmethod
     def check_config(cls, run, benchmark) -> None:
-        benchmark.check_training_classes(run, "bench.ways", run.bench.ways)
+        benchmark.check_training_classes(run, *cls.training_ways(run))
+
+    @staticmethod
+    def training_ways(run) -> tuple[str, int]:
+        """The setting that gives a training task's ways, and its value."""
+        return "bench.ways", run.bench.ways
 
     def __init__(self, cfg: MAMLConfig, env):
         super().__init__(cfg, env)

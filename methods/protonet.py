@@ -53,8 +53,12 @@ class ProtoNet(EncoderMethod):
 
     @classmethod
     def check_config(cls, run, benchmark) -> None:
-        key = "method.train_ways" if run.method.train_ways else "bench.ways"
-        benchmark.check_training_classes(run, key, run.method.train_ways or run.bench.ways)
+        benchmark.check_training_classes(run, *cls.training_ways(run))
+
+    @staticmethod
+    def training_ways(run) -> tuple[str, int]:
+        """The setting that gives a training episode's ways, and its value."""
+        return ("method.train_ways", run.method.train_ways) if run.method.train_ways else ("bench.ways", run.bench.ways)
 
     def __init__(self, cfg: ProtoNetConfig, env):
         super().__init__(cfg, env)

@@ -69,9 +69,11 @@ def test_unknown_names_list_valid_ones_and_the_closest():
         resolve("protonet", "synthetic-5w1")
     with pytest.raises(UnknownNameError, match="unknown config group 'trian'"):
         resolve("protonet", "synthetic-5w1s", sets=["trian.steps=3"])
-    with pytest.raises(UnknownNameError, match="unknown head 'protoype'.*Did you mean 'prototype'"):
+    with pytest.raises(
+        UnknownNameError, match="unknown head 'protoype'.*Did you mean 'prototype'\\? Set eval.head to one of them"
+    ):
         resolve("protonet", "synthetic-5w1s", sets=["eval.head=protoype"])
-    with pytest.raises(UnknownNameError, match="unknown backbone 'conv5'"):
+    with pytest.raises(UnknownNameError, match="unknown backbone 'conv5'.*Set method.backbone to one of them"):
         resolve("protonet", "synthetic-5w1s", sets=["method.backbone=conv5"])
 
 

@@ -123,6 +123,21 @@ def test_every_check_comes_before_a_run_directory(bench, settings, key, dry, tmp
     assert not runs.exists() or list(runs.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "method, key", [("cactus-protonet", "method.train_ways=5"), ("cactus-maml", "bench.ways=5")], ids=lambda v: v
+)
+def test_cactus_tasks_need_as_many_clusters_as_ways_before_a_run_directory(method, key, tmp_path, capsys):
+    """CACTUs' classes are k-means clusters: fewer clusters than ways used to fail after its encoder phase."""
+    runs = tmp_path / "runs"
+    sets = [a for s in [*TINY, "method.train_ways=5", "method.clusters=4"] for a in ("--set", s)]
+    if method == "cactus-maml":
+        sets = sets[:-4] + sets[-2:]  # MAML's tasks take bench.ways
+    assert run_cli("run", "--method", method, "--bench", "synthetic-5w1s", *sets, "--runs-dir", runs) == 2
+    err = one_error(capsys)
+    assert "method.clusters=4" in err and f"({key})" in err and "at least 5" in err
+    assert not runs.exists() or list(runs.iterdir()) == []
+
+
 def test_a_dry_run_names_the_data_it_would_fetch_and_fetches_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HARNESS_DATA", str(tmp_path / "empty-data-root"))
     assert (
