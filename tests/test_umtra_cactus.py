@@ -85,7 +85,7 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def test_cactus_partitions_recover_clusters_and_differ_by_scaling():
-    method, _ = built("cactus-protonet", "method.partitions=3", "method.clusters=4")
+    method, _ = built("cactus-protonet", "method.partitions=3", "method.clusters=4", "method.train_ways=4")
     features, truth = blobs()
     partitions = method.make_partitions(features, seed=1)
     assert partitions.shape == (3, 100) and partitions.max() < 4
@@ -145,10 +145,17 @@ def test_cactus_errors(tmp_path):
         resolve("cactus-maml", "synthetic-5w1s", sets=["train.steps=300"])
     with pytest.raises(ConfigError, match="no checkpoint"):
         resolve("cactus-maml", "synthetic-5w1s", sets=["method.encoder_steps=0", f"method.encoder_run={tmp_path}"])
-    method, train = built(
-        "cactus-protonet", "method.encoder_steps=1", "train.steps=2", "method.train_ways=20", *SMALL_ENCODER
+    with pytest.raises(ConfigError, match="method.clusters=12: a 20-way training task"):  # known before a run
+        resolve("cactus-protonet", "synthetic-5w1s", sets=["method.train_ways=20", *SMALL_ENCODER])
+    method, train = built(  # 12 clusters of the 3,200 images, ~270 each: some have fewer than 1 + 300 members
+        "cactus-protonet",
+        "method.encoder_steps=1",
+        "train.steps=2",
+        "method.train_ways=12",
+        "method.train_queries=300",
+        *SMALL_ENCODER,
     )
-    with pytest.raises(ConfigError, match="lower method.clusters"):  # 20-way tasks from 12 clusters
+    with pytest.raises(ConfigError, match="lower method.clusters"):  # known only once the images are clustered
         method.training_step(train, 1, 0.5, torch.Generator().manual_seed(0))
 
 
