@@ -50,6 +50,13 @@ def run_cli(*args: str) -> int:
     return main([str(a) for a in args])
 
 
+def one_error(capsys) -> str:
+    """The CLI's standard error, asserted to hold exactly one ``harness: error`` and no traceback."""
+    err = capsys.readouterr().err
+    assert err.count("harness: error") == 1 and "Traceback" not in err, err
+    return err
+
+
 def only_run(runs_dir: Path) -> Path:
     """The single run directory under ``runs_dir``."""
     runs = sorted(p for p in Path(runs_dir).iterdir() if p.is_dir())

@@ -6,14 +6,8 @@ import os
 
 from harness.sweep.plan import Sweep
 
-from conftest import run_cli
+from conftest import one_error, run_cli
 from test_evidence import tiny_spec
-
-
-def error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert err.count("harness: error") == 1 and "Traceback" not in err, err
-    return err
 
 
 def test_procs_beyond_the_cpu_cores_are_refused(tmp_path, capsys):
@@ -34,13 +28,13 @@ def test_procs_beyond_the_cpu_cores_are_refused(tmp_path, capsys):
         )
         == 2
     )
-    assert "more processes than this machine's" in error(capsys) and not (tmp_path / "runs").exists()
+    assert "more processes than this machine's" in one_error(capsys) and not (tmp_path / "runs").exists()
 
 
 def test_reproduce_with_negative_parallelism_claims_nothing(tmp_path, capsys):
     spec = tiny_spec(tmp_path / "tables")
     assert run_cli("reproduce", spec, "--parallelism", "-1", "--runs-dir", tmp_path / "again") == 2
-    assert "--parallelism must be a positive integer" in error(capsys) and not (tmp_path / "again").exists()
+    assert "--parallelism must be a positive integer" in one_error(capsys) and not (tmp_path / "again").exists()
 
 
 def test_a_truncated_plan_is_one_error_naming_it(tmp_path, capsys):
@@ -53,7 +47,7 @@ def test_a_truncated_plan_is_one_error_naming_it(tmp_path, capsys):
         ["sweep", "--methods", "pixels", "--benches", "synthetic-5w1s", "--name", "s", "--dry-run"],
     ):
         assert run_cli(*command, "--runs-dir", tmp_path / "runs") == 2, command
-        assert str(sweep.plan_path) in error(capsys)
+        assert str(sweep.plan_path) in one_error(capsys)
 
 
 def test_leaderboard_out_onto_a_folder_is_refused(tmp_path, capsys):
@@ -74,7 +68,7 @@ def test_leaderboard_out_onto_a_folder_is_refused(tmp_path, capsys):
     (tmp_path / "out").mkdir()
     capsys.readouterr()
     assert run_cli("leaderboard", "--runs-dir", tmp_path / "runs", "--out", tmp_path / "out") == 2
-    assert "is a folder" in error(capsys) and list((tmp_path / "out").iterdir()) == []
+    assert "is a folder" in one_error(capsys) and list((tmp_path / "out").iterdir()) == []
 
 
 def test_eval_of_a_run_whose_config_is_not_a_mapping(tmp_path, capsys):
@@ -98,7 +92,7 @@ def test_eval_of_a_run_whose_config_is_not_a_mapping(tmp_path, capsys):
     (tmp_path / "run" / "config.yaml").write_text("- a\n- list\n")
     capsys.readouterr()
     assert run_cli("eval", "--run", tmp_path / "run", "--bench", "synthetic-5w5s", "--runs-dir", tmp_path / "ev") == 2
-    assert "not the mapping of setting groups" in error(capsys)
+    assert "not the mapping of setting groups" in one_error(capsys)
 
 
 def test_a_huge_text_setting_is_refused_before_a_run_exists(tmp_path, capsys):
@@ -116,7 +110,7 @@ def test_a_huge_text_setting_is_refused_before_a_run_exists(tmp_path, capsys):
         )
         == 2
     )
-    assert "100,000 characters long" in error(capsys) and not (tmp_path / "runs").exists()
+    assert "100,000 characters long" in one_error(capsys) and not (tmp_path / "runs").exists()
 
 
 def test_two_sweeps_over_one_grid_make_each_computation_once(tmp_path):

@@ -12,15 +12,9 @@ import pytest
 
 from harness.store import read_record, write_record
 
-from conftest import run_cli
+from conftest import one_error, run_cli
 
 TINY = ["train.steps=2", "bench.episodes=4", "train.checkpoint_every=1"]
-
-
-def one_error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert err.count("harness: error") == 1 and "Traceback" not in err, err
-    return err
 
 
 def test_print_config_gives_every_key_with_its_origin(tmp_path, capsys):
