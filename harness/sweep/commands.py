@@ -13,7 +13,7 @@ from harness.sweep.grid import SWEEP_FILE_KEYS, load_sweep_file, sweep_spec
 from harness.sweep.plan import Sweep, plan_runs, table_runs
 from harness.sweep.profiles import EXECUTORS, choose_executor, load_profile, processes_per_run
 from harness.sweep.status import cmd_status
-from harness.sweep.submit import Launch, dry_run, launch_runs, local_workers, wait
+from harness.sweep.submit import Launch, dry_run, launch_runs, local_cores, wait
 
 
 def cmd_sweep(args) -> int:
@@ -27,9 +27,11 @@ def cmd_sweep(args) -> int:
     profile_name = args.profile or sweep_file.get("profile")
     executor = choose_executor(args.executor or sweep_file.get("executor"), profile_name)
     profile, profile_source = load_profile(profile_name)
+    # Local default: one worker per core, one thread each; on the Lake ladder's rows that made 1.22x the runs
+    # per hour of one 2-thread worker on 2 cores (tests/perf/bench_sweep_layouts.py, results/README.md#speed).
     parallelism = next(
         (p for p in (args.parallelism, sweep_file.get("parallelism")) if p is not None),
-        profile["parallelism"] if executor == "slurm" else local_workers(),
+        profile["parallelism"] if executor == "slurm" else local_cores(),
     )
     if not isinstance(parallelism, int) or isinstance(parallelism, bool) or parallelism < 1:
         raise ConfigError(f"parallelism must be a positive integer, got {parallelism!r}")

@@ -23,10 +23,8 @@ from harness.sweep.task import SweepTask, run_pins, task_env
 LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # local workers have no time limit worth the name
 
 
-def local_workers() -> int:
-    """Default local worker count: one per core, each with one thread. On the Lake ladder's rows, 2 workers
-    × 1 thread made 1.22× the runs per hour of 1 worker × 2 threads on 2 cores (tests/perf/
-    bench_sweep_layouts.py, results/README.md#speed): small Conv-4 steps use a second thread poorly."""
+def local_cores() -> int:
+    """The CPU cores local workers share (their threads are split evenly among them)."""
     return os.cpu_count() or 1
 
 
@@ -64,7 +62,7 @@ def submit(sweep: Sweep, runs: list[Run], executor: str, profile: dict, parallel
         for run in runs:
             by_pins.setdefault(json.dumps(run_pins(run), sort_keys=True), []).append(run)
         groups = [g for same in by_pins.values() for g in (same[i::lanes] for i in range(min(lanes, len(same))))]
-        threads = max(1, local_workers() // lanes)
+        threads = max(1, local_cores() // lanes)
         tasks = [SweepTask(group, device, task_env(), threads) for group in groups]
     try:
         with redirect_stderr(io.StringIO()):  # submitit echoes sbatch's complaint; the error below says it once
