@@ -33,6 +33,18 @@ def test_a_ladder_plans_one_run_per_rung_and_seed(tmp_path):
     assert x3.rows[0].where["train.steps"] == 6 and x3.rows[0].seeds == (0, 1)
 
 
+def test_a_rung_multiplies_training_length_only_not_the_steps_inside_one_step(tmp_path):
+    rows = [
+        {"label": "bmssl", "method": "bmssl", "where": {"train.steps": 2, "method.target_steps": 5, "method.inner_steps": 2}},
+        {"label": "cactus", "method": "cactus-protonet", "where": {"train.steps": 2, "method.encoder_steps": 3}},
+    ]
+    (x4,) = rung_specs(load_spec(tiny_spec(tmp_path, rows=rows, ladder=[{"multiple": 4}])))
+    assert [row.where for row in x4.rows] == [
+        {"train.steps": 8, "method.target_steps": 5, "method.inner_steps": 2},
+        {"train.steps": 8, "method.encoder_steps": 12},
+    ]
+
+
 @pytest.mark.parametrize(
     "ladder, message",
     [

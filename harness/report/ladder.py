@@ -58,15 +58,16 @@ def load_ladder(value: Any, rows: list[Row], seeds: list[int], path: Path) -> li
     return rungs
 
 
+# The settings that set how long a row trains, multiplied at each rung: the step cap and CACTUs' embedding
+# phase. Other ``*_steps`` settings (inner-loop, target and test-time adaptation steps) shape one step and stay.
+TRAINING_LENGTH_KEYS = ("train.steps", "method.encoder_steps")
+
+
 def step_keys(row: Row) -> list[str]:
-    """The step settings of a learned row's filter (``train.steps``, ``method.encoder_steps``, ...)."""
+    """The training-length settings (``TRAINING_LENGTH_KEYS``) of a learned row's filter."""
     if "train.steps" not in row.where:
         return []
-    return [
-        key
-        for key, value in row.where.items()
-        if key.endswith("steps") and isinstance(value, int) and not isinstance(value, bool)
-    ]
+    return [key for key in TRAINING_LENGTH_KEYS if key in row.where]
 
 
 def rung_specs(spec: TableSpec) -> list[TableSpec]:
