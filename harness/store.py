@@ -328,6 +328,14 @@ def default_runs_dir() -> Path:
     return Path(os.environ.get("HARNESS_RUNS", "runs"))
 
 
+def score_text(record: dict) -> str:
+    """A record's score in brief: test accuracy ± its 95% CI, or the validation accuracy of an
+    ``eval.test=false`` run (which scores no test episodes)."""
+    if record.get("accuracy") is None:
+        return f"validation {100 * record['val_accuracy']:.2f}% (test not scored)"
+    return f"{100 * record['accuracy']:.2f}% ± {100 * record['ci95']:.2f}"
+
+
 def summary_line(record: dict) -> str:
     if record.get("accuracy") is None:  # eval.test=false: validation only
         return (

@@ -212,6 +212,19 @@ def test_local_sweep_runs_skips_finished_and_reports_status(runs_dir, capsys, no
     assert "no sweep 'firts'" in capsys.readouterr().err
 
 
+def test_a_validation_only_sweep_reports_its_validation_accuracy(runs_dir, capsys, no_slurm):
+    """eval.test=false runs score no test episodes: `--wait` and `harness status` show validation accuracy."""
+    validation_only = ("--set", "train.steps=1", "--set", "train.val_episodes=2", "--set", "eval.test=false")
+    grid = ("--methods", "protonet", "--benches", "synthetic-5w1s", *validation_only, "--name", "val")
+    assert run_cli("sweep", *grid, "--parallelism", "1", "--runs-dir", runs_dir, "--wait") == 0
+    out = capsys.readouterr().out
+    (record,) = RunStore(runs_dir)
+    assert "accuracy" not in record and record["val_accuracy"] is not None
+    shown = f"validation {100 * record['val_accuracy']:.2f}% (test not scored)"
+    assert shown in out
+    assert run_cli("status", "val", "--runs-dir", runs_dir) == 0 and shown in capsys.readouterr().out
+
+
 def test_plan_fixes_each_run_directory(runs_dir, capsys, no_slurm):
     """The run directories are fixed at submission, and a task may only resume the planned config."""
     sweep = Sweep(runs_dir, "fixed")

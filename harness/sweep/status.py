@@ -253,11 +253,13 @@ def list_sweeps(runs_dir: Path) -> int:
 def print_status(sweep: Sweep, statuses: list[RunStatus], warnings: list[str], lines: int) -> None:
     from tabulate import tabulate
 
+    from harness.store import score_text
+
     print_warnings(warnings)
     rows = []
     for s in statuses:
         if s.category == "done":
-            result = f"{100 * s.record['accuracy']:.2f}% ± {100 * s.record['ci95']:.2f}"
+            result = score_text(s.record)
             if s.record["run_dir"] != s.run.run_dir:
                 result += " (earlier run)"
         elif s.category == "active":
