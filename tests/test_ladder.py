@@ -35,7 +35,11 @@ def test_a_ladder_plans_one_run_per_rung_and_seed(tmp_path):
 
 def test_a_rung_multiplies_training_length_only_not_the_steps_inside_one_step(tmp_path):
     rows = [
-        {"label": "bmssl", "method": "bmssl", "where": {"train.steps": 2, "method.target_steps": 5, "method.inner_steps": 2}},
+        {
+            "label": "bmssl",
+            "method": "bmssl",
+            "where": {"train.steps": 2, "method.target_steps": 5, "method.inner_steps": 2},
+        },
         {"label": "cactus", "method": "cactus-protonet", "where": {"train.steps": 2, "method.encoder_steps": 3}},
     ]
     (x4,) = rung_specs(load_spec(tiny_spec(tmp_path, rows=rows, ladder=[{"multiple": 4}])))
