@@ -571,6 +571,55 @@ def test_table_regenerates_byte_identically_and_names_its_sources(store, tmp_pat
     assert store["scarce-0.25"]["run_id"].encode() in first[tmp_path / "results" / "plots" / "scarcity.png"]
 
 
+def test_a_spec_scarcity_plot_of_rows_draws_one_line_per_row(tmp_path, capsys):
+    """A table spec's scarcity plot by `rows:` draws each row's own configuration, labelled by the row; by
+    `methods:` it would split meth-a into two configurations (steps 100 and 50)."""
+    runs = tmp_path / "runs"
+    made = {
+        (steps, fraction): make_run(
+            runs,
+            "meth-a",
+            "toy-scarce",
+            0,
+            np.subtract(COUNTS["meth-a"], 1 if fraction < 1 else 0),
+            settings={"data.train_fraction": fraction, "train.steps": steps},
+            finished=f"2026-01-05T10:00:0{i}+00:00",
+        )
+        for i, (steps, fraction) in enumerate([(100, 0.5), (100, 1.0), (50, 1.0)])
+    }
+    plot = {"kind": "scarcity", "benchmarks": ["toy-scarce"], "rows": ["A-100"], "out": "scarcity"}
+    spec = write_spec(
+        tmp_path / "tables",
+        evidence=str(runs),
+        columns=[{"label": "all", "benchmark": "toy-scarce", "where": {"data.train_fraction": 1.0}}],
+        rows=[
+            {"label": "A-100", "method": "meth-a", "where": {"train.steps": 100}},
+            {"label": "A-50", "method": "meth-a", "where": {"train.steps": 50}},
+        ],
+        references=[],
+        plots=[plot],
+    )
+    assert main(["table", str(spec)]) == 0
+    points = read_csv(tmp_path / "tables" / "scarcity.csv")
+    assert list(points["series"]) == ["A-100", "A-100"] and list(points["train_fraction"]) == [0.5, 1.0]
+    assert list(points["runs"]) == [made[(100, 0.5)]["run_id"], made[(100, 1.0)]["run_id"]]
+    for change, message in (
+        ({"rows": ["A-10"]}, "plots\\[0\\]: rows: no row labelled 'A-10'; did you mean 'A-100'"),
+        ({"methods": ["meth-a"]}, "in place of methods; this scarcity plot also names methods"),
+        ({"kind": "compute"}, "this compute plot cannot take them"),
+    ):
+        write_spec(
+            tmp_path / "tables",
+            evidence=str(runs),
+            columns=[{"label": "all", "benchmark": "toy-scarce"}],
+            rows=[{"label": "A-100", "method": "meth-a", "where": {"train.steps": 100}}],
+            references=[],
+            plots=[{k: v for k, v in {**plot, **change}.items() if v is not None}],
+        )
+        with pytest.raises(ConfigError, match=message):
+            load_spec(spec)
+
+
 def test_a_row_matching_several_configurations_must_choose_one(store, tmp_path, capsys):
     spec = write_spec(
         tmp_path,

@@ -3,14 +3,13 @@ table (``rung_specs``) with its own runs and outputs (``<stem>-x<multiple>``).""
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.config import parse_seeds
 from harness.errors import ConfigError
-from harness.report.spec_fields import check_keys, names
+from harness.report.spec_fields import check_keys, check_row_labels, names
 
 if TYPE_CHECKING:
     from harness.report.spec import Row, TableSpec
@@ -41,14 +40,8 @@ def load_ladder(value: Any, rows: list[Row], seeds: list[int], path: Path) -> li
                 f"itself), got {multiple!r}"
             )
         chosen = names(item.get("rows"), f"{context}: rows") or [r.label for r in rows if step_keys(r)]
+        check_row_labels(chosen, labels, f"{context}: rows")
         for label in chosen:
-            if label not in labels:
-                close = difflib.get_close_matches(label, labels, n=1)
-                raise ConfigError(
-                    f"{context}: rows: no row labelled {label!r}"
-                    + (f"; did you mean {close[0]!r}?" if close else "")
-                    + f". Rows: {', '.join(labels)}"
-                )
             if not step_keys(rows[labels.index(label)]):
                 raise ConfigError(
                     f"{context}: row {label!r} sets no train.steps in its where, so it has no step "

@@ -33,16 +33,20 @@ def accuracy_series(store: Store, request: PlotRequest) -> tuple[list[Series], s
     shots: x = ``bench.shots``; a line is one configuration apart from the benchmark (``bench.*``,
     ``benchmark``, ``kind``). scarcity: training runs only (eval records do not keep the source's
     fraction); x = ``data.train_fraction``; a line is one configuration apart from that fraction.
+    With a table spec's ``rows``, a line is one row instead: its method's runs that match its ``where``.
     """
     if request.kind == "shots":
         x_key, where = "bench.shots", dict(request.where)
     else:
         x_key, where = "data.train_fraction", {**request.where, "kind": "train"}
     series: dict[tuple, Series] = {}
+    drawn = [(row.label, [row.method], {**where, **row.where}) for row in request.rows] or [
+        (None, request.methods, where)
+    ]
     for benchmark in request.benchmarks:
-        selection = store.select(benchmark, request.methods, request.head, where)
-        check_same_episodes(selection.groups, f"plot {request.kind} {benchmark}")
-        for group in selection.groups:
+        selections = [(label, store.select(benchmark, methods, request.head, w)) for label, methods, w in drawn]
+        check_same_episodes([g for _, s in selections for g in s.groups], f"plot {request.kind} {benchmark}")
+        for row, group in ((label, group) for label, selection in selections for group in selection.groups):
             x = group.settings.get(x_key)
             if not isinstance(x, (int, float)):
                 raise HarnessError(
@@ -57,8 +61,8 @@ def accuracy_series(store: Store, request: PlotRequest) -> tuple[list[Series], s
             }
             if request.kind == "shots" and line_settings.get("trained_on") == benchmark:
                 line_settings["trained_on"] = "(the benchmark)"
-            key = (group.method, repr(sorted(line_settings.items(), key=lambda kv: kv[0])))
-            line = series.setdefault(key, Series(group.method, line_settings, group.config_hash))
+            key = (row,) if row else (group.method, repr(sorted(line_settings.items(), key=lambda kv: kv[0])))
+            line = series.setdefault(key, Series(group.method, line_settings, group.config_hash, label=row or ""))
             clash = [b for px, b, _ in line.points if px == x]
             if clash:
                 raise HarnessError(
@@ -72,10 +76,12 @@ def accuracy_series(store: Store, request: PlotRequest) -> tuple[list[Series], s
             + (f" of {', '.join(request.methods)}" if request.methods else "")
             + f" under {store.describe()}"
         )
-    lines = [series[key] for key in sorted(series)]
-    labels = make_labels([s.method for s in lines], [s.settings for s in lines], [s.config_hash for s in lines])
-    for line, label in zip(lines, labels):
-        line.label = label
+    lines = list(series.values()) if request.rows else [series[key] for key in sorted(series)]
+    if not request.rows:
+        labels = make_labels([s.method for s in lines], [s.settings for s in lines], [s.config_hash for s in lines])
+        for line, label in zip(lines, labels):
+            line.label = label
+    for line in lines:
         line.points.sort(key=lambda p: p[0])
     return lines, x_key
 

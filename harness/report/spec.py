@@ -14,7 +14,7 @@ from harness.report.bib import BibEntry, check_bibkey, check_cited, load_bibliog
 from harness.report.ladder import Rung, load_ladder
 from harness.report.render import FORMATS, SUFFIXES
 from harness.report.selection import RECORD_FIELDS, check_where
-from harness.report.spec_fields import check_keys, check_list, check_outputs, names, spec_path
+from harness.report.spec_fields import check_keys, check_list, check_outputs, check_row_labels, names, spec_path
 from harness.report.stats import ALPHA, check_test
 
 METRICS = ("accuracy", "error")
@@ -70,6 +70,7 @@ class PlotRequest:
     x: str
     prefix: Path
     where: dict = field(default_factory=dict)  # only runs matching these settings
+    rows: tuple[Row, ...] = ()  # a table spec's shots/scarcity plot: one line per row, of its method and where
 
 
 @dataclass
@@ -101,13 +102,14 @@ class TableSpec:
         plots:                                # optional: kind curves|shots|scarcity, out: file prefix
           - {kind: scarcity, benchmarks: [B], methods: [a, b], where: {train.budget_minutes: 3},
              out: ../plots/scarcity-B}
+          - {kind: scarcity, benchmarks: [B], rows: [A, C], out: ../plots/s}   # a line per row (its method, where)
           - {kind: compute, benchmarks: [B], out: ../plots/compute-B}   # error vs training FLOPs, every rung
         ladder:                               # optional budget rungs beyond the table's own (rung 1)
-          - {multiple: 4, seeds: 0-2, rows: [SimCLR]}   # every step setting of these rows × 4
+          - {multiple: 4, seeds: 0-2, rows: [SimCLR]}   # these rows' training length × 4
           - {multiple: 4, seeds: 0}                     # rows: default every learned row
 
-    A ladder rung is the same table with each learned row's step settings (``train.steps`` and any other
-    ``*steps`` key of its ``where``) times ``multiple``, each rung its own run and schedule; rows that do
+    A ladder rung is the same table with each learned row's training length (``train.steps``, and CACTUs'
+    ``method.encoder_steps``, in its ``where``) times ``multiple``, each rung its own run and schedule; rows that do
     not train appear at every rung as they are. Entries of one multiple merge (a row's seeds are the union).
     ``harness table`` writes each rung beside the table as ``<output stem>-x<multiple>``.
 
@@ -257,23 +259,22 @@ def load_spec(path: Path) -> TableSpec:
         context = f"{path}: plots[{i}]"
         item = check_keys(
             item,
-            {"kind", "benchmarks", "methods", "head", "y", "x", "where", "out"},
+            {"kind", "benchmarks", "methods", "rows", "head", "y", "x", "where", "out"},
             {"kind", "benchmarks", "out"},
             context,
         )
-        plots.append(
-            plot_request(
-                item["kind"],
-                names(item["benchmarks"], f"{context}: benchmarks"),
-                names(item.get("methods"), f"{context}: methods"),
-                item.get("head"),
-                item.get("y", "loss"),
-                item.get("x", "step"),
-                spec_path(base, item["out"], f"{context}: out"),
-                context,
-                item.get("where"),
-            )
+        request = plot_request(
+            item["kind"],
+            names(item["benchmarks"], f"{context}: benchmarks"),
+            names(item.get("methods"), f"{context}: methods"),
+            item.get("head"),
+            item.get("y", "loss"),
+            item.get("x", "step"),
+            spec_path(base, item["out"], f"{context}: out"),
+            context,
+            item.get("where"),
         )
+        plots.append(replace(request, rows=plot_rows(item, request, rows, context)))
     # read anywhere (a runs directory of yours); --collect-from writes it only if absent, empty or its own
     evidence = Path(os.path.normpath(base / str(tree.get("evidence", f"../runs/{path.stem}"))))
     seeds = parse_seeds(tree.get("seeds", 0))
@@ -347,7 +348,8 @@ def check_names(spec: TableSpec) -> None:
             check_name(benchmarks, benchmark, f"{spec.path}: plots[{i}]: benchmark")
         for method in request.methods or []:
             check_name(METHODS, method, f"{spec.path}: plots[{i}]: method")
-        check_where_keys(request.where, request.methods or methods, f"{spec.path}: plots[{i}]")
+        drawn = request.methods or [row.method for row in request.rows] or methods
+        check_where_keys(request.where, drawn, f"{spec.path}: plots[{i}]")
 
 
 def check_name(registry, name: str, context: str) -> None:
@@ -385,6 +387,21 @@ def merge_where(row: Row, column: Column, spec_path: Path) -> dict:
                 f"values ({row.where[key]!r} vs {column.where[key]!r}); no run can match both"
             )
     return {**column.where, **row.where}
+
+
+def plot_rows(item: dict, request: PlotRequest, rows: list[Row], context: str) -> tuple[Row, ...]:
+    """The table rows a spec's shots or scarcity plot draws (``rows:``, instead of ``methods:``)."""
+    chosen = names(item.get("rows"), f"{context}: rows")
+    if chosen is None:
+        return ()
+    if request.kind not in ("shots", "scarcity") or request.methods:
+        raise ConfigError(
+            f"{context}: rows (one line per table row) are for shots and scarcity plots, in place of methods; "
+            f"this {request.kind} plot " + ("also names methods" if request.methods else "cannot take them")
+        )
+    labels = [row.label for row in rows]
+    check_row_labels(chosen, labels, f"{context}: rows")
+    return tuple(rows[labels.index(label)] for label in chosen)
 
 
 def plot_request(

@@ -3,6 +3,7 @@ and paths that stay beside the spec's folder."""
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,18 @@ def check_outputs(value: Any, context: str, base: Path) -> dict[str, Path]:
     """``{format: path}`` with paths relative to ``base`` (the spec's folder), normalised (``spec_path``)."""
     outputs = check_keys(value, set(FORMATS), set(), context)
     return {fmt: spec_path(base, path, f"{context}: {fmt}") for fmt, path in outputs.items()}
+
+
+def check_row_labels(chosen: list[str], labels: list[str], context: str) -> None:
+    """Each of ``chosen`` must be one of the table's row ``labels``: else one error with the closest."""
+    for label in chosen:
+        if label not in labels:
+            close = difflib.get_close_matches(label, labels, n=1)
+            raise ConfigError(
+                f"{context}: no row labelled {label!r}"
+                + (f"; did you mean {close[0]!r}?" if close else "")
+                + f". Rows: {', '.join(labels)}"
+            )
 
 
 def names(value: Any, context: str) -> list[str] | None:
