@@ -242,6 +242,25 @@ def test_plan_fixes_each_run_directory(runs_dir, capsys, no_slurm):
         execute_run(stale, "cpu")
 
 
+def test_a_run_that_finishes_while_the_scheduler_answers_is_done_not_failed(runs_dir, monkeypatch):
+    """The runs directory is scanned before squeue answers; a run whose own record turned ok in between
+    (squeue still says RUNNING) is done. It was 'ended RUNNING without a result' (seen under load in CI)."""
+    from harness.sweep import status
+
+    sweep = Sweep(runs_dir, "race")
+    spec = SweepSpec(["pixels"], ["synthetic-5w1s"], [0], {"bench.episodes": [100]}, {})
+    runs = plan_runs(spec)
+    sweep.save_plan(assign_run_dirs(sweep, runs, {}), spec)
+    jobs = {runs[0].key: "7_0"}
+    submission = {"executor": "slurm", "submitted": "2026-01-01T00:00:00+00:00", "host": "h", "jobs": jobs}
+    sweep.save_submission({**submission, "logs_folder": str(runs_dir / "logs"), "parameters": {}})
+    execute_run(runs[0], "cpu")
+    monkeypatch.setattr(Sweep, "finished", lambda self: {})  # the scan, made before the record was written
+    monkeypatch.setattr(status, "slurm_states", lambda ids: ({"7_0": ("RUNNING", "0:00:37")}, []))
+    ((run,), _) = status.assess(sweep, runs)
+    assert (run.category, run.state, run.record["status"]) == ("done", "COMPLETED", "ok")
+
+
 def test_cli_help_stays_light():
     code = (
         "import sys, harness.cli; harness.cli.build_parser(); "

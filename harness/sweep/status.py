@@ -160,7 +160,10 @@ def assess(sweep: Sweep, runs: list[Run]) -> tuple[list[RunStatus], list[str]]:
         record = read_record(run.run_dir)
         # a record started before the latest submission is from an earlier attempt
         current = None if record and job and record.get("started", "") < job["submitted"] else record
-        ok = finished.get((run.config_hash, run.seed))
+        # its own record may have turned ok after the scan above (a run finishing while squeue answered)
+        ok = finished.get((run.config_hash, run.seed)) or (
+            current if current and current.get("status") == "ok" else None
+        )
         job_id, log = (job["job_id"], job["log"]) if job else ("", "")
         if job is None:
             state, elapsed = "", ""
