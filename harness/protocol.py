@@ -146,6 +146,12 @@ class Benchmark:
         blob = json.dumps({**definition, **self.dataset.definition()}, sort_keys=True, default=str)
         return {"benchmark_file": self.spec.source, "benchmark_sha256": hashlib.sha256(blob.encode()).hexdigest()}
 
+    def data_provenance(self, with_train: bool) -> dict:
+        """For a record: what the run's splits contain (content digests), and the files and decoders behind them."""
+        roles = ("train", "val", "test") if with_train else ("test",)
+        splits = [self.spec.splits[role] for role in roles if self.spec.splits.get(role) in self.dataset.splits]
+        return self.dataset.provenance(self.root, splits)
+
     def training_classes(self, rotations: bool) -> int | None:
         """Classes of the training split (×4 with rotations as classes), or None where unknown."""
         classes = self.dataset.splits[self.spec.splits["train"]].classes

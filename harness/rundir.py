@@ -57,6 +57,7 @@ def base_record(resolved: Resolved, seed: int, run_dir: Path, device: torch.devi
         "command": provenance.command_line(),
         "versions": provenance.versions(),
         "git": provenance.git_state(),
+        "data": resolved.benchmark.data_provenance(with_train=resolved.method_class.trains),
         **resolved.benchmark.provenance(),  # a benchmark file's path and hash
     }
 

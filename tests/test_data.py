@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from harness.data import get_dataset
-from harness.data.base import RemoteFile, fetch
+from harness.data.remote import RemoteFile, fetch
 from harness.errors import DataError, UnknownNameError
 from harness.protocol import rotate_classes, split_off_group, subsample
 
@@ -156,23 +156,6 @@ def test_miniimagenet_pickles_through_the_mirror(tmp_path, monkeypatch):
     assert test.images[test.labels == 1].float().mean(dim=(1, 2, 3)).floor().tolist() == [60, 61, 62, 63]
     small = dataset.load(tmp_path / "root", "train", 32)
     assert small.images.shape == (12, 3, 32, 32)
-
-
-def test_miniimagenet_image_folder_with_split_csvs(tmp_path):
-    source = tmp_path / "mini"
-    (source / "images").mkdir(parents=True)
-    for split, classes in (("train", [0, 1]), ("val", [2]), ("test", [3, 4])):
-        rows = ["filename,label"]
-        for c in classes:
-            for i in range(3):
-                name = f"n0{c}{i:04d}.jpg"
-                Image.fromarray(class_image(c, 0, 84)).save(source / "images" / name, quality=100)
-                rows.append(f"{name},n0{c}")
-        (source / f"{split}.csv").write_text("\n".join(rows) + "\n")
-    assert run_cli("data", "prepare", "miniimagenet", "--from", source, "--root", tmp_path / "root") == 0
-    test = get_dataset("miniimagenet").load(tmp_path / "root", "test")
-    assert test.class_names == ["n03", "n04"] and test.images.shape == (6, 3, 84, 84)
-    assert abs(test.images[test.labels == 1].float().mean().item() - 40) < 2  # JPEG, so approximately
 
 
 def test_tieredimagenet_pickles(tmp_path):

@@ -6,6 +6,7 @@ DATASETS: Registry[Entry] = Registry("dataset")
 for _name, _target, _description in [
     ("synthetic-glyphs", "harness.data.synthetic:SyntheticGlyphs", "embedded procedural glyphs, no download"),
     ("omniglot", "harness.data.omniglot:Omniglot", "Omniglot background/evaluation (Lake et al. 2015)"),
+    ("omniglot-vinyals", "harness.data.omniglot:OmniglotVinyals", "Omniglot, Vinyals et al.'s character split"),
     ("omniglot-small1", "harness.data.omniglot:OmniglotSmall1", "Lake's minimal background set 1 + 20 official runs"),
     ("omniglot-small2", "harness.data.omniglot:OmniglotSmall2", "Lake's minimal background set 2 + 20 official runs"),
     ("miniimagenet", "harness.data.miniimagenet:MiniImageNet", "miniImageNet, Ravi-Larochelle split"),

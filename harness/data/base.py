@@ -12,9 +12,7 @@ Layout under the data root (``data.root``, else ``$HARNESS_DATA``, else ``~/.cac
 
 from __future__ import annotations
 
-import io
 import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from harness.data import linked
+from harness.data import content, linked
 from harness.data.integrity import RawFileError, cache_problem, drop_cache, file_digest, load_cache, save_cache
+from harness.data.remote import RemoteFile, fetch
 from harness.errors import DataError
-from harness.files import atomic_path
 
 
 def data_root(configured: str = "") -> Path:
@@ -36,36 +34,6 @@ def data_root(configured: str = "") -> Path:
         return Path(os.environ["HARNESS_DATA"]).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "fewshot-harness"
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """A file a dataset needs, where to fetch it and how to verify it."""
-
-    name: str
-    url: str
-    sha256: str | None = None
-    md5: str | None = None  # used where only an MD5 is published (torchvision's Omniglot sums)
-
-    @property
-    def pinned(self) -> bool:
-        return bool(self.sha256 or self.md5)
-
-    def problem(self, path: Path) -> str | None:
-        """Why ``path`` does not match the published checksum (None: it matches, or none is published)."""
-        for algo, expected in (("sha256", self.sha256), ("md5", self.md5)):
-            if expected:
-                digest = file_digest(path, algo)
-                return None if digest == expected else f"{algo} mismatch (expected {expected}, got {digest})"
-        return None
-
-    def verify(self, path: Path) -> None:
-        """Raise DataError if ``path`` does not match the published checksum."""
-        problem = self.problem(path)
-        if problem:
-            raise DataError(
-                f"{self.name}: {problem}; the file is corrupt or truncated and was not kept. Fetch it again."
-            )
 
 
 @dataclass(frozen=True)
@@ -98,6 +66,7 @@ class RawSplit:
     class_names: list[str]
     class_groups: np.ndarray | None = None
     group_names: list[str] = field(default_factory=list)
+    source: dict = field(default_factory=dict)  # a local copy's files → SHA256, for the manifest (content.py)
 
 
 @dataclass
@@ -136,12 +105,16 @@ class Dataset:
     def raw_dir(self, root: Path) -> Path:
         return root / self.folder / "raw"
 
+    def cache_dir(self, root: Path) -> Path:
+        """Where the decoded caches and their manifest (harness/data/content.py) lie."""
+        return root / self.folder / "cache" / self.name
+
     def cache_path(self, root: Path, split: str, size: int) -> Path:
-        return root / self.folder / "cache" / self.name / f"{split}-{size}px.pt"
+        return self.cache_dir(root) / f"{split}-{size}px.pt"
 
     def cache_files(self, root: Path) -> list[Path]:
         """The decoded caches present (every split and size)."""
-        return sorted((root / self.folder / "cache" / self.name).glob("*.pt"))
+        return sorted(self.cache_dir(root).glob("*.pt"))
 
     def missing_files(self, root: Path) -> list[RemoteFile]:
         raw = self.raw_dir(root)
@@ -153,21 +126,7 @@ class Dataset:
         hashed), and every decoded cache against its stored SHA256."""
         raw = self.raw_dir(root)
         prepared = linked.recorded(raw)
-        checks = []
-        for remote in self.files:
-            path = raw / remote.name
-            if remote.name in prepared and (problem := linked.source_problem(path, prepared[remote.name], deep)):
-                checks.append(FileCheck("raw", path, "bad", problem, linked.prepare_again(raw, self.name)))
-            elif not path.is_file():
-                checks.append(FileCheck("raw", path, "missing"))
-            elif not remote.pinned:
-                checks.append(FileCheck("raw", path, "unpinned", "no published checksum; checked when decoded"))
-            elif problem := remote.problem(path):
-                checks.append(
-                    FileCheck("raw", path, "bad", problem, f"`harness data download {self.name}` fetches it again")
-                )
-            else:
-                checks.append(FileCheck("raw", path, "ok"))
+        checks = [self.raw_check(raw, remote, prepared.get(remote.name), deep) for remote in self.files]
         if all(c.state in ("ok", "unpinned") for c in checks):
             rebuild = f"`harness data prepare {self.name} --force` rebuilds it (a load also does)"
         else:
@@ -182,6 +141,23 @@ class Dataset:
             )
         return checks
 
+    def raw_check(self, raw: Path, remote: RemoteFile, prepared: dict | None, deep: bool = True) -> FileCheck:
+        """The verdict on one raw file: against the file it was prepared from (``prepared``, its entry in
+        ``prepared-from.json``), then against its published checksum, unless it was prepared as a copy
+        verified by content (:meth:`verify_content`)."""
+        path = raw / remote.name
+        if prepared and (problem := linked.source_problem(path, prepared, deep)):
+            return FileCheck("raw", path, "bad", problem, linked.prepare_again(raw, self.name))
+        if not path.is_file():
+            return FileCheck("raw", path, "missing")
+        if prepared and prepared.get("verified") == "content":
+            return FileCheck("raw", path, "ok", "verified by its decoded content")
+        if not remote.pinned:
+            return FileCheck("raw", path, "unpinned", "no published checksum; checked when decoded")
+        if problem := remote.problem(path):
+            return FileCheck("raw", path, "bad", problem, f"`harness data download {self.name}` fetches it again")
+        return FileCheck("raw", path, "ok")
+
     def status(self, root: Path) -> dict:
         """The state of each raw file and decoded cache, by content (see :meth:`check`)."""
         checks = self.check(root, deep=False)
@@ -193,6 +169,7 @@ class Dataset:
             "dataset": self.name,
             "files": files,
             "cached": caches,
+            "content": content.read_manifest(self.cache_dir(root)).get("splits", {}),
             "ready": not self.cached or raw_ok or native_ok,
             "damaged": [c for c in checks if c.state == "bad"],
         }
@@ -201,10 +178,10 @@ class Dataset:
     def download(self, root: Path, progress: bool = True, force: bool = False) -> list[Path]:
         """Fetch the files that are missing or fail their published checksum (every file with
         ``force``) from the mirror or their URLs, verify them, and move them into place."""
-        raw = self.raw_dir(root)
+        raw, prepared = self.raw_dir(root), linked.recorded(self.raw_dir(root))
         fetched = []
         for remote in self.files:
-            if force or not (raw / remote.name).is_file() or remote.problem(raw / remote.name):
+            if force or self.raw_check(raw, remote, prepared.get(remote.name), deep=False).state in ("missing", "bad"):
                 fetched.append(fetch(remote, raw, self.folder, progress=progress))
         linked.forget(raw, [path.name for path in fetched])
         return fetched
@@ -218,9 +195,12 @@ class Dataset:
             raise DataError(f"--from {source}: not a folder. {self.prepare_hint}")
         found = {f.name: sorted(source.rglob(f.name)) for f in self.files}
         if all(found.values()):
-            for remote in self.files:
-                remote.verify(found[remote.name][0])
-            linked.link_sources(self.raw_dir(root), {name: paths[0] for name, paths in found.items()}, source)
+            verified = {
+                remote.name: self.verify_content(remote.name, found[remote.name][0])
+                for remote in self.files
+                if remote.problem(found[remote.name][0])
+            }
+            linked.link_sources(self.raw_dir(root), {name: paths[0] for name, paths in found.items()}, source, verified)
             return self.build_caches(root, force=True)
         written = []
         for split in self.splits:
@@ -234,16 +214,19 @@ class Dataset:
             for stale in self.cache_files(root):  # caches decoded from an earlier copy
                 if _cache_size(stale, split):
                     drop_cache(stale)
-            path = self.cache_path(root, split, self.native_size)
-            save_cache(
-                _imageset_state(_to_imageset(local, self.native_size, self.channels, f"{self.name}/{split}")), path
-            )
-            written.append(path)
+            imageset = _to_imageset(local, self.native_size, self.channels, f"{self.name}/{split}")
+            written.append(self._save(root, split, imageset, local.source))
         return written
 
     def read_local_copy(self, source: Path, split: str) -> RawSplit | None:
         """Decode ``split`` from another layout researchers keep (None: not understood)."""
         return None
+
+    def verify_content(self, name: str, path: Path) -> dict:
+        """A user's file ``name`` that fails its published checksum: accepted where a dataset can check its
+        decoded content instead (returns what to record of it), else one error naming it."""
+        next(remote for remote in self.files if remote.name == name).verify(path)
+        return {}
 
     def ensure_available(self, root: Path, download: bool = False) -> None:
         """Raise the missing-dataset error now, before any run directory is made; with ``download``,
@@ -321,7 +304,7 @@ class Dataset:
                     problem = f"cannot be loaded ({type(exc).__name__})"
             _say_rebuilding(path, problem)
         imageset = _to_imageset(self._read_source(root, split), size, self.channels, identity)
-        save_cache(_imageset_state(imageset), path)
+        self._save(root, split, imageset)
         return imageset
 
     def build_caches(self, root: Path, force: bool = False) -> list[Path]:
@@ -348,11 +331,40 @@ class Dataset:
                     _say_rebuilding(paths[size], problems[size])
             source = self._read_source(root, split)
             for size in stale:
-                save_cache(
-                    _imageset_state(_to_imageset(source, size, self.channels, f"{self.name}/{split}")), paths[size]
-                )
+                self._save(root, split, _to_imageset(source, size, self.channels, f"{self.name}/{split}"))
                 written.append(paths[size])
         return written
+
+    def _save(self, root: Path, split: str, imageset: ImageSet, source: dict | None = None) -> Path:
+        """Write ``imageset`` as ``split``'s cache at its size; at the native size its content and ``source``
+        (the files it was decoded from: default the raw files) go into the manifest."""
+        size = imageset.images.shape[-1]
+        path = self.cache_path(root, split, size)
+        save_cache(_imageset_state(imageset), path)
+        if size == self.native_size:
+            content.write_split(self.cache_dir(root), split, imageset, source or self.raw_digests(root))
+        return path
+
+    def raw_digests(self, root: Path) -> dict[str, str]:
+        """Each raw file present → its SHA256 (as recorded when it was prepared or pinned, else computed)."""
+        raw, prepared = self.raw_dir(root), linked.recorded(self.raw_dir(root))
+        digests = {}
+        for remote in self.files:
+            if (raw / remote.name).is_file():
+                entry = prepared.get(remote.name, {})
+                digests[remote.name] = entry.get("sha256") or remote.sha256 or file_digest(raw / remote.name)
+        return digests
+
+    def provenance(self, root: Path, splits: list[str]) -> dict:
+        """A run record's ``data`` block: the content digests of ``splits`` and their files (see content.py)."""
+        if self.cached:
+            return content.record(self.cache_dir(root), self.name, splits)
+        found = {}
+        for split in splits:
+            imageset = self.load(root, split)
+            digests = content.class_digests(imageset.images.numpy(), imageset.labels.numpy(), imageset.class_names)
+            found[split] = content.split_digest(digests)
+        return {"dataset": self.name, "content_sha256": found, "files": {}, "decoders": {}}
 
     def _read_source(self, root: Path, split: str) -> RawSplit:
         """Decoded images from the raw files (checked against their published checksums first), else
@@ -370,15 +382,18 @@ class Dataset:
                 )
             cached = ImageSet(**load_cache(native))
             images = cached.images.permute(0, 2, 3, 1).numpy()
+            if self.channels == 1:
+                images = images[..., 0]  # grey images as H×W, as decoded
             groups = None if cached.class_groups is None else cached.class_groups.numpy()
             return RawSplit(list(images), cached.labels.numpy(), cached.class_names, groups, cached.group_names)
-        for name, entry in linked.recorded(raw).items():
-            if problem := linked.source_problem(raw / name, entry, deep=False):
-                raise DataError(f"{raw / name}: {problem}; {linked.prepare_again(raw, self.name)}")
+        prepared = linked.recorded(raw)
         for remote in self.files:
-            if problem := remote.problem(raw / remote.name):
+            check = self.raw_check(raw, remote, prepared.get(remote.name), deep=False)
+            if check.state == "bad" and remote.name in prepared:
+                raise DataError(f"{check.path}: {check.detail}; {check.repair}")
+            if check.state == "bad":
                 raise DataError(
-                    f"{raw / remote.name}: {problem}: the file is corrupt or truncated. "
+                    f"{check.path}: {check.detail}: the file is corrupt or truncated. "
                     f"Replace it with `harness data download {self.name}`, which fetches it again."
                 )
         try:
@@ -393,59 +408,6 @@ class Dataset:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def fetch(remote: RemoteFile, dest_dir: Path, folder: str, progress: bool = True) -> Path:
-    """Copy ``remote`` from ``$HARNESS_DATA_MIRROR/<folder>/`` or download its URL, then verify.
-
-    Nothing partial is left behind: the file is written under a temporary name and only renamed
-    into place once its checksum matches.
-    """
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    target = dest_dir / remote.name
-    mirror = os.environ.get("HARNESS_DATA_MIRROR")
-    if mirror:
-        source = Path(mirror).expanduser() / folder / remote.name
-        if not source.is_file():
-            raise DataError(
-                f"HARNESS_DATA_MIRROR={mirror} has no {folder}/{remote.name} (looked for {source}). "
-                "Put the file there, or unset HARNESS_DATA_MIRROR to download from " + remote.url
-            )
-        _copy_verified(source, target, remote)
-        return target
-    try:
-        with atomic_path(target) as tmp:
-            with open(tmp, "wb") as out:
-                _download(remote.url, out, remote.name, progress)
-            remote.verify(tmp)
-    except DataError:
-        raise
-    except Exception as exc:
-        raise DataError(f"downloading {remote.url} failed: {exc}") from None
-    return target
-
-
-def _download(url: str, out: io.BufferedWriter, label: str, progress: bool) -> None:
-    import requests
-    from tqdm import tqdm
-
-    with requests.get(url, stream=True, timeout=60) as response:
-        response.raise_for_status()
-        total = int(response.headers.get("content-length", 0)) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=not progress) as bar:
-            received = 0
-            for chunk in response.iter_content(1 << 20):
-                out.write(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-        if total is not None and received != total:
-            raise DataError(f"{label}: download truncated ({received} of {total} bytes); nothing was kept")
-
-
-def _copy_verified(source: Path, target: Path, remote: RemoteFile) -> None:
-    with atomic_path(target) as tmp:
-        shutil.copyfile(source, tmp)
-        remote.verify(tmp)
 
 
 def _to_imageset(raw: RawSplit, size: int, channels: int, identity: str) -> ImageSet:

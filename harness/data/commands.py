@@ -57,8 +57,15 @@ def data_status(datasets: list, root: Path) -> int:
         files = ", ".join(f"{n} {mark[s]}" for n, s in status["files"].items()) or "(generated)"
         caches = ", ".join(n + (" (corrupt)" if s == "bad" else "") for n, s in status["cached"].items())
         state = "damaged" if status["damaged"] else "ready" if status["ready"] else "missing"
-        rows.append([dataset.name, state, files, caches])
-    print(fitted(rows, ["dataset", "state", "raw files", "decoded caches"], wrap=["raw files", "decoded caches"]))
+        content = ", ".join(f"{split} {facts['content_sha256'][:12]}" for split, facts in status["content"].items())
+        rows.append([dataset.name, state, files, caches, content])
+    print(
+        fitted(
+            rows,
+            ["dataset", "state", "raw files", "decoded caches", "content (SHA256 of the decoded images)"],
+            wrap=["raw files", "decoded caches", "content (SHA256 of the decoded images)"],
+        )
+    )
     if any(row[1] == "damaged" for row in rows):
         print("some files fail their checks: `harness data verify` names them and the command that repairs each")
     return 0

@@ -19,9 +19,10 @@ from harness.data.integrity import file_digest
 RECORD = "prepared-from.json"
 
 
-def link_sources(raw: Path, sources: dict[str, Path], folder: Path) -> None:
+def link_sources(raw: Path, sources: dict[str, Path], folder: Path, verified: dict[str, dict] | None = None) -> None:
     """Put each source file (name in ``raw`` → its path) into ``raw`` as a link, then record them (the
-    ``--from`` ``folder`` too, for the fix an error prints)."""
+    ``--from`` ``folder`` too, for the fix an error prints); ``verified`` adds, per file accepted by its
+    decoded content rather than its published checksum, what that check found."""
     raw.mkdir(parents=True, exist_ok=True)
     entries = {}
     for name, source in sources.items():
@@ -34,6 +35,7 @@ def link_sources(raw: Path, sources: dict[str, Path], folder: Path) -> None:
             "size": stat.st_size,
             "mtime_ns": stat.st_mtime_ns,
             "sha256": file_digest(source),
+            **(verified or {}).get(name, {}),
         }
     files.write_json(raw / RECORD, {"from": str(folder.resolve()), "files": {**recorded(raw), **entries}})
 
@@ -62,7 +64,7 @@ def place_link(source: Path, target: Path) -> str:
 def recorded(raw: Path) -> dict[str, dict]:
     """File name → what was recorded when it was prepared from a user's copy (empty: none was)."""
     try:
-        return json.loads((raw / RECORD).read_text())["files"]
+        return json.loads((raw / RECORD).read_text(encoding="utf-8"))["files"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 
@@ -72,7 +74,7 @@ def forget(raw: Path, names: list[str]) -> None:
     entries = recorded(raw)
     if not any(name in entries for name in names):
         return
-    record = json.loads((raw / RECORD).read_text())
+    record = json.loads((raw / RECORD).read_text(encoding="utf-8"))
     record["files"] = {name: entry for name, entry in entries.items() if name not in names}
     files.write_json(raw / RECORD, record)
 
@@ -95,7 +97,7 @@ def source_problem(path: Path, entry: dict, deep: bool = True) -> str | None:
 def prepare_again(raw: Path, dataset: str) -> str:
     """The fix for a changed or vanished source."""
     try:
-        folder = json.loads((raw / RECORD).read_text())["from"]
+        folder = json.loads((raw / RECORD).read_text(encoding="utf-8"))["from"]
     except (OSError, ValueError, KeyError, TypeError):
         folder = "PATH"
     return (

@@ -8,12 +8,18 @@ Classes are ``Alphabet/characterNN``; a class's group is its alphabet.
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from harness.data.base import Dataset, RawSplit, RemoteFile, SplitInfo
-from harness.data.integrity import open_zip
+from harness.data.base import Dataset, RawSplit, SplitInfo
+from harness.data.content import class_digests, first_difference, folder_digest, split_digest
+from harness.data.integrity import file_digest, open_zip
+from harness.data.remote import RemoteFile
+from harness.errors import DataError
 
 _BASE = "https://github.com/brendenlake/omniglot/raw/master/python"
 # SHA256 of the published files (the same values as TensorFlow Datasets' url_checksums/omniglot.txt
@@ -44,16 +50,16 @@ def decode_ink(data: bytes) -> np.ndarray:
     return 255 - np.asarray(image, dtype=np.uint8)
 
 
-def read_alphabets(zip_path: Path, exclude: tuple[str, ...] = ()) -> RawSplit:
-    """All ``<top>/<Alphabet>/<character>/<file>.png`` images of a Lake zip, in sorted order."""
+def read_alphabets(container: Path, exclude: tuple[str, ...] = ()) -> RawSplit:
+    """All ``<Alphabet>/<character>/<file>.png`` images of one of Lake's containers, a zip
+    (``<top>/<Alphabet>/<character>/<file>.png`` inside) or the folder it unpacks to, in sorted order."""
     images, labels, class_names, class_groups, group_names = [], [], [], [], []
-    with open_zip(zip_path) as archive:
-        pngs = sorted(n for n in archive.namelist() if n.endswith(".png"))
-        for name in pngs:
+    with _members(container) as (names, read):
+        for name in sorted(n for n in names if n.endswith(".png")):
             parts = name.split("/")
             if len(parts) < 4:
                 raise ValueError(
-                    f"{zip_path.name}: unexpected entry {name} (want <top>/<Alphabet>/<character>/<file>.png)"
+                    f"{container.name}: unexpected entry {name} (want <top>/<Alphabet>/<character>/<file>.png)"
                 )
             alphabet, character = parts[-3], parts[-2]
             if alphabet in exclude:
@@ -64,11 +70,23 @@ def read_alphabets(zip_path: Path, exclude: tuple[str, ...] = ()) -> RawSplit:
                     group_names.append(alphabet)
                 class_names.append(cls)
                 class_groups.append(len(group_names) - 1)
-            images.append(decode_ink(archive.read(name)))
+            images.append(decode_ink(read(name)))
             labels.append(len(class_names) - 1)
     if not images:
-        raise ValueError(f"{zip_path.name} holds no PNG images")
+        raise ValueError(f"{container.name} holds no PNG images")
     return RawSplit(images, np.array(labels), class_names, np.array(class_groups), group_names)
+
+
+@contextmanager
+def _members(container: Path):
+    """(member names, a reader of one member's bytes) of a zip, or of a folder with its name as the top."""
+    if container.is_dir():
+        top = container.parent
+        names = [path.relative_to(top).as_posix() for path in container.rglob("*.png")]
+        yield names, lambda name: (top / name).read_bytes()
+        return
+    with open_zip(container) as archive:
+        yield archive.namelist(), archive.read
 
 
 def read_runs(zip_path: Path) -> RawSplit:
@@ -122,8 +140,44 @@ def lake_run_episodes(labels, identity: str):
     )
 
 
+SPLIT_FILES = resources.files("harness.data") / "splits"
+
+
+@lru_cache(maxsize=None)
+def published_characters() -> dict[str, dict[str, str]]:
+    """Container (``images_background.zip``, ``images_evaluation.zip``) → character → the SHA256 of its 20
+    decoded drawings (:func:`harness.data.content.class_digests` at 105 px), from Lake's published images."""
+    pins: dict[str, dict[str, str]] = {}
+    for line in (SPLIT_FILES / "omniglot-characters.txt").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            container, character, digest = line.split()
+            pins.setdefault(container, {})[character] = digest
+    return pins
+
+
+@lru_cache(maxsize=None)
+def vinyals_split() -> dict[str, tuple[str, ...]]:
+    """Split → its characters (``Alphabet/characterNN``) in Vinyals et al.'s (2016) split as Snell et al.
+    (2017) published it; each character's four rotations are classes of the same split."""
+    split: dict[str, list[str]] = {}
+    for line in (SPLIT_FILES / "omniglot-vinyals.txt").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            role, character = line.split()
+            split.setdefault(role, []).append(character)
+    return {role: tuple(characters) for role, characters in split.items()}
+
+
+def decoded_characters(raw: RawSplit) -> dict[str, str]:
+    """Character → the SHA256 of its drawings as decoded (what :func:`published_characters` pins)."""
+    return class_digests([np.asarray(image, dtype=np.uint8)[None] for image in raw.images], raw.labels, raw.class_names)
+
+
 class Omniglot(Dataset):
-    """Standard background (964 characters, 30 alphabets) / evaluation (659, 20 alphabets) split."""
+    """Standard background (964 characters, 30 alphabets) / evaluation (659, 20 alphabets) split.
+
+    A copy is checked by content: Lake's published zips by their SHA256, any other container of the same
+    images (re-packed zips, the unpacked folders ``images_background/``, ``images_evaluation/``) by the
+    SHA256 of each character's decoded drawings against those of Lake's images."""
 
     name = "omniglot"
     description = "Omniglot background/evaluation split (Lake et al. 2015), 105 px ink images"
@@ -133,10 +187,77 @@ class Omniglot(Dataset):
     native_size = 105
     mean, std = (0.08,), (0.27,)
     group_kind = "alphabet"
-    prepare_hint = "A local copy is a folder holding Lake's images_background.zip and images_evaluation.zip."
+    prepare_hint = (
+        "A local copy is a folder holding images_background.zip and images_evaluation.zip (Lake's, or any zips "
+        "or unpacked folders images_background/ and images_evaluation/ of the same images)."
+    )
 
     def read_split(self, raw: Path, split: str) -> RawSplit:
-        return read_alphabets(raw / (BACKGROUND if split == "train" else EVALUATION).name)
+        return self.split_of({remote.name: raw / remote.name for remote in self.files}, split)
+
+    def split_of(self, containers: dict[str, Path], split: str) -> RawSplit:
+        """``split`` from the two containers (file name → a zip or folder holding its images)."""
+        return read_alphabets(containers[(BACKGROUND if split == "train" else EVALUATION).name])
+
+    def verify_content(self, name: str, path: Path) -> dict:
+        """Accept a container of ``name`` whose decoded drawings equal Lake's, character by character; else
+        one error naming the first character that differs."""
+        try:
+            found = decoded_characters(read_alphabets(path))
+        except ValueError as exc:
+            raise DataError(f"{path}: not a copy of Lake's {name} ({exc}). {self.prepare_hint}") from None
+        problem = first_difference(found, published_characters()[name])
+        if problem:
+            raise DataError(
+                f"{path}: not the published {name}: {problem} (checked by the SHA256 of each character's decoded "
+                f"drawings). Nothing was prepared; prepare from an unmodified copy of Lake's images."
+            )
+        return {"verified": "content", "content_sha256": split_digest(found)}
+
+    def read_local_copy(self, source: Path, split: str) -> RawSplit | None:
+        """The unpacked folders (or zips under other names' folders) found under ``source``, checked by content."""
+        containers = {}
+        for remote in self.files:
+            folders = sorted(p for p in source.rglob(remote.name.removesuffix(".zip")) if p.is_dir())
+            zips = sorted(source.rglob(remote.name))
+            if not (zips or folders):
+                return None
+            containers[remote.name] = zips[0] if zips else folders[0]
+        for name, path in containers.items():
+            self.verify_content(name, path)
+        raw = self.split_of(containers, split)
+        for path in containers.values():
+            if path.is_dir():
+                pngs = {p.relative_to(path).as_posix(): p for p in path.rglob("*.png")}
+                raw.source[f"{path.name}/ ({len(pngs)} files)"] = folder_digest(pngs)
+            else:
+                raw.source[path.name] = file_digest(path)
+        return raw
+
+
+class OmniglotVinyals(Omniglot):
+    """Vinyals et al.'s (2016) character split of all 1,623 characters (1,028 / 172 / 423), from Lake's
+    background and evaluation images; with the benchmark's rotations every character is four classes."""
+
+    name = "omniglot-vinyals"
+    description = "Omniglot, Vinyals et al.'s character split (1,028 / 172 / 423), 105 px ink images"
+    splits = {"train": SplitInfo(1028, 20), "val": SplitInfo(172, 20), "test": SplitInfo(423, 20)}
+
+    def split_of(self, containers: dict[str, Path], split: str) -> RawSplit:
+        wanted = vinyals_split()[split]
+        drawings: dict[str, list] = {}
+        for part in (read_alphabets(containers[remote.name]) for remote in self.files):
+            for image, label in zip(part.images, part.labels):
+                drawings.setdefault(part.class_names[label], []).append(image)
+        missing = [name for name in wanted if name not in drawings]
+        if missing:
+            raise ValueError(f"characters of the Vinyals {split} split are missing: {', '.join(missing[:3])}")
+        alphabets = list(dict.fromkeys(name.split("/")[0] for name in wanted))
+        images = [image for name in wanted for image in drawings[name]]
+        labels = [label for label, name in enumerate(wanted) for _ in drawings[name]]
+        groups = [alphabets.index(name.split("/")[0]) for name in wanted]
+        group_names = alphabets
+        return RawSplit(images, np.array(labels), list(wanted), np.array(groups), group_names)
 
 
 class OmniglotLake(Dataset):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.base import Dataset, RawSplit, RemoteFile, SplitInfo
+from harness.data.base import Dataset, RawSplit, SplitInfo
+from harness.data.remote import RemoteFile
 from harness.data.safe_pickle import load_pickle
 
 _ZENODO = "https://zenodo.org/record/7978538/files"
