@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness.config import load_yaml, parse_seeds
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, UnknownNameError
 from harness.report.bib import BibEntry, check_bibkey, check_cited, load_bibliography
 from harness.report.ladder import Rung, load_ladder
 from harness.report.render import FORMATS, SUFFIXES
@@ -19,7 +19,8 @@ from harness.report.stats import ALPHA, check_test
 
 METRICS = ("accuracy", "error")
 PLOT_KINDS = ("curves", "shots", "scarcity", "compute")
-TRAINING_COLUMNS = ("steps", "flops", "seconds")  # per-row facts a table may show as columns
+# per-row facts a table may show as columns; paper_share: steps as a share of the row's paper_steps
+TRAINING_COLUMNS = ("steps", "flops", "seconds", "paper_share")
 LATEX_SIZES = ("normalsize", "small", "footnotesize", "scriptsize")  # the LaTeX table's font size
 CURVE_X = ("step", "seconds")
 
@@ -39,7 +40,9 @@ class Row:
     method: str
     where: dict
     block: str = ""  # the group of rows it is printed under (e.g. "self-supervised")
-    seeds: tuple[int, ...] | None = None  # its training seeds where not the spec's (a ladder rung's)
+    seeds: tuple[int, ...] | None = None  # its training seeds where not the spec's (its own, or a ladder rung's)
+    paper_steps: int | None = None  # the training steps of the paper it reproduces (the paper_share column)
+    reported: str = ""  # the reference row (label) it reproduces: the table's delta block
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,9 @@ class TableSpec:
           - {label: 20-way 1-shot, benchmark: omniglot-small1-20w1s-lake, head: prototype, where: {...}}
         rows:                                 # one per method (configuration); block: printed under that heading
           - {label: SimCLR, method: simclr, where: {data.train_fraction: 1.0}, block: self-supervised}
-        training_columns: [steps, flops, seconds]   # optional columns: training steps, FLOPs, seconds per row
+          - {label: ProtoNet, method: protonet, seeds: 0-2, paper_steps: 20000, reported: Snell et al.}
+        training_columns: [steps, flops, seconds, paper_share]   # optional columns per row (paper_share:
+                                              # steps / the row's paper_steps, the paper's training length)
         latex_size: small                     # the LaTeX table's font: normalsize | small (default) | footnotesize | ...
         references:                           # published numbers: quoted, not measured, never ranked
           - {label: Humans, citation: Lake et al. 2015, bibkey: lake2015, values: {20-way 1-shot: 4.5}}
@@ -200,13 +205,25 @@ def load_spec(path: Path) -> TableSpec:
     rows = []
     for i, item in enumerate(check_list(tree["rows"], f"{path}: rows")):
         context = f"{path}: rows[{i}]"
-        item = check_keys(item, {"label", "method", "where", "block"}, {"method"}, context)
+        item = check_keys(
+            item, {"label", "method", "where", "block", "seeds", "paper_steps", "reported"}, {"method"}, context
+        )
+        paper_steps = item.get("paper_steps")
+        if paper_steps is not None and (
+            not isinstance(paper_steps, int) or isinstance(paper_steps, bool) or paper_steps < 1
+        ):
+            raise ConfigError(
+                f"{context}: paper_steps is the paper's number of training steps (a positive integer), got {paper_steps!r}"
+            )
         rows.append(
             Row(
                 str(item.get("label", item["method"])),
                 str(item["method"]),
                 check_where(item.get("where"), context),
                 str(item.get("block", "")),
+                tuple(parse_seeds(item["seeds"])) if "seeds" in item else None,
+                paper_steps,
+                str(item.get("reported", "")),
             )
         )
     column_labels = [c.label for c in columns]
@@ -225,6 +242,11 @@ def load_spec(path: Path) -> TableSpec:
                 {k: float(v) for k, v in values.items()},
             )
         )
+    for i, row in enumerate(rows):
+        if row.reported and row.reported not in [ref.label for ref in references]:
+            raise UnknownNameError(
+                "reference", row.reported, [ref.label for ref in references], f"({path}: rows[{i}] reported)"
+            )
     for kind, labels in (("column", column_labels), ("row", [r.label for r in rows] + [r.label for r in references])):
         repeated = sorted({label for label in labels if labels.count(label) > 1})
         if repeated:

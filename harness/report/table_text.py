@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from harness.report.render import (
+    MISSING,
     csv_text,
     duplicates_note,
     latex_escape,
@@ -16,6 +17,7 @@ from harness.report.selection import run_id, short_reason
 from harness.report.tables import (
     PaperTable,
     column_label,
+    deltas,
     quoted,
     table_cell_text,
     table_frame,
@@ -25,6 +27,25 @@ from harness.report.tables import (
 )
 
 QUOTED_HEADING = "Published results (quoted, not measured, not ranked)"
+DELTA_HEADING = "Reproduced minus reported (points)"
+
+
+def delta_rows(table: PaperTable) -> list[list[str]]:
+    """One line per row that names the reference it reproduces: its difference from it in every column."""
+    spec, found = table.spec, {(row.label, column.label): delta for row, column, delta in deltas(table)}
+    return [
+        [
+            f"{row.label} vs {row.reported}",
+            *(
+                f"{found[row.label, column.label]:+.{spec.decimals}f}"
+                if (row.label, column.label) in found
+                else MISSING
+                for column in spec.columns
+            ),
+        ]
+        for row in spec.rows
+        if row.reported
+    ]
 
 
 def render_table(table: PaperTable, fmt: str, made_by: str) -> str:
@@ -62,7 +83,7 @@ def measured_rows(table: PaperTable, fmt: str) -> list[list[str]]:
                     mark(escape(table_cell_text(cell, table.spec)), cell.standing.mark if cell.standing else "")
                     for cell in cells
                 ),
-                *map(escape, training_cells(table, cells)),
+                *map(escape, training_cells(table, row, cells)),
             ]
         )
     return out
@@ -91,6 +112,17 @@ def table_markdown(table: PaperTable, made_by: str) -> str:
                 ["Reference", "Source", *labels[: len(spec.columns)]],
                 ref_rows,
                 ["left", "left", *align[: len(spec.columns)]],
+            ),
+            "",
+        ]
+    if any(row.reported for row in spec.rows):
+        out += [
+            f"**{DELTA_HEADING}**",
+            "",
+            markdown_table(
+                ["Row vs reference", *labels[: len(spec.columns)]],
+                delta_rows(table),
+                ["left", *align[: len(spec.columns)]],
             ),
             "",
         ]
@@ -146,6 +178,10 @@ def table_latex(table: PaperTable, made_by: str) -> str:
                     for ref in spec.references
                 ],
             )
+        )
+    if any(row.reported for row in spec.rows):
+        blocks.append(
+            (latex_escape(DELTA_HEADING), [[*map(latex_escape, line), *padding] for line in delta_rows(table)])
         )
     align = "l" + "c" * len(spec.columns) + "r" * len(spec.training_columns)
     out += [

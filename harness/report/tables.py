@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -210,32 +211,53 @@ def table_cell_text(cell: Cell, spec: TableSpec) -> str:
     return plus_minus(percent(cell.group.accuracy, spec.metric), 100 * cell.group.ci95, spec.decimals)
 
 
-def training_columns(table: PaperTable) -> dict[str, tuple[str, Callable[[RunGroup], str]]]:
-    """The spec's training columns: name → (header, a group's text). FLOPs are in one unit for the whole
-    column (T for 10^12, ...), its largest value 1 to 999 of it."""
+def training_columns(table: PaperTable) -> dict[str, tuple[str, Callable[[RunGroup, Row], str]]]:
+    """The spec's training columns: name → (header, the text of a row's group). FLOPs are in one unit for
+    the whole column (T for 10^12, ...), its largest value 1 to 999 of it."""
     flops = [g.train_flops for _, _, g in measured_cells(table) if g.train_flops]
     power = min(18, 3 * math.floor(math.log10(max(flops)) / 3)) if flops else 0
     decimals = max(0, 2 - math.floor(math.log10(max(flops) / 10**power))) if flops else 0  # 3 digits of the largest
 
-    def flops_text(group: RunGroup) -> str:
+    def flops_text(group: RunGroup, row: Row) -> str:
         value = group.train_flops
         return MISSING if value is None else "0" if value == 0 else f"{value / 10**power:.{decimals}f}"
 
+    def share_text(group: RunGroup, row: Row) -> str:
+        if not row.paper_steps:
+            return "not stated" if trains(group) else MISSING
+        return f"{100 * statistics.mean(group.steps) / row.paper_steps:.2g}%"
+
     known = {
-        "steps": ("Steps", lambda g: format_steps(g.steps)),
+        "steps": ("Steps", lambda g, row: format_steps(g.steps)),
         "flops": (f"Train {SI_PREFIXES[power]}FLOPs", flops_text),
-        "seconds": ("Train time", lambda g: format_seconds(g.train_seconds)),
+        "seconds": ("Train time", lambda g, row: format_seconds(g.train_seconds)),
+        "paper_share": ("Share of paper's training", share_text),
     }
     return {name: known[name] for name in table.spec.training_columns}
 
 
-def training_cells(table: PaperTable, cells: list[Cell]) -> list[str]:
+def training_cells(table: PaperTable, row: Row, cells: list[Cell]) -> list[str]:
     """A row's training columns: the value its cells share, else each column's, ``a / b``."""
     out = []
     for _, text in training_columns(table).values():
-        values = [text(cell.group) if cell.group else MISSING for cell in cells]
+        values = [text(cell.group, row) if cell.group else MISSING for cell in cells]
         measured = {v for v, cell in zip(values, cells) if cell.group}
         out.append(measured.pop() if len(measured) == 1 else " / ".join(values))
+    return out
+
+
+def deltas(table: PaperTable) -> list[tuple[Row, Column, float]]:
+    """Reproduced minus reported, in points of the metric, for each measured cell of a row that names the
+    reference it reproduces (``reported:``) where that reference has a value."""
+    spec, out = table.spec, []
+    references = {ref.label: ref for ref in spec.references}
+    for row, cells in zip(spec.rows, table.cells):
+        if not row.reported:
+            continue
+        for column, cell in zip(spec.columns, cells):
+            reported = references[row.reported].values.get(column.label)
+            if cell.group and reported is not None:
+                out.append((row, column, percent(cell.group.accuracy, spec.metric) - reported))
     return out
 
 
@@ -312,6 +334,21 @@ def table_frame(table: PaperTable):
                 "runs": run_id(record),
                 "commits": commit_of(record),
                 "note": f"{record.get('status')}: {short_reason(record)}",
+            }
+        )
+    for row, column, delta in deltas(table):
+        lines.append(
+            {
+                "row": row.label,
+                "block": row.block,
+                "column": column.label,
+                "benchmark": column.benchmark,
+                "kind": "delta",
+                "method": row.method,
+                "metric": spec.metric,
+                "value_pct": round(delta, 4),
+                "citation": next(ref.citation for ref in spec.references if ref.label == row.reported),
+                "note": f"reproduced minus reported ({row.reported}), in points",
             }
         )
     for ref in spec.references:
