@@ -70,6 +70,11 @@ class Method(nn.Module):
     # "tasks" of a meta-batch; "" → one process only), and whether batch norm then spans the shards.
     splits: ClassVar[str] = ""
     synced_batchnorm: ClassVar[bool] = False
+    # Set by the runner before each training step: True on the steps whose scalars it logs, where a method
+    # may also report costlier diagnostics (BMSSL's gradient ratio); the loss itself must not depend on it.
+    diagnose: bool = False
+    # Logged scalars that measure the method's own mechanisms: their medians go into the record (mechanisms.py).
+    mechanisms: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: Any, env: MethodEnv):
         super().__init__()
@@ -95,6 +100,12 @@ class Method(nn.Module):
         """The parameters the runner optimises, by optimiser name (one optimiser each). Default: one
         optimiser for every parameter that requires a gradient (momentum targets switch theirs off)."""
         return {"model": [p for p in self.parameters() if p.requires_grad]}
+
+    @classmethod
+    def mechanism_floors(cls, cfg: Any) -> dict[str, float]:
+        """Logged scalars → the median (over the second half of a run) below which the mechanism they measure
+        is inert under the settings ``cfg``: the run's record and report then warn (none by default)."""
+        return {}
 
     @classmethod
     def phase_starts(cls, cfg: Any) -> list[int]:

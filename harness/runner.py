@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from harness import compute, files, loggers, provenance, rundir
+from harness import compute, files, loggers, mechanisms, provenance, rundir
 from harness.checkpoint import RESUME_FIX, load_checkpoint, read_checkpoint, save_checkpoint
 from harness.config import RunConfig, check_seed
 from harness.distributed import SINGLE, World, replace_batchnorm
@@ -196,6 +196,14 @@ class TrainLog:
             )
             with open(self.path, "w", newline="") as fh:
                 csv.DictWriter(fh, self.columns, lineterminator="\n").writeheader()
+        elif new := [k for k in row if k not in self.columns]:  # scalars first logged later (diagnostics)
+            with open(self.path, newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            self.columns = self.columns[:-1] + new + self.columns[-1:]
+            with files.atomic_path(self.path) as tmp, open(tmp, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, self.columns, restval="", lineterminator="\n")
+                writer.writeheader()
+                writer.writerows(rows)
         with open(self.path, "a", newline="") as fh:
             csv.DictWriter(fh, self.columns, extrasaction="ignore", restval="", lineterminator="\n").writerow(row)
 
@@ -249,6 +257,8 @@ def train(prepared: Prepared, run_dir: Path, seed: int, resume: bool, show_progr
         started = time.perf_counter()
         progress = training_progress(step, seconds, tc.steps, budget)
         lr = optimization.schedule(progress)
+        # diagnostics on the logged steps, never on the steps whose FLOPs are counted (they are not training)
+        method.diagnose = ((step + 1) % log_every == 0 or step + 1 == tc.steps) and step not in watched
         with compute.counting(step in watched and step not in counts) as count:
             with optimization.autocast():
                 outputs = method.training_step(train_data, step, progress, generator)
@@ -294,6 +304,7 @@ def train(prepared: Prepared, run_dir: Path, seed: int, resume: bool, show_progr
         "val_accuracy": val_accuracy,
         "budget_exhausted": bool(budget and seconds >= budget and step < tc.steps),
         "flops": compute.training_flops(prepared.setup_flops, starts, counts, step),
+        **mechanisms.summary(run_dir / TRAIN_LOG, type(method), method.cfg, step),
     }
 
 

@@ -31,7 +31,7 @@ from typing import Any, TypedDict
 
 import yaml
 
-from harness import files
+from harness import files, mechanisms
 from harness.config import read_yaml
 from harness.errors import HarnessError
 
@@ -337,16 +337,19 @@ def score_text(record: dict) -> str:
 
 
 def summary_line(record: dict) -> str:
+    """A finished run in one line, then its mechanisms' medians and warnings where its method logs any."""
     if record.get("accuracy") is None:  # eval.test=false: validation only
-        return (
+        line = (
             f"{record['method']} on {record['benchmark']} (seed {record['seed']}): validation accuracy "
             f"{100 * record['val_accuracy']:.2f}% (test episodes not scored) | train {record['train_seconds']:.1f} s, "
             f"{record['steps']} steps | {record['run_dir']}"
         )
-    acc, ci = 100 * record["accuracy"], 100 * record["ci95"]
-    return (
-        f"{record['method']} on {record['benchmark']} (seed {record['seed']}): accuracy {acc:.2f}% ± {ci:.2f} "
-        f"(error {100 - acc:.2f}%; 95% CI over {record['episodes']} episodes, head {record['head']}) | "
-        f"train {record.get('train_seconds', 0):.1f} s, {record.get('steps', 0)} steps, eval {record['eval_seconds']:.1f} s | "
-        f"{record['run_dir']}"
-    )
+    else:
+        acc, ci = 100 * record["accuracy"], 100 * record["ci95"]
+        line = (
+            f"{record['method']} on {record['benchmark']} (seed {record['seed']}): accuracy {acc:.2f}% ± {ci:.2f} "
+            f"(error {100 - acc:.2f}%; 95% CI over {record['episodes']} episodes, head {record['head']}) | "
+            f"train {record.get('train_seconds', 0):.1f} s, {record.get('steps', 0)} steps, eval {record['eval_seconds']:.1f} s | "
+            f"{record['run_dir']}"
+        )
+    return "\n".join([line, *mechanisms.lines(record)])

@@ -292,3 +292,41 @@ def test_a_two_process_run_and_its_requeue(tmp_path, capsys):
     assert a["accuracy"] == b["accuracy"]
     assert np.array_equal(read_scores(run_dir)[1], read_scores(b["run_dir"])[1])
     assert train_losses(run_dir) == train_losses(Path(b["run_dir"]))
+
+
+def test_tune_runs_its_trials_as_one_job_array(tmp_path, capsys):
+    """``harness tune --executor slurm``: every trial a task of one array, scored on validation only."""
+    import json
+
+    space = tmp_path / "space.yaml"
+    space.write_text("method.train_ways: [5, 10]\ntrain.lr: [0.001]\n", encoding="utf-8")
+    runs_dir = tmp_path / "runs"
+    code = run_cli(
+        "tune",
+        "--method",
+        "protonet",
+        "--bench",
+        "synthetic-5w1s",
+        "--space",
+        space,
+        "--trials",
+        "2",
+        "--budget-minutes",
+        "0",
+        "--set",
+        "train.steps=4",
+        "--set",
+        "train.val_episodes=20",
+        *ON_SLURM,
+        "--runs-dir",
+        runs_dir,
+    )
+    assert code == 0
+    store = runs_dir / "tuning" / "protonet-synthetic-5w1s"
+    submissions = Sweep(store, "tune-protonet-synthetic-5w1s").submissions()
+    assert len(submissions) == 1 and submissions[0]["executor"] == "slurm"
+    assert len({job.split("_")[0] for job in submissions[0]["jobs"].values()}) == 1  # one array, two tasks
+    records = list(RunStore(store))
+    assert len(records) == 2 and all(r["status"] == "ok" and r.get("accuracy") is None for r in records)
+    chosen = json.loads(capsys.readouterr().out.splitlines()[-1])["chosen"]
+    assert chosen["method.train_ways"] in (5, 10)

@@ -51,7 +51,10 @@ def test_tune_scores_validation_only_and_picks_the_best(tmp_path, capsys):
     summary = json.loads(out.with_suffix(".json").read_text())
     assert len(summary["results"]) == 2 and summary["budget_minutes"] == 1.0
     best = max(summary["results"], key=lambda r: r["val_accuracy"])
-    assert summary["chosen"] == best["settings"] and json.loads(capsys.readouterr().out)["chosen"] == best["settings"]
+    assert (
+        summary["chosen"] == best["settings"]
+        and json.loads(capsys.readouterr().out.splitlines()[-1])["chosen"] == best["settings"]
+    )
     trials = list(RunStore(runs / "tuning" / "protonet-synthetic-5w1s"))
     assert len(trials) == 2 and all("accuracy" not in r and r["val_accuracy"] > 0.2 for r in trials)
     assert not (runs / "tuning" / "protonet-synthetic-5w1s" / trials[0]["run_id"] / "episodes.csv").exists()

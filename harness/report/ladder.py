@@ -44,21 +44,22 @@ def load_ladder(value: Any, rows: list[Row], seeds: list[int], path: Path) -> li
         for label in chosen:
             if not step_keys(rows[labels.index(label)]):
                 raise ConfigError(
-                    f"{context}: row {label!r} sets no train.steps in its where, so it has no step "
-                    "cap to multiply; give it one, or leave it out of the rung"
+                    f"{context}: row {label!r} sets no train.steps (or train.budget_flops) in its where, so it "
+                    "has no training length to multiply; give it one, or leave it out of the rung"
                 )
         rungs.append(Rung(multiple, tuple(parse_seeds(item.get("seeds", seeds))), tuple(chosen)))
     return rungs
 
 
-# The settings that set how long a row trains, multiplied at each rung: the step cap and CACTUs' embedding
-# phase. Other ``*_steps`` settings (inner-loop, target and test-time adaptation steps) shape one step and stay.
-TRAINING_LENGTH_KEYS = ("train.steps", "method.encoder_steps")
+# The settings that set how long a row trains, multiplied at each rung: the step cap (or the FLOP budget that
+# buys the steps) and CACTUs' embedding phase. Other ``*_steps`` settings (inner-loop, target and test-time
+# adaptation steps) shape one step and stay.
+TRAINING_LENGTH_KEYS = ("train.steps", "train.budget_flops", "method.encoder_steps")
 
 
 def step_keys(row: Row) -> list[str]:
     """The training-length settings (``TRAINING_LENGTH_KEYS``) of a learned row's filter."""
-    if "train.steps" not in row.where:
+    if "train.steps" not in row.where and "train.budget_flops" not in row.where:
         return []
     return [key for key in TRAINING_LENGTH_KEYS if key in row.where]
 

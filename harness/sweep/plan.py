@@ -57,11 +57,11 @@ def add_runs(
     overrides: dict,
     seeds: list[int],
     untrained_seeds: list[int] | None = None,
-) -> None:
+) -> list[str]:
     """Resolve one point (unknown names, bad values and missing datasets raise the runner's own
     message) and add a run per seed to ``runs``, keyed by config hash and seed (a key already there
-    stays). ``label`` names the point; a method that does not train gets ``untrained_seeds`` if given.
-    Run directories are assigned later (``assign_run_dirs``)."""
+    stays); returns the point's keys. ``label`` names the point; a method that does not train gets
+    ``untrained_seeds`` if given. Run directories are assigned later (``assign_run_dirs``)."""
     from harness.resolve import check_data, resolve
     from harness.settings import config_hash
 
@@ -87,6 +87,7 @@ def add_runs(
                 level=resolved.config.train.kernels,
             ),
         )
+    return [f"{digest}-s{seed}" for seed in seeds]
 
 
 def plan_runs(spec: SweepSpec) -> list[Run]:
