@@ -156,7 +156,9 @@ def cmd_prune(args) -> int:
 
     from harness import rundir
 
-    runs = rundir.unfinished(Path(args.runs_dir))
+    runs, foreign = rundir.unfinished(Path(args.runs_dir))
+    for path, reason in foreign:
+        print(f"kept {path}: not a run directory the harness made ({reason}); prune removes only those")
     if not runs:
         print(f"nothing to prune under {args.runs_dir}: no failed, interrupted or dead runs")
         return 0

@@ -20,7 +20,7 @@ from harness import files, kernels, provenance
 from harness.distributed import SINGLE, World
 from harness.errors import HarnessError, Terminated
 from harness.settings import config_hash
-from harness.store import ERROR_LOG, RESULT, RunStore, new_run_id, read_record, write_config, write_record
+from harness.store import ERROR_LOG, RESULT, RunStore, new_run_id, read_config, read_record, write_config, write_record
 
 if TYPE_CHECKING:
     from harness.resolve import Resolved
@@ -207,17 +207,48 @@ def mark_dead(run_dir: Path, reason: str) -> None:
         write_record(run_dir, record)
 
 
-def unfinished(runs_dir: Path) -> list[dict]:
+RECORD_MARKS = ("run_id", "kind", "method", "benchmark", "seed", "config_hash", "status", "started")
+
+
+def not_a_run(run_dir: Path, record: dict) -> str | None:
+    """Why ``run_dir`` is not a run directory the harness made (None: it is): its record must carry the fields
+    every harness record has, under its own directory's name, beside a ``config.yaml`` of the same method and
+    benchmark; a symbolic link is never taken for the run it points to."""
+    if run_dir.is_symlink():
+        return f"a symbolic link (to {os.readlink(run_dir)}), not a run directory itself"
+    missing = [key for key in RECORD_MARKS if key not in record]
+    if missing:
+        return f"its result.json is not a harness run record (no {', '.join(missing[:3])})"
+    if record["run_id"] != run_dir.name:
+        return f"its record names another run ({record['run_id']})"
+    try:
+        config = read_config(run_dir)
+    except (OSError, HarnessError):
+        return "it has no readable config.yaml of a harness run"
+    if (config.get("method_name"), config.get("benchmark")) != (record["method"], record["benchmark"]):
+        return "its config.yaml is of another method or benchmark than its record"
+    return None
+
+
+def unfinished(runs_dir: Path) -> tuple[list[dict], list[tuple[Path, str]]]:
     """The runs under ``runs_dir`` that failed, were interrupted, or are marked running though no process holds
-    them (it died): what ``harness prune`` removes. A run that a live process holds is left out."""
-    found = []
-    for record in RunStore(Path(runs_dir)).records:
-        if record.get("status") == "ok":
+    them (it died): what ``harness prune`` removes; and the folders that hold a record but are not run
+    directories the harness made (``not_a_run``), with why: prune never touches those. A run that a live
+    process holds is left out."""
+    found, foreign = [], []
+    store = RunStore(Path(runs_dir))
+    for record in store.records:
+        run_dir = Path(record["run_dir"])
+        if record.get("status") == "ok" and not run_dir.is_symlink():
             continue
-        if record.get("status") == "running" and held(Path(record["run_dir"])):
+        if reason := not_a_run(run_dir, record):
+            foreign.append((run_dir, reason))
+            continue
+        if record.get("status") == "running" and held(run_dir):
             continue
         found.append(record)
-    return found
+    foreign += [(path.parent, "its result.json cannot be read as a record") for path in store.unreadable]
+    return found, foreign
 
 
 def held(run_dir: Path) -> bool:
@@ -244,4 +275,6 @@ def remove(record: dict) -> None:
         )
     if held(run_dir):
         raise HarnessError(f"{run_dir} is held by a running process; nothing of it was removed")
+    if reason := not_a_run(run_dir, current):
+        raise HarnessError(f"{run_dir} is not a run directory the harness made ({reason}); nothing of it was removed")
     shutil.rmtree(run_dir)

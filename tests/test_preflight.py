@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.store import read_record, write_record
+from harness.store import read_record, write_config, write_record
 
 from conftest import one_error, run_cli
 
@@ -198,10 +198,12 @@ def test_prune_leaves_a_run_that_a_live_process_holds(tmp_path):
 
     run_dir = tmp_path / "runs" / "r1"
     run_dir.mkdir(parents=True)
+    write_config(run_dir, {"method_name": "m", "benchmark": "b"})
     write_record(
         run_dir,
         {
             "run_id": "r1",
+            "kind": "train",
             "status": "running",
             "config_hash": "x",
             "seed": 0,
@@ -211,5 +213,41 @@ def test_prune_leaves_a_run_that_a_live_process_holds(tmp_path):
         },
     )
     with files.locked(run_dir / rundir.LOCK):
-        assert rundir.unfinished(tmp_path / "runs") == []
-    assert [r["run_id"] for r in rundir.unfinished(tmp_path / "runs")] == ["r1"]
+        assert rundir.unfinished(tmp_path / "runs") == ([], [])
+    assert [r["run_id"] for r in rundir.unfinished(tmp_path / "runs")[0]] == ["r1"]
+
+
+def test_prune_removes_nothing_of_the_users_own_folders_and_says_why(tmp_path, capsys):
+    """A folder with a result.json the harness did not write (no run record, no config.yaml) is kept, with
+    its siblings; a symbolic link to a failed run is reported, not followed or removed (no traceback)."""
+    runs = tmp_path / "runs"
+    mine = runs / "exp2"
+    mine.mkdir(parents=True)
+    (mine / "result.json").write_text('{"score": 0.91}', encoding="utf-8")
+    (mine / "table.csv").write_text("a,b\n1,2\n", encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            "pixels",
+            "--bench",
+            "synthetic-5w1s",
+            "--set",
+            "bench.episodes=4",
+            "--runs-dir",
+            elsewhere,
+        )
+        == 0
+    )
+    real = next(elsewhere.iterdir())
+    record = read_record(real)
+    record.update(status="failed", reason="interrupted")
+    write_record(real, {k: v for k, v in record.items() if k != "run_dir"})
+    (runs / real.name).symlink_to(real, target_is_directory=True)
+    capsys.readouterr()
+    assert run_cli("prune", "--runs-dir", runs, "--yes") == 0
+    out = capsys.readouterr().out
+    assert "kept" in out and "exp2" in out and "not a harness run record" in out
+    assert "symbolic link" in out and "nothing to prune" in out
+    assert (mine / "table.csv").is_file() and (runs / real.name).is_symlink() and real.is_dir()

@@ -3,11 +3,14 @@ as failed with reason "terminated (SIGTERM)" and prints the resume command (exit
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 from harness.store import read_record
 
@@ -117,3 +120,62 @@ def test_a_full_disk_is_named_as_such(tmp_path, capsys):
         assert code != 0 and "No space left on device" in err and "inline_container" not in err, err
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_a_waiting_local_sweep_stops_its_workers_and_records_them_interrupted(tmp_path, sig):
+    """The signal goes to the `harness sweep --wait` process alone (not its group): its local workers stop
+    within seconds, their runs are recorded interrupted and the resume command is printed, with no traceback."""
+    runs = tmp_path / "runs"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "sweep",
+            "--methods",
+            "protonet",
+            "--benches",
+            "synthetic-5w1s",
+            "--seeds",
+            "0-1",
+            "--set",
+            "train.steps=100000",
+            "--set",
+            "train.checkpoint_every=5",
+            "--set",
+            "bench.episodes=10",
+            "--executor",
+            "local",
+            "--parallelism",
+            "2",
+            "--runs-dir",
+            str(runs),
+            "--wait",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 180
+        started = lambda: len(list(runs.glob("2*/checkpoint.pt"))) == 2  # noqa: E731
+        while not started() and time.time() < deadline and process.poll() is None:
+            time.sleep(0.5)
+        assert started(), process.communicate(timeout=5)
+        workers = {
+            int(j) for p in runs.glob("sweeps/*/submissions/*.json") for j in json.loads(p.read_text())["jobs"].values()
+        }
+        process.send_signal(sig)
+        out, err = process.communicate(timeout=150)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + sig, err
+    assert "Traceback" not in err and "--retry-failed" in err and "recorded interrupted" in err
+    for run_dir in runs.glob("2*"):
+        record = read_record(run_dir)
+        assert record["status"] == "failed" and record["reason"] in ("terminated (SIGTERM)", "interrupted"), record
+    time.sleep(1)
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -3,17 +3,19 @@ this module, so neither it nor what it imports loads torch, submitit or the runn
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from harness import provenance
 from harness.errors import ConfigError
 from harness.loggers import add_logger_option, logger_setting
 from harness.store import default_runs_dir
 from harness.sweep.grid import SWEEP_FILE_KEYS, load_sweep_file, sweep_spec
 from harness.sweep.plan import Sweep, plan_runs, table_runs
 from harness.sweep.profiles import EXECUTORS, choose_executor, load_profile, processes_per_run
-from harness.sweep.status import cmd_status
-from harness.sweep.submit import Launch, dry_run, launch_runs, local_cores, wait
+from harness.sweep.status import assess, cmd_status
+from harness.sweep.submit import Launch, Stopped, dry_run, launch_runs, local_cores, stop_workers_on_signal, wait
 
 
 def cmd_sweep(args) -> int:
@@ -57,9 +59,21 @@ def cmd_sweep(args) -> int:
     if args.dry_run:
         return dry_run(sweep, grid_runs, launch, args)
     launch_runs(sweep, grid_runs, grid, launch, args)
-    if args.wait:
-        return wait(sweep, grid_runs, args.runs_dir)
-    return 0
+    if not args.wait:
+        return 0
+    try:
+        with stop_workers_on_signal(sweep, executor):
+            return wait(sweep, grid_runs, args.runs_dir)
+    except Stopped as stopped:
+        statuses, _ = assess(sweep, grid_runs)
+        stopped_runs = [s for s in statuses if s.category == "failed"]
+        again = provenance.command_line().replace(" --retry-failed", "")
+        print(
+            f"harness: sweep {sweep.name} stopped ({stopped}): its local workers stopped, {len(stopped_runs)} "
+            f"run(s) recorded interrupted; continue them from their last checkpoints with: {again} --retry-failed",
+            file=sys.stderr,
+        )
+        return 128 + stopped.signum
 
 
 def check_split(runs, procs: int) -> None:

@@ -7,10 +7,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import socket
 import time
 from collections import Counter
-from contextlib import redirect_stderr
+from contextlib import contextmanager, redirect_stderr, suppress
 from dataclasses import dataclass
 
 from harness.errors import HarnessError, RunFailed
@@ -63,9 +64,10 @@ def submit(sweep: Sweep, runs: list[Run], executor: str, profile: dict, parallel
             by_pins.setdefault(json.dumps(run_pins(run), sort_keys=True), []).append(run)
         groups = [g for same in by_pins.values() for g in (same[i::lanes] for i in range(min(lanes, len(same))))]
         threads = max(1, local_cores() // lanes)
-        tasks = [SweepTask(group, device, task_env(), threads) for group in groups]
+        tasks = [SweepTask(group, device, task_env(), threads, local=True) for group in groups]
     try:
-        with redirect_stderr(io.StringIO()):  # submitit echoes sbatch's complaint; the error below says it once
+        # local workers ignore SIGINT (inherited): Ctrl-C reaches only this process, which stops them cleanly
+        with redirect_stderr(io.StringIO()), sigint_ignored(executor == "local"):
             jobs = ex.submit_array(tasks)
     except (UncompletedJobError, FailedSubmissionError, OSError) as exc:
         raise HarnessError(f"submitting to {executor} failed: {str(exc).strip()}") from None
@@ -79,6 +81,73 @@ def submit(sweep: Sweep, runs: list[Run], executor: str, profile: dict, parallel
     }
     sweep.save_submission(submission)
     return submission
+
+
+@contextmanager
+def sigint_ignored(active: bool):
+    """SIGINT ignored while the block starts processes (which keep ignoring it), then as it was."""
+    if not active:
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Stopped(Exception):
+    """The waiting sweep was sent SIGINT or SIGTERM."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def stop_workers_on_signal(sweep: Sweep, executor: str):
+    """While a sweep waits for its local workers, SIGINT or SIGTERM to it stops them: each records its run
+    interrupted (resumable from its last checkpoint) and exits; then Stopped is raised. On SLURM the jobs are
+    the scheduler's: they go on (scancel stops them)."""
+
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    if executor != "local":
+        yield
+        return
+    handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except Stopped:
+        for sig in handlers:
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C does not cut the stopping short
+        workers = {
+            int(job) for sub in sweep.submissions() for job in sub["jobs"].values() if sub["executor"] == "local"
+        }
+        for pid in workers:
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)  # submitit's controller forwards it to its task
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and any(alive(pid) for pid in workers):
+            time.sleep(0.2)
+        raise
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with suppress(ChildProcessError):  # reap a worker this process started
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    return True
 
 
 def sbatch_lines(profile: dict, sweep: Sweep, count: int, parallelism: int) -> list[str]:

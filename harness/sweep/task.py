@@ -5,12 +5,13 @@ so no file is shared between the tasks of an array."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
 
 from harness import kernels
-from harness.errors import HarnessError, RunFailed
+from harness.errors import HarnessError, RunFailed, Terminated
 from harness.sweep.plan import Run
 
 
@@ -33,13 +34,15 @@ class SweepTask:
     the runner; the task goes on with its other runs, then raises, so the job ends FAILED.
     """
 
-    def __init__(self, runs: list[Run], device: str, env: dict[str, str], threads: int | None):
-        self.runs, self.device, self.env, self.threads = runs, device, env, threads
+    def __init__(self, runs: list[Run], device: str, env: dict[str, str], threads: int | None, local: bool = False):
+        self.runs, self.device, self.env, self.threads, self.local = runs, device, env, threads, local
 
     def __call__(self) -> list[dict]:
         for key, value in self.env.items():
             if key.startswith("HARNESS_") or key not in os.environ:
                 os.environ[key] = value
+        if self.local:  # a local worker stopped by its sweep records its run interrupted (submitit ignores SIGTERM)
+            signal.signal(signal.SIGTERM, raise_terminated)
         kernels.pin(run_pins(self.runs[0]))  # before torch starts (submit groups runs of equal pins)
         from harness.distributed import leave, slurm_world
 
@@ -68,6 +71,10 @@ class SweepTask:
         from submitit.helpers import DelayedSubmission
 
         return DelayedSubmission(self)
+
+
+def raise_terminated(signum, frame):
+    raise Terminated
 
 
 def run_pins(run: Run) -> kernels.Pins:
