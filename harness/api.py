@@ -60,8 +60,16 @@ def load_runs(path: str | Path | list = "runs", where: Mapping[str, Any] | None 
     from harness.store import RunStore, records_frame
 
     where = check_where(dict(where) if where is not None else None, "load_runs")
+    if where:
+        from harness.methods import METHODS
+        from harness.report.spec import check_where_keys
+
+        check_where_keys(where, METHODS.names(), "load_runs")
     chosen = [
-        (r, settings) for r in RunStore(*runs_dirs(path)) for settings in [read_settings(r)] if matches(settings, where)
+        (r, settings)
+        for r in RunStore(*runs_dirs(path)).check_readable()
+        for settings in [read_settings(r)]
+        if matches(settings, where)
     ]
     frame = records_frame([r for r, _ in chosen])
     plain = [{key: value for key, value in r.items() if not isinstance(value, (dict, list))} for r, _ in chosen]

@@ -145,7 +145,7 @@ def cmd_results(args) -> int:
 
     records = [
         r
-        for r in RunStore(Path(args.runs_dir))
+        for r in RunStore(Path(args.runs_dir)).check_readable()
         if (not args.bench or r.get("benchmark") == args.bench) and (not args.method or r.get("method") == args.method)
     ]
     if not records:

@@ -160,21 +160,47 @@ def stored_overrides(tree: dict) -> Overrides:
 
 def config_keys(methods: list[str]) -> set[str]:
     """Every ``group.key`` a run of one of ``methods`` has in canonical form (imports the methods)."""
-    keys = {"benchmark"}
-    for method in set(methods):
+    return {"benchmark", *config_types(methods)}
+
+
+def config_types(methods: list[str]) -> dict[str, list]:
+    """Every ``group.key`` of ``methods``' runs → the annotations it has (one per dataclass declaring it)."""
+    import typing
+
+    types: dict[str, list] = {}
+    for method in sorted(set(methods)):
         for group, cls in group_classes(method_class(method)).items():
-            keys |= {f"{group}.{f.name}" for f in dataclasses.fields(cls)}
-    return keys
+            hints = typing.get_type_hints(cls)
+            for f in dataclasses.fields(cls):
+                known = types.setdefault(f"{group}.{f.name}", [])
+                if hints[f.name] not in known:
+                    known.append(hints[f.name])
+    return types
 
 
 def config_hash(cfg: RunConfig) -> str:
     """A stable digest of everything that affects the computed result (see the module doc)."""
-    tree = cfg.to_dict()
+    return tree_hash(cfg.to_dict(), type(cfg.method), {group: type(cfg.group(group)) for group in cfg.groups()})
+
+
+def stored_hash(stored: dict) -> str:
+    """The config hash of a run's stored ``config.yaml`` tree (what its record's ``config_hash`` must be), read
+    through the declared migrations; a tree of a method this installation does not register is an error."""
+    tree = canonical(stored)
+    tree.pop("source_run", None)  # an eval record's pointer to its source, not a setting
+    cls = method_class(tree["method_name"])
+    groups = {group: group_cls for group, group_cls in group_classes(cls).items() if group in tree}
+    return tree_hash(tree, cls.Config, groups)
+
+
+def tree_hash(tree: dict, method_config: type, groups: dict[str, type]) -> str:
+    """The hash of a canonical tree (its groups' dataclasses ``groups``; see the module doc)."""
+    tree = json.loads(json.dumps(tree, default=list))
     for rename in RENAMES:
-        if rename.applies(type(cfg.method)):
+        if rename.applies(method_config):
             rename.hashed(tree)
-    for group in cfg.groups():
-        for key, default in added_defaults(type(cfg.group(group))).items():
+    for group, group_cls in groups.items():
+        for key, default in added_defaults(group_cls).items():
             if tree[group].get(key) == default:
                 del tree[group][key]
     tree["method"].update(tree.pop("views", {}))

@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -141,12 +142,19 @@ def read_scores(run_dir: Path):
 
 
 def check_evidence(record: dict) -> None:
-    """An ok run's files agree with its record, or one HarnessError naming the file: ``trials.npy`` loads,
-    has the record's episodes × queries and gives its accuracy; ``config.yaml`` is a mapping; every value
-    in ``train_log.csv`` is a number."""
+    """An ok run's files agree with its record, or one HarnessError naming the file: ``config.yaml`` is the
+    configuration the record names (``check_identity``); ``trials.npy`` loads, has the record's episodes ×
+    queries and gives its accuracy; every value in ``train_log.csv`` is a number."""
     import numpy as np
 
     run_dir = Path(record["run_dir"])
+    try:
+        config = read_config(run_dir)
+    except (OSError, UnicodeDecodeError, HarnessError) as exc:
+        raise HarnessError(f"{run_dir / CONFIG}: unreadable ({type(exc).__name__}); the run is damaged") from None
+    if not isinstance(config, dict):
+        raise HarnessError(f"{run_dir / CONFIG}: not a mapping of settings; the run is damaged")
+    check_identity(record, config)
     accuracy, shape = record.get("accuracy"), (record.get("episodes"), record.get("queries_per_episode"))
     if accuracy is None and not (run_dir / TRIALS).exists():
         return  # eval.test=false: validated only, no test outcomes to check
@@ -176,12 +184,6 @@ def check_evidence(record: dict) -> None:
             f"{run_dir / RESULT}: accuracy {accuracy!r} disagrees with {TRIALS} "
             f"({float(correct.mean())!r}); one of them was changed: re-run it or restore both"
         )
-    try:
-        config = read_config(run_dir)
-    except (OSError, UnicodeDecodeError, HarnessError) as exc:
-        raise HarnessError(f"{run_dir / CONFIG}: unreadable ({type(exc).__name__}); the run is damaged") from None
-    if not isinstance(config, dict):
-        raise HarnessError(f"{run_dir / CONFIG}: not a mapping of settings; the run is damaged")
     if (run_dir / TRAIN_LOG).is_file():
         with open(run_dir / TRAIN_LOG, newline="") as fh:
             for line, row in enumerate(csv.DictReader(fh), start=2):
@@ -195,6 +197,48 @@ def check_evidence(record: dict) -> None:
                             f"{run_dir / TRAIN_LOG}, line {line}: {key}={str(value)[:40]!r} is not a "
                             "number; the training log is damaged"
                         ) from None
+
+
+def check_identity(record: dict, config: dict) -> None:
+    """The record says what its ``config.yaml`` computed: the config hash recomputed from the stored tree (a
+    trained run's; an eval record's hash also covers its source run), the method, the benchmark, the seed its
+    directory's name carries, and the steps the configuration caps (unless a time or FLOP budget set them);
+    else one HarnessError naming both values."""
+    from harness.settings import stored_hash
+
+    run_dir = Path(record["run_dir"])
+    where = f"{run_dir / RESULT} and {run_dir / CONFIG} disagree"
+    fix = "one of them was edited or comes from another run; restore both from the run, or re-run it"
+    for field, key in (("method", "method_name"), ("benchmark", "benchmark")):
+        if record.get(field) != config.get(key):
+            raise HarnessError(
+                f"{where}: the record's {field} is {record.get(field)!r}, config.yaml's {config.get(key)!r}; {fix}"
+            )
+    if record.get("kind", "train") == "train":
+        try:
+            digest = stored_hash(config)
+        except (HarnessError, KeyError, TypeError, AttributeError) as exc:
+            raise HarnessError(
+                f"{run_dir / CONFIG}: not a run configuration ({type(exc).__name__}: {exc}); {fix}"
+            ) from None
+        if digest != record.get("config_hash"):
+            raise HarnessError(
+                f"{where}: config.yaml hashes to {digest}, the record says {record.get('config_hash')}; {fix}"
+            )
+    named = re.search(r"-s(\d+)-([0-9a-f]{8})-[0-9a-f]{4}$", run_dir.name)
+    if named and (int(named[1]), named[2]) != (record.get("seed"), str(record.get("config_hash"))[:8]):
+        raise HarnessError(
+            f"{where} with their directory's name: seed {record.get('seed')}, config {record.get('config_hash')} "
+            f"in the record, seed {named[1]}, config {named[2]} in the name; {fix}"
+        )
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    capped = train.get("steps")
+    budgeted = train.get("budget_flops") or train.get("budget_minutes") or record.get("budget_exhausted")
+    if record.get("kind", "train") == "train" and not budgeted and record.get("steps") != capped:
+        raise HarnessError(
+            f"{where}: the record says {record.get('steps')} training steps, config.yaml caps train.steps at "
+            f"{capped}; {fix}"
+        )
 
 
 def read_losses(run_dir: Path) -> list[float]:
@@ -233,6 +277,17 @@ class RunStore:
 
     def __iter__(self):
         return iter(self.records)
+
+    def check_readable(self) -> RunStore:
+        """Itself, or one HarnessError naming a record that cannot be read: every reader (reports, ``harness
+        results``, ``load_runs``) names such a record rather than leaving its run out unseen."""
+        if self.unreadable:
+            more = f" (and {len(self.unreadable) - 1} more)" if len(self.unreadable) > 1 else ""
+            raise HarnessError(
+                f"{self.unreadable[0]}{more}: not a readable run record (truncated or edited); "
+                "restore it from git or remove the run directory"
+            )
+        return self
 
     def describe(self) -> str:
         return ", ".join(str(d) for d in self.runs_dirs)
@@ -311,7 +366,8 @@ def records_frame(records: list[dict]):
                 "reason": r.get("reason") or "",
             }
         )
-    frame = pd.DataFrame(rows)
+    columns = ["run", "method", "benchmark", "seed", "head", "status", "accuracy %", "ci95 %", "episodes", "steps"]
+    frame = pd.DataFrame(rows, columns=[*columns, "train_s", "reason"])
     return frame.astype(
         {
             "seed": "Int64",

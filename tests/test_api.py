@@ -103,3 +103,29 @@ def test_import_harness_stays_light():
     assert out.split() == ["[]", "True", "False"]
     with pytest.raises(AttributeError, match="has no attribute 'load_run'"):
         harness.load_run  # noqa: B018
+
+
+def test_load_runs_of_nothing_is_an_empty_frame_and_a_bad_filter_one_error(tmp_path):
+    empty = harness.load_runs(tmp_path)
+    assert empty.empty and {"run", "method", "accuracy %"} <= set(empty.columns)
+    assert harness.load_runs(EVIDENCE, where={"train.steps": 123456}).empty  # a value no run has: no rows
+    with pytest.raises(ConfigError, match=r"train\.stepz.*did you mean 'train\.steps'"):
+        harness.load_runs(EVIDENCE, where={"train.stepz": 220})
+    with pytest.raises(ConfigError, match=r"train\.steps must be int, got 'abc'"):
+        harness.load_runs(EVIDENCE, where={"train.steps": "abc"})
+
+
+def test_a_corrupt_record_is_named_by_every_reader(tmp_path, capsys):
+    import shutil
+
+    runs = tmp_path / "runs"
+    for source in sorted(p for p in EVIDENCE.iterdir() if p.is_dir())[:2]:
+        shutil.copytree(source, runs / source.name)
+    victim = sorted(runs.iterdir())[0] / "result.json"
+    victim.write_text(victim.read_text(encoding="utf-8")[:50], encoding="utf-8")
+    assert run_cli("results", "--runs-dir", runs) == 2
+    assert str(victim) in capsys.readouterr().err
+    with pytest.raises(HarnessError, match=re.escape(str(victim))):
+        harness.load_runs(runs)
+    with pytest.raises(HarnessError, match=re.escape(str(victim))):
+        harness.leaderboard(runs)

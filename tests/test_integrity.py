@@ -38,6 +38,15 @@ DAMAGE = {
     "truncated trials.npy": ("trials.npy", lambda p: p.write_bytes(p.read_bytes()[:60])),
     "reshaped trials.npy": ("trials.npy", lambda p: np.save(p, np.load(p).reshape(-1, 1))),
     "corrupt config.yaml": ("config.yaml", lambda p: p.write_text("method: [unclosed\n")),
+    "steps edited in config.yaml": (
+        "config.yaml",
+        lambda p: p.write_text(p.read_text().replace("  steps: 2\n", "  steps: 20\n", 1)),
+    ),
+    "seed and steps edited in result.json": (
+        "result.json",
+        lambda p: edit_json(p, lambda r: r.update(seed=2, steps=999)),
+    ),
+    "method edited in result.json": ("result.json", lambda p: edit_json(p, lambda r: r.update(method="maml"))),
     "text in train_log.csv": (
         "train_log.csv",
         lambda p: p.write_text(p.read_text().replace("\n2,", "\n2,x", 1).replace(",", ",oops", 1) + "4,zz\n"),

@@ -182,11 +182,7 @@ class Store:
     def __init__(self, run_store: RunStore):
         """Every report reads its runs through here: an unreadable record, or an ok run whose files
         disagree with it (``check_evidence``), is one error naming the file."""
-        if run_store.unreadable:
-            raise HarnessError(
-                f"{run_store.unreadable[0]}: not a readable run record (truncated or edited); "
-                "restore it from git or remove the run directory"
-            )
+        run_store.check_readable()
         for record in run_store.records:
             if record.get("status") == "ok":
                 check_evidence(record)

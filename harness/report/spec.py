@@ -382,13 +382,25 @@ def check_name(registry, name: str, context: str) -> None:
 
 
 def check_where_keys(where: dict, methods: list[str], context: str) -> None:
-    """Every ``group.key`` of a filter must be a setting some run could have."""
-    from harness.settings import config_keys  # imports the methods
+    """Every ``group.key`` of a filter must be a setting some run could have, and its value of that setting's
+    type (a value no run can hold would filter every run out unseen)."""
+    from harness.config import coerce
+    from harness.settings import config_keys, config_types  # imports the methods
 
     if not where:
         return
-    known = config_keys(methods)
-    for key in where:
+    known, types = config_keys(methods), config_types(methods)
+    for key, value in where.items():
+        if key in types:
+            problems = []
+            for tp in types[key]:
+                try:
+                    coerce(value, tp, key)
+                    break
+                except ConfigError as exc:
+                    problems.append(str(exc))
+            else:
+                raise ConfigError(f"{context}: where {problems[0]}, so no run can match")
         if key in RECORD_FIELDS or key in known:
             continue
         close = difflib.get_close_matches(key, sorted(known | set(RECORD_FIELDS)), n=1)
