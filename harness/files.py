@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -22,7 +23,9 @@ def clear_litter(path: Path) -> None:
     and ``.<name>.old`` (one writer per output: a new write of it starts clean)."""
     if not path.parent.is_dir():
         return
-    for stale in [*path.parent.glob(f".{glob_escape(path.name)}.{'?' * 8}.part"), path.with_name(f".{path.name}.old")]:
+    temporary = re.compile(rf"\.{re.escape(path.name)}\.\w+\.part")  # any temporary name's random part
+    litter = [p for p in path.parent.glob(f".{glob_escape(path.name)}.*.part") if temporary.fullmatch(p.name)]
+    for stale in [*litter, path.with_name(f".{path.name}.old")]:
         if stale.is_dir() and not stale.is_symlink():
             shutil.rmtree(stale, ignore_errors=True)
         elif stale.exists() or stale.is_symlink():

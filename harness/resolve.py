@@ -135,7 +135,10 @@ def resolve(
     if sets:
         user.append(("--set", Overrides.from_text(sets)))
     fixed = layers[-1][1]
+    preset_steps = None
     for index, (source, settings) in enumerate(layers + user):
+        if index == len(layers):
+            preset_steps = cfg.train.steps  # what train.steps is before any setting of the user's
         for key, value in settings.items():
             if index >= len(layers) and key in fixed and value != fixed[key]:
                 raise ConfigError(
@@ -149,6 +152,7 @@ def resolve(
                 exc.args = (f"{source}: {exc}",)
                 raise
             origins[key] = source
+    check_training_length(cfg, cls, origins, preset_steps if user else cfg.train.steps)
     if not cfg.data.image_size:
         cfg.data.image_size, origins["data.image_size"] = spec.image_size, from_benchmark
     if not cfg.eval.head:
@@ -169,6 +173,24 @@ def resolve(
     cls.check_config(cfg, bench)
     check_head(cls, cfg.eval.head)
     return Resolved(cfg, entry, bench, cls, origins)
+
+
+def check_training_length(cfg: RunConfig, cls: type, origins: dict, preset_steps: int) -> None:
+    """A FLOP budget sets how many steps a run trains: with one, a train.steps of the user's own would be
+    silently overridden, so the pair is refused; and a method that does not train cannot spend a budget."""
+    if not cfg.train.budget_flops:
+        return
+    if not cls.trains:
+        raise ConfigError(
+            f"train.budget_flops={cfg.train.budget_flops:g} ({origins['train.budget_flops']}): {cfg.method_name} "
+            "does not train, so there is nothing to spend it on; remove it"
+        )
+    if cfg.train.steps != preset_steps:
+        raise ConfigError(
+            f"train.steps={cfg.train.steps} ({origins['train.steps']}) and train.budget_flops="
+            f"{cfg.train.budget_flops:g} ({origins['train.budget_flops']}) both set how long the run trains, and "
+            "the budget would win (it trains the steps it buys); set only one of them"
+        )
 
 
 def check_head(cls: type, head: str) -> None:

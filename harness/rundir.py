@@ -4,6 +4,8 @@ from ``running`` to ``ok`` or ``failed``. Checkpoints: harness/checkpoint.py; tr
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import shutil
 import sys
@@ -183,14 +185,33 @@ def fail_record(run_dir: Path, record: dict, exc: BaseException) -> None:
     )
     record.update(status="failed", reason=reason, finished=provenance.now())
     written: list[Path] = []
-    try:
-        files.write_text(run_dir / ERROR_LOG, "".join(traceback.format_exception(exc)))
-        written.append(run_dir / ERROR_LOG)
+    try:  # the record first: on a full disk it is what must not stay "running"
         write_record(run_dir, record)
         written.append(run_dir / RESULT)
+    except OSError as error:
+        if error.errno == errno.ENOSPC and overwrite_in_place(run_dir / RESULT, record):
+            written.append(run_dir / RESULT)
+    try:
+        files.write_text(run_dir / ERROR_LOG, "".join(traceback.format_exception(exc)))
+        written.insert(0, run_dir / ERROR_LOG)
     except OSError:
         pass
     exc.written_files = written
+
+
+def overwrite_in_place(path: Path, record: dict) -> bool:
+    """On a full disk, where no temporary file can be made: the record written compactly over the blocks its
+    ``running`` form already holds (smaller than that, so no new block is needed). Whether it was written."""
+    data = json.dumps({k: v for k, v in record.items() if k != "run_dir"}, separators=(",", ":"), default=str)
+    try:
+        with open(path, "r+b") as fh:
+            if len(data.encode()) > os.fstat(fh.fileno()).st_size:
+                return False
+            fh.write(data.encode())
+            fh.truncate()
+        return True
+    except OSError:
+        return False
 
 
 def finish_record(run_dir: Path, record: dict) -> None:

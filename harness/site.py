@@ -212,7 +212,7 @@ def paper_table_html(view: SpecView) -> str:
             + (" " + " ".join(h.link(run_href(r), f"s{r['seed']}") for r in cell.group.runs) if cell.group else "")
             for cell in cells
         ]
-        rows.append([h.escape(row.label), *texts, *map(h.escape, training_cells(table, cells))])
+        rows.append([h.escape(row.label), *texts, *map(h.escape, training_cells(table, row, cells))])
         classes.append(
             ["", *(cell.standing.mark if cell.standing else "" for cell in cells), *[""] * (len(labels) - columns)]
         )

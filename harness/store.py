@@ -201,9 +201,9 @@ def check_evidence(record: dict) -> None:
 
 def check_identity(record: dict, config: dict) -> None:
     """The record says what its ``config.yaml`` computed: the config hash recomputed from the stored tree (a
-    trained run's; an eval record's hash also covers its source run), the method, the benchmark, the seed its
-    directory's name carries, and the steps the configuration caps (unless a time or FLOP budget set them);
-    else one HarnessError naming both values."""
+    trained run of a method registered here; an eval record's hash also covers its source run), the method,
+    the benchmark, the seed its directory's name carries, and the steps the configuration caps (unless a time
+    or FLOP budget set them); else one HarnessError naming both values."""
     from harness.settings import stored_hash
 
     run_dir = Path(record["run_dir"])
@@ -214,7 +214,9 @@ def check_identity(record: dict, config: dict) -> None:
             raise HarnessError(
                 f"{where}: the record's {field} is {record.get(field)!r}, config.yaml's {config.get(key)!r}; {fix}"
             )
-    if record.get("kind", "train") == "train":
+    from harness.methods import METHODS
+
+    if record.get("kind", "train") == "train" and config.get("method_name") in METHODS:  # else: unknown here
         try:
             digest = stored_hash(config)
         except (HarnessError, KeyError, TypeError, AttributeError) as exc:

@@ -68,7 +68,7 @@ def test_flops_per_phase_and_in_total(tmp_path):
 
 def test_budget_flops_buys_steps_and_replays_exactly(tmp_path):
     step = step_flops("protonet", tmp_path)["step"]
-    budget = [f"train.budget_flops={3.5 * step}", "train.steps=1000"]
+    budget = [f"train.budget_flops={3.5 * step}"]
     runs = [
         execute(
             RunRequest(resolve("protonet", "synthetic-5w1s", sets=[*TINY, *budget]), 0, tmp_path / name, progress=False)
@@ -78,6 +78,10 @@ def test_budget_flops_buys_steps_and_replays_exactly(tmp_path):
     assert [r["steps"] for r in runs] == [3, 3] and runs[0]["flops"]["budget"] == 3.5 * step
     assert runs[0]["config_hash"] == config_hash(resolve("protonet", "synthetic-5w1s", sets=[*TINY, *budget]).config)
     assert np.array_equal(read_scores(tmp_path / "a")[1], read_scores(tmp_path / "b")[1])
+    with pytest.raises(ConfigError, match="both set how long the run trains"):  # which would win: refused
+        resolve("protonet", "synthetic-5w1s", sets=[*TINY, *budget, "train.steps=2"])
+    with pytest.raises(ConfigError, match="pixels does not train"):
+        resolve("pixels", "synthetic-5w1s", sets=[*TINY, *budget])
     with pytest.raises(ConfigError, match="buys no training step"):
         execute(
             RunRequest(

@@ -129,10 +129,13 @@ def test_a_killed_write_leaves_nothing_the_next_write_keeps(made, tmp_path):
     spec = tiny_spec(made / "tables", evidence="../ev-litter")
     tables = made / "tables"
     (tables / ".tiny.md.abcd1234.part").write_text("half a table")
+    (tables / ".tiny.tex.k2_9x.part").write_text("a temporary of another name length")
+    (tables / ".tiny.tex.notes.txt.part").write_text("not a temporary of tiny.tex: kept")
     (made / ".ev-litter.abcd1234.part").mkdir()
     (made / ".ev-litter.old").mkdir()
     assert run_cli("table", spec, "--collect-from", made / "runs") == 0
     assert not list(tables.glob(".tiny.md.*")) and not list(made.glob(".ev-litter*"))
+    assert [p.name for p in tables.glob(".tiny.tex.*")] == [".tiny.tex.notes.txt.part"]
     (tmp_path / ".site.abcd1234.part").mkdir()
     assert run_cli("site", spec, "--out", tmp_path / "site") == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]

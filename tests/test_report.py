@@ -23,11 +23,13 @@ from scipy import stats
 
 from harness.cli import main
 from harness.errors import ConfigError, HarnessError
+from harness.methods import METHODS
 from harness.report.leaderboard import build_boards
 from harness.report.selection import Store, read_settings
 from harness.report.spec import load_spec
 from harness.report.stats import holm, paired_test
 from harness.report.tables import build_table
+from harness.settings import stored_hash
 from harness.store import TRAIN_LOG, RunStore, write_config, write_record, write_scores
 
 QUERIES = 10
@@ -91,7 +93,12 @@ def make_run(
     for key, value in (settings or {}).items():
         group, _, name = key.partition(".")
         tree.setdefault(group, {})[name] = value
-    config_hash = hashlib.sha256(json.dumps([method, bench, settings or {}], sort_keys=True).encode()).hexdigest()[:12]
+    if method in METHODS:  # a registered method's record carries the hash of its stored tree, as a run's does
+        config_hash = stored_hash(tree)
+    else:
+        config_hash = hashlib.sha256(json.dumps([method, bench, settings or {}], sort_keys=True).encode()).hexdigest()[
+            :12
+        ]
     stamp = finished[:19].replace("-", "").replace(":", "").replace("T", "-")
     run_id = f"{stamp}-{method}-{bench}-s{seed}-{config_hash[:8]}-{_made['n']:04d}"
     run_dir = runs_dir / run_id
@@ -116,7 +123,7 @@ def make_run(
         "versions": {},
         "git": {"commit": COMMIT, "dirty": dirty},
         "train_seconds": 12.5,
-        "steps": 100,
+        "steps": tree["train"]["steps"],
         "val_accuracy": None,
         "peak_memory_mb": 300.0,
     }

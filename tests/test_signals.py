@@ -89,8 +89,8 @@ def test_a_killed_process_of_a_two_process_run_is_recorded_failed(tmp_path):
 
 def test_a_full_disk_is_named_as_such(tmp_path, capsys):
     """Where a small filesystem can be mounted (root): a run that fills it fails with "No space left on
-    device", not torch's writer error (its record cannot be updated on a full disk, and the message names
-    no file it could not write)."""
+    device", not torch's writer error, and its record says so (written over its own blocks, since no
+    temporary file fits), rather than staying "running"."""
     from conftest import run_cli
 
     disk = tmp_path / "disk"
@@ -118,6 +118,8 @@ def test_a_full_disk_is_named_as_such(tmp_path, capsys):
         )
         err = capsys.readouterr().err
         assert code != 0 and "No space left on device" in err and "inline_container" not in err, err
+        record = json.loads((disk / "run" / "result.json").read_text(encoding="utf-8"))
+        assert record["status"] == "failed" and "No space left on device" in record["reason"], record
     finally:
         subprocess.run(["umount", str(disk)], check=True)
 

@@ -18,6 +18,7 @@ import yaml
 
 from harness.cli import main
 from harness.errors import HarnessError
+from harness.settings import stored_hash
 from harness.site import build_site
 from harness.store import TRAIN_LOG, write_config, write_record, write_scores
 
@@ -34,20 +35,19 @@ COUNTS = {
 
 def make_run(runs: Path, method: str, seed: int, counts: list[int], minute: int) -> dict:
     """One run's evidence as `harness run` writes it."""
-    run_id = f"20260105-10{minute:02d}00-{method}-{BENCH}-s{seed}-abcd{minute:04d}-00{minute:02d}"
+    tree = {
+        "method_name": method,
+        "benchmark": BENCH,
+        "bench": {"ways": 5, "shots": 1, "queries": 2, "episodes": 30, "episode_seed": 0},
+        "data": {"root": "/somewhere/else", "train_fraction": 1.0, "image_size": 28},
+        "train": {"steps": 30 if method != "pixels" else 0, "lr": 0.001},
+        "eval": {"head": "prototype"},
+        "method": {},
+    }
+    digest = stored_hash(tree)
+    run_id = f"20260105-10{minute:02d}00-{method}-{BENCH}-s{seed}-{digest[:8]}-00{minute:02d}"
     run_dir = runs / run_id
-    write_config(
-        run_dir,
-        {
-            "method_name": method,
-            "benchmark": BENCH,
-            "bench": {"ways": 5, "shots": 1, "queries": 2, "episodes": 30, "episode_seed": 0},
-            "data": {"root": "/somewhere/else", "train_fraction": 1.0, "image_size": 28},
-            "train": {"steps": 30, "lr": 0.001},
-            "eval": {"head": "prototype"},
-            "method": {},
-        },
-    )
+    write_config(run_dir, tree)
     correct = np.arange(QUERIES)[None, :] < np.clip(counts, 0, QUERIES)[:, None]
     accuracies = correct.mean(axis=1)
     write_scores(run_dir, accuracies, correct)
@@ -63,7 +63,7 @@ def make_run(runs: Path, method: str, seed: int, counts: list[int], minute: int)
         "benchmark": BENCH,
         "trained_on": BENCH,
         "seed": seed,
-        "config_hash": f"abcd{method}",
+        "config_hash": digest,
         "head": "prototype",
         "distance": "euclidean",
         "status": "ok",

@@ -45,7 +45,7 @@ def load_ladder(value: Any, rows: list[Row], seeds: list[int], path: Path) -> li
             if not step_keys(rows[labels.index(label)]):
                 raise ConfigError(
                     f"{context}: row {label!r} sets no train.steps (or train.budget_flops) in its where, so it "
-                    "has no training length to multiply; give it one, or leave it out of the rung"
+                    "has no step cap to multiply; give it one, or leave it out of the rung"
                 )
         rungs.append(Rung(multiple, tuple(parse_seeds(item.get("seeds", seeds))), tuple(chosen)))
     return rungs
