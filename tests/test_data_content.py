@@ -250,3 +250,24 @@ def test_a_record_names_the_content_it_was_measured_on(tmp_path):
     data = json.loads((only_run(runs) / "result.json").read_text(encoding="utf-8"))["data"]
     assert data["dataset"] == "synthetic-glyphs" and set(data["content_sha256"]) == {"test"}
     assert all(len(d) == 64 for d in data["content_sha256"].values())
+
+
+def test_a_new_image_size_decodes_from_the_cache_when_a_linked_source_is_gone(lake, tmp_path, monkeypatch):
+    """Grey images rebuilt from the native-size cache (their linked sources deleted) stay 2-D for PIL."""
+    import errno
+    import os
+
+    def cross_device(source, target):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", cross_device)  # symlinks, as across filesystems
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for zip_file in lake.iterdir():
+        (copy / zip_file.name).write_bytes(zip_file.read_bytes())
+    root = tmp_path / "root"
+    assert run_cli("data", "prepare", "omniglot", "--from", copy, "--root", root) == 0
+    for zip_file in copy.iterdir():
+        zip_file.unlink()
+    train = get_dataset("omniglot").load(root, "train", 32)
+    assert train.images.shape == (24, 1, 32, 32) and train.num_classes == 6
