@@ -55,14 +55,23 @@ def counted_flops(run_dir: Path, record: dict) -> dict:
 
 def cmd_flops(args) -> int:
     """Add ``flops`` to every named run whose record lacks it (one replay per configuration)."""
+    from harness.rundir import not_a_run
     from harness.store import read_record, write_record
 
-    by_config: dict[str, dict] = {}
-    added = 0
-    for run_dir in stored_runs(args.runs):
+    wanted = []
+    for run_dir in stored_runs(args.runs):  # every record checked before any replay or write
         record = read_record(run_dir)
         if record.get("flops") or record.get("status") != "ok":
             continue
+        if reason := not_a_run(Path(run_dir), record):
+            raise HarnessError(
+                f"{run_dir}: not a run directory made by `harness run` ({reason}); `harness flops` counts the "
+                "FLOPs of harness runs from their stored configuration: leave this one out"
+            )
+        wanted.append((run_dir, record))
+    by_config: dict[str, dict] = {}
+    added = 0
+    for run_dir, record in wanted:
         key = record["config_hash"]
         if key not in by_config:
             by_config[key] = counted_flops(run_dir, record)

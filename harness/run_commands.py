@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from harness import kernels
+from harness import kernels, loggers
 from harness.errors import HarnessError, RunFailed, Terminated
 from harness.loggers import add_logger_option, logger_setting
 from harness.store import default_runs_dir, summary_line
@@ -55,6 +55,7 @@ def cmd_run(args) -> int:
     from harness.resolve import check_data
 
     check_data(resolved, download=not args.no_download)
+    loggers.preflight(cfg.log, place.run_dir)
     signal.signal(signal.SIGTERM, terminate)  # a scheduler's kill is recorded like Ctrl-C, with the resume command
     try:
         record = execute_processes(args.procs, request) if args.procs > 1 else execute(request)

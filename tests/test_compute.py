@@ -126,3 +126,34 @@ def test_harness_flops_recounts_a_stored_run_as_it_counted_itself(method, sets, 
         k: v for k, v in made["flops"].items() if k != "counted"
     }
     assert "recomputed by `harness flops`" in again["counted"]
+
+
+def test_flops_on_records_that_are_not_harness_runs_is_one_error(tmp_path, capsys):
+    import json
+
+    from conftest import one_error, only_run, run_cli
+
+    runs = tmp_path / "runs"
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            "pixels",
+            "--bench",
+            "synthetic-5w1s",
+            "--set",
+            "bench.episodes=4",
+            "--runs-dir",
+            runs,
+            "--no-progress",
+        )
+        == 0
+    )
+    record_path = only_run(runs) / "result.json"
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    record.pop("config_hash"), record.pop("flops")
+    record_path.write_text(json.dumps(record), encoding="utf-8")
+    before = record_path.read_bytes()
+    capsys.readouterr()
+    assert run_cli("flops", runs) == 2
+    assert "config_hash" in one_error(capsys) and record_path.read_bytes() == before

@@ -433,3 +433,27 @@ def test_commands_and_import_harness_load_no_logger_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[] []"
+
+
+@pytest.mark.parametrize("case", ["mlflow uri is a file", "default mlflow store is a file", "wandb online, no key"])
+def test_a_logger_that_cannot_start_is_refused_before_the_run_directory_exists(case, tmp_path, monkeypatch, capsys):
+    from conftest import one_error
+
+    runs = tmp_path / "runs"
+    base = ["run", "--method", "pixels", "--bench", "synthetic-5w1s", "--set", "bench.episodes=4", "--runs-dir", runs]
+    if case == "mlflow uri is a file":
+        (tmp_path / "a-file").write_text("not a store", encoding="utf-8")
+        args = [*base, "--logger", "mlflow", "--set", f"log.mlflow_uri={(tmp_path / 'a-file').as_uri()}"]
+    elif case == "default mlflow store is a file":
+        runs.mkdir()
+        (runs / "mlruns").write_text("not a store", encoding="utf-8")
+        args = [*base, "--logger", "mlflow"]
+    else:
+        monkeypatch.delenv("WANDB_API_KEY", raising=False)
+        (tmp_path / "netrc").write_text("", encoding="utf-8")
+        monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+        args = [*base, "--logger", "wandb", "--set", "log.wandb_mode=online"]
+    assert run_cli(*args) == 2
+    err = one_error(capsys)
+    assert ("is a file" in err) if "mlflow" in case else ("wandb login" in err and "offline" in err)
+    assert not any(p.name != "mlruns" for p in (runs.iterdir() if runs.is_dir() else []))  # no run directory

@@ -97,6 +97,46 @@ def check(names, source: str = "log.loggers") -> None:
             )
 
 
+def preflight(log: LogConfig, run_dir: Path) -> None:
+    """What a logger needs from this machine, checked before ``run_dir`` exists: MLflow's store (a file store
+    is a folder: no file may stand where it goes) and a W&B login for online mode."""
+    from urllib.parse import unquote, urlparse
+
+    if "mlflow" in log.loggers:
+        from harness.loggers.mlflow import tracking_uri
+
+        uri = tracking_uri(run_dir, log)
+        parsed = urlparse(uri)
+        if parsed.scheme in ("", "file"):
+            store = Path(unquote(parsed.path) if parsed.scheme else uri)
+            blocking = next((p for p in [store, *store.parents] if p.exists() and not p.is_dir()), None)
+            if blocking is not None:
+                raise ConfigError(
+                    f"MLflow's tracking store {uri} is a file store, which is a folder, and {blocking} is a file: "
+                    "point log.mlflow_uri at a folder (or a tracking server), or pass another --runs-dir"
+                )
+    if "wandb" in log.loggers and log.wandb_mode == "online" and not wandb_login():
+        raise ConfigError(
+            "log.wandb_mode=online needs a W&B login on this machine, and there is none (no WANDB_API_KEY, no "
+            "`wandb login`): log in, or log offline with --set log.wandb_mode=offline and `wandb sync` later"
+        )
+
+
+def wandb_login() -> bool:
+    """Whether W&B has a key here: WANDB_API_KEY, or the netrc entry `wandb login` writes for its host."""
+    import netrc
+    import os
+    from urllib.parse import urlparse
+
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
 def add_logger_option(parser) -> None:
     """``--logger NAMES`` on a command that starts runs (``logger_setting`` reads it)."""
     parser.add_argument(

@@ -3,6 +3,7 @@ this module, so neither it nor what it imports loads torch, submitit or the runn
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -46,6 +47,7 @@ def cmd_sweep(args) -> int:
     else:
         grid_runs, grid, default_name = plan_runs(spec), asdict(spec), spec.default_name()
     log = logger_setting(args.logger)  # --logger: where every run's curves go (log.*: no part of its hash)
+    check_loggers(grid_runs, log, Path(args.runs_dir))
     for run in grid_runs:
         run.overrides = {**run.overrides, **log}
     if executor == "slurm":
@@ -74,6 +76,19 @@ def cmd_sweep(args) -> int:
             file=sys.stderr,
         )
         return 128 + stopped.signum
+
+
+def check_loggers(runs, log: dict, runs_dir: Path) -> None:
+    """Each run's loggers can start where its directory will be (``loggers.preflight``), before any is submitted."""
+    from harness.config import LogConfig
+    from harness.loggers import preflight
+
+    for run in {json.dumps({**run.overrides, **log}, sort_keys=True, default=str): run for run in runs}.values():
+        config = LogConfig()
+        for key, value in {**run.overrides, **log}.items():
+            if key.startswith("log."):
+                setattr(config, key.split(".", 1)[1], value)
+        preflight(config, runs_dir / "run")
 
 
 def check_split(runs, procs: int) -> None:
