@@ -33,7 +33,7 @@ BENCHMARKS: Registry[BenchmarkSpec] = Registry("benchmark")  # the harness's own
 
 for _file in sorted(resources.files(__name__).iterdir(), key=lambda p: p.name):
     if _file.name.endswith(".yaml"):
-        _tree = read_yaml(_file.read_text(), _file.name)
+        _tree = read_yaml(_file.read_text(encoding="utf-8"), _file.name)
         _shared = {k: v for k, v in _tree.items() if k != "benchmarks"}
         for _name, _own in _tree["benchmarks"].items():
             BENCHMARKS.add(_name, BenchmarkSpec(name=_name, **{**_shared, **_own}))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from harness import accounting, kernels, reproduce, run_commands, site, tune
 from harness.data import commands as data_commands
-from harness.errors import HarnessError
+from harness.errors import ConfigError, HarnessError
 from harness.overrides import Overrides
 from harness.report import commands as report_commands
 from harness.report import compare
@@ -111,6 +111,11 @@ def cmd_show(args) -> int:
     if args.bench:
         print(config_listing(resolve(args.method, args.bench, sets=args.set or [])))
         return 0
+    if args.set:
+        raise ConfigError(
+            f"--set {args.set[0]}: settings resolve against a benchmark's presets, so --set needs --bench; "
+            f"e.g. harness show {args.method} --bench synthetic-5w1s --set {args.set[0]}"
+        )
     import dataclasses
 
     from harness.methods import METHODS
@@ -237,7 +242,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is a KeyboardInterrupt that something wrapped (its cause or context is one)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def utf8_streams() -> None:
+    """Text the harness prints (λ, ×, ✓) needs more than ASCII: where the locale gives ASCII streams (C or
+    POSIX, Python's UTF-8 mode off), they write UTF-8 instead of failing on the first such character."""
+    for stream in (sys.stdout, sys.stderr):
+        if (getattr(stream, "encoding", "") or "").lower() in ("ascii", "ansi_x3.4-1968", "us-ascii"):
+            stream.reconfigure(encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
+    utf8_streams()
     args = build_parser().parse_args(argv)
     try:
         kernels.pin(
@@ -256,6 +281,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"harness: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+    except RuntimeError as exc:  # Ctrl-C inside an import arrives wrapped (e.g. "Error calling __set_name__")
+        if not interrupted(exc):
+            raise
         print("harness: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:  # a file the command had to read or write; anything else is a bug: let it show

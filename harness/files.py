@@ -107,7 +107,7 @@ def check_owned(path: Path, owner: str) -> None:
             "choose a new or empty folder"
         )
     mark = path / OWNER_MARK
-    made_by = mark.read_text().strip() if mark.is_file() else None
+    made_by = mark.read_text(encoding="utf-8").strip() if mark.is_file() else None
     if made_by == owner or not any(path.iterdir()):
         return
     entries = sum(1 for _ in path.iterdir())
@@ -141,7 +141,7 @@ def stage_dir(path: str | Path, owner: str) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
         yield tmp
-        (tmp / OWNER_MARK).write_text(owner + "\n")
+        (tmp / OWNER_MARK).write_text(owner + "\n", encoding="utf-8")
         os.chmod(tmp, 0o777 & ~_umask())
         if pending is None:
             with batch():
@@ -162,7 +162,7 @@ def _umask() -> int:
 
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -189,7 +189,7 @@ def locked(path: Path, wait: bool = True) -> Iterator:
     process ends, even on kill -9) and yield its open handle. ``wait=False``: BlockingIOError at once if another
     process holds it. A filesystem without ``flock`` raises OSError."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
+    with open(path, "a+", encoding="utf-8") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         try:
             yield handle

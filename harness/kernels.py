@@ -93,7 +93,7 @@ def cpu_identity() -> dict:
     fields = {"vendor_id": "vendor", "cpu family": "family", "model": "model", "model name": "name", "flags": "flags"}
     found: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             key, _, value = line.partition(":")
             key = key.strip()
             if key in fields and fields[key] not in found:

@@ -64,7 +64,7 @@ def device_name(device) -> str:
         return f"cuda: {torch.cuda.get_device_name(device)}"
     cpu = platform.processor() or platform.machine()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
@@ -93,7 +93,7 @@ def memory_bytes() -> int:
     """This machine's memory: physical, or the cgroup's limit where that is lower."""
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        limit = Path("/sys/fs/cgroup/memory.max").read_text(encoding="utf-8").strip()
     except OSError:
         return total
     return min(total, int(limit)) if limit.isdigit() else total

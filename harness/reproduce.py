@@ -208,7 +208,9 @@ def failure_causes(statuses) -> dict[str, str]:
         if not (status.record and status.record.get("status") == "failed") and log and log.is_file():
             prefix = f"harness: run failed: {status.run.label}: "
             said = [
-                line[len(prefix) :] for line in log.read_text(errors="replace").splitlines() if line.startswith(prefix)
+                line[len(prefix) :]
+                for line in log.read_text(errors="replace", encoding="utf-8").splitlines()
+                if line.startswith(prefix)
             ]
         cause = (said[-1] if said else status.reason or "failed").splitlines()[0]
         causes[status.run.key] = cause + (f" (stderr: {log})" if log else "")

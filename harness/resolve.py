@@ -87,7 +87,7 @@ def preset_levels(presets: list[str]) -> list[tuple[str, Overrides]]:
 def read_preset(preset: str) -> dict:
     """A preset file's levels (``{}`` where the method has none)."""
     path = resources.files("harness.methods").joinpath("presets", f"{preset}.yaml")
-    return (read_yaml(path.read_text(), f"preset {preset}.yaml") or {}) if path.is_file() else {}
+    return (read_yaml(path.read_text(encoding="utf-8"), f"preset {preset}.yaml") or {}) if path.is_file() else {}
 
 
 def presets_of(entry, cls) -> list[str]:

@@ -139,7 +139,7 @@ def locked(run_dir: Path) -> Iterator[None]:
         try:
             handle = stack.enter_context(files.locked(run_dir / LOCK, wait=False))
         except BlockingIOError:
-            holder = (run_dir / LOCK).read_text().strip() or "another process"
+            holder = (run_dir / LOCK).read_text(encoding="utf-8").strip() or "another process"
             raise HarnessError(
                 f"{run_dir} is in use by {holder}: one process writes a run directory at a time; "
                 f"wait for it to finish (or stop it), then resume"

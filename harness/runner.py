@@ -180,11 +180,11 @@ class TrainLog:
     def __init__(self, path: Path, keep_until: int):
         self.path, self.columns = path, None
         if path.is_file():
-            with open(path, newline="") as fh:
+            with open(path, newline="", encoding="utf-8") as fh:
                 reader = csv.DictReader(fh)
                 self.columns = reader.fieldnames
                 rows = [r for r in reader if int(r["step"]) <= keep_until]
-            with files.atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+            with files.atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
                 writer = csv.DictWriter(fh, self.columns, lineterminator="\n")
                 writer.writeheader()
                 writer.writerows(rows)
@@ -194,17 +194,17 @@ class TrainLog:
             self.columns = (
                 self.FIXED + [k for k in row if k not in self.FIXED and k != "val_accuracy"] + ["val_accuracy"]
             )
-            with open(self.path, "w", newline="") as fh:
+            with open(self.path, "w", newline="", encoding="utf-8") as fh:
                 csv.DictWriter(fh, self.columns, lineterminator="\n").writeheader()
         elif new := [k for k in row if k not in self.columns]:  # scalars first logged later (diagnostics)
-            with open(self.path, newline="") as fh:
+            with open(self.path, newline="", encoding="utf-8") as fh:
                 rows = list(csv.DictReader(fh))
             self.columns = self.columns[:-1] + new + self.columns[-1:]
-            with files.atomic_path(self.path) as tmp, open(tmp, "w", newline="") as fh:
+            with files.atomic_path(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
                 writer = csv.DictWriter(fh, self.columns, restval="", lineterminator="\n")
                 writer.writeheader()
                 writer.writerows(rows)
-        with open(self.path, "a", newline="") as fh:
+        with open(self.path, "a", newline="", encoding="utf-8") as fh:
             csv.DictWriter(fh, self.columns, extrasaction="ignore", restval="", lineterminator="\n").writerow(row)
 
 

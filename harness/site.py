@@ -330,7 +330,7 @@ def curves_html(run_dir: Path) -> str:
     path = run_dir / TRAIN_LOG
     if not path.is_file():
         return '<p class="note">No training log: this run did not train.</p>'
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     columns = [c for c in (rows[0].keys() if rows else []) if c not in ("step", "seconds")]
     charts = []

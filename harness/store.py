@@ -93,7 +93,7 @@ def write_config(run_dir: Path, tree: dict) -> None:
 def read_config(run_dir: Path) -> dict:
     """A run's ``config.yaml`` (a mapping of setting groups), or one error naming it."""
     path = Path(run_dir) / CONFIG
-    tree = read_yaml(path.read_text(), str(path))
+    tree = read_yaml(path.read_text(encoding="utf-8"), str(path))
     if not isinstance(tree, dict):
         raise HarnessError(
             f"{path} holds {type(tree).__name__}, not the mapping of setting groups a run stores; the run is damaged"
@@ -109,7 +109,7 @@ def read_record(run_dir: Path) -> RunRecord | None:
     """The run's record with ``run_dir`` added, or None if it has none (or an unreadable one)."""
     path = Path(run_dir) / RESULT
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     if not isinstance(record, dict):
@@ -185,7 +185,7 @@ def check_evidence(record: dict) -> None:
             f"({float(correct.mean())!r}); one of them was changed: re-run it or restore both"
         )
     if (run_dir / TRAIN_LOG).is_file():
-        with open(run_dir / TRAIN_LOG, newline="") as fh:
+        with open(run_dir / TRAIN_LOG, newline="", encoding="utf-8") as fh:
             for line, row in enumerate(csv.DictReader(fh), start=2):
                 for key, value in row.items():
                     if value in ("", None):
@@ -245,7 +245,7 @@ def check_identity(record: dict, config: dict) -> None:
 
 def read_losses(run_dir: Path) -> list[float]:
     """The training loss at every logged step (``train_log.csv``), in step order."""
-    with open(Path(run_dir) / TRAIN_LOG, newline="") as fh:
+    with open(Path(run_dir) / TRAIN_LOG, newline="", encoding="utf-8") as fh:
         return [float(row["loss"]) for row in csv.DictReader(fh)]
 
 

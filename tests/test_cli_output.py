@@ -178,3 +178,62 @@ def test_data_actions_have_their_own_help(capsys):
     with pytest.raises(SystemExit):
         run_cli("data", "status", "--help")
     assert "--from" not in capsys.readouterr().out
+
+
+def test_show_with_settings_but_no_benchmark_is_one_error(capsys):
+    from conftest import one_error
+
+    assert run_cli("show", "protonet", "--set", "train.steps=3") == 2
+    assert "--bench" in one_error(capsys)
+
+
+def test_ctrl_c_wrapped_by_an_import_is_an_interruption_not_a_traceback(monkeypatch, capsys):
+    """Ctrl-C while a module is still importing can reach the command wrapped in a RuntimeError."""
+    import harness.cli
+
+    def interrupted_import(args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise RuntimeError("Error calling __set_name__ on '_lru_cache_wrapper' instance") from exc
+
+    parser = harness.cli.build_parser()
+    monkeypatch.setattr(harness.cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["site"].set_defaults(handler=interrupted_import)
+    assert run_cli("site") == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
+
+
+def test_every_text_read_and_write_names_its_encoding():
+    """With Python's UTF-8 mode off and a C locale, text I/O would use ASCII: the package names UTF-8 everywhere."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    unnamed = []
+    for path in [p for folder in ("harness", "methods", "benchmarks") for p in (root / folder).rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call) or "encoding" in {k.arg for k in node.keywords}:
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            helper = isinstance(func, ast.Attribute) and getattr(func.value, "id", None) == "files"
+            if name in ("read_text", "write_text") and not helper and isinstance(func, ast.Attribute):
+                unnamed.append(f"{path.relative_to(root)}:{node.lineno}")
+            elif name == "open" and getattr(
+                func.value if isinstance(func, ast.Attribute) else None, "id", None
+            ) not in ("Image", "os"):
+                args = node.args if isinstance(func, ast.Name) else [None, *node.args]
+                mode = next((k.value for k in node.keywords if k.arg == "mode"), args[1] if len(args) > 1 else None)
+                if not (isinstance(mode, ast.Constant) and "b" in mode.value):
+                    unnamed.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not unnamed, unnamed
+
+
+def test_commands_work_with_utf8_mode_off_in_the_c_locale(tmp_path):
+    env = {**os.environ, "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0", "LC_ALL": "C", "LANG": "C"}
+    for command in (["list"], ["show", "bmssl"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "harness.cli", *command], env=env, capture_output=True, timeout=120
+        )
+        assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr.decode("utf-8", "replace")

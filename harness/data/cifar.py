@@ -56,7 +56,7 @@ class CIFARFS(CIFAR100Subset):
         if not lists:
             return None
         root = lists[0].parent.parent.parent
-        classes = _split_classes(lists[0].read_text())
+        classes = _split_classes(lists[0].read_text(encoding="utf-8"))
         names = [p.relative_to(root).as_posix() for p in (root / "data").rglob("*.png")]
         return _class_folders(classes, names, "data/", lambda n: (root / n).read_bytes())
 

@@ -246,7 +246,7 @@ class ImageFolder(Dataset):
 
     def _stored_facts(self) -> dict:
         try:
-            return json.loads(self.facts_path.read_text())
+            return json.loads(self.facts_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
 

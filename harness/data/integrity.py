@@ -60,7 +60,7 @@ def cache_problem(path: Path) -> str | None:
     if not path.is_file():
         return "is missing"
     try:
-        recorded = checksum_path(path).read_text().split()[0]
+        recorded = checksum_path(path).read_text(encoding="utf-8").split()[0]
     except (OSError, IndexError):
         return f"has no stored checksum ({checksum_path(path).name})"
     try:

@@ -167,7 +167,7 @@ class RunState:
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / STATE
         try:
-            self.data = json.loads(self.path.read_text()) if self.path.is_file() else {}
+            self.data = json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {}
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise HarnessError(
                 f"{self.path} is damaged ({type(exc).__name__}); it names the W&B and MLflow runs "

@@ -170,7 +170,7 @@ class Sweep:
     def read_plan(self) -> dict:
         """``plan.json``, or one error naming it when it is damaged."""
         try:
-            plan = json.loads(self.plan_path.read_text())
+            plan = json.loads(self.plan_path.read_text(encoding="utf-8"))
             [Run(**r) for r in plan["runs"]]
             return plan
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -196,7 +196,7 @@ class Sweep:
     def submissions(self) -> list[dict]:
         if not self.submissions_dir.is_dir():
             return []
-        return [json.loads(p.read_text()) for p in sorted(self.submissions_dir.glob("*.json"))]
+        return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(self.submissions_dir.glob("*.json"))]
 
     def save_submission(self, submission: dict) -> None:
         number = len(list(self.submissions_dir.glob("*.json"))) if self.submissions_dir.is_dir() else 0

@@ -99,7 +99,7 @@ def local_worker_alive(pid: str, host: str) -> bool | None:
             if b"submitit" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return True
             # a worker this process has just forked may not have exec'd submitit yet
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
             return stat[0] != "Z" and int(stat[1]) == os.getpid()
         except (OSError, IndexError, ValueError):
             return False
@@ -279,7 +279,7 @@ def print_status(sweep: Sweep, statuses: list[RunStatus], warnings: list[str], l
         print(f"  run dir: {s.run.run_dir}")
         if s.log:
             log = Path(s.log)
-            tail = log.read_text(errors="replace").splitlines()[-lines:] if log.is_file() else []
+            tail = log.read_text(errors="replace", encoding="utf-8").splitlines()[-lines:] if log.is_file() else []
             print(f"  stderr: {log}" + (f" (last {len(tail)} lines):" if tail else " (not written)"))
             print("\n".join(f"    {line}" for line in tail))
     counts = Counter(s.state for s in statuses)
@@ -296,7 +296,7 @@ def training_progress(run_dir: Path) -> str:
     from harness.store import TRAIN_LOG, read_config
 
     try:
-        last = (run_dir / TRAIN_LOG).read_text().rstrip("\n").rsplit("\n", 1)[-1].split(",")[0]
+        last = (run_dir / TRAIN_LOG).read_text(encoding="utf-8").rstrip("\n").rsplit("\n", 1)[-1].split(",")[0]
         total = read_config(run_dir)["train"]["steps"]
     except (OSError, KeyError, TypeError):
         return ""
