@@ -56,7 +56,7 @@ def load_runs(path: str | Path | list = "runs", where: Mapping[str, Any] | None 
     (``{"data.train_fraction": 0.1, "head": "prototype"}``); a run without the setting is dropped."""
     import pandas as pd
 
-    from harness.report.selection import check_where, matches, read_settings
+    from harness.report.selection import Store, check_where, matches
     from harness.store import RunStore, records_frame
 
     where = check_where(dict(where) if where is not None else None, "load_runs")
@@ -65,12 +65,8 @@ def load_runs(path: str | Path | list = "runs", where: Mapping[str, Any] | None 
         from harness.report.spec import check_where_keys
 
         check_where_keys(where, METHODS.names(), "load_runs")
-    chosen = [
-        (r, settings)
-        for r in RunStore(*runs_dirs(path)).check_readable()
-        for settings in [read_settings(r)]
-        if matches(settings, where)
-    ]
+    store = Store(RunStore(*runs_dirs(path)))  # as every report reads them: checked, settings indexed
+    chosen = [(r, settings) for r in store.records for settings in [store.settings(r)] if matches(settings, where)]
     frame = records_frame([r for r, _ in chosen])
     plain = [{key: value for key, value in r.items() if not isinstance(value, (dict, list))} for r, _ in chosen]
     for extra in (pd.DataFrame(plain), pd.DataFrame([settings for _, settings in chosen])):

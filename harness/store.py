@@ -35,6 +35,7 @@ import yaml
 from harness import files, mechanisms
 from harness.config import read_yaml
 from harness.errors import HarnessError
+from harness.store_index import StoreIndex, signature
 
 RESULT, CONFIG, EPISODES, TRIALS = "result.json", "config.yaml", "episodes.csv", "trials.npy"
 CHECKPOINT, TRAIN_LOG, ERROR_LOG = "checkpoint.pt", "train_log.csv", "error.log"
@@ -270,15 +271,40 @@ class RunStore:
         self.runs_dir = self.runs_dirs[0]
         records: list[RunRecord] = []
         self.unreadable: list[Path] = []  # result.json files that are not a record
+        self.indexes: dict[Path, StoreIndex] = {}  # each runs directory's index (store_index.py)
+        self.signatures: dict[str, str] = {}  # run dir → the signature its record was read at
         for runs_dir in self.runs_dirs:
             if runs_dir.is_dir():
+                index = self.indexes[runs_dir] = StoreIndex(runs_dir)
                 for path in sorted(p for p in runs_dir.iterdir() if (p / RESULT).is_file()):
-                    record = read_record(path)
+                    sign = signature(path)
+                    cached = index.get(path, sign).get("record")
+                    record = {**cached, "run_dir": str(path)} if cached else read_record(path)
+                    if record and not cached:
+                        index.put(path, sign, record={k: v for k, v in record.items() if k != "run_dir"})
+                    self.signatures[str(path)] = sign
                     records.append(record) if record else self.unreadable.append(path / RESULT)
+                index.save()
         self.records = sorted(records, key=newest_key)  # oldest first
 
     def __iter__(self):
         return iter(self.records)
+
+    def cached(self, record: dict, fact: str):
+        """What the index holds of ``fact`` for the run at the signature its record was read at (None: nothing)."""
+        run_dir = Path(record["run_dir"])
+        index = self.indexes.get(run_dir.parent)
+        return index.get(run_dir, self.signatures.get(str(run_dir), "")).get(fact) if index else None
+
+    def remember(self, record: dict, **facts) -> None:
+        """Keep ``facts`` of the run in its directory's index (written by ``save_indexes``)."""
+        run_dir = Path(record["run_dir"])
+        if run_dir.parent in self.indexes and str(run_dir) in self.signatures:
+            self.indexes[run_dir.parent].put(run_dir, self.signatures[str(run_dir)], **facts)
+
+    def save_indexes(self) -> None:
+        for index in self.indexes.values():
+            index.save()
 
     def check_readable(self) -> RunStore:
         """Itself, or one HarnessError naming a record that cannot be read: every reader (reports, ``harness

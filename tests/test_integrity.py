@@ -75,3 +75,38 @@ def test_damaged_evidence_is_one_error_naming_the_file(committed, tmp_path, dama
 def test_verify_passes_intact_evidence(committed, capsys):
     assert run_cli("verify", committed / "tables" / "tiny.yaml") == 0
     assert "3 runs" in capsys.readouterr().out
+
+
+def test_the_index_serves_unchanged_runs_and_never_a_changed_one(committed, tmp_path, capsys):
+    """Reports keep each run's checked facts in <runs dir>/.harness-index.sqlite and use them only while the
+    run's files are unchanged: a later edit is caught by the next report; verify reads every file again."""
+    import os
+
+    from harness.report.selection import Store
+    from harness.store import RunStore
+    from harness.store_index import INDEX
+
+    root = tmp_path / "copy"
+    shutil.copytree(committed, root)
+    runs, spec = root / "runs" / "tiny", root / "tables" / "tiny.yaml"
+    assert run_cli("table", spec) == 0 and (runs / INDEX).is_file()
+    store = RunStore(runs)
+    Store(store)  # a second report: every ok run served from the index, none read again
+    assert all(store.cached(r, "checked") for r in store.records if r["status"] == "ok")
+    victim = next(p for p in sorted(runs.iterdir()) if "-protonet-" in p.name)
+    edit_json(victim / "result.json", lambda r: r.update(accuracy=0.99))
+    capsys.readouterr()
+    assert run_cli("table", spec) == 2 and str(victim / "result.json") in capsys.readouterr().err
+    edit_json(
+        victim / "result.json",
+        lambda r: r.update(
+            accuracy=json.loads((committed / "runs" / "tiny" / victim.name / "result.json").read_text())["accuracy"]
+        ),
+    )
+    assert run_cli("table", spec) == 0
+    # an edit that keeps a file's size and time escapes the index, not verify, which reads every file again
+    stat = os.stat(victim / "trials.npy")
+    np.save(victim / "trials.npy", ~np.load(victim / "trials.npy"))
+    os.utime(victim / "trials.npy", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert run_cli("table", spec) == 0
+    assert run_cli("verify", spec) == 1 and "disagrees with trials.npy" in capsys.readouterr().err

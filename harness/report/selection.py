@@ -179,16 +179,21 @@ def read_settings(record: dict) -> dict[str, Any]:
 class Store:
     """The records of a run store, with each run's flattened settings read on demand."""
 
-    def __init__(self, run_store: RunStore):
+    def __init__(self, run_store: RunStore, recheck: bool = False):
         """Every report reads its runs through here: an unreadable record, or an ok run whose files
-        disagree with it (``check_evidence``), is one error naming the file."""
+        disagree with it (``check_evidence``), is one error naming the file. A run checked before with
+        the files it has now is not checked again (the store's index), unless ``recheck`` (``harness verify``)."""
         run_store.check_readable()
         for record in run_store.records:
-            if record.get("status") == "ok":
+            if record.get("status") == "ok" and (recheck or not run_store.cached(record, "checked")):
                 check_evidence(record)
+                run_store.remember(record, checked=True)
         self.run_store = run_store
         self.records = run_store.records
         self._settings: dict[str, dict] = {}
+        for record in self.records:  # every report filters every run by its settings
+            self.settings(record)
+        run_store.save_indexes()
 
     def describe(self) -> str:
         return self.run_store.describe()
@@ -204,7 +209,11 @@ class Store:
         """The run's settings (``read_settings``), read once."""
         run_dir = record["run_dir"]
         if run_dir not in self._settings:
-            self._settings[run_dir] = read_settings(record)
+            cached = self.run_store.cached(record, "settings")
+            if cached is None:
+                cached = read_settings(record)
+                self.run_store.remember(record, settings=cached)
+            self._settings[run_dir] = cached
         return self._settings[run_dir]
 
     def benchmarks(self) -> list[str]:
