@@ -159,6 +159,21 @@ def cuda_driver() -> str | None:
     return out[0] if out else None
 
 
+def replay_difference(stored: dict, replayed: dict) -> str:
+    """What keeps ``replayed`` from being a bit-identical replay of ``stored`` (their ``replay_key`` parts
+    that differ), in words; a replay on the same pinned kernels of another CPU vendor says so."""
+    names = ("torch", "CPU capability", "oneDNN ISA", "MKL ISA", "threads", "architecture", "CPU vendor", "processes")
+    old, new = replay_key(stored), replay_key(replayed)
+    if old is None:
+        return "kernels not recorded"
+    differ = [f"{name} {b} replaying {a}" for name, a, b in zip(names, old, new or ()) if a != b] or [
+        "other CPU flags or GPU stack"
+    ]
+    if len(differ) == 1 and differ[0].startswith("CPU vendor"):
+        return f"exact on the same vendor only ({differ[0]}, both at {old[1]} kernels)"
+    return "other kernels (" + "; ".join(differ) + ")"
+
+
 def replay_key(record: dict) -> tuple | None:
     """What must be equal for two runs of one configuration and seed to be bit-identical (None: the
     record names no kernels). The CPU's vendor counts even at a pinned level: pinned to AVX2, an Intel

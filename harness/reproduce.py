@@ -81,10 +81,7 @@ def statistical(replay: Replay, cell_replays: list[Replay]) -> str:
 
     stored = [run["accuracy"] for run in replay.cell]
     reproduced = [r.reproduced["accuracy"] for r in cell_replays]
-    why = (
-        f"other kernels ({replay.reproduced.get('kernels', {}).get('cpu_capability', '?')} replaying "
-        f"{replay.stored.get('kernels', {}).get('cpu_capability', 'unrecorded')})"
-    )
+    why = kernels.replay_difference(replay.stored, replay.reproduced)
     if len(reproduced) >= 2 and len(stored) >= 2:
         p = stats.ttest_ind(reproduced, stored, equal_var=False).pvalue
         if math.isnan(p):  # both samples constant: the same value or not
