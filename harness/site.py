@@ -343,6 +343,23 @@ def curves_html(run_dir: Path) -> str:
     )
 
 
+def mechanisms_html(record: dict) -> list[str]:
+    """A method's mechanism scalars (medians over the second half of training) and any warning that one was
+    inert (harness/mechanisms.py); nothing for a run whose method logs none."""
+    medians = record.get("mechanisms") or {}
+    if not medians:
+        return []
+    rows = [[h.escape(name), h.escape(f"{value:.4g}")] for name, value in medians.items()]
+    warnings = [f'<p class="note">warning: {h.escape(text)}</p>' for text in record.get("warnings") or []]
+    return [
+        "<h2>Mechanisms</h2>",
+        '<p class="note">Medians over the second half of training of what the method logs to show its '
+        "mechanisms at work (harness/mechanisms.py).</p>",
+        h.table(["Scalar", "Median"], rows),
+        *warnings,
+    ]
+
+
 def run_page(record: dict) -> str:
     from harness.store import CONFIG, read_config
 
@@ -365,6 +382,7 @@ def run_page(record: dict) -> str:
         f"<h1>{h.escape(record_id(record))}</h1>",
         f"<p>{h.escape(str(record.get('method')))} on {h.link(f'../bench/{slug(bench)}.html', bench)}, "
         f"seed {h.escape(str(record.get('seed')))}: {h.escape(str(record.get('status')))}</p>",
+        *mechanisms_html(record),
         "<h2>Training curves</h2>",
         curves_html(run_dir),
         "<h2>Configuration</h2>",

@@ -221,3 +221,23 @@ def test_the_leaderboard_renders_in_headless_chromium(project, tmp_path):
         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", (out / "index.html").resolve().as_uri()
     ).stdout
     assert "Toy one-shot error" in index and BENCH in index and "protonet (" in index
+
+
+def test_a_run_page_shows_its_mechanisms_and_their_warnings(project):
+    from harness.site import run_page
+
+    record = {
+        **read_record_of(project["runs"][0]),
+        "mechanisms": {"inner_gain": 7.3e-07, "match_kl": 0.42},
+        "warnings": ["inner_gain has a median of 7.3e-07 over the second half of training, below 0.05: ..."],
+    }
+    page = run_page(record)
+    assert "<h2>Mechanisms</h2>" in page and "7.3e-07" in page and "0.42" in page
+    assert "warning: inner_gain has a median" in page
+    assert "<h2>Mechanisms</h2>" not in run_page(read_record_of(project["runs"][0]))
+
+
+def read_record_of(made: dict) -> dict:
+    from harness.store import read_record
+
+    return read_record(made["run_dir"])
