@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from harness import provenance, rundir
+from harness import compute, rundir
 from harness.benchmarks import get_benchmark, reference
 from harness.catalog import HEADS
 from harness.checkpoint import read_checkpoint
@@ -84,17 +84,17 @@ def evaluate_run(run_dir: Path, bench: str, head: str | None, runs_dir: Path, de
         head=head,
         steps=source.get("steps"),
         train_seconds=source.get("train_seconds"),
+        data=target.data_provenance(with_train=False),
         **target.provenance(),
     )
-    with rundir.locked(out_dir):
-        rundir.start_record(out_dir, {**stored_form(cfg), "source_run": source["run_id"]}, record)
-        try:
+    with (
+        rundir.locked(out_dir),
+        rundir.lifecycle(out_dir, {**stored_form(cfg), "source_run": source["run_id"]}, record, torch_device),
+    ):
+        with compute.counting() as evaluation:
             result = score(method, cfg, data)
-            write_scores(out_dir, result.accuracies, result.correct)
-        except (Exception, KeyboardInterrupt) as exc:
-            rundir.fail_record(out_dir, record, exc)
-            raise
-        record.update(result_fields(result, data.test_episodes.digest), status="ok", finished=provenance.now())
-        rundir.finish_record(out_dir, record)
+        write_scores(out_dir, result.accuracies, result.correct)
+        record.update(result_fields(result, data.test_episodes.digest))
+        record["flops"] = {**(source.get("flops") or {}), "eval": evaluation.total}  # training: the source's
     record["run_dir"] = str(out_dir)
     return record

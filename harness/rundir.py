@@ -9,8 +9,9 @@ import json
 import os
 import shutil
 import sys
+import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from harness import files, kernels, provenance
 from harness.distributed import SINGLE, World
 from harness.errors import HarnessError, Terminated
+from harness.record import SCHEMA_VERSION
 from harness.settings import config_hash
 from harness.store import ERROR_LOG, RESULT, RunStore, new_run_id, read_config, read_record, write_config, write_record
 
@@ -34,6 +36,7 @@ def base_record(resolved: Resolved, seed: int, run_dir: Path, device: torch.devi
     """A new run's ``running`` record: what it is, and where and how it runs (provenance)."""
     cfg = resolved.config
     return {
+        "schema_version": SCHEMA_VERSION,
         "run_id": run_dir.name,
         "kind": "train",
         "method": cfg.method_name,
@@ -160,6 +163,34 @@ def locked(run_dir: Path) -> Iterator[None]:
             handle.write(f"pid {os.getpid()} on host {provenance.host()} since {provenance.now()}\n")
             handle.flush()
         yield
+
+
+@contextmanager
+def lifecycle(
+    run_dir: Path, config: dict, record: dict, device: torch.device, finish: Callable[[dict], None] | None = None
+) -> Iterator[dict]:
+    """A run directory's record from start to end, for every command that makes one (run, eval): its config
+    and ``running`` record written, then, when the block ends, the terminal record: ``ok`` with when it
+    finished, its wall time and peak memory, or ``failed`` with why (``fail_record``; the exception goes on).
+    ``finish`` then gets the terminal record (the loggers' last words). The caller holds the lock (``locked``)."""
+    started = time.perf_counter()
+    start_record(run_dir, config, record)
+    try:
+        yield record
+    except (Exception, KeyboardInterrupt) as exc:
+        fail_record(run_dir, record, exc)
+        if finish:
+            finish(record)
+        raise
+    record.update(
+        status="ok",
+        finished=provenance.now(),
+        wall_seconds=round(time.perf_counter() - started, 3),
+        peak_memory_mb=round(provenance.peak_memory_mb(device), 1),
+    )
+    finish_record(run_dir, record)
+    if finish:
+        finish(record)
 
 
 def start_record(run_dir: Path, config: dict, record: dict) -> None:

@@ -416,9 +416,8 @@ def follow(request: RunRequest, torch_device: torch.device) -> dict:
 def _execute_locked(request: RunRequest, prepared: Prepared, torch_device: torch.device, resume: bool) -> dict:
     resolved, seed, run_dir = request.resolved, request.seed, Path(request.run_dir)
     record = rundir.base_record(resolved, seed, run_dir, torch_device, request.world)
-    wall_started = time.perf_counter()
-    rundir.start_record(run_dir, stored_form(resolved.config), record)
-    try:
+    finish = lambda final: loggers.finish(run_dir, resolved.config.log, final)  # noqa: E731
+    with rundir.lifecycle(run_dir, stored_form(resolved.config), record, torch_device, finish):
         method, data = prepared.method, prepared.data
         if method.trains:
             record.update(train(prepared, run_dir, seed, resume, request.progress))
@@ -432,18 +431,6 @@ def _execute_locked(request: RunRequest, prepared: Prepared, torch_device: torch
             record["flops"]["eval"] = evaluation.total
             write_scores(run_dir, result.accuracies, result.correct)
             record.update(result_fields(result, data.test_episodes.digest))
-        record.update(
-            status="ok",
-            finished=provenance.now(),
-            wall_seconds=round(time.perf_counter() - wall_started, 3),
-            peak_memory_mb=round(provenance.peak_memory_mb(torch_device), 1),
-        )
-    except (Exception, KeyboardInterrupt) as exc:
-        rundir.fail_record(run_dir, record, exc)
-        loggers.finish(run_dir, resolved.config.log, record)
-        raise
-    rundir.finish_record(run_dir, record)
-    loggers.finish(run_dir, resolved.config.log, record)
     return {**record, "run_dir": str(run_dir)}
 
 

@@ -28,58 +28,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypedDict
 
 import yaml
 
 from harness import files, mechanisms
 from harness.config import read_yaml
 from harness.errors import HarnessError
+from harness.record import RunRecord, migrate
 from harness.store_index import StoreIndex, signature
 
 RESULT, CONFIG, EPISODES, TRIALS = "result.json", "config.yaml", "episodes.csv", "trials.npy"
 CHECKPOINT, TRAIN_LOG, ERROR_LOG = "checkpoint.pt", "train_log.csv", "error.log"
 EVIDENCE_FILES = (CONFIG, RESULT, EPISODES, TRIALS, TRAIN_LOG)
-
-
-class RunRecord(TypedDict, total=False):
-    """``result.json`` (see the README's "Result records"); ``run_dir`` is added when read."""
-
-    run_id: str
-    run_dir: str
-    kind: str  # train | eval
-    method: str
-    benchmark: str
-    trained_on: str
-    source_run: str
-    seed: int
-    config_hash: str
-    head: str
-    distance: str
-    status: str  # running | ok | failed
-    reason: str | None
-    started: str
-    finished: str
-    steps: int
-    train_seconds: float
-    wall_seconds: float
-    budget_exhausted: bool
-    accuracy: float
-    error: float
-    ci95: float
-    episodes: int
-    queries_per_episode: int
-    episode_digest: str
-    eval_seconds: float
-    val_accuracy: float | None
-    peak_memory_mb: float
-    device: str
-    threads: int
-    platform: str
-    host: str
-    command: str
-    versions: dict[str, str | None]
-    git: dict[str, Any]
 
 
 def new_run_id(method: str, benchmark: str, seed: int, config_hash: str) -> str:
@@ -115,6 +75,7 @@ def read_record(run_dir: Path) -> RunRecord | None:
         return None
     if not isinstance(record, dict):
         return None
+    record = migrate(record)
     record["run_dir"] = str(run_dir)
     return record
 

@@ -393,6 +393,15 @@ def test_the_logger_choice_reaches_sweep_tasks_and_tune_trials(runs_dir, tmp_pat
     execute_run(planned[0], "cpu")  # what a SLURM or local task runs (it checks the planned config hash)
     assert seen[-1].loggers == ("mlflow",)
 
+    import harness.sweep.submit
+
+    trials = []
+
+    def submitted(sweep, runs, *rest):  # tune's trials go to sweep workers: look at what it submits
+        trials.extend(runs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(harness.sweep.submit, "launch_runs", submitted)
     space = tmp_path / "space.yaml"
     space.write_text("train.lr: [0.001, 0.01]\n")
     assert (
@@ -415,10 +424,11 @@ def test_the_logger_choice_reaches_sweep_tasks_and_tune_trials(runs_dir, tmp_pat
             "--logger",
             "wandb",
         )
-        == 0
+        == 130
     )
-    assert [log.loggers for log in seen[1:]] == [("wandb",)] * 2
-    assert "log.loggers" not in (tmp_path / "tuned.md").read_text()  # where curves went is no tuning setting
+    assert [run.overrides["log.loggers"] for run in trials] == [["wandb"]] * 2
+
+    assert len({run.config_hash for run in trials}) == 2 and all(len(run.config_hash) == 12 for run in trials)
 
 
 def test_commands_and_import_harness_load_no_logger_library():
