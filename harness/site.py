@@ -99,10 +99,9 @@ def record_id(record: dict) -> str:
 
 def view_spec(spec_path: Path, runs_dir: Path | None = None) -> SpecView:
     """Read a spec and fill it from its committed evidence (or ``runs_dir``), as ``harness table`` does."""
-    from harness.report.ladder import rung_specs
     from harness.report.leaderboard import build_boards
     from harness.report.selection import Store
-    from harness.report.spec import load_spec
+    from harness.report.spec import load_spec, rung_specs
     from harness.report.tables import build_table, without_rungs
     from harness.store import RunStore
 

@@ -1,8 +1,11 @@
-"""Shared fixtures: a private data root per test session, the real Omniglot mirror, CLI helpers."""
+"""Shared fixtures: a private data root per test session, the real Omniglot mirror, CLI helpers, and a
+finished 2-step ProtoNet run to copy."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -76,3 +79,55 @@ def interrupt_at_step(monkeypatch, method_class, step: int):
 
     monkeypatch.setattr(method_class, "training_step", interrupted)
     return lambda: monkeypatch.setattr(method_class, "training_step", real)
+
+
+PROTONET = (
+    "--method",
+    "protonet",
+    "--bench",
+    "synthetic-5w1s",
+    "--set",
+    "train.steps=2",
+    "--set",
+    "bench.episodes=10",
+    "--set",
+    "method.train_ways=5",
+    "--set",
+    "method.train_queries=3",
+    "--no-progress",
+)
+
+
+def one_line_error(capsys, *needles: str) -> str:
+    """stderr of the last command: one line, no traceback, containing every needle."""
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and err.count("\n") == 0, err
+    assert err.startswith("harness: ") and all(n in err for n in needles), err
+    return err
+
+
+def snapshot(run_dir: Path) -> dict[str, bytes]:
+    """Every file under a run directory but its lock file, by relative path."""
+    return {
+        str(p.relative_to(run_dir)): p.read_bytes()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A finished 2-step ProtoNet run (copy it before changing it)."""
+    runs = tmp_path_factory.mktemp("trained")
+    assert run_cli("run", *PROTONET, "--runs-dir", runs) == 0
+    return only_run(runs)
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path) -> Path:
+    return Path(shutil.copytree(trained, tmp_path / "source" / trained.name))
+
+
+def mark_unfinished(run_dir: Path) -> None:
+    record = json.loads((run_dir / "result.json").read_text())
+    (run_dir / "result.json").write_text(json.dumps({**record, "status": "failed", "reason": "interrupted"}))

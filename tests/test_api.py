@@ -1,4 +1,4 @@
-"""The notebook API (issue 28, item 8): ``import harness`` stays light and gives ``load_runs``,
+"""The notebook API: ``import harness`` stays light and gives ``load_runs``,
 ``leaderboard`` and ``table``, which return what ``harness results``, ``harness leaderboard --format csv``
 and ``harness table --format`` print; the documented example runs, and README.md shows the same block."""
 

@@ -1,4 +1,4 @@
-"""Output polish (issue 28): `harness results` shows counts as integers, accuracy in percent and no `nan`;
+"""Output polish: `harness results` shows counts as integers, accuracy in percent and no `nan`;
 tables fit the terminal; a closed pipe ends a command quietly; every command and `data` action has its
 own help."""
 

@@ -1,4 +1,4 @@
-"""FLOP accounting (harness/compute.py, issue 26): counted as executed, checked against a hand count of
+"""FLOP accounting (harness/compute.py): counted as executed, checked against a hand count of
 Conv-4, ordered as the algorithms' work is (second-order MAML > first-order > ANIL), per phase for
 CACTUs, and ``train.budget_flops`` deriving its steps and replaying exactly."""
 

@@ -13,7 +13,7 @@ from harness.overrides import Overrides
 from harness.resolve import resolve
 from harness.settings import config_hash
 
-from conftest import run_cli
+from conftest import one_error, run_cli
 
 # The keys added to the shared groups after runs were recorded (declared with config.added on their fields)
 ADDED_ABSENT = [
@@ -179,3 +179,21 @@ def test_a_stored_config_from_before_views_were_a_group_resolves_again():
         old[group].pop(key, None)  # how config.yaml stored it before these keys existed
     again = resolve("simclr", "synthetic-5w1s", overrides=stored_overrides(old)).config
     assert again.views.min_scale == 0.7 and config_hash(again) == config_hash(config)
+
+
+def test_a_huge_text_setting_is_refused_before_a_run_exists(tmp_path, capsys):
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            "pixels",
+            "--bench",
+            "synthetic-5w1s",
+            "--set",
+            "data.holdout=" + "x" * 100_000,
+            "--runs-dir",
+            tmp_path / "runs",
+        )
+        == 2
+    )
+    assert "100,000 characters long" in one_error(capsys) and not (tmp_path / "runs").exists()

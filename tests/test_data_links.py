@@ -1,4 +1,4 @@
-"""`harness data prepare NAME --from DIR` links the user's files instead of copying them (issue 28): a hard
+"""`harness data prepare NAME --from DIR` links the user's files instead of copying them: a hard
 link on the same filesystem, else a symlink, with the SHA256 recorded, so that a changed or vanished source
 is one error naming the file and the fix."""
 

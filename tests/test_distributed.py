@@ -5,6 +5,7 @@ meta-learner (the tasks of a meta-batch split); what is recorded; and the refusa
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from harness.resolve import resolve
 from harness.runner import check_world
 from harness.store import read_losses, read_record
 
-from conftest import run_cli
+from conftest import one_error, run_cli
 
 COMMON = ["train.log_every=1", "train.checkpoint_every=1000", "bench.episodes=60", "train.val_episodes=10"]
 CASES = {  # method: (settings, steps run, steps compared to 1e-4, test accuracy compared)
@@ -158,3 +159,24 @@ def test_procs_must_be_positive(runs_dir, capsys):
     )
     assert "--procs 0" in capsys.readouterr().err
     assert not runs_dir.exists()
+
+
+def test_procs_beyond_the_cpu_cores_are_refused(tmp_path, capsys):
+    procs = (os.cpu_count() or 1) + 1
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            "protonet",
+            "--bench",
+            "synthetic-5w1s",
+            "--procs",
+            str(procs),
+            "--device",
+            "cpu",
+            "--runs-dir",
+            tmp_path / "runs",
+        )
+        == 2
+    )
+    assert "more processes than this machine's" in one_error(capsys) and not (tmp_path / "runs").exists()

@@ -1,4 +1,4 @@
-"""Issue 25's wrong results recorded as ok: image folders decode every mode PIL reads with its full range
+"""Wrong results recorded as ok: image folders decode every mode PIL reads with its full range
 (16-bit grey scaled, not clipped; content in the alpha channel kept by compositing over white), and a split
 whose images all decode to one value is refused naming files."""
 

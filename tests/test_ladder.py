@@ -1,4 +1,4 @@
-"""Budget ladders (issue 26): a table spec's rungs multiply each learned row's step caps; `sweep --table`
+"""Budget ladders: a table spec's rungs multiply each learned row's step caps; `sweep --table`
 plans one run per rung with its own schedule and skips finished ones; `harness table` writes every rung."""
 
 from __future__ import annotations
@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import ConfigError
-from harness.report.ladder import rung_specs
-from harness.report.spec import load_spec
+from harness.report.spec import load_spec, rung_specs
 from harness.store import RunStore
 from harness.sweep.plan import table_runs
 

@@ -1,4 +1,4 @@
-"""The loggers of ``log.loggers`` (issue 28, item 7): TensorBoard, W&B (offline) and MLflow (a file store) get
+"""The loggers of ``log.loggers``: TensorBoard, W&B (offline) and MLflow (a file store) get
 the same scalars, read back from what each wrote on disk; a resumed run continues the same W&B and MLflow
 runs without a step twice; the choice reaches sweeps and tune, changes no config hash, and a missing
 package or an unknown name is one error before any run directory exists."""

@@ -1,4 +1,4 @@
-"""Your own data (issue 18): image-folder datasets declared in benchmark files outside the package,
+"""Your own data: image-folder datasets declared in benchmark files outside the package,
 their runs, cross-domain scores and tables, the errors users hit, and fetching built-in data on first use."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 25's data loss: a command replaces or deletes only what it made. Evidence and site folders are
+"""Data loss: a command replaces or deletes only what it made. Evidence and site folders are
 marked by their maker (``files.OWNER_MARK``); any other non-empty target, a file, or one folder named by
 two specs is one error, and the victim is hashed before and after to show nothing changed."""
 

@@ -1,4 +1,4 @@
-"""Issue 25's paths: names become path components only after a safe-character check, and the paths a
+"""Paths: names become path components only after a safe-character check, and the paths a
 spec or a split file names stay inside their documented roots; otherwise one error, nothing written."""
 
 from __future__ import annotations

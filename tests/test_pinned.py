@@ -1,4 +1,4 @@
-"""Behaviour pinned across refactors (issue 14): every method's training losses and test accuracy on
+"""Behaviour pinned across refactors: every method's training losses and test accuracy on
 ``synthetic-5w1s`` after 4 steps with seed 0. CPU kinds round differently (oneDNN/MKL choose kernels by
 vendor too), so each kind has its own pin file (tests/pinned/synthetic-5w1s*.json, naming the CPU kind
 and torch's kernel capability it was recorded with); on a CPU of a recorded kind the results must be

@@ -1,4 +1,4 @@
-"""Mixed precision and compilation (issue 16): ``train.precision=bf16|16`` trains the forward pass under
+"""Mixed precision and compilation: ``train.precision=bf16|16`` trains the forward pass under
 autocast, float16 with a gradient scaler that is checkpointed; ``train.compile`` compiles the method's
 modules; both are recorded; 32 and no compilation are the unchanged defaults."""
 

@@ -32,6 +32,8 @@ from harness.report.tables import build_table
 from harness.settings import stored_hash
 from harness.store import TRAIN_LOG, RunStore, write_config, write_record, write_scores
 
+from conftest import one_error, run_cli
+
 QUERIES = 10
 
 
@@ -895,3 +897,24 @@ def test_a_leaderboard_keeps_only_the_runs_its_filter_names(tmp_path):
     assert sorted(g.label for g in full.groups) == ["meth-a", "meth-b"]
     with pytest.raises(HarnessError, match="matching"):
         build_boards(store, ["toy-5w1s"], None, "wilcoxon", 0.05, {"data.train_fraction": 0.5})
+
+
+def test_leaderboard_out_onto_a_folder_is_refused(tmp_path, capsys):
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            "pixels",
+            "--bench",
+            "synthetic-5w1s",
+            "--set",
+            "bench.episodes=5",
+            "--runs-dir",
+            tmp_path / "runs",
+        )
+        == 0
+    )
+    (tmp_path / "out").mkdir()
+    capsys.readouterr()
+    assert run_cli("leaderboard", "--runs-dir", tmp_path / "runs", "--out", tmp_path / "out") == 2
+    assert "is a folder" in one_error(capsys) and list((tmp_path / "out").iterdir()) == []

@@ -1,4 +1,4 @@
-"""Reports say what they compare (issue 28): steps and FLOPs beside every entry, one method's configurations
+"""Reports say what they compare: steps and FLOPs beside every entry, one method's configurations
 as separate labelled entries, a changed benchmark protocol marked, the site's index within each spec's
 filters; and paper tables that fit a paper: shared facts said once, per-row training columns, LaTeX that
 compiles in a plain article, a .bib for every citation.

@@ -1,4 +1,4 @@
-"""`harness reproduce` plans like `harness sweep` (issue 28): data, spec and runs are checked before
+"""`harness reproduce` plans like `harness sweep`: data, spec and runs are checked before
 anything is submitted, `--dry-run` says the same, and a worker's failure is one line naming its cause."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from harness.reproduce import failure_causes
 from harness.sweep.plan import Run
 from harness.sweep.status import RunStatus
 
-from conftest import run_cli
+from conftest import one_error, run_cli
+from test_evidence import tiny_spec
 
 LAKE = Path(__file__).resolve().parents[1] / "results" / "tables" / "omniglot_lake.yaml"
 
@@ -81,3 +82,9 @@ def test_a_worker_failure_is_one_line_and_the_verdict_not_run(no_data, tmp_path,
         "harness: pixels | small1, 20-way 1-shot seed 0 failed: DataError: dataset omniglot-small1 is not present"
     )
     assert "NOT RUN" in captured.out and "accuracy" not in captured.out  # the spec's metric is error
+
+
+def test_reproduce_with_negative_parallelism_claims_nothing(tmp_path, capsys):
+    spec = tiny_spec(tmp_path / "tables")
+    assert run_cli("reproduce", spec, "--parallelism", "-1", "--runs-dir", tmp_path / "again") == 2
+    assert "--parallelism must be a positive integer" in one_error(capsys) and not (tmp_path / "again").exists()

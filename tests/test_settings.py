@@ -1,4 +1,4 @@
-"""One settings schema (issue 27, harness/settings.py): every committed run reads back, resolves again and
+"""One settings schema (harness/settings.py): every committed run reads back, resolves again and
 hashes through it; an added key belongs to the dataclass that declares it."""
 
 from __future__ import annotations

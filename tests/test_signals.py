@@ -1,4 +1,4 @@
-"""Issue 25's dead runs: SIGTERM (what SLURM and most schedulers send) to `harness run` records the run
+"""Dead runs: SIGTERM (what SLURM and most schedulers send) to `harness run` records the run
 as failed with reason "terminated (SIGTERM)" and prints the resume command (exit 143), as Ctrl-C does."""
 
 from __future__ import annotations

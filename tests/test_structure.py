@@ -1,4 +1,4 @@
-"""The code's shape (issue 14): no import cycles among the harness's modules (function-level imports
+"""The code's shape: no import cycles among the harness's modules (function-level imports
 included), ``harness.cli`` imported by nothing, no module over 500 lines, and methods that leave
 optimisation to the runner."""
 
@@ -164,5 +164,5 @@ def test_the_layering_rule_sees_a_method_that_imports_the_runner(tmp_path):
 
 
 def test_the_readme_is_a_manual_under_5000_words():
-    """Issue 27: the README is the user's manual; results, tuning logs and timings live in results/README.md."""
+    """The README is the user's manual; results, tuning logs and timings live in results/README.md."""
     assert len((ROOT / "README.md").read_text().split()) < 5000

@@ -19,7 +19,7 @@ from harness.sweep.grid import SweepSpec
 from harness.sweep.plan import Run, Sweep, assign_run_dirs, plan_runs
 from harness.sweep.task import execute_run
 
-from conftest import run_cli
+from conftest import one_error, run_cli
 
 PIXELS = ("--methods", "pixels", "--benches", "synthetic-5w1s", "--set", "bench.episodes=100")
 
@@ -269,3 +269,58 @@ def test_cli_help_stays_light():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_truncated_plan_is_one_error_naming_it(tmp_path, capsys):
+    sweep = Sweep(tmp_path / "runs", "s")
+    sweep.plan_path.parent.mkdir(parents=True)
+    sweep.plan_path.write_text('{"runs": [{"key": ')
+    for command in (
+        ["status", "s"],
+        ["status"],
+        ["sweep", "--methods", "pixels", "--benches", "synthetic-5w1s", "--name", "s", "--dry-run"],
+    ):
+        assert run_cli(*command, "--runs-dir", tmp_path / "runs") == 2, command
+        assert str(sweep.plan_path) in one_error(capsys)
+
+
+def test_two_sweeps_over_one_grid_make_each_computation_once(tmp_path):
+    """The one-writer rule holds across sweeps, in the run store (a claim per config hash
+    and seed): two sweeps of different names submitted together make the run once, and both finish."""
+    import subprocess
+    import sys
+
+    from harness.store import RunStore
+
+    grid = [
+        "--methods",
+        "protonet",
+        "--benches",
+        "synthetic-5w1s",
+        "--seeds",
+        "0",
+        "--set",
+        "train.steps=40",
+        "--set",
+        "bench.episodes=10",
+        "--executor",
+        "local",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--wait",
+    ]
+    sweeps = [
+        subprocess.Popen(
+            [sys.executable, "-m", "harness.cli", "sweep", *grid, "--name", name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in sweeps]
+    assert [p.returncode for p in sweeps] == [0, 0], outputs
+    ok = [r for r in RunStore(tmp_path / "runs") if r["status"] == "ok"]
+    assert len(ok) == 1, [r["run_dir"] for r in ok]
+    logs = " ".join(p.read_text() for p in (tmp_path / "runs" / "sweeps").glob("*/logs/*/*_log.out"))
+    assert "made meanwhile by another sweep" in logs  # both submitted it; the second waited on the claim

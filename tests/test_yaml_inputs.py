@@ -1,4 +1,4 @@
-"""Issue 25's input bombs and silent YAML: every YAML input (run configs, table specs, sweep files,
+"""Input bombs and silent YAML: every YAML input (run configs, table specs, sweep files,
 benchmark files, tune spaces) is read by one strict reader: an alias bomb, a duplicate key or an oversized
 file is one error naming the file (and line), a tune grid is counted before it is made, and messages
 quoting huge values are cut."""

@@ -10,12 +10,11 @@ from harness import files
 from harness.errors import ConfigError, HarnessError
 from harness.overrides import Overrides
 from harness.report.bib import bib_text
-from harness.report.ladder import rung_specs
 from harness.report.leaderboard import build_boards, render_leaderboard
 from harness.report.plots import make_plot, plot_compute, plot_curves
 from harness.report.render import FORMATS, SUFFIXES, write_output
 from harness.report.selection import Store, make_labels, read_settings
-from harness.report.spec import CURVE_X, TableSpec, load_spec, plot_request
+from harness.report.spec import CURVE_X, TableSpec, load_spec, plot_request, rung_specs
 from harness.report.stats import ALPHA, TESTS, check_test
 from harness.report.table_text import render_table
 from harness.report.tables import build_table, without_rungs

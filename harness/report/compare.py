@@ -7,8 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.errors import ConfigError
-from harness.report.ladder import rung_specs
-from harness.report.spec import TableSpec, load_spec
+from harness.report.spec import TableSpec, load_spec, rung_specs
 from harness.report.stats import paired_test
 from harness.report.tables import PaperTable, build_table
 

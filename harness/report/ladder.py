@@ -1,18 +1,15 @@
-"""Budget ladders of a table spec (issue 26): rungs that multiply the learned rows' step caps, each rung its own
-table (``rung_specs``) with its own runs and outputs (``<stem>-x<multiple>``)."""
+"""Budget ladders of a table spec: rungs that multiply the learned rows' step caps, each rung its own
+table (``harness.report.spec.rung_specs``) with its own runs and outputs (``<stem>-x<multiple>``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from harness.config import parse_seeds
 from harness.errors import ConfigError
-from harness.report.spec_fields import check_keys, check_row_labels, names
-
-if TYPE_CHECKING:
-    from harness.report.spec import Row, TableSpec
+from harness.report.spec_fields import Row, check_keys, check_row_labels, names
 
 
 @dataclass(frozen=True)
@@ -62,36 +59,3 @@ def step_keys(row: Row) -> list[str]:
     if "train.steps" not in row.where and "train.budget_flops" not in row.where:
         return []
     return [key for key in TRAINING_LENGTH_KEYS if key in row.where]
-
-
-def rung_specs(spec: TableSpec) -> list[TableSpec]:
-    """The table at each ladder rung, in increasing multiple: scaled rows, their seeds, own outputs."""
-    out = []
-    for multiple in sorted({rung.multiple for rung in spec.ladder}):
-        seeds: dict[str, set[int]] = {}
-        for rung in spec.ladder:
-            if rung.multiple == multiple:
-                for label in rung.rows:
-                    seeds.setdefault(label, set()).update(rung.seeds)
-        rows = []
-        for row in spec.rows:
-            if not step_keys(row):
-                rows.append(row)  # no training: the same runs at every rung
-            elif row.label in seeds:
-                where = {k: v * multiple if k in step_keys(row) else v for k, v in row.where.items()}
-                rows.append(replace(row, where=where, seeds=tuple(sorted(seeds[row.label]))))
-        outputs = {fmt: p.with_name(f"{p.stem}-x{multiple}{p.suffix}") for fmt, p in spec.outputs.items()}
-        out.append(
-            replace(
-                spec,
-                title=f"{spec.title} — {multiple}× the step caps",
-                caption=None,
-                rows=rows,
-                outputs=outputs,
-                leaderboards=[],
-                plots=[],
-                ladder=[],
-                multiple=multiple,
-            )
-        )
-    return out

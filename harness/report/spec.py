@@ -11,10 +11,19 @@ from pathlib import Path
 from harness.config import load_yaml, parse_seeds
 from harness.errors import ConfigError, HarnessError, UnknownNameError
 from harness.report.bib import BibEntry, check_bibkey, check_cited, load_bibliography
-from harness.report.ladder import Rung, load_ladder
+from harness.report.ladder import Rung, load_ladder, step_keys
 from harness.report.render import FORMATS, SUFFIXES
 from harness.report.selection import RECORD_FIELDS, check_where
-from harness.report.spec_fields import check_keys, check_list, check_outputs, check_row_labels, names, spec_path
+from harness.report.spec_fields import (
+    Column,
+    Row,
+    check_keys,
+    check_list,
+    check_outputs,
+    check_row_labels,
+    names,
+    spec_path,
+)
 from harness.report.stats import ALPHA, check_test
 
 METRICS = ("accuracy", "error")
@@ -23,26 +32,6 @@ PLOT_KINDS = ("curves", "shots", "scarcity", "compute")
 TRAINING_COLUMNS = ("steps", "flops", "seconds", "paper_share")
 LATEX_SIZES = ("normalsize", "small", "footnotesize", "scriptsize")  # the LaTeX table's font size
 CURVE_X = ("step", "seconds")
-
-
-@dataclass(frozen=True)
-class Column:
-    label: str
-    benchmark: str  # the benchmark's name
-    head: str | None
-    where: dict
-    source: str = ""  # its benchmark file, where it has one
-
-
-@dataclass(frozen=True)
-class Row:
-    label: str
-    method: str
-    where: dict
-    block: str = ""  # the group of rows it is printed under (e.g. "self-supervised")
-    seeds: tuple[int, ...] | None = None  # its training seeds where not the spec's (its own, or a ladder rung's)
-    paper_steps: int | None = None  # the training steps of the paper it reproduces (the paper_share column)
-    reported: str = ""  # the reference row (label) it reproduces: the table's delta block
 
 
 @dataclass(frozen=True)
@@ -410,6 +399,39 @@ def check_where_keys(where: dict, methods: list[str], context: str) -> None:
             + f" (valid: record fields {', '.join(RECORD_FIELDS)} or group.key config keys; "
             "see a run's config.yaml)"
         )
+
+
+def rung_specs(spec: TableSpec) -> list[TableSpec]:
+    """The table at each ladder rung, in increasing multiple: scaled rows, their seeds, own outputs."""
+    out = []
+    for multiple in sorted({rung.multiple for rung in spec.ladder}):
+        seeds: dict[str, set[int]] = {}
+        for rung in spec.ladder:
+            if rung.multiple == multiple:
+                for label in rung.rows:
+                    seeds.setdefault(label, set()).update(rung.seeds)
+        rows = []
+        for row in spec.rows:
+            if not step_keys(row):
+                rows.append(row)  # no training: the same runs at every rung
+            elif row.label in seeds:
+                where = {k: v * multiple if k in step_keys(row) else v for k, v in row.where.items()}
+                rows.append(replace(row, where=where, seeds=tuple(sorted(seeds[row.label]))))
+        outputs = {fmt: p.with_name(f"{p.stem}-x{multiple}{p.suffix}") for fmt, p in spec.outputs.items()}
+        out.append(
+            replace(
+                spec,
+                title=f"{spec.title} — {multiple}× the step caps",
+                caption=None,
+                rows=rows,
+                outputs=outputs,
+                leaderboards=[],
+                plots=[],
+                ladder=[],
+                multiple=multiple,
+            )
+        )
+    return out
 
 
 def merge_where(row: Row, column: Column, spec_path: Path) -> dict:

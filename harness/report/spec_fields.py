@@ -1,15 +1,36 @@
 """The checks every part of a table spec's YAML goes through: mappings with known keys, lists of names,
-and paths that stay beside the spec's folder."""
+and paths that stay beside the spec's folder; and a spec's plain ``Column`` and ``Row`` records."""
 
 from __future__ import annotations
 
 import difflib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError
 from harness.report.render import FORMATS
+
+
+@dataclass(frozen=True)
+class Column:
+    label: str
+    benchmark: str  # the benchmark's name
+    head: str | None
+    where: dict
+    source: str = ""  # its benchmark file, where it has one
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    method: str
+    where: dict
+    block: str = ""  # the group of rows it is printed under (e.g. "self-supervised")
+    seeds: tuple[int, ...] | None = None  # its training seeds where not the spec's (its own, or a ladder rung's)
+    paper_steps: int | None = None  # the training steps of the paper it reproduces (the paper_share column)
+    reported: str = ""  # the reference row (label) it reproduces: the table's delta block
 
 
 def check_keys(mapping: Any, allowed: set[str], required: set[str], context: str) -> dict:

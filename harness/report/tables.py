@@ -30,7 +30,8 @@ from harness.report.selection import (
     run_id,
     short_reason,
 )
-from harness.report.spec import Column, Row, TableSpec, merge_where
+from harness.report.spec import TableSpec, merge_where
+from harness.report.spec_fields import Column, Row
 from harness.report.stats import TEST_NAMES, Standing, rank_groups
 from harness.store import newest_key
 

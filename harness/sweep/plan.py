@@ -122,8 +122,7 @@ def table_runs(spec) -> list[Run]:
     the row's and the column's config filters as settings, and the row's seeds (else the spec's) for
     methods that train (seed 0 else)."""
     from harness.benchmarks import reference
-    from harness.report.ladder import rung_specs
-    from harness.report.spec import merge_where
+    from harness.report.spec import merge_where, rung_specs
 
     runs: dict[str, Run] = {}
     for table in [spec, *rung_specs(spec)]:

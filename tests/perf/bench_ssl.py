@@ -12,7 +12,7 @@ Same data, backbone (the preset's, Conv-4), batch size and number of steps, meas
   (``Method.loss`` and the runner's ``Optimization.step``) on its views;
 - ``limit``: the same step on views already in memory (compute only).
 One JSON line per method: steps/s of each, ``ratio`` = harness/ref, ``of_limit`` = harness/limit.
-Targets (issue 4): ratio ≥ 1.5 and of_limit ≥ 0.9.
+Targets: ratio ≥ 1.5 and of_limit ≥ 0.9.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Sweep throughput (runs per hour) of the worker layouts that fit this machine's cores (issue 26, item 4):
+"""Sweep throughput (runs per hour) of the worker layouts that fit this machine's cores:
 one local worker with all the threads, or one worker per core with one thread each.
 
 Run by hand on a quiet machine (no other sweep or benchmark on its cores):

@@ -1,4 +1,4 @@
-"""How much BMSSL's two outer terms teach along a run (issue 26, item 6): at every logged step, the gradient
+"""How much BMSSL's two outer terms teach along a run: at every logged step, the gradient
 norm of the weighted query term (1 − λ)·query_loss and of the weighted bootstrap term λ·match_loss with
 respect to the meta-parameters, beside the pseudo-tasks' query accuracy (how hard the tasks still are).
 

@@ -1,6 +1,6 @@
-"""Issue 25's evidence integrity: every record a report reads is checked against its own files. Each kind
-of damage makes `harness table` fail with one error naming the damaged file, writing nothing, and
-`harness verify` exit 1."""
+"""The run store's evidence checks (harness/store.py, with its index in harness/store_index.py): every record a report
+reads is checked against its own files. Each kind of damage makes `harness table` fail with one error naming the
+damaged file, writing nothing, and `harness verify` exit 1."""
 
 from __future__ import annotations
 

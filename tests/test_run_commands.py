@@ -1,20 +1,47 @@
-"""Issue 28 (see before you run): the resolved configuration with each value's origin, a dry run that makes every
-check a run makes and writes nothing, every check before a run directory exists, and pruning what failed."""
+"""The run commands (harness/run_commands.py: run, eval, prune) and `harness show`. See before you run: the resolved
+configuration with each value's origin, a dry run that makes every check a run makes and writes nothing, every check
+before a run directory exists, and pruning what failed. Bad input (nan or infinity, seeds and grids out of range, a
+config that is not UTF-8 or not a mapping, an unwritable runs directory) is one error line, never a traceback;
+commands point only at files they wrote; Ctrl-C prints the resume command; an eval that crashes is recorded as
+failed."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from harness import config
+from harness.config import MAX_SWEEP_RUNS, SEED_MAX
+from harness.errors import ConfigError
+from harness.resolve import resolve
 from harness.store import read_record, write_config, write_record
 
-from conftest import one_error, run_cli
+from conftest import PROTONET, interrupt_at_step, one_error, one_line_error, only_run, run_cli
 
 TINY = ["train.steps=2", "bench.episodes=4", "train.checkpoint_every=1"]
+PIXELS = ("--method", "pixels", "--bench", "synthetic-5w1s", "--set", "bench.episodes=10")
+
+
+PIXELS_SWEEP = (
+    "--methods",
+    "pixels",
+    "--benches",
+    "synthetic-5w1s",
+    "--set",
+    "bench.episodes=10",
+    "--executor",
+    "local",
+)
 
 
 def test_print_config_gives_every_key_with_its_origin(tmp_path, capsys):
@@ -251,3 +278,209 @@ def test_prune_removes_nothing_of_the_users_own_folders_and_says_why(tmp_path, c
     assert "kept" in out and "exp2" in out and "not a harness run record" in out
     assert "symbolic link" in out and "nothing to prune" in out
     assert (mine / "table.csv").is_file() and (runs / real.name).is_symlink() and real.is_dir()
+
+
+# ------------------------------------------------------------------------------ eval
+
+
+def test_eval_that_crashes_while_scoring_records_failed(run_copy, runs_dir, monkeypatch, capsys):
+    import harness.crosseval
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("scoring crashed")
+
+    monkeypatch.setattr(harness.crosseval, "score", crash)
+    assert run_cli("eval", "--run", run_copy, "--bench", "synthetic-5w1s", "--runs-dir", runs_dir) == 1
+    err = capsys.readouterr().err
+    out_dir = only_run(runs_dir)
+    assert "run failed (RuntimeError: scoring crashed)" in err and str(out_dir / "result.json") in err
+    record = read_record(out_dir)
+    assert record["status"] == "failed" and record["reason"] == "RuntimeError: scoring crashed"
+    assert record["kind"] == "eval" and "scoring crashed" in (out_dir / "error.log").read_text()
+
+
+def test_eval_of_a_run_whose_config_is_not_a_mapping(tmp_path, capsys):
+    assert (
+        run_cli(
+            "run",
+            "--method",
+            "protonet",
+            "--bench",
+            "synthetic-5w1s",
+            "--set",
+            "train.steps=1",
+            "--set",
+            "bench.episodes=5",
+            "--run-dir",
+            tmp_path / "run",
+            "--no-progress",
+        )
+        == 0
+    )
+    (tmp_path / "run" / "config.yaml").write_text("- a\n- list\n")
+    capsys.readouterr()
+    assert run_cli("eval", "--run", tmp_path / "run", "--bench", "synthetic-5w5s", "--runs-dir", tmp_path / "ev") == 2
+    assert "not the mapping of setting groups" in one_error(capsys)
+
+
+# ------------------------------------------------------------------------------ bounded sweeps
+
+
+def test_an_unbounded_seed_range_is_refused_before_it_is_expanded(tmp_path):
+    """In a child process limited to 2 GiB of address space (the range once took 23 GB)."""
+    code = (
+        "import sys; from harness.cli import main; sys.exit(main(['sweep', '--methods', 'pixels', '--benches', "
+        f"'synthetic-5w1s', '--seeds', '0-100000000', '--dry-run', '--executor', 'local', '--runs-dir', {str(tmp_path)!r}]))"
+    )
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
+
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, preexec_fn=limit_memory
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    err = done.stderr.strip()
+    assert err.count("\n") == 0 and "100,000,001 seeds" in err and f"at most {MAX_SWEEP_RUNS:,} runs" in err
+
+
+def test_seeds_out_of_range_and_oversized_grids_are_refused(runs_dir, capsys):
+    with pytest.raises(ConfigError, match=f"out of range; seeds are integers from 0 to {SEED_MAX}"):
+        config.parse_seeds("0-99999999999999999999")
+    lrs = ",".join(str(0.001 * (i + 1)) for i in range(101))
+    assert (
+        run_cli(
+            "sweep",
+            "--methods",
+            "pixels",
+            "--benches",
+            "synthetic-5w1s",
+            "--seeds",
+            "0-99",
+            "--set",
+            f"train.lr={lrs}",
+            "--dry-run",
+            "--executor",
+            "local",
+            "--runs-dir",
+            runs_dir,
+        )
+        == 2
+    )
+    one_line_error(capsys, "10,100 runs", "101 settings × 100 seeds", f"at most {MAX_SWEEP_RUNS:,}")
+
+
+# ------------------------------------------------------------------------------ values checked before any work
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "train.lr=nan",
+        "train.lr=.inf",
+        "train.budget_minutes=nan",
+        "train.budget_minutes=inf",
+        "data.train_fraction=nan",
+        "data.train_fraction=-inf",
+        "train.steps=inf",
+        "bench.episodes=nan",
+    ],
+)
+def test_nan_and_infinity_fail_the_checks(item):
+    with pytest.raises(ConfigError, match=f"{item.split('=')[0]} must be a finite number"):
+        resolve("protonet", "synthetic-5w1s", sets=[item])
+
+
+@pytest.mark.parametrize(
+    "method, options, message",
+    [
+        ("pixels", ["--set", "train.budget_minutes=nan"], "train.budget_minutes must be a finite number, got nan"),
+        (
+            "protonet",
+            ["--set", "method.train_ways=500"],
+            "method.train_ways=500: 500-way training episodes need 500 "
+            "training classes, and synthetic-5w1s has 160; use at most 160",
+        ),
+        ("protonet", ["--set", "data.image_size=3"], "data.image_size=3 is too small for the conv4 backbone"),
+        ("pixels", ["--set", "eval.head=adapt"], "eval.head=adapt needs a method that adapts to each episode"),
+        ("protonet", ["--seed", "99999999999999999999"], f"seed must be an integer from 0 to {SEED_MAX}"),
+    ],
+)
+def test_late_checks_happen_before_the_run_directory_exists(method, options, message, runs_dir, capsys):
+    assert run_cli("run", "--method", method, "--bench", "synthetic-5w1s", *options, "--runs-dir", runs_dir) == 2
+    one_line_error(capsys, message)
+    assert not runs_dir.exists()
+
+
+# ------------------------------------------------------------------------------ one error line, never a traceback
+
+
+def test_a_config_file_that_is_not_utf8_is_one_error(tmp_path, runs_dir, capsys):
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes("train:\n  lr: 0.01  # é\n".encode("latin-1"))
+    assert run_cli("run", *PIXELS, "--config", config, "--runs-dir", runs_dir) == 2
+    one_line_error(capsys, "latin1.yaml is not UTF-8 text (byte 0xe9")
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory nobody can write, not even root: mode 0555, and (as root) the immutable attribute."""
+    path = tmp_path / "read-only"
+    path.mkdir()
+    path.chmod(0o555)
+    immutable = False
+    try:
+        (path / "probe").touch()
+    except OSError:
+        pass
+    else:
+        (path / "probe").unlink()
+        immutable = (
+            shutil.which("chattr") and subprocess.run(["chattr", "+i", path], capture_output=True).returncode == 0
+        )
+        if not immutable:
+            pytest.skip("cannot make a read-only directory here (root without chattr +i)")
+    yield path
+    if immutable:
+        subprocess.run(["chattr", "-i", path], check=True)
+    path.chmod(0o755)
+
+
+def test_eval_and_sweep_into_a_read_only_runs_dir_are_one_error(run_copy, read_only_dir, capsys):
+    assert run_cli("eval", "--run", run_copy, "--bench", "synthetic-5w1s", "--runs-dir", read_only_dir) == 2
+    one_line_error(capsys, "cannot write the run directory", str(read_only_dir), "pass a writable --runs-dir")
+    assert run_cli("sweep", *PIXELS_SWEEP, "--runs-dir", read_only_dir) == 2
+    one_line_error(capsys, str(read_only_dir / "sweeps"))
+    assert list(read_only_dir.iterdir()) == []
+
+
+def test_commands_point_only_at_files_they_wrote(run_copy, tmp_path, capsys):
+    a_file = tmp_path / "runs-is-a-file"
+    a_file.write_text("")
+    assert run_cli("run", *PIXELS, "--runs-dir", a_file) == 2
+    err = one_line_error(capsys, "cannot write the run directory", "Not a directory", "pass a writable --runs-dir")
+    assert "record:" not in err and "traceback:" not in err
+    assert run_cli("eval", "--run", run_copy, "--bench", "synthetic-5w1s", "--runs-dir", a_file) == 2
+    one_line_error(capsys, "cannot write the run directory", "Not a directory")
+    assert run_cli("sweep", *PIXELS_SWEEP, "--runs-dir", a_file) == 2
+    one_line_error(capsys, "Not a directory", str(a_file))
+    if not torch.cuda.is_available():
+        assert run_cli("run", *PIXELS, "--device", "cuda", "--runs-dir", tmp_path / "runs") == 2
+        err = one_line_error(capsys, "--device cuda: no CUDA device")
+        assert "record:" not in err and not (tmp_path / "runs").exists()
+
+
+def test_ctrl_c_prints_the_resume_command_and_a_resumed_run_drops_its_traceback(runs_dir, monkeypatch, capsys):
+    from harness.methods.protonet import ProtoNet
+
+    restore = interrupt_at_step(monkeypatch, ProtoNet, 0)
+    assert run_cli("run", *PROTONET, "--runs-dir", runs_dir) == 130
+    run_dir = only_run(runs_dir)
+    err = one_line_error(capsys, "interrupted", f"--run-dir {run_dir} --resume")
+    assert read_record(run_dir)["reason"] == "interrupted" and (run_dir / "error.log").is_file()
+
+    restore()
+    command = shlex.split(err.split("with: ", 1)[1])
+    assert command[:2] == ["harness", "run"]
+    assert run_cli(*command[1:]) == 0
+    assert read_record(run_dir)["status"] == "ok" and not (run_dir / "error.log").exists()

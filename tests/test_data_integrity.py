@@ -1,6 +1,6 @@
-"""Data hardening (issue 13): dataset pickles are decoded without running code, decoded caches carry a
-SHA256 checked on every load (a damaged cache is rebuilt and gives the same tensors), `harness data
-verify` / `status` / `--force`, and a damaged raw zip is one error naming the file and its repair."""
+"""Data integrity (harness/data/integrity.py, harness/data/safe_pickle.py): dataset pickles are decoded without running
+code, decoded caches carry a SHA256 checked on every load (a damaged cache is rebuilt and gives the same tensors),
+`harness data verify` / `status` / `--force`, and a damaged raw zip is one error naming the file and its repair."""
 
 from __future__ import annotations
 
