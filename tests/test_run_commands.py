@@ -193,12 +193,17 @@ def test_a_dry_run_names_the_data_it_would_fetch_and_fetches_nothing(tmp_path, c
     assert not (tmp_path / "empty-data-root").exists() or not any((tmp_path / "empty-data-root").rglob("*.zip"))
 
 
+def run_dirs(runs) -> list:
+    """The run directories under ``runs`` (beside them: the store's index, .harness-index.sqlite)."""
+    return sorted(p for p in runs.iterdir() if p.is_dir())
+
+
 def test_prune_lists_then_removes_failed_interrupted_and_dead_runs_only(tmp_path, capsys, monkeypatch):
     runs = tmp_path / "runs"
     base = ["--method", "pixels", "--bench", "synthetic-5w1s", "--set", "bench.episodes=4", "--runs-dir", runs]
     for seed in range(4):
         assert run_cli("run", *base, "--seed", seed) == 0
-    made = sorted(p for p in runs.iterdir())
+    made = run_dirs(runs)
     failed, dead, interrupted, kept = made
     for run_dir, status, reason in (
         (failed, "failed", "RunFailed: diverged"),
@@ -212,12 +217,12 @@ def test_prune_lists_then_removes_failed_interrupted_and_dead_runs_only(tmp_path
     assert run_cli("prune", "--runs-dir", runs, "--dry-run") == 0
     out = capsys.readouterr().out
     assert all(p.name in out for p in (failed, dead, interrupted)) and kept.name not in out
-    assert sorted(runs.iterdir()) == made
+    assert run_dirs(runs) == made
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
     assert run_cli("prune", "--runs-dir", runs) == 2  # not at a terminal: needs --yes
-    assert "--yes" in one_error(capsys) and sorted(runs.iterdir()) == made
+    assert "--yes" in one_error(capsys) and run_dirs(runs) == made
     assert run_cli("prune", "--runs-dir", runs, "--yes") == 0
-    assert sorted(runs.iterdir()) == [kept] and read_record(kept)["status"] == "ok"
+    assert run_dirs(runs) == [kept] and read_record(kept)["status"] == "ok"
 
 
 def test_prune_leaves_a_run_that_a_live_process_holds(tmp_path):

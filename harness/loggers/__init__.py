@@ -103,9 +103,7 @@ def preflight(log: LogConfig, run_dir: Path) -> None:
     from urllib.parse import unquote, urlparse
 
     if "mlflow" in log.loggers:
-        from harness.loggers.mlflow import tracking_uri
-
-        uri = tracking_uri(run_dir, log)
+        uri = mlflow_tracking_uri(run_dir, log)
         parsed = urlparse(uri)
         if parsed.scheme in ("", "file"):
             store = Path(unquote(parsed.path) if parsed.scheme else uri)
@@ -120,6 +118,11 @@ def preflight(log: LogConfig, run_dir: Path) -> None:
             "log.wandb_mode=online needs a W&B login on this machine, and there is none (no WANDB_API_KEY, no "
             "`wandb login`): log in, or log offline with --set log.wandb_mode=offline and `wandb sync` later"
         )
+
+
+def mlflow_tracking_uri(run_dir: Path, log: LogConfig) -> str:
+    """``log.mlflow_uri``, else a file store in the run directory's parent (the runs directory)."""
+    return log.mlflow_uri or (Path(run_dir).absolute().parent / "mlruns").as_uri()
 
 
 def wandb_login() -> bool:

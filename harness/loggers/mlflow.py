@@ -24,21 +24,16 @@ MAX_PARAMS = 100  # per log_batch call (MLflow's limit)
 INTERRUPTED = ("interrupted", "terminated (SIGTERM)")  # record reasons of a run stopped from outside
 
 
-def tracking_uri(run_dir: Path, log: LogConfig) -> str:
-    """``log.mlflow_uri``, else a file store in the run directory's parent (the runs directory)."""
-    return log.mlflow_uri or (Path(run_dir).absolute().parent / "mlruns").as_uri()
-
-
 class MLflow:
     """The harness run's MLflow run; steps up to ``sent_step`` (sent by an earlier attempt) are not sent again."""
 
     def __init__(self, run_dir: Path, log: LogConfig, state, step: int | None):
-        from harness.loggers import run_identity
+        from harness.loggers import mlflow_tracking_uri, run_identity
         from harness.settings import flatten
         from harness.store import read_config
 
         run_dir, saved = Path(run_dir), state.get("mlflow")
-        uri = saved.get("tracking_uri") or tracking_uri(run_dir, log)
+        uri = saved.get("tracking_uri") or mlflow_tracking_uri(run_dir, log)
         if uri.startswith("file:"):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         from mlflow.entities import Param
