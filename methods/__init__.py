@@ -97,9 +97,10 @@ _add(
     "bmssl-noinner",
     "unsupervised meta-learning",
     "bmssl:BMSSL",
-    "BMSSL ablation: no first level (K = 0), a contrastive pseudo-task learner",
+    "BMSSL ablation: no first level (K = 0: the queries scored by the support prototypes), a contrastive "
+    "pseudo-task learner",
     preset="bmssl",
-    fixed={"method": {"inner_steps": 0}},
+    fixed={"method": {"inner_steps": 0, "head_init": "proto"}},
 )
 _add(
     "bmssl-fo",

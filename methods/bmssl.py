@@ -44,6 +44,7 @@ work (tests/perf/bench_bmssl.py); ``adapt=all`` adapts task by task with
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -273,7 +274,8 @@ class BMSSL(SelfSupervised):
             "match_loss": torch.zeros((), device=z.device),
         }
         if cfg.bootstrap_weight > 0 or self.diagnose:
-            with torch.no_grad():
+            # with λ = 0 the target is a diagnostic only: its forward pass leaves batch norm's statistics alone
+            with torch.no_grad(), running_stats_kept(self, cfg.bootstrap_weight == 0):
                 future = None
                 if cfg.target_views:
                     own = views[:, :, cfg.views_per_image :]
@@ -321,19 +323,20 @@ class BMSSL(SelfSupervised):
                     xt = torch.cat([xs, task[:, cfg.views_per_image :].flatten(0, 1)])
                     yt = torch.cat([ys, self.pseudo_labels(cfg.target_views, ys.device)])
                 detached = ({k: v.detach() for k, v in fast[0].items()}, tuple(h.detach() for h in fast[1]))
-                params, target_head = self.adapt_all(*detached, xt, yt, cfg.target_steps, True, target=True)
-                params, target_head = self.adapt_all(params, target_head, xq, yq, 1, True, target=True)
-                with torch.no_grad():
-                    target_z = self.embed_views(xq, params)
-                    target_logits = self.head_logits(target_head, target_z)
+                with running_stats_kept(self, cfg.bootstrap_weight == 0):  # λ = 0: a diagnostic only
+                    params, target_head = self.adapt_all(*detached, xt, yt, cfg.target_steps, True, target=True)
+                    params, target_head = self.adapt_all(params, target_head, xq, yq, 1, True, target=True)
+                    with torch.no_grad():
+                        target_z = self.embed_views(xq, params)
+                        target_logits = self.head_logits(target_head, target_z)
                 if cfg.bootstrap_weight > 0:
                     outcome["match_loss"] = (
                         kl_to_target(F.softmax(target_logits, dim=-1), logits)
                         if cfg.match == "kl"
                         else (query_z - target_z).pow(2).sum(-1).mean()
                     )
-                if self.diagnose:
-                    with torch.no_grad():
+                if self.diagnose:  # measured without moving batch norm's statistics: training is unchanged
+                    with torch.no_grad(), running_stats_kept(self):
                         support_z = self.embed_views(xs, fast[0])
                         outcome |= mechanism_report(
                             support_init=self.head_loss(init, self.embed_views(xs, meta), ys),
@@ -365,6 +368,20 @@ class BMSSL(SelfSupervised):
             new = [v if g is None else v - rate * g for v, g, rate in zip(leaves, grads, rates)]
             params, head = dict(zip(params, new[: len(params)])), tuple(new[len(params) :])
         return params, head
+
+
+@contextmanager
+def running_stats_kept(module: nn.Module, active: bool = True):
+    """Forward passes in the block leave ``module``'s buffers (batch norm's running statistics) as they were."""
+    if not active:
+        yield
+        return
+    saved = [buffer.clone() for buffer in module.buffers()]
+    try:
+        yield
+    finally:
+        for buffer, value in zip(module.buffers(), saved):
+            buffer.data.copy_(value)  # as batch norm updates them: no autograd version bump
 
 
 def kl_to_target(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
