@@ -128,6 +128,7 @@ def table_store(spec: TableSpec, runs_dir: str | None, collect_from: str | None)
     if collect_from:
         if not Path(collect_from).is_dir():
             raise HarnessError(f"--collect-from {collect_from}: no such runs directory")
+        files.check_owned(spec.evidence, evidence_owner(spec))  # refused before reading (and indexing) it
         return Store(RunStore(Path(collect_from), spec.evidence))
     return Store(RunStore(spec.evidence))
 
