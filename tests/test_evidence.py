@@ -165,12 +165,16 @@ def test_table_from_an_empty_store_fails_and_writes_nothing(tmp_path, capsys):
 
 def test_sweep_table_collect_regenerate_and_reproduce(tmp_path, capsys, monkeypatch):
     """The table's runs through `harness sweep --table`, their evidence collected into the spec's
-    folder, the table regenerated from that evidence alone (byte-identical), and `reproduce`:
+    folder (a run still going beside them is left out, and the outputs say nothing of it), the table
+    regenerated from that evidence alone (byte-identical), and `reproduce`:
     identical for an untouched cell, DIFFERENT (exit 1) for a cell whose stored outcome was changed."""
     monkeypatch.chdir(tmp_path)
     spec = tiny_spec(tmp_path / "results" / "tables")
     assert run_cli("sweep", "--table", spec, "--executor", "local", "--runs-dir", "runs", "--wait") == 0
     assert len([r for r in RunStore(Path("runs")) if r["status"] == "ok"]) == 3  # protonet × 2 seeds, pixels × 1
+    unfinished = Path("runs") / "20990101-000000-protonet-unfinished"  # a run still going beside them: not evidence
+    shutil.copytree(next(p for p in Path("runs").iterdir() if "-protonet-" in p.name), unfinished)
+    write_record(unfinished, {**json.loads((unfinished / "result.json").read_text()), "status": "running"})
     assert run_cli("table", spec, "--collect-from", "runs") == 0
     evidence = tmp_path / "results" / "runs" / "tiny"
     assert len([p for p in evidence.iterdir() if p.is_dir()]) == 3
