@@ -14,6 +14,8 @@ from harness.method import TrainData
 from harness.resolve import resolve
 from harness.runner import build_method
 
+from conftest import bmssl_proto
+
 NO_AUGMENTATION = [
     "views.min_scale=1.0",
     "views.rr_prob=0",
@@ -24,36 +26,19 @@ NO_AUGMENTATION = [
 ]
 
 
-# The settings of the bmssl-proto row (a prototype head, no views for the target only), which the special-case
-# tests below were written for; the tests of the new first level and target override them.
-PROTO = [
-    "method.target_views=0",
-    "method.head_init=proto",
-    "method.center=false",
-    "method.inner_lr_units=loss",
-    "method.inner_lr=0.5",
-    "method.inner_steps=1",
-    "method.target_steps=1",
-]
-
-
 def bmssl(*sets: str, name: str = "bmssl"):
-    base = [s for s in PROTO if s.split("=")[0] not in fixed_keys(name)]
+    # the bmssl-proto settings, which the special-case tests below were written for; the tests of the new
+    # first level and target override them
     resolved = resolve(
-        name, "synthetic-5w1s", sets=[*base, "train.batch_size=2", "method.ways=5", "method.views_per_image=3", *sets]
+        name,
+        "synthetic-5w1s",
+        sets=[*bmssl_proto(name), "train.batch_size=2", "method.ways=5", "method.views_per_image=3", *sets],
     )
     method = build_method(resolved, 0, torch.device("cpu"))
     data = resolved.benchmark.load(resolved.config)
     train = TrainData(data.train.images, None, None)
     method.setup(train)
     return method, train
-
-
-def fixed_keys(name: str) -> set[str]:
-    """The settings an ablation fixes (which a test may not set)."""
-    from harness.methods import METHODS
-
-    return {f"{group}.{key}" for group, values in METHODS.get(name).fixed.items() for key in values}
 
 
 def test_tasks_are_views_of_distinct_images_with_pseudo_labels():

@@ -21,6 +21,8 @@ from harness import kernels
 from harness.resolve import resolve
 from harness.runner import RunRequest, execute
 
+from conftest import BMSSL_PROTO, bmssl_proto
+
 PINS = Path(__file__).parent / "pinned"
 SETTINGS = [
     "train.steps=4",
@@ -35,17 +37,7 @@ SETTINGS = [
 # CACTUs: 2 steps of its encoder, then clustering and 2 steps of meta-training
 CACTUS = ["method.encoder_steps=2", "method.encoder_batch_size=16", "method.partitions=3", "method.clusters=12"]
 # ProtoNet's were recorded with one episode per step (method.meta_batch's default then; since train.batch_size)
-# BMSSL's cases keep the settings they were recorded with (the preset before the new first level and target)
-BMSSL_PROTO = [
-    "method.views_per_image=4",
-    "method.target_views=0",
-    "method.head_init=proto",
-    "method.center=false",
-    "method.inner_lr_units=loss",
-    "method.inner_lr=0.5",
-    "method.inner_steps=1",
-    "method.target_steps=1",
-]
+# BMSSL's cases keep the settings they were recorded with (conftest.BMSSL_PROTO)
 EXTRA = {
     "bmssl adapt=all": [*BMSSL_PROTO, "train.batch_size=2", "method.ways=4", "method.adapt=all", "method.match=l2"],
     "protonet": ["train.batch_size=1"],
@@ -74,10 +66,7 @@ def case_settings(case: str) -> list[str]:
         return EXTRA[case]
     if not case.startswith("bmssl"):
         return []
-    from harness.methods import METHODS
-
-    fixed = {f"{group}.{key}" for group, values in METHODS.get(case).fixed.items() for key in values}
-    return [s for s in BMSSL_PROTO if s.split("=")[0] not in fixed] + ["method.ways=8"]
+    return [*bmssl_proto(case), "method.ways=8"]
 
 
 def run_case(case: str, run_dir: Path) -> tuple[float, list[float]]:
