@@ -32,6 +32,28 @@ def test_a_ladder_plans_one_run_per_rung_and_seed(tmp_path):
     assert x3.rows[0].where["train.steps"] == 6 and x3.rows[0].seeds == (0, 1)
 
 
+def test_rows_and_rungs_choose_among_a_tables_runs(tmp_path, capsys):
+    spec = load_spec(tiny_spec(tmp_path, ladder=LADDER))
+    chosen = table_runs(spec, rows=["protonet"], rungs=[1, 3])
+    assert sorted((r.method, r.overrides.get("train.steps"), r.seed) for r in chosen) == [
+        ("protonet", 2, 0),
+        ("protonet", 2, 1),
+        ("protonet", 6, 0),
+        ("protonet", 6, 1),
+    ]
+    with pytest.raises(ConfigError, match="did you mean 'protonet'"):
+        table_runs(spec, rows=["protonett"])
+    with pytest.raises(ConfigError, match="its rungs: 1, 2, 3"):
+        table_runs(spec, rungs=[4])
+    for args, message in [
+        (["--table", spec.path, "--rungs", "x4"], "comma-separated whole multiples"),
+        (["--methods", "protonet", "--rows", "protonet"], "use them with --table"),
+    ]:
+        assert run_cli("sweep", *args, "--runs-dir", tmp_path / "runs", "--dry-run") == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_rung_multiplies_training_length_only_not_the_steps_inside_one_step(tmp_path):
     rows = [
         {

@@ -19,6 +19,18 @@ from harness.sweep.status import assess, cmd_status
 from harness.sweep.submit import Launch, Stopped, dry_run, launch_runs, local_cores, stop_workers_on_signal, wait
 
 
+def split_list(text: str | None) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()] if text else []
+
+
+def rung_list(text: str | None) -> list[int]:
+    """``--rungs 1,4``: the multiples, or one error saying what is valid."""
+    try:
+        return [int(item) for item in split_list(text)]
+    except ValueError:
+        raise ConfigError(f"--rungs {text!r}: give comma-separated whole multiples, e.g. --rungs 1,4") from None
+
+
 def cmd_sweep(args) -> int:
     sweep_file = load_sweep_file(args.file) if args.file else {}
     if args.table and (args.file or args.methods or args.benches or args.seeds or args.set or args.config):
@@ -26,6 +38,8 @@ def cmd_sweep(args) -> int:
             "--table makes the runs a table spec needs (its rows, columns and seeds); "
             "drop the grid options (FILE, --methods, --benches, --seeds, --set, --config)"
         )
+    if (args.rows or args.rungs) and not args.table:
+        raise ConfigError("--rows and --rungs choose among a table spec's runs: use them with --table SPEC.yaml")
     spec = None if args.table else sweep_spec(args, sweep_file)
     profile_name = args.profile or sweep_file.get("profile")
     executor = choose_executor(args.executor or sweep_file.get("executor"), profile_name)
@@ -42,7 +56,8 @@ def cmd_sweep(args) -> int:
         from harness.report.spec import load_spec
 
         table = load_spec(Path(args.table))
-        grid_runs, grid = table_runs(table), {"table": str(table.path), "evidence": str(table.evidence)}
+        grid_runs = table_runs(table, split_list(args.rows), rung_list(args.rungs))
+        grid = {"table": str(table.path), "evidence": str(table.evidence)}
         default_name = f"table-{table.path.stem}"
     else:
         grid_runs, grid, default_name = plan_runs(spec), asdict(spec), spec.default_name()
@@ -122,6 +137,8 @@ def add_commands(sub) -> None:
         help="instead of a grid: every run the table spec's measured cells need (its rows × columns, "
         "with their settings, and its seeds); finished ones are skipped",
     )
+    p.add_argument("--rows", help="with --table: only these rows (comma-separated labels)")
+    p.add_argument("--rungs", help="with --table: only these rungs (comma-separated multiples; 1 is the table itself)")
     p.add_argument("--methods", help="comma-separated method names (see `harness list methods`)")
     p.add_argument("--benches", help="comma-separated benchmark names (see `harness list benchmarks`)")
     p.add_argument("--seeds", help="training seeds: 0-4, 0,2,5 or 0-2,7 (default 0)")

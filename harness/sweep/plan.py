@@ -117,17 +117,31 @@ def plan_runs(spec: SweepSpec) -> list[Run]:
     return list(runs.values())
 
 
-def table_runs(spec) -> list[Run]:
+def table_runs(spec, rows: list[str] | None = None, rungs: list[int] | None = None) -> list[Run]:
     """Every run a table spec's measured cells need, at each of its ladder rungs: each row × column, with
     the row's and the column's config filters as settings, and the row's seeds (else the spec's) for
-    methods that train (seed 0 else)."""
+    methods that train (seed 0 else). ``rows`` (labels) and ``rungs`` (multiples, 1: the table) keep only those."""
     from harness.benchmarks import reference
     from harness.report.spec import merge_where, rung_specs
+    from harness.report.spec_fields import check_row_labels
 
+    tables = [spec, *rung_specs(spec)]
+    check_row_labels(rows or [], [row.label for row in spec.rows], f"--rows ({spec.path})")
+    multiples = [table.multiple for table in tables]
+    for multiple in rungs or []:
+        if multiple not in multiples:
+            raise ConfigError(
+                f"--rungs: {spec.path} has no rung ×{multiple}; its rungs: {', '.join(map(str, multiples))} "
+                "(1 is the table itself, the others its ladder's multiples)"
+            )
     runs: dict[str, Run] = {}
-    for table in [spec, *rung_specs(spec)]:
+    for table in tables:
+        if rungs and table.multiple not in rungs:
+            continue
         rung = f" ×{table.multiple}" if table.multiple > 1 else ""
         for row in table.rows:
+            if rows and row.label not in rows:
+                continue
             for column in table.columns:
                 overrides = dict(Overrides(merge_where(row, column, table.path)).grouped())
                 add_runs(
