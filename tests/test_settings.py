@@ -10,7 +10,7 @@ import pytest
 from harness.errors import ConfigError
 from harness.report.selection import CONFIG_ALIASES, RECORD_FIELDS, UNCOMPARED, check_where, read_settings
 from harness.resolve import resolve
-from harness.settings import SCHEMA, canonical, config_hash, flatten, stored_form, stored_overrides
+from harness.settings import SCHEMA, canonical, config_hash, derived_hash, flatten, stored_form, stored_overrides
 from harness.store import RunStore, read_config
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "runs"
@@ -25,7 +25,11 @@ def test_committed_runs_exist():
 def test_every_committed_run_reads_back_as_the_canonical_form_of_its_resolved_configuration(record):
     tree = read_config(Path(record["run_dir"]))
     resolved = resolve(tree["method_name"], tree["benchmark"], overrides=stored_overrides(tree)).config
-    assert config_hash(resolved) == record["config_hash"]
+    if record["kind"] == "eval":  # its hash covers its source run's (committed beside it) and its own
+        (source,) = [r for r in COMMITTED if r["run_id"] == record["source_run"]]
+        assert derived_hash(source["config_hash"], resolved) == record["config_hash"]
+    else:
+        assert config_hash(resolved) == record["config_hash"]
     expected = flatten(canonical(resolved.to_dict()))
     for key in (*UNCOMPARED, *CONFIG_ALIASES):
         expected.pop(key, None)

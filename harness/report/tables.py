@@ -238,12 +238,12 @@ def training_columns(table: PaperTable) -> dict[str, tuple[str, Callable[[RunGro
 
 
 def training_cells(table: PaperTable, row: Row, cells: list[Cell]) -> list[str]:
-    """A row's training columns: the value its cells share, else each column's, ``a / b``."""
+    """A row's training columns: the value its cells share, else each column's, ``a / b`` (none measured: —)."""
     out = []
     for _, text in training_columns(table).values():
         values = [text(cell.group, row) if cell.group else MISSING for cell in cells]
         measured = {v for v, cell in zip(values, cells) if cell.group}
-        out.append(measured.pop() if len(measured) == 1 else " / ".join(values))
+        out.append(measured.pop() if len(measured) == 1 else " / ".join(values) if measured else MISSING)
     return out
 
 
