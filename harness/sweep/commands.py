@@ -12,21 +12,17 @@ from harness import provenance
 from harness.errors import ConfigError
 from harness.loggers import add_logger_option, logger_setting
 from harness.store import default_runs_dir
-from harness.sweep.grid import SWEEP_FILE_KEYS, load_sweep_file, sweep_spec
+from harness.sweep.grid import SWEEP_FILE_KEYS, load_sweep_file, names, sweep_spec
 from harness.sweep.plan import Sweep, plan_runs, table_runs
 from harness.sweep.profiles import EXECUTORS, choose_executor, load_profile, processes_per_run
 from harness.sweep.status import assess, cmd_status
 from harness.sweep.submit import Launch, Stopped, dry_run, launch_runs, local_cores, stop_workers_on_signal, wait
 
 
-def split_list(text: str | None) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()] if text else []
-
-
 def rung_list(text: str | None) -> list[int]:
     """``--rungs 1,4``: the multiples, or one error saying what is valid."""
     try:
-        return [int(item) for item in split_list(text)]
+        return [int(item) for item in names(text, "--rungs")] if text else []
     except ValueError:
         raise ConfigError(f"--rungs {text!r}: give comma-separated whole multiples, e.g. --rungs 1,4") from None
 
@@ -56,7 +52,7 @@ def cmd_sweep(args) -> int:
         from harness.report.spec import load_spec
 
         table = load_spec(Path(args.table))
-        grid_runs = table_runs(table, split_list(args.rows), rung_list(args.rungs))
+        grid_runs = table_runs(table, names(args.rows, "--rows") if args.rows else [], rung_list(args.rungs))
         grid = {"table": str(table.path), "evidence": str(table.evidence)}
         default_name = f"table-{table.path.stem}"
     else:
